@@ -1,0 +1,1 @@
+"""Pipeline steps: thin kfp components whose bodies call plain, tested functions."""

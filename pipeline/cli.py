@@ -1,0 +1,100 @@
+"""The ``taxifare`` command line.
+
+Each subcommand imports what it needs when it runs, so ``taxifare --help`` is instant.
+User mistakes (a path, a parameter, the data) end with one ``error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    data = sub.add_parser("data", help="make or check data sets", description="Make or check taxi-trip CSV data sets.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{generate,check}")
+    gen = data_sub.add_parser(
+        "generate",
+        help="write seeded synthetic NYC trips as train/valid/test CSV",
+        description=(
+            "Write seeded synthetic NYC taxi trips as train.csv, valid.csv and test.csv (80/10/10) in the lab's CSV "
+            "layout, calibrated against real trips (Manhattan hot spots, the airports, flat JFK fares)."
+        ),
+    )
+    gen.add_argument("--rows", type=int, default=100_000, help="total rows over the three files (default %(default)s)")
+    gen.add_argument("--out", required=True, help="output directory (created if missing)")
+    gen.add_argument("--seed", type=int, default=42, help="random seed: the same seed gives the same files (default %(default)s)")
+    gen.add_argument("--datetime", action="store_true", help="write the course's later layout, with pickup_datetime as the second column")
+    chk = data_sub.add_parser(
+        "check",
+        help="validate CSV files and print what would be dropped",
+        description="Validate taxi CSV files row by row and print counts per drop reason, examples and column statistics.",
+    )
+    chk.add_argument("paths", help="a file, glob or directory (several separated by commas); local or gs://")
+    chk.add_argument("--max_bad_fraction", type=float, default=None, help="exit with an error when a larger share of rows is bad")
+
+
+def _data(args: argparse.Namespace) -> int:
+    import json
+
+    if args.data_command == "generate":
+        from trainer import synthetic
+        from trainer.schema import Variant
+
+        progress = synthetic.main_progress if args.rows >= 500_000 else None
+        result = synthetic.generate(
+            args.rows, args.out, seed=args.seed, variant=Variant.DATETIME if args.datetime else Variant.LAB, progress=progress
+        )
+        for split, path in result.paths.items():
+            print(f"{split:5s} {result.rows[split]:>10,} rows  {path}")
+        print(f"generated {sum(result.rows.values()):,} rows in {result.seconds:.1f}s (seed {args.seed})")
+        return 0
+    from trainer import validation
+
+    report = validation.scan(args.paths, max_bad_fraction=args.max_bad_fraction)
+    print(report.summary())
+    for example in report.examples:
+        print(f"  dropped {example}")
+    print(json.dumps(report.as_dict()["columns"], indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``taxifare`` parser with every subcommand."""
+    p = argparse.ArgumentParser(
+        prog="taxifare",
+        description="Take the taxi-fare model from data to a verified, deployed model: locally or on Vertex AI.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data(sub)
+    sub.add_parser(
+        "train",
+        help="run the trainer (python -m trainer.task); see `taxifare train --help`",
+        add_help=False,
+        description="Run the trainer; every flag is passed to python -m trainer.task.",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``taxifare`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        from trainer import task
+
+        return task.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from trainer.storage import InputError
+
+    try:
+        if args.command == "data":
+            return _data(args)
+    except (InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

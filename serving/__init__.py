@@ -1,0 +1,1 @@
+"""TF-Serving-compatible REST and gRPC server for deployed versions, and its client."""

@@ -1,0 +1,64 @@
+"""Shared fixtures: paths to the real samples, small data sets, one trained model per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("TAXIFARE_SAMPLES", ROOT.parent / "shared" / "data" / "taxifare"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def real(name: str) -> Path:
+    path = REAL_DATA / name
+    if not path.exists():
+        pytest.fail(f"real sample {path} is missing: the shared/ folder must sit beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_train() -> Path:
+    return real("taxi-train.csv")
+
+
+@pytest.fixture(scope="session")
+def real_valid() -> Path:
+    return real("taxi-valid.csv")
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory, real_train: Path, real_valid: Path) -> dict[str, Path]:
+    """A few hundred real rows for training, the real valid set for evaluation."""
+    out = tmp_path_factory.mktemp("small")
+    lines = real_train.read_text().splitlines(keepends=True)
+    (out / "train.csv").write_text("".join(lines[:600]))
+    return {"train": out / "train.csv", "valid": real_valid}
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, small_data: dict[str, Path]):
+    """One short training run shared by the tests that only need an exported model."""
+    from trainer.model import TrainConfig, train_and_evaluate
+
+    out = tmp_path_factory.mktemp("trained")
+    config = TrainConfig(
+        train_data_paths=str(small_data["train"]),
+        eval_data_paths=str(small_data["valid"]),
+        output_dir=str(out),
+        train_steps=300,
+        train_batch_size=128,
+        seed=1,
+    )
+    return train_and_evaluate(config, progress=lambda line: None)
+
+
+def run_python(code: str, *args: str, timeout: float = 120.0):
+    """Run ``code`` in a fresh interpreter (same environment), returning the CompletedProcess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)

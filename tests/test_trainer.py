@@ -1,0 +1,163 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_python
+
+from trainer import model as trainer_model
+from trainer import schema, synthetic
+from trainer.model import TrainConfig, train_and_evaluate
+from trainer.schema import Variant
+from trainer.storage import InputError
+
+
+def test_short_run_beats_the_mean_predictor(trained_model, small_data, real_valid):
+    train_fares = np.loadtxt(small_data["train"], delimiter=",")[:, 0]
+    valid_fares = np.loadtxt(real_valid, delimiter=",")[:, 0]
+    mean_rmse = float(np.sqrt(np.mean((valid_fares - train_fares.mean()) ** 2)))
+    rmse = trained_model.metrics["rmse"]
+    assert math.isfinite(rmse) and rmse < 0.8 * mean_rmse, (rmse, mean_rmse)
+    assert trained_model.metrics["steps"] == 300
+    assert trained_model.metrics["eval_examples"] == 1665
+
+
+def test_export_layout_and_metrics_file(trained_model):
+    export = Path(trained_model.export_dir)
+    assert export.parent.name == "exporter" and export.parent.parent.name == "export"
+    assert export.name.isdigit()
+    assert (export / "saved_model.pb").exists()
+    metrics = json.loads((export / "metrics.json").read_text())
+    assert metrics["steps"] == 300 and metrics["rmse"] == pytest.approx(trained_model.metrics["rmse"])
+    assert not [p for p in export.parent.iterdir() if p.name.startswith(".tmp")]
+    assert list((export.parents[2] / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((export.parents[2] / "checkpoints").glob("ckpt-300.index"))
+
+
+ROUND_TRIP = """
+import json, sys
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+fn = loaded.signatures["serving_default"]
+inputs = {name: spec.dtype.name for name, spec in fn.structured_input_signature[1].items()}
+outputs = {name: spec.dtype.name for name, spec in fn.structured_outputs.items()}
+instance = json.loads(sys.argv[2])
+result = fn(**{k: tf.constant([v], tf.string if isinstance(v, str) else tf.float32) for k, v in instance.items()})
+print(json.dumps({"inputs": inputs, "outputs": outputs, "fare": float(result["fare_amount"][0])}))
+"""
+
+
+def test_export_round_trip_in_a_fresh_process(trained_model):
+    proc = run_python(ROUND_TRIP, trained_model.export_dir, json.dumps(schema.TEST_INSTANCE))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["inputs"] == {name: "float32" for name in schema.NUMERIC_FEATURES}
+    assert out["outputs"] == {"fare_amount": "float32"}
+    # About 9.7 km from Astoria to the East Village: a real fare is $20-35.
+    assert math.isfinite(out["fare"]) and 10 < out["fare"] < 50, out
+
+
+def test_datetime_variant_trains_and_exports_with_the_timestamp_input(tmp_path):
+    data = synthetic.generate(3000, str(tmp_path / "data"), seed=2, variant=Variant.DATETIME)
+    result = train_and_evaluate(
+        TrainConfig(data.paths["train"], data.paths["valid"], str(tmp_path / "out"), train_steps=50, train_batch_size=64, seed=0),
+        progress=lambda line: None,
+    )
+    assert result.variant is Variant.DATETIME
+    proc = run_python(ROUND_TRIP, result.export_dir, json.dumps(schema.TEST_INSTANCE_DATETIME))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["inputs"]["pickup_datetime"] == "string"
+    assert math.isfinite(out["fare"]) and out["fare"] > 0
+
+
+def trainer_cmd(data: dict[str, Path], out: Path, steps: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "trainer.task",
+        "--train_data_paths", str(data["train"]), "--eval_data_paths", str(data["valid"]),
+        "--output_dir", str(out), "--train_steps", str(steps), "--train_batch_size", "64", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_the_step_count(tmp_path, small_data):
+    out = tmp_path / "run"
+    cmd = trainer_cmd(small_data, out, 1_000_000, "--steps_per_loop", "20", "--checkpoint_every_steps", "20")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    index = out / "checkpoints" / "checkpoint"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if index.exists() and len(list((out / "checkpoints").glob("ckpt-*.index"))) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    import tensorflow as tf
+
+    killed_at = int(tf.train.latest_checkpoint(str(out / "checkpoints")).rsplit("-", 1)[1])
+    assert killed_at >= 40
+    again = subprocess.run(
+        trainer_cmd(small_data, out, killed_at + 60, "--steps_per_loop", "20"), cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"at step {killed_at}" in again.stderr
+    metrics = json.loads((Path(trainer_model.latest_export(str(out))) / "metrics.json").read_text())
+    assert metrics["steps"] == killed_at + 60
+    assert metrics["steps_this_run"] == 60
+
+
+def test_trial_writes_to_its_own_subdirectory(tmp_path, small_data):
+    env = {**os.environ, "TF_CONFIG": json.dumps({"task": {"type": "master", "index": 0, "trial": "7"}})}
+    proc = subprocess.run(
+        trainer_cmd(small_data, tmp_path, 5, "--steps_per_loop", "5"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert trainer_model.latest_export(str(tmp_path / "7"))
+    assert "Done: eval RMSE" in proc.stdout and "tensorboard --logdir" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train_steps", "0"], "--train_steps must be a positive integer (got 0)"),
+        (["--hidden_units", "0"], "--hidden_units must be one or more positive layer sizes"),
+        (["--learning_rate", "-1"], "--learning_rate must be a small positive number"),
+    ],
+)
+def test_bad_parameters_give_one_clear_line(tmp_path, small_data, args, message):
+    cmd = trainer_cmd(small_data, tmp_path, 5) + args
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert "Traceback" not in proc.stderr
+
+
+def test_glob_matching_nothing_stops_training(tmp_path, small_data):
+    data = {"train": tmp_path / "missing-*.csv", "valid": small_data["valid"]}
+    proc = subprocess.run(trainer_cmd(data, tmp_path / "out", 5), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no file matches the training data pattern" in proc.stderr and "missing-*.csv" in proc.stderr
+
+
+def test_mostly_bad_data_stops_training(tmp_path, small_data):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("12.0,0,0,0,0,1,0\n" * 50 + small_data["train"].read_text()[:2000])
+    with pytest.raises(InputError, match=r"outside_nyc=50.*most in .*bad\.csv"):
+        train_and_evaluate(TrainConfig(str(bad), str(small_data["valid"]), str(tmp_path / "out"), train_steps=5), progress=lambda s: None)
+
+
+def test_help_documents_every_flag():
+    proc = subprocess.run([sys.executable, "-m", "trainer.task", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    from trainer.task import build_parser
+
+    for action in build_parser()._actions:
+        assert action.help, action.option_strings
+        for flag in action.option_strings:
+            assert flag in proc.stdout

@@ -1,0 +1,92 @@
+"""The tf.data input pipeline: stream CSV lines, shuffle, decode and validate in batches.
+
+Files are streamed line by line (never the whole data set in memory), shuffled for
+training, decoded a batch at a time in parallel with vectorised string ops, and prefetched.
+Rows that break the schema are dropped in-graph by the same rules as
+:mod:`trainer.validation` (which counts them and reports examples before training starts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from trainer import schema
+from trainer.schema import Variant
+from trainer.validation import NUMBER_REGEX
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def decode_lines(lines: tf.Tensor, variant: Variant) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
+    """Decode a batch of CSV lines.
+
+    Args:
+        lines: 1-D string tensor of raw lines.
+        variant: the file layout.
+
+    Returns:
+        ``(features, label, valid)``: features by name (float32, or string for
+        ``pickup_datetime``), the float32 label, and a bool mask of the rows that pass
+        every schema check (other rows hold placeholder values).
+    """
+    names = variant.columns
+    parts = tf.strings.split(lines, ",")
+    valid = tf.equal(parts.row_lengths(), len(names))
+    table = parts.to_tensor(default_value="", shape=[None, len(names)])
+    text = {name: tf.strings.strip(table[:, i]) for i, name in enumerate(names)}
+
+    numbers: dict[str, tf.Tensor] = {}
+    for name in (schema.LABEL, *schema.NUMERIC_FEATURES):
+        ok = tf.strings.regex_full_match(text[name], NUMBER_REGEX)
+        valid &= ok
+        numbers[name] = tf.strings.to_number(tf.where(ok, text[name], "0"), tf.float64)
+    if variant is Variant.DATETIME:
+        valid &= tf.strings.regex_full_match(text[schema.DATETIME], schema.DATETIME_REGEX)
+    for name, allowed in schema.RANGES.items():
+        valid &= (numbers[name] >= allowed.low) & (numbers[name] <= allowed.high)
+
+    features: dict[str, tf.Tensor] = {name: tf.cast(numbers[name], tf.float32) for name in schema.NUMERIC_FEATURES}
+    if variant is Variant.DATETIME:
+        features[schema.DATETIME] = text[schema.DATETIME]
+    return features, tf.cast(numbers[schema.LABEL], tf.float32), valid
+
+
+def make_dataset(
+    files: Sequence[str],
+    variant: Variant,
+    batch_size: int,
+    *,
+    training: bool,
+    shuffle_buffer: int = 50_000,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """A dataset of ``(features, label)`` batches read from ``files``.
+
+    Training datasets repeat forever and shuffle both the file order and the lines (in a
+    buffer of ``shuffle_buffer`` lines); evaluation datasets read every file once, in order.
+    Bad rows are dropped inside each batch, so a batch may hold slightly fewer rows.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.interleave(
+        tf.data.TextLineDataset,
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=AUTOTUNE if len(files) > 1 else None,
+        deterministic=not training,
+    )
+    if training:
+        # Line-level shuffle on top of the file-order shuffle.
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+
+    def decode(lines: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        features, label, valid = decode_lines(lines, variant)
+        return {k: tf.boolean_mask(v, valid) for k, v in features.items()}, tf.boolean_mask(label, valid)
+
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=not training)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(AUTOTUNE)

@@ -1,0 +1,99 @@
+"""File globs and reads for local paths and ``gs://`` URIs, with clear errors.
+
+Local paths use the standard library. ``gs://`` goes through google-cloud-storage, which
+honours ``STORAGE_EMULATOR_HOST`` (TensorFlow's own GCS filesystem does not), so staging
+can be tested against a local emulator.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from collections.abc import Iterable
+from typing import IO, Any
+
+
+class InputError(ValueError):
+    """A mistake in what the user asked for: a path, a glob, a parameter or the data.
+
+    Its message names the problem and the fix; command lines print it without a traceback.
+    """
+
+
+def is_gcs(path: str) -> bool:
+    """Whether ``path`` is a ``gs://`` URI."""
+    return path.startswith("gs://")
+
+
+def split_gcs(uri: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    bucket, _, name = uri[len("gs://") :].partition("/")
+    if not bucket:
+        raise InputError(f"{uri!r} names no bucket: write gs://BUCKET/path")
+    return bucket, name
+
+
+def _gcs_client() -> Any:
+    from google.cloud import storage  # heavy; only for gs://
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project="emulator", credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def _expand_one(pattern: str) -> list[str]:
+    if is_gcs(pattern):
+        bucket, name = split_gcs(pattern)
+        prefix = name.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+        blobs = _gcs_client().list_blobs(bucket, prefix=prefix)
+        matches = [b.name for b in blobs if fnmatch.fnmatchcase(b.name, name) and not b.name.endswith("/")]
+        return [f"gs://{bucket}/{m}" for m in sorted(matches)]
+    pattern = os.path.expanduser(pattern)
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, "*")
+    return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+
+
+def expand(patterns: str | Iterable[str], *, what: str = "data") -> list[str]:
+    """Expand comma-separated or listed file globs into a sorted list of files.
+
+    Args:
+        patterns: one glob, several separated by commas, or a list of them. A directory
+            stands for every file in it.
+        what: what the files are, for the error message (``"training data"``...).
+
+    Returns:
+        The matching files, each pattern's matches sorted, duplicates removed.
+
+    Raises:
+        InputError: when a pattern matches no file.
+    """
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",")]
+    files: list[str] = []
+    for raw in patterns:
+        pattern = raw.strip()
+        if not pattern:
+            continue
+        matches = _expand_one(pattern)
+        if not matches:
+            raise InputError(
+                f"no file matches the {what} pattern {pattern!r}: check the path "
+                "(a glob such as data/train*.csv, or gs://BUCKET/path/*.csv)"
+            )
+        files.extend(m for m in matches if m not in files)
+    if not files:
+        raise InputError(f"no {what} given: pass a file, a glob or a directory")
+    return files
+
+
+def open_binary(path: str) -> IO[bytes]:
+    """Open a local file or a ``gs://`` object for binary reading."""
+    if is_gcs(path):
+        bucket, name = split_gcs(path)
+        blob = _gcs_client().bucket(bucket).blob(name)
+        return blob.open("rb")  # type: ignore[no-any-return]
+    return open(path, "rb")
