@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Take the taxi-fare model from data to a verified, deployed model: locally or on Vertex AI.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from serving.cli import add_commands as add_serving_commands
+
+    add_serving_commands(sub)
     _add_data(sub)
     sub.add_parser(
         "train",
@@ -85,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return task.main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "predict"):
+        from serving.cli import run as run_serving
+
+        return run_serving(args)
     from trainer.storage import InputError
 
     try:

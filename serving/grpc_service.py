@@ -1,0 +1,226 @@
+"""The gRPC front end: TF Serving's ``PredictionService`` and ``ModelService`` (official protos).
+
+``Predict`` and ``GetModelMetadata`` of ``tensorflow.serving.PredictionService`` and
+``GetModelStatus`` of ``tensorflow.serving.ModelService`` are implemented; ``Classify``,
+``Regress``, ``MultiInference`` and ``HandleReloadConfigRequest`` answer UNIMPLEMENTED (the
+model has a predict signature only, and versions come from the base path). A stock client
+(``prediction_service_pb2_grpc.PredictionServiceStub`` with ``tf.make_tensor_proto`` inputs)
+works unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from google.protobuf import any_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.payload import RequestError, check_batch_size, check_column, check_names
+from serving.state import App
+
+access_log = logging.getLogger("serving.access")
+
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.FAILED_PRECONDITION,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+_NUMERIC = {
+    types_pb2.DT_FLOAT,
+    types_pb2.DT_DOUBLE,
+    types_pb2.DT_HALF,
+    types_pb2.DT_INT32,
+    types_pb2.DT_INT64,
+    types_pb2.DT_INT16,
+    types_pb2.DT_INT8,
+}
+_STATE = get_model_status_pb2.ModelVersionStatus.State
+
+
+def _dtype_name(dtype: int) -> str:
+    try:
+        return str(types_pb2.DataType.Name(dtype))
+    except ValueError:
+        return f"dtype {dtype}"
+
+
+def tensor_to_array(name: str, proto: tensor_pb2.TensorProto, kind: str, max_batch: int) -> np.ndarray:
+    """A 1-D numpy array from an input TensorProto, checked before it is materialised.
+
+    Raises:
+        RequestError: for a wrong dtype or shape, or content that does not match the shape.
+    """
+    expected = "DT_FLOAT" if kind == "float" else "DT_STRING"
+    if kind == "float" and proto.dtype not in _NUMERIC:
+        raise RequestError(f"input {name} must be a {expected} tensor (numbers), got {_dtype_name(proto.dtype)}")
+    if kind == "string" and proto.dtype != types_pb2.DT_STRING:
+        raise RequestError(f"input {name} must be a {expected} tensor (date-time strings), got {_dtype_name(proto.dtype)}")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_shape.unknown_rank or len(dims) != 1:
+        raise RequestError(
+            f"input {name} must be a 1-D tensor (one value per instance), got shape {dims}: send tf.make_tensor_proto([v1, v2, ...])"
+        )
+    if dims[0] < 0 or dims[0] > max_batch:
+        raise RequestError(f"input {name} has {dims[0]} values, more than the limit of {max_batch}: split it into smaller batches")
+    try:
+        arr = tf.make_ndarray(proto)
+    except Exception as exc:
+        raise RequestError(f"input {name} is not a valid tensor: {str(exc)[:200]}") from None
+    if arr.shape != (dims[0],):
+        raise RequestError(f"input {name} holds {arr.size} values for shape {dims}")
+    return arr
+
+
+def _array_to_tensor(values: np.ndarray) -> tensor_pb2.TensorProto:
+    arr = np.ascontiguousarray(values, dtype=np.float32)
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=arr.shape[0])])
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=arr.tobytes())
+
+
+class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _version(self, spec: Any) -> int | None:
+        if spec.name != self.app.model_name:
+            raise RequestError(f"model {spec.name!r} is not served here: this server serves {self.app.model_name!r}", status=404)
+        if spec.version_label:
+            raise RequestError(f"version label {spec.version_label!r} is not configured: set model_spec.version or nothing", status=404)
+        if spec.HasField("version"):
+            if spec.version.value <= 0:
+                raise RequestError(f"version {spec.version.value} is not a version number: use a positive integer", status=404)
+            return int(spec.version.value)
+        return None
+
+    def _run(self, method: str, context: grpc.ServicerContext, fn: Any) -> Any:
+        started = time.perf_counter()
+        note = ""
+        code = "OK"
+        try:
+            result, note = fn()
+            return result
+        except RequestError as exc:
+            code = _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT).name
+            note = f" error={str(exc)[:200]!r}"
+            context.abort(_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+        except Exception as exc:
+            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":  # raised by context.abort
+                raise
+            code = "INTERNAL"
+            logging.getLogger("serving").exception("gRPC %s failed", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            if self.app.log_requests:
+                access_log.info("gRPC %s %s %s %.2fms%s", context.peer(), method, code, (time.perf_counter() - started) * 1000, note)
+
+    # -- PredictionService --------------------------------------------------------------------------
+    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+        """Predict the fare for the input tensors."""
+
+        def go() -> tuple[predict_pb2.PredictResponse, str]:
+            servable = self.app.manager.get(self._version(request.model_spec))
+            if request.model_spec.signature_name not in ("", "serving_default"):
+                raise RequestError(f"signature {request.model_spec.signature_name!r} does not exist: the model has serving_default only")
+            features = servable.features
+            check_names(list(request.inputs.keys()), features)
+            limits = self.app.limits
+            columns = {}
+            for feature in features:
+                arr = tensor_to_array(feature.name, request.inputs[feature.name], feature.kind, limits.max_batch)
+                columns[feature.name] = check_column(feature, arr if feature.kind == "float" else list(arr), limits)
+            sizes = {name: len(col) for name, col in columns.items()}
+            if len(set(sizes.values())) > 1:
+                detail = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+                raise RequestError(f"the input tensors have different lengths ({detail}): send one value per instance for every feature")
+            check_batch_size(next(iter(sizes.values())), limits)
+            unknown = [name for name in request.output_filter if name != servable.output_name]
+            if unknown:
+                raise RequestError(f"output_filter names {', '.join(unknown)}: the only output is {servable.output_name}")
+            values = servable.predict(columns)
+            if not np.isfinite(values).all():
+                raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = self.app.model_name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = "serving_default"
+            response.outputs[servable.output_name].CopyFrom(_array_to_tensor(values))
+            return response, f" n={len(values)} v={servable.version}"
+
+        return self._run("Predict", context, go)
+
+    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext) -> Any:
+        """The ``signature_def`` metadata of the serving (or requested) version."""
+
+        def go() -> tuple[Any, str]:
+            servable = self.app.manager.get(self._version(request.model_spec))
+            fields = list(request.metadata_field)
+            if not fields:
+                raise RequestError('GetModelMetadataRequest must name at least one metadata_field: use ["signature_def"]')
+            unknown = [f for f in fields if f != "signature_def"]
+            if unknown:
+                raise RequestError(f"metadata field {', '.join(map(repr, unknown))} is not supported: use signature_def")
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = self.app.model_name
+            response.model_spec.version.value = servable.version
+            packed = any_pb2.Any()
+            packed.Pack(servable.signature_def_map())
+            response.metadata["signature_def"].CopyFrom(packed)
+            return response, f" v={servable.version}"
+
+        return self._run("GetModelMetadata", context, go)
+
+    # -- ModelService -------------------------------------------------------------------------------
+    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext) -> Any:
+        """Version states, as ``GET /v1/models/{name}`` answers them."""
+
+        def go() -> tuple[Any, str]:
+            entries = self.app.manager.status(self._version(request.model_spec))
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for entry in entries:
+                status = response.model_version_status.add()
+                status.version = int(entry["version"])
+                status.state = _STATE.Value(entry["state"])
+                status.status.error_code = 0 if entry["status"]["error_code"] == "OK" else 2  # tensorflow.error.UNKNOWN
+                status.status.error_message = entry["status"]["error_message"]
+            return response, ""
+
+        return self._run("GetModelStatus", context, go)
+
+
+def build_grpc_server(app: App, host: str, port: int, max_workers: int = 8) -> tuple[grpc.Server, int]:
+    """A started-ready (not started) gRPC server bound to ``host:port`` and the port it got.
+
+    Raises:
+        OSError: when the address cannot be bound.
+    """
+    limit = app.limits.max_body_bytes
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+    )
+    service = _Service(app)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(service, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
+    if not bound:
+        raise OSError(f"cannot listen for gRPC on {host}:{port} (in use?)")
+    return server, bound

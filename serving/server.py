@@ -1,0 +1,171 @@
+"""The model server: version manager, REST and gRPC front ends, graceful shutdown.
+
+Use it from Python (tests, infra validation) as a context manager::
+
+    with ModelServer(ServerConfig(model_base_path="serving_models/taxifare", rest_port=0, grpc_port=0)) as server:
+        server.wait_available(60)
+        print(server.rest_port, server.grpc_port)
+
+or from the command line with ``taxifare serve`` (:func:`serve`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType, TracebackType
+
+from serving.manager import ModelManager, list_versions
+from serving.payload import Limits
+from serving.state import App
+
+log = logging.getLogger("serving")
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """Everything ``taxifare serve`` takes (port 0 picks a free port)."""
+
+    model_base_path: str
+    model_name: str = "taxifare"
+    host: str = "127.0.0.1"
+    rest_port: int = 8501
+    grpc_port: int = 8500
+    poll_interval: float = 1.0
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    log_requests: bool = True
+    grpc_workers: int = 8
+    grace: float = 10.0
+
+
+def check_base_path(path: str, model_name: str) -> None:
+    """Reject a base path that cannot work, with the fix.
+
+    Raises:
+        ValueError: when ``path`` is missing, not a directory, or is the parent of the model's directory.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"--model-base-path {path} does not exist: point it at the model's directory (the one holding versions 1, 2, ...)")
+    if not os.path.isdir(path):
+        raise ValueError(f"--model-base-path {path} is not a directory")
+    nested = os.path.join(path, model_name)
+    if not list_versions(path) and os.path.isdir(nested) and list_versions(nested):
+        raise ValueError(
+            f"--model-base-path {path} holds no version but {nested} does: like TF Serving, pass the model's directory ({nested})"
+        )
+
+
+class ModelServer:
+    """REST and gRPC servers over one :class:`~serving.manager.ModelManager`.
+
+    Args:
+        config: the settings.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        from serving.grpc_service import build_grpc_server
+        from serving.rest import RestServer
+
+        self.config = config
+        self.manager = ModelManager(config.model_base_path, config.model_name, poll_interval=config.poll_interval)
+        self.app = App(self.manager, config.limits, log_requests=config.log_requests)
+        self._rest = RestServer((config.host, config.rest_port), self.app)
+        try:
+            self._grpc, self.grpc_port = build_grpc_server(self.app, config.host, config.grpc_port, config.grpc_workers)
+        except OSError:
+            self._rest.server_close()
+            raise
+        self.rest_port: int = self._rest.server_address[1]
+        self._rest_thread: threading.Thread | None = None
+        self._stopped = False
+
+    def start(self) -> ModelServer:
+        """Start watching the base path and serving both protocols."""
+        self.manager.start()
+        self._grpc.start()
+        self._rest_thread = threading.Thread(target=self._rest.serve_forever, kwargs={"poll_interval": 0.2}, name="rest", daemon=True)
+        self._rest_thread.start()
+        host = self.config.host
+        log.info(
+            "serving model %s from %s: REST on http://%s:%d, gRPC on %s:%d",
+            self.config.model_name,
+            self.config.model_base_path,
+            host,
+            self.rest_port,
+            host,
+            self.grpc_port,
+        )
+        return self
+
+    def wait_available(self, timeout: float) -> bool:
+        """Whether a version became available within ``timeout`` seconds."""
+        return self.manager.wait_available(timeout)
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop accepting requests, let those in flight finish (up to ``grace`` s), stop.
+
+        Returns:
+            Whether every request in flight finished within the grace period.
+        """
+        if self._stopped:
+            return True
+        self._stopped = True
+        grace = self.config.grace if grace is None else grace
+        started = time.monotonic()
+        grpc_done = self._grpc.stop(grace)
+        rest_ok = self._rest.drain(grace)
+        grpc_ok = grpc_done.wait(max(0.0, grace - (time.monotonic() - started)) + 1.0)
+        self.manager.stop()
+        log.info(
+            "stopped (%s) in %.2fs", "all requests finished" if rest_ok and grpc_ok else "grace period over", time.monotonic() - started
+        )
+        return rest_ok and grpc_ok
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def write_ports_file(path: str, server: ModelServer) -> None:
+    """Write ``{"rest_port", "grpc_port", "pid"}`` to ``path`` atomically (temp file + rename)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"rest_port": server.rest_port, "grpc_port": server.grpc_port, "pid": os.getpid()}, fh)
+    os.replace(tmp, path)
+
+
+def serve(config: ServerConfig, ports_file: str | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+
+    Returns:
+        0 when every request in flight finished, 1 when the grace period ran out.
+
+    Raises:
+        ValueError: for a bad base path.
+        OSError: when a port cannot be bound.
+    """
+    check_base_path(config.model_base_path, config.model_name)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: finishing requests in flight (up to %.0fs)", signal.Signals(signum).name, config.grace)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = ModelServer(config).start()
+        if ports_file:
+            write_ports_file(ports_file, server)
+        while not stop.wait(1.0):
+            pass
+        return 0 if server.stop() else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
