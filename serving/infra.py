@@ -144,7 +144,10 @@ def validate(
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        inprocess = _inprocess(model_dir, instances)
+        try:
+            inprocess: list[float] | str = _inprocess(model_dir, instances)
+        except Exception as exc:  # reported after the server's verdict, which names the problem better
+            inprocess = f"{type(exc).__name__}: {str(exc)[:300]}"
         result = _query(proc, ports_file, model_name, instances, inprocess, started, timeout, tolerance)
     except Exception as exc:  # the verdict must be a result, never a crash of the pipeline step
         result = InfraResult(False, f"infra validation failed: {type(exc).__name__}: {exc}")
@@ -164,13 +167,14 @@ def _query(
     ports_file: str,
     model_name: str,
     instances: list[dict[str, Any]],
-    inprocess: list[float],
+    inprocess_or_error: list[float] | str,
     started: float,
     timeout: float,
     tolerance: float,
 ) -> InfraResult:
     from serving.client import GrpcClient, RestClient, ServingError
 
+    inprocess = inprocess_or_error if isinstance(inprocess_or_error, list) else None
     deadline = started + timeout
     ports: dict[str, int] | None = None
     rest: RestClient | None = None
@@ -212,6 +216,9 @@ def _query(
             result.grpc_predictions = grpc_client.predict(instances)
     except ServingError as exc:
         result.reason = f"gRPC Predict failed: {exc}"
+        return result
+    if inprocess is None:
+        result.reason = f"the model answers when served but does not load in process: {inprocess_or_error}"
         return result
     diffs = [abs(a - b) for served in (result.rest_predictions, result.grpc_predictions) for a, b in zip(served, inprocess, strict=False)]
     counts = {len(result.rest_predictions), len(result.grpc_predictions), len(inprocess)}
