@@ -1,0 +1,111 @@
+"""Step 3, full_train: the trainer with the full budget on the staged data.
+
+Outputs the exported SavedModel as a ``Model`` artifact (``framework`` and the evaluation
+metrics in its metadata), a ``Metrics`` artifact (RMSE, steps, examples/s) and the training
+directory as an artifact holding the TensorBoard logs (``tensorboard --logdir URI`` works on
+it) and the checkpoints: a retry of this step finds them and resumes.
+"""
+
+import math
+import os
+import shutil
+from typing import Any
+
+from components.common import summary
+
+
+def parse_hidden_units(text: str) -> tuple[int, ...]:
+    """``"64,32"`` or ``"64 32"`` -> ``(64, 32)``.
+
+    Raises:
+        InputError: for anything but positive integers.
+    """
+    from trainer.storage import InputError
+
+    try:
+        units = tuple(int(u) for u in text.replace(",", " ").split())
+    except ValueError:
+        units = ()
+    if not units or min(units) <= 0:
+        raise InputError(f"hidden_units must be positive layer sizes separated by commas, e.g. '64,32' (got {text!r})")
+    return units
+
+
+def data_pattern(dataset_path: str) -> str:
+    """The CSV glob inside a staged ``Dataset`` directory."""
+    return os.path.join(dataset_path, "*.csv")
+
+
+def train(
+    train_path: str,
+    eval_path: str,
+    output_dir: str,
+    *,
+    steps: int,
+    batch_size: int = 512,
+    hidden_units: str = "64,32",
+    learning_rate: float = 0.003,
+    seed: int = 0,
+    eval_steps: int | None = None,
+    step_name: str = "full_train",
+) -> dict[str, Any]:
+    """Train, evaluate and export with :mod:`trainer` (the work of both training steps).
+
+    Args:
+        train_path: the staged train ``Dataset`` directory.
+        eval_path: the staged eval ``Dataset`` directory.
+        output_dir: checkpoints, TensorBoard logs and the export go here; a rerun resumes.
+        steps: total optimizer steps.
+        batch_size: examples per step.
+        hidden_units: hidden layer sizes, e.g. ``"64,32"``.
+        learning_rate: Adam's learning rate.
+        seed: random seed.
+        eval_steps: evaluation batches (default: the whole eval split).
+        step_name: the step, for the summary line.
+
+    Returns:
+        The metrics, plus ``export_dir`` and ``variant``.
+
+    Raises:
+        InputError: a bad parameter.
+        FloatingPointError: the loss is not finite.
+        RuntimeError: no SavedModel was exported.
+    """
+    from trainer.model import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(
+        train_data_paths=data_pattern(train_path),
+        eval_data_paths=data_pattern(eval_path),
+        output_dir=output_dir,
+        train_steps=steps,
+        train_batch_size=batch_size,
+        hidden_units=parse_hidden_units(hidden_units),
+        learning_rate=learning_rate,
+        seed=seed,
+        eval_steps=eval_steps,
+        steps_per_loop=min(100, max(1, steps)),
+        validate_data=False,  # stage_data validated every row
+    )
+    result = train_and_evaluate(config, progress=lambda line: print(line, flush=True))
+    metrics = result.metrics
+    if not math.isfinite(metrics["rmse"]):
+        raise FloatingPointError(f"{step_name}: evaluation RMSE is {metrics['rmse']}: lower learning_rate")
+    if not result.export_dir or not os.path.exists(os.path.join(result.export_dir, "saved_model.pb")):
+        raise RuntimeError(f"{step_name}: the trainer exported no SavedModel under {output_dir}")
+    summary(
+        step_name,
+        f"eval RMSE ${metrics['rmse']:.2f} after {metrics['steps']:,} steps ({metrics['examples_per_second']:,.0f} examples/s)",
+        rmse=metrics["rmse"],
+        steps=metrics["steps"],
+    )
+    return {**metrics, "export_dir": result.export_dir, "variant": result.variant.value}
+
+
+def copy_export(export_dir: str, model_path: str) -> None:
+    """Copy the SavedModel into the ``Model`` artifact's directory (through a temporary name)."""
+    from components.common import replace_dir
+
+    tmp = model_path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(export_dir, tmp)
+    replace_dir(tmp, model_path)

@@ -1,0 +1,305 @@
+"""Step 4, verify_export: decide whether the trained model may be deployed.
+
+In the step's own process (a fresh one, as any step) it loads the SavedModel, checks its
+``serving_default`` signature against the schema, predicts the test split and the lab's
+``test.json`` instance (finite, positive fares), computes the test RMSE and compares it with
+
+* an absolute threshold (``max_rmse``),
+* the course's distance rule (2.616 $/km) and the training-mean predictor on the same split,
+* the model currently deployed under ``serving_root/model_name`` on the same split, when
+  there is one (the candidate must be strictly better),
+
+and, when asked, serves the candidate with ``taxifare serve`` in its own process and checks
+that REST and gRPC answers equal the in-process predictions (infra validation).
+
+The verdict is ``blessed`` with a reason, a ``Metrics`` artifact, and an HTML report (loss
+curve, predicted-vs-actual plot, the metrics table) that the pipeline UI renders.
+"""
+
+import base64
+import dataclasses
+import html
+import io
+import math
+import os
+from typing import Any
+
+from components.common import summary
+
+#: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
+DOLLARS_PER_KM = 2.616
+BATCH = 4096
+
+
+@dataclasses.dataclass
+class Verdict:
+    """The outcome of verification."""
+
+    blessed: bool
+    reason: str
+    metrics: dict[str, float]
+    checks: list[tuple[str, bool, str]]
+    report_html: str
+
+
+def load_split(path: str) -> tuple[Any, dict[str, Any], Any]:
+    """Read a staged split directory: ``(variant, features by name, labels)`` as numpy arrays."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from trainer import schema, storage, validation
+
+    files = storage.expand(os.path.join(path, "*.csv"), what="test data")
+    variant = validation.detect_variant(files[0])
+    types = {name: pa.string() if name in (schema.DATETIME, schema.KEY) else pa.float64() for name in variant.columns}
+    tables = [
+        pacsv.read_csv(
+            f, read_options=pacsv.ReadOptions(column_names=list(variant.columns)), convert_options=pacsv.ConvertOptions(column_types=types)
+        )
+        for f in files
+    ]
+    table = pa.concat_tables(tables)
+    feats: dict[str, Any] = {}
+    for name in variant.features:
+        col = table.column(name)
+        feats[name] = np.array(col.to_pylist(), dtype=object) if name == schema.DATETIME else col.to_numpy().astype(np.float32)
+    return variant, feats, table.column(schema.LABEL).to_numpy().astype(np.float64)
+
+
+def check_signature(fn: Any, variant: Any) -> list[str]:
+    """Problems of a ``serving_default`` signature against the schema (empty when it matches)."""
+    import tensorflow as tf
+
+    from trainer import schema
+
+    problems = []
+    inputs = fn.structured_input_signature[1]
+    expected = {name: tf.string if name == schema.DATETIME else tf.float32 for name in variant.features}
+    if set(inputs) != set(expected):
+        problems.append(f"inputs are {sorted(inputs)}, the schema wants {sorted(expected)}")
+    for name, dtype in expected.items():
+        if name in inputs and inputs[name].dtype != dtype:
+            problems.append(f"input {name} is {inputs[name].dtype.name}, the schema wants {dtype.name}")
+    outputs = fn.structured_outputs
+    if set(outputs) != {schema.LABEL}:
+        problems.append(f"outputs are {sorted(outputs)}, the schema wants ['{schema.LABEL}']")
+    elif outputs[schema.LABEL].dtype != tf.float32:
+        problems.append(f"output {schema.LABEL} is {outputs[schema.LABEL].dtype.name}, not float32")
+    return problems
+
+
+def predict(fn: Any, feats: dict[str, Any]) -> Any:
+    """Predictions of a signature over feature arrays, in batches."""
+    import numpy as np
+    import tensorflow as tf
+
+    n = len(next(iter(feats.values())))
+    out = []
+    for start in range(0, n, BATCH):
+        batch = {k: tf.constant(v[start : start + BATCH]) for k, v in feats.items()}
+        out.append(fn(**batch)["fare_amount"].numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def distance_rule(feats: dict[str, Any]) -> Any:
+    """The course's baseline: 2.616 $/km x haversine distance."""
+    import numpy as np
+
+    r = np.radians
+    lon1, lat1, lon2, lat2 = (feats[k].astype(np.float64) for k in ("pickuplon", "pickuplat", "dropofflon", "dropofflat"))
+    h = np.sin(r(lat2 - lat1) / 2) ** 2 + np.cos(r(lat1)) * np.cos(r(lat2)) * np.sin(r(lon2 - lon1) / 2) ** 2
+    return DOLLARS_PER_KM * 2 * 6371.0 * np.arcsin(np.sqrt(h))
+
+
+def rmse(pred: Any, label: Any) -> float:
+    """Root mean squared error."""
+    import numpy as np
+
+    return float(np.sqrt(np.mean((pred - label) ** 2)))
+
+
+def read_loss_curve(training_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """``{"train": [(step, loss)...], "eval": [...]}`` from the TensorBoard event files."""
+    import glob
+
+    import tensorflow as tf
+
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for split in ("train", "eval"):
+        points = []
+        for path in sorted(glob.glob(os.path.join(training_dir, "tensorboard", split, "events.out.tfevents.*"))):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    if value.tag == "rmse":
+                        points.append((int(event.step), float(tf.make_ndarray(value.tensor))))
+        curves[split] = sorted(points)
+    return curves
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_report(
+    verdict_text: str,
+    blessed: bool,
+    metrics: dict[str, float],
+    checks: list[tuple[str, bool, str]],
+    curves: dict[str, list[tuple[int, float]]],
+    pred: Any,
+    label: Any,
+) -> str:
+    """The HTML report: verdict, checks, metrics table, RMSE curve and predicted-vs-actual plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    images = []
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for split, points in curves.items():
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if split == "eval" else None, label=f"{split} RMSE")
+    ax.set_xlabel("step")
+    ax.set_ylabel("RMSE ($)")
+    ax.set_title("Training curve")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    images.append(_figure_png(fig))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(label), size=min(len(label), 3000), replace=False)
+    ax.scatter(label[idx], pred[idx], s=4, alpha=0.4)
+    top = float(np.percentile(label, 99.5)) if len(label) else 1.0
+    ax.plot([0, top], [0, top], color="k", lw=1)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("actual fare ($)")
+    ax.set_ylabel("predicted fare ($)")
+    ax.set_title("Test split: predicted vs actual")
+    images.append(_figure_png(fig))
+    plt.close(fig)
+
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,.4f}</td></tr>" for k, v in metrics.items() if isinstance(v, float))
+    rows += "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in metrics.items() if isinstance(v, int))
+    check_rows = "".join(
+        f"<tr><td>{'&#10004;' if ok else '&#10008;'}</td><td>{html.escape(name)}</td><td>{html.escape(detail)}</td></tr>"
+        for name, ok, detail in checks
+    )
+    colour = "#1a7f37" if blessed else "#cf222e"
+    imgs = "".join(f'<img src="data:image/png;base64,{img}" style="margin:8px"/>' for img in images)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>taxifare verification</title>
+<style>body{{font-family:sans-serif;margin:16px}}table{{border-collapse:collapse}}td{{border:1px solid #ddd;padding:4px 8px}}</style></head>
+<body><h2 style="color:{colour}">{"Blessed" if blessed else "Not blessed"}</h2><p>{html.escape(verdict_text)}</p>
+<h3>Checks</h3><table>{check_rows}</table>
+<h3>Metrics</h3><table>{rows}</table>
+<h3>Plots</h3>{imgs}</body></html>"""
+
+
+def verify(
+    model_path: str,
+    test_path: str,
+    *,
+    train_fare_mean: float,
+    training_dir: str = "",
+    max_rmse: float = 10.0,
+    serving_root: str = "",
+    model_name: str = "taxifare",
+    infra_validation: bool = False,
+) -> Verdict:
+    """Verify the candidate SavedModel (the work of the verify_export step); see the module doc.
+
+    Args:
+        model_path: the candidate SavedModel directory.
+        test_path: the staged test split directory.
+        train_fare_mean: mean fare of the train split (the mean predictor's constant).
+        training_dir: the training directory with TensorBoard logs ('' for no curve).
+        max_rmse: the absolute RMSE threshold in dollars.
+        serving_root: where models are deployed ('' when nothing is deployed locally).
+        model_name: the deployed model's name under ``serving_root``.
+        infra_validation: also serve the model in its own process and compare answers.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from components.impl.deploy import latest_version_dir
+    from trainer import schema
+    from trainer.schema import Variant
+
+    checks: list[tuple[str, bool, str]] = []
+    metrics: dict[str, Any] = {}
+    variant, feats, label = load_split(test_path)
+    metrics["test_examples"] = len(label)
+    fn = tf.saved_model.load(model_path).signatures["serving_default"]
+    problems = check_signature(fn, variant)
+    checks.append(
+        ("signature matches the schema", not problems, "; ".join(problems) or f"inputs {', '.join(variant.features)} -> fare_amount")
+    )
+    pred = predict(fn, feats) if not problems else np.full(len(label), np.nan)
+    finite = bool(np.all(np.isfinite(pred)) and np.all(pred > 0))
+    checks.append(
+        (
+            "test predictions are finite and positive",
+            finite,
+            f"min {np.nanmin(pred):.2f}, max {np.nanmax(pred):.2f}" if len(pred) else "no rows",
+        )
+    )
+
+    instance = schema.TEST_INSTANCE_DATETIME if variant is Variant.DATETIME else schema.TEST_INSTANCE
+    lab_fare = math.nan
+    if not problems:
+        lab_feats = {k: np.array([instance[k]], dtype=object if k == schema.DATETIME else np.float32) for k in variant.features}
+        lab_fare = float(predict(fn, lab_feats)[0])
+    lab_ok = math.isfinite(lab_fare) and lab_fare > 0
+    checks.append(("the lab's test.json instance gets a finite, positive fare", lab_ok, f"${lab_fare:.2f}"))
+    metrics["test_json_fare"] = lab_fare
+
+    model_rmse = rmse(pred, label) if finite else math.inf
+    rule_rmse = rmse(distance_rule(feats), label)
+    mean_rmse = rmse(np.full(len(label), train_fare_mean), label)
+    metrics.update({"test_rmse": model_rmse, "distance_rule_rmse": rule_rmse, "mean_predictor_rmse": mean_rmse})
+    checks.append((f"test RMSE at most max_rmse ${max_rmse:.2f}", model_rmse <= max_rmse, f"${model_rmse:.3f}"))
+    checks.append(("beats the distance rule (2.616 $/km)", model_rmse < rule_rmse, f"${model_rmse:.3f} vs ${rule_rmse:.3f}"))
+    checks.append(("beats the training-mean predictor", model_rmse < mean_rmse, f"${model_rmse:.3f} vs ${mean_rmse:.3f}"))
+
+    deployed = latest_version_dir(serving_root, model_name) if serving_root else None
+    if deployed:
+        try:
+            deployed_fn = tf.saved_model.load(deployed).signatures["serving_default"]
+            deployed_problems = check_signature(deployed_fn, variant)
+            deployed_rmse = rmse(predict(deployed_fn, feats), label) if not deployed_problems else math.inf
+        except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
+            deployed_rmse, deployed_problems = math.inf, [f"cannot be loaded ({exc})"]
+        metrics["deployed_rmse"] = deployed_rmse
+        detail = f"${model_rmse:.3f} vs ${deployed_rmse:.3f} (version {os.path.basename(deployed)})"
+        if deployed_problems:
+            detail = f"deployed version {os.path.basename(deployed)} is not comparable: {'; '.join(deployed_problems)}"
+        checks.append(("strictly better than the deployed model", model_rmse < deployed_rmse, detail))
+    else:
+        checks.append(("strictly better than the deployed model", True, "nothing deployed yet"))
+
+    if infra_validation:
+        from serving import infra
+
+        sample = [{k: (str(v[i]) if k == schema.DATETIME else float(v[i])) for k, v in feats.items()} for i in range(min(20, len(label)))]
+        result = infra.validate(model_path, [dict(instance), *sample])
+        checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
+
+    failed = [name + f" ({detail})" for name, ok, detail in checks if not ok]
+    blessed = not failed
+    reason = (
+        f"test RMSE ${model_rmse:.2f} passes every check (distance rule ${rule_rmse:.2f}, mean ${mean_rmse:.2f}"
+        + (f", deployed ${metrics['deployed_rmse']:.2f})" if "deployed_rmse" in metrics else ", nothing deployed)")
+        if blessed
+        else "failed: " + "; ".join(failed)
+    )
+    curves = read_loss_curve(training_dir) if training_dir else {}
+    report = render_report(reason, blessed, metrics, checks, curves, pred, label)
+    summary("verify_export", ("blessed: " if blessed else "NOT blessed: ") + reason, blessed=blessed, **{k: v for k, v in metrics.items()})
+    return Verdict(blessed=blessed, reason=reason, metrics=metrics, checks=checks, report_html=report)

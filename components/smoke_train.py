@@ -1,0 +1,41 @@
+"""Step 2, smoke_train: the trainer for a few steps, a cheap gate before full training.
+
+Proves that the package imports, the staged data parses, a step runs with a finite loss
+and a SavedModel is exported, before paying for full training.
+"""
+
+from kfp import dsl
+
+from components.common import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def smoke_train(
+    train_data: dsl.Input[dsl.Dataset],
+    eval_data: dsl.Input[dsl.Dataset],
+    smoke_steps: int,
+    hidden_units: str,
+    learning_rate: float,
+    seed: int,
+    model: dsl.Output[dsl.Model],
+):
+    """Train for a few steps; fail unless the loss is finite and a SavedModel was exported."""
+    import tempfile
+
+    from components.impl.full_train import copy_export, train
+
+    with tempfile.TemporaryDirectory(prefix="taxifare-smoke-") as scratch:
+        result = train(
+            train_data.path,
+            eval_data.path,
+            scratch,
+            steps=smoke_steps,
+            batch_size=64,
+            hidden_units=hidden_units,
+            learning_rate=learning_rate,
+            seed=seed,
+            eval_steps=5,
+            step_name="smoke_train",
+        )
+        copy_export(result["export_dir"], model.path)
+    model.metadata.update({"framework": "tensorflow", "rmse": result["rmse"], "steps": result["steps"], "smoke": True})

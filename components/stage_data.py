@@ -1,0 +1,43 @@
+"""The stage_data step as a kfp component: a thin wrapper of :mod:`components.impl.stage_data`.
+
+Step 1, stage_data: validate the source rows and write the train / eval / test splits.
+"""
+
+from kfp import dsl
+
+from components.common import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def stage_data(
+    source: str,
+    eval_source: str,
+    test_source: str,
+    synthetic_rows: int,
+    seed: int,
+    datetime_layout: bool,
+    eval_fraction: float,
+    test_fraction: float,
+    max_bad_fraction: float,
+    train_data: dsl.Output[dsl.Dataset],
+    eval_data: dsl.Output[dsl.Dataset],
+    test_data: dsl.Output[dsl.Dataset],
+):
+    """Validate the source rows and write the train, eval and test splits with their statistics."""
+    from components.impl.stage_data import stage
+
+    outputs = {"train": train_data, "eval": eval_data, "test": test_data}
+    staged = stage(
+        source,
+        {name: artifact.path for name, artifact in outputs.items()},
+        eval_source=eval_source,
+        test_source=test_source,
+        synthetic_rows=synthetic_rows,
+        seed=seed,
+        datetime_layout=datetime_layout,
+        eval_fraction=eval_fraction,
+        test_fraction=test_fraction,
+        max_bad_fraction=max_bad_fraction,
+    )
+    for name, artifact in outputs.items():
+        artifact.metadata.update(staged[name].metadata)

@@ -1,0 +1,54 @@
+"""The verify_export step as a kfp component: a thin wrapper of :mod:`components.impl.verify_export`.
+
+Step 4, verify_export: decide whether the trained model may be deployed.
+"""
+
+from kfp import dsl
+
+from components.common import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def verify_export(
+    model: dsl.Input[dsl.Model],
+    train_data: dsl.Input[dsl.Dataset],
+    test_data: dsl.Input[dsl.Dataset],
+    tensorboard: dsl.Input[dsl.Artifact],
+    max_rmse: float,
+    serving_root: str,
+    model_name: str,
+    infra_validation: bool,
+    metrics: dsl.Output[dsl.Metrics],
+    report: dsl.Output[dsl.HTML],
+) -> bool:
+    """Check the export against the schema, the baselines and the deployed model; return whether it is blessed.
+
+    The reason and the figures go to the Metrics artifact (its metadata holds ``blessed`` and
+    ``reason``) and the HTML report. The verdict is the task's single output because kfp.local
+    resolves conditions only on a task's single ``Output``.
+    """
+    import json
+    import math
+
+    from components.impl.verify_export import verify
+
+    verdict = verify(
+        model.path,
+        test_data.path,
+        train_fare_mean=float(train_data.metadata["columns"]["fare_amount"]["mean"]),
+        training_dir=tensorboard.path,
+        max_rmse=max_rmse,
+        serving_root=serving_root,
+        model_name=model_name,
+        infra_validation=infra_validation,
+    )
+    for key, value in verdict.metrics.items():
+        if math.isfinite(float(value)):
+            metrics.log_metric(key, float(value))
+    metrics.metadata["blessed"] = verdict.blessed
+    metrics.metadata["reason"] = verdict.reason
+    with open(report.path, "w") as fh:
+        fh.write(verdict.report_html)
+    with open(metrics.path, "w") as fh:
+        json.dump({"blessed": verdict.blessed, "reason": verdict.reason, **verdict.metrics}, fh, default=str)
+    return verdict.blessed

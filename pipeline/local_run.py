@@ -1,0 +1,262 @@
+"""``taxifare run``: the whole DAG on this machine with ``kfp.local``.
+
+The SubprocessRunner runs each step as a process in the current environment (no venv per
+step, no Docker), with kfp's file cache on, so a second run with the same inputs reuses the
+steps it already ran, and a killed run resumes from its last completed step.
+
+kfp.local prints every executor input and output; all of that goes to a log file. People see
+one line per step as it starts and ends (status, duration, key figure) and a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from components.common import DEFAULT_IMAGE, SUMMARY_MARKER
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '([\w-]+)'")
+_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+_CACHED = re.compile(r"Task ([\w-]+) cache hit")
+_SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
+_RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
+_ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """What the console shows about one step."""
+
+    name: str
+    status: str = "pending"
+    started: float = 0.0
+    seconds: float = 0.0
+    summary: str = ""
+    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str = ""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """The outcome of a local pipeline run."""
+
+    ok: bool
+    steps: dict[str, StepRecord]
+    log_path: str
+    pipeline_root: str
+    seconds: float
+    failed_step: str = ""
+
+    def figure(self, step: str, key: str, default: Any = None) -> Any:
+        """A key figure a step reported (``None`` when it did not run)."""
+        record = self.steps.get(step)
+        return record.figures.get(key, default) if record else default
+
+
+class StepTracker(io.TextIOBase):
+    """A text stream that writes everything to the log and turns kfp's lines into step events."""
+
+    def __init__(self, log: TextIO, console: Callable[[str], None]) -> None:
+        """Write to ``log``; call ``console`` with one line per step event."""
+        super().__init__()
+        self.log = log
+        self.console = console
+        self.steps: dict[str, StepRecord] = {}
+        self.current = ""
+        self._buffer = ""
+        self._lock = threading.RLock()
+
+    def writable(self) -> bool:
+        """Always."""
+        return True
+
+    def write(self, text: str) -> int:
+        """Log ``text`` and parse its complete lines."""
+        with self._lock:
+            self.log.write(text)
+            self._buffer += text
+            *lines, self._buffer = self._buffer.split("\n")
+            for line in lines:
+                self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the log."""
+        self.log.flush()
+
+    def _step(self, task: str) -> StepRecord:
+        name = task.replace("-", "_")
+        return self.steps.setdefault(name, StepRecord(name))
+
+    def _line(self, line: str) -> None:
+        if m := _START.search(line):
+            rec = self._step(m.group(1))
+            rec.status, rec.started, rec.error = "running", time.monotonic(), ""
+            self.current = rec.name
+            self.console(f"  ... {rec.name:<14} started")
+        elif m := _END.search(line):
+            rec = self._step(m.group(1))
+            rec.seconds = time.monotonic() - rec.started
+            rec.status = "succeeded" if m.group(2) == "SUCCESS" else "failed"
+            if rec.status == "succeeded":
+                self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
+            else:
+                self.console(f"  FAIL {rec.name:<13} {rec.seconds:6.1f}s  {rec.error or 'see the log'}")
+        elif m := _CACHED.search(line):
+            rec = self._step(m.group(1))
+            rec.status = "cached"
+            self.console(f"  ok  {rec.name:<14} cached  (outputs of an earlier run reused)")
+        elif m := _SKIPPED.search(line):
+            task = m.group(1)
+            if task.startswith("condition"):  # the dsl.If group holding deploy
+                rec = self._step("deploy")
+                rec.status = "skipped"
+                self.console(f"  --  {rec.name:<14} skipped (model not blessed)")
+            else:
+                rec = self._step(task)
+                rec.status = "skipped"
+                self.console(f"  --  {rec.name:<14} skipped (an earlier step failed)")
+        elif m := _RETRY.search(line):
+            self.console(
+                f"  ... {m.group(1).replace('-', '_'):<14} failed attempt {m.group(2)}/{m.group(3)}; retrying (resumes from checkpoints)"
+            )
+        elif SUMMARY_MARKER in line:
+            data = json.loads(line.split(SUMMARY_MARKER, 1)[1])
+            rec = self._step(data["step"])
+            rec.summary, rec.figures = data["text"], data["figures"]
+        elif self.current and (m := _ERROR.match(line)) and not line.lstrip().startswith("raise"):
+            self.steps[self.current].error = f"{m.group(1)}: {m.group(2)}"
+
+
+@contextlib.contextmanager
+def _captured(tracker: StepTracker) -> Iterator[None]:
+    """Send stdout, stderr and the root logger through ``tracker`` for the duration."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(tracker)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    old_level, old_handlers = root.level, root.handlers[:]
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    old_out, old_err = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = tracker  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = old_out, old_err
+        root.handlers = old_handlers
+        root.setLevel(old_level)
+        tracker.flush()
+
+
+def run_local(
+    arguments: dict[str, Any],
+    *,
+    pipeline_root: str,
+    log_path: str,
+    cache: bool = True,
+    cache_root: str | None = None,
+    image: str = DEFAULT_IMAGE,
+    console: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run the pipeline with ``kfp.local`` and report each step to ``console``.
+
+    Args:
+        arguments: pipeline parameters (see :func:`pipeline.pipeline.create_pipeline`).
+        pipeline_root: where step outputs go (``<root>/taxifare-<timestamp>/<task>/<output>``).
+        log_path: the file that receives every line kfp and the steps print.
+        cache: reuse outputs of steps that already ran with the same inputs.
+        cache_root: where the cache lives (default ``<pipeline_root>/.kfp_cache``).
+        image: recorded in the spec (steps run in this environment, not in the image).
+        console: receives the per-step lines (default: print them to this process's stdout
+            as it was before the run; the run itself sends stdout to the log).
+    """
+    from kfp import local
+
+    from pipeline.pipeline import create_pipeline
+
+    pipeline_root = os.path.abspath(pipeline_root)
+    os.makedirs(pipeline_root, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
+    # Steps start `python3` from PATH: make it this interpreter, and keep TF quiet.
+    env_bin = os.path.dirname(sys.executable)
+    os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=pipeline_root,
+        raise_on_error=False,
+        enable_caching=cache,
+        cache_root=cache_root,
+    )
+    pipeline_func = create_pipeline(image=image)
+    start = time.monotonic()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
+        terminal = sys.stdout
+        tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)))
+        with _captured(tracker):
+            pipeline_func(**arguments)
+    failed = [r.name for r in tracker.steps.values() if r.status == "failed"]
+    return RunResult(
+        ok=not failed,
+        steps=tracker.steps,
+        log_path=os.path.abspath(log_path),
+        pipeline_root=pipeline_root,
+        seconds=time.monotonic() - start,
+        failed_step=failed[0] if failed else "",
+    )
+
+
+def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
+    """The end-of-run summary: what happened and what to do next."""
+    lines = [""]
+    if not result.ok:
+        rec = result.steps[result.failed_step]
+        lines.append(f"FAILED at {result.failed_step}: {rec.error or 'see the log'}")
+        lines.append(f"Step log: {result.log_path}")
+        lines.append("Fix the cause and run the same command again: completed steps are reused from the cache.")
+        return "\n".join(lines)
+    verify = result.steps.get("verify_export")
+    figures = verify.figures if verify else {}
+    lines.append(f"Pipeline finished in {result.seconds:.0f}s.")
+    if figures:
+        lines.append(
+            f"Test RMSE ${figures['test_rmse']:.2f}  (distance rule ${figures['distance_rule_rmse']:.2f}, "
+            f"mean predictor ${figures['mean_predictor_rmse']:.2f}"
+            + (f", deployed ${figures['deployed_rmse']:.2f}" if "deployed_rmse" in figures else "")
+            + ")"
+        )
+        lines.append(("Blessed: " if figures.get("blessed") else "Not blessed: ") + verify.summary.split(": ", 1)[-1] if verify else "")
+    deploy = result.steps.get("deploy")
+    if deploy and deploy.status == "succeeded":
+        lines.append(f"Deployed version {deploy.figures['version']} at {deploy.figures['path']}")
+        lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
+    else:
+        lines.append("Nothing deployed.")
+    train_dir = _find_output(result.pipeline_root, "full-train", "tensorboard")
+    if train_dir:
+        lines.append(f"Loss curves:  tensorboard --logdir {train_dir}")
+    report = _find_output(result.pipeline_root, "verify-export", "report")
+    if report:
+        lines.append(f"Verification report (HTML): {report}")
+    lines.append(f"Step log: {result.log_path}")
+    return "\n".join(lines)
+
+
+def _find_output(pipeline_root: str, task: str, output: str) -> str:
+    """The newest ``<root>/<run>/<task>/<output>`` path (runs are timestamped)."""
+    import glob
+
+    found = sorted(glob.glob(os.path.join(pipeline_root, "taxifare-*", task, output)), key=os.path.getmtime)
+    return found[-1] if found else ""
