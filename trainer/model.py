@@ -172,22 +172,29 @@ def _is_chief() -> bool:
     return kind in ("chief", "master")  # "master" is the legacy AI Platform name
 
 
-def evaluate(model: keras.Model, dataset: tf.data.Dataset, steps: int | None = None) -> dict[str, float]:
-    """RMSE and example count of ``model`` over ``dataset`` (``steps`` batches, or all)."""
+def make_evaluator(model: keras.Model) -> Callable[[tf.data.Dataset, int | None], dict[str, float]]:
+    """An evaluation function for ``model``, traced once and reused for every evaluation.
+
+    The returned function gives the RMSE, MSE and example count over a dataset (``steps``
+    batches, or all of it).
+    """
 
     @tf.function
     def batch_sse(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pred = tf.squeeze(model(x, training=False), -1)
         return tf.reduce_sum(tf.square(tf.cast(pred, tf.float64) - tf.cast(y, tf.float64))), tf.size(y)
 
-    sse, count = 0.0, 0
-    for x, y in dataset.take(steps) if steps else dataset:
-        s, n = batch_sse(x, y)
-        sse += float(s)
-        count += int(n)
-    if not count:
-        raise InputError("the evaluation data holds no valid row: check --eval_data_paths")
-    return {"rmse": math.sqrt(sse / count), "mse": sse / count, "examples": count}
+    def evaluate(dataset: tf.data.Dataset, steps: int | None = None) -> dict[str, float]:
+        sse, count = 0.0, 0
+        for x, y in dataset.take(steps) if steps else dataset:
+            s, n = batch_sse(x, y)
+            sse += float(s)
+            count += int(n)
+        if not count:
+            raise InputError("the evaluation data holds no valid row: check --eval_data_paths")
+        return {"rmse": math.sqrt(sse / count), "mse": sse / count, "examples": count}
+
+    return evaluate
 
 
 def export_model(model: keras.Model, variant: Variant, export_base: str, metrics: dict[str, Any]) -> str:
@@ -287,6 +294,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
     )
     eval_ds = inputs.make_dataset(eval_files, variant, config.eval_batch_size, training=False)
     iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+    evaluate = make_evaluator(model)
 
     def step_fn(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -338,7 +346,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
             manager.save(checkpoint_number=step)
             last_saved = step
         if step % config.eval_every_steps == 0 and step < config.train_steps:
-            ev = evaluate(model, eval_ds, config.eval_steps)
+            ev = evaluate(eval_ds, config.eval_steps)
             with eval_writer.as_default(step=step):
                 tf.summary.scalar("loss", ev["mse"])
                 tf.summary.scalar("rmse", ev["rmse"])
@@ -347,7 +355,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
     if manager.latest_checkpoint is None or last_saved != step:
         manager.save(checkpoint_number=step)
 
-    ev = evaluate(model, eval_ds, config.eval_steps)
+    ev = evaluate(eval_ds, config.eval_steps)
     with eval_writer.as_default(step=step):
         tf.summary.scalar("loss", ev["mse"])
         tf.summary.scalar("rmse", ev["rmse"])

@@ -10,6 +10,7 @@ Every row is validated against :mod:`trainer.schema`; each split is written as C
 count, dropped rows per reason, min/mean/max per column, a content hash.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -98,7 +99,7 @@ def stage(
 
     _check_params(source, synthetic_rows, eval_fraction, test_fraction, max_bad_fraction)
     source = source.strip()
-    with tempfile.TemporaryDirectory(prefix="taxifare-stage-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="taxifare-stage-") as scratch, contextlib.ExitStack() as cleanup:
         if source == SYNTHETIC:
             carved: dict[str, str] = {}
             gen = synthetic.generate(
@@ -114,7 +115,13 @@ def stage(
         carved = {split: f"{source} (carved by key hash)" for split in ("eval", "test") if not sources[split]}
 
         variant: Variant | None = None
-        tmp_dirs = {split: tempfile.mkdtemp(prefix=f".{split}-", dir=os.path.dirname(out_paths[split]) or ".") for split in SPLITS}
+        for split in SPLITS:
+            os.makedirs(os.path.dirname(os.path.abspath(out_paths[split])), exist_ok=True)
+        tmp_dirs = {
+            split: tempfile.mkdtemp(prefix=f".{split}-", dir=os.path.dirname(os.path.abspath(out_paths[split]))) for split in SPLITS
+        }
+        for tmp in tmp_dirs.values():  # whatever happens, no half-written split stays behind
+            cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
         writers: dict[str, Any] = {}
         carve_eval = 0.0 if sources["eval"] else eval_fraction
         carve_test = 0.0 if sources["test"] else test_fraction
@@ -132,7 +139,11 @@ def stage(
             for split, pattern in sources.items():
                 if not pattern:
                     continue  # carved out of the train source below
-                files = validation.storage.expand(pattern, what=f"{split} data")
+                try:
+                    files = validation.storage.expand(pattern, what=f"{split} data")
+                except InputError as exc:
+                    hint = "; or pass 'synthetic' for generated trips" if split == "train" else ""
+                    raise InputError(f"{exc}{hint}") from None
                 variant = variant or validation.detect_variant(files[0])
                 report = validation.ScanReport(files=[], variant=variant)
                 for path in files:
@@ -156,37 +167,32 @@ def stage(
             raise InputError("no data was read: check the source")
 
         staged: dict[str, StagedSplit] = {}
-        try:
-            for split in SPLITS:
-                if counts[split] == 0:
-                    raise InputError(
-                        f"the {split} split is empty: give it more rows (a larger source, or a larger {split}_fraction)"
-                        if split != "train"
-                        else "the train split is empty: the source holds no valid row"
-                    )
-                data_path = os.path.join(tmp_dirs[split], DATA_FILE)
-                origin = reports.get(split) or reports["train"]
-                stats = validation.scan(data_path, what=f"staged {split} split", max_bad_fraction=0.0, variant=variant)
-                metadata = {
-                    "split": split,
-                    "rows": counts[split],
-                    "variant": variant.value,
-                    "source": SYNTHETIC if source == SYNTHETIC else sources[split] or carved[split],
-                    "source_rows": origin.rows,
-                    "dropped_rows": origin.bad,
-                    "dropped": {k: v for k, v in origin.dropped.items() if v},
-                    "dropped_examples": origin.examples[:3],
-                    "columns": stats.as_dict()["columns"],
-                    "content_hash": validation.content_hash([data_path]),
-                    "file_pattern": DATA_FILE,
-                }
-                staged[split] = StagedSplit(path=out_paths[split], metadata=metadata)
-            for split in SPLITS:
-                replace_dir(tmp_dirs[split], out_paths[split])
-        finally:
-            for tmp in tmp_dirs.values():
-                if os.path.isdir(tmp):
-                    shutil.rmtree(tmp, ignore_errors=True)
+        for split in SPLITS:
+            if counts[split] == 0:
+                raise InputError(
+                    f"the {split} split is empty: give it more rows (a larger source, or a larger {split}_fraction)"
+                    if split != "train"
+                    else "the train split is empty: the source holds no valid row"
+                )
+            data_path = os.path.join(tmp_dirs[split], DATA_FILE)
+            origin = reports.get(split) or reports["train"]
+            stats = validation.scan(data_path, what=f"staged {split} split", max_bad_fraction=0.0, variant=variant)
+            metadata = {
+                "split": split,
+                "rows": counts[split],
+                "variant": variant.value,
+                "source": SYNTHETIC if source == SYNTHETIC else sources[split] or carved[split],
+                "source_rows": origin.rows,
+                "dropped_rows": origin.bad,
+                "dropped": {k: v for k, v in origin.dropped.items() if v},
+                "dropped_examples": origin.examples[:3],
+                "columns": stats.as_dict()["columns"],
+                "content_hash": validation.content_hash([data_path]),
+                "file_pattern": DATA_FILE,
+            }
+            staged[split] = StagedSplit(path=out_paths[split], metadata=metadata)
+        for split in SPLITS:
+            replace_dir(tmp_dirs[split], out_paths[split])
     dropped = sum(r.bad for r in reports.values())
     summary(
         "stage_data",

@@ -1,0 +1,206 @@
+"""The step functions, called directly (no kfp)."""
+
+import json
+import math
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from components.impl import deploy, full_train, stage_data, verify_export
+from trainer.storage import InputError
+
+GOOD = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}"
+
+
+def outs(tmp_path: Path) -> dict[str, str]:
+    return {split: str(tmp_path / split) for split in stage_data.SPLITS}
+
+
+def test_stage_synthetic_writes_three_splits_with_statistics(tmp_path, capsys):
+    staged = stage_data.stage("synthetic", outs(tmp_path), synthetic_rows=2000, seed=3)
+    rows = {split: s.metadata["rows"] for split, s in staged.items()}
+    assert sum(rows.values()) == 2000 and all(rows.values())
+    meta = staged["train"].metadata
+    assert meta["variant"] == "lab" and meta["dropped_rows"] == 0
+    assert set(meta["columns"]) == {"fare_amount", "pickuplon", "pickuplat", "dropofflon", "dropofflat", "passengers"}
+    assert len(meta["content_hash"]) == 64
+    assert sorted(os.listdir(tmp_path)) == ["eval", "test", "train"]  # no temporary directory left
+    assert "TAXIFARE_STEP_SUMMARY" in capsys.readouterr().out
+
+
+def test_stage_is_deterministic_and_carves_by_key_hash(tmp_path, real_train):
+    a = stage_data.stage(str(real_train), outs(tmp_path / "a"))
+    b = stage_data.stage(str(real_train), outs(tmp_path / "b"))
+    assert {s: a[s].metadata["content_hash"] for s in a} == {s: b[s].metadata["content_hash"] for s in b}
+    assert sum(s.metadata["rows"] for s in a.values()) == 7770
+    keys = {split: {line.rsplit(",", 1)[1] for line in Path(a[split].path, "data.csv").read_text().splitlines()} for split in a}
+    assert not keys["train"] & keys["test"] and not keys["eval"] & keys["test"]
+    assert a["test"].metadata["source"].endswith("(carved by key hash)")
+
+
+def test_stage_counts_and_reports_bad_rows(tmp_path):
+    src = tmp_path / "src.csv"
+    rows = [GOOD.format(key=i) for i in range(300)] + ["12.0,0,0,0,0,1,x", "oops", "1.0,-73.98,40.75,-73.97,40.78,1,y"]
+    src.write_text("\n".join(rows) + "\n")
+    staged = stage_data.stage(str(src), outs(tmp_path / "out"))
+    meta = staged["train"].metadata
+    assert meta["dropped"] == {"outside_nyc": 1, "wrong_column_count": 1, "fare_below_minimum": 1}
+    assert any(":302: wrong_column_count" in e for e in meta["dropped_examples"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"source": ""}, "source is empty"),
+        ({"source": "synthetc"}, "no file matches the train data pattern 'synthetc'"),
+        ({"source": "synthetic", "synthetic_rows": 5}, "synthetic_rows must be at least 100"),
+        ({"source": "synthetic", "eval_fraction": 0.7}, "eval_fraction must be between 0 and 0.5"),
+    ],
+)
+def test_stage_rejects_bad_parameters(tmp_path, kwargs, message):
+    source = kwargs.pop("source")
+    with pytest.raises(InputError, match=message):
+        stage_data.stage(source, outs(tmp_path), **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_stage_fails_on_mostly_bad_data_and_leaves_no_output(tmp_path):
+    src = tmp_path / "src.csv"
+    src.write_text("12.0,0,0,0,0,1,1\n" * 50 + GOOD.format(key=2) + "\n")
+    with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)"):
+        stage_data.stage(str(src), outs(tmp_path / "out"))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_stage_fails_on_an_empty_split(tmp_path):
+    src = tmp_path / "src.csv"
+    src.write_text("\n".join(GOOD.format(key=i) for i in range(3)) + "\n")
+    with pytest.raises(InputError, match="split is empty"):
+        stage_data.stage(str(src), outs(tmp_path / "out"))
+
+
+def test_hidden_units_parsing():
+    assert full_train.parse_hidden_units("64,32") == (64, 32)
+    assert full_train.parse_hidden_units("16 8") == (16, 8)
+    for bad in ("", "a,b", "0", "-4,2"):
+        with pytest.raises(InputError, match="hidden_units must be positive layer sizes"):
+            full_train.parse_hidden_units(bad)
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("staged")
+    stage_data.stage("synthetic", outs(root), synthetic_rows=6000, seed=11)
+    return {split: str(root / split) for split in stage_data.SPLITS}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, staged):
+    out = tmp_path_factory.mktemp("train")
+    return full_train.train(staged["train"], staged["eval"], str(out), steps=200, batch_size=128, seed=1), str(out)
+
+
+def test_train_step_function_exports_and_reports(trained):
+    result, out = trained
+    assert math.isfinite(result["rmse"]) and result["steps"] == 200
+    assert os.path.exists(os.path.join(result["export_dir"], "saved_model.pb"))
+    assert list(Path(out, "tensorboard", "train").glob("events.*"))
+
+
+def test_copy_export_is_complete_and_leaves_no_temporary(trained, tmp_path):
+    result, _ = trained
+    target = tmp_path / "model"
+    target.mkdir()  # kfp may pre-create the output directory
+    full_train.copy_export(result["export_dir"], str(target))
+    assert (target / "saved_model.pb").exists() and (target / "metrics.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def fare_mean(staged) -> float:
+    return stage_data_stats(staged)["fare_amount"]["mean"]
+
+
+def stage_data_stats(staged):
+    from trainer import validation
+
+    return validation.scan(os.path.join(staged["train"], "*.csv")).as_dict()["columns"]
+
+
+def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_path):
+    result, out = trained
+    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), training_dir=out, max_rmse=10.0)
+    assert verdict.blessed, verdict.reason
+    assert verdict.metrics["test_rmse"] < verdict.metrics["distance_rule_rmse"] < verdict.metrics["mean_predictor_rmse"]
+    assert verdict.metrics["test_json_fare"] > 0
+    assert '<img src="data:image/png;base64,' in verdict.report_html and "Blessed" in verdict.report_html
+    assert len(verify_export.read_loss_curve(out)["train"]) >= 2
+
+
+def test_verify_refuses_above_the_threshold(trained, staged):
+    result, _ = trained
+    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), max_rmse=0.5)
+    assert not verdict.blessed
+    assert "test RMSE at most max_rmse $0.50" in verdict.reason
+
+
+def test_verify_compares_with_the_deployed_model(trained, staged, tmp_path):
+    result, _ = trained
+    serving = tmp_path / "serving"
+    deploy.publish(result["export_dir"], str(serving), "taxifare", {"run": "first"})
+    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), serving_root=str(serving))
+    # The same model is not strictly better than itself.
+    assert not verdict.blessed and "strictly better than the deployed model" in verdict.reason
+    assert verdict.metrics["deployed_rmse"] == pytest.approx(verdict.metrics["test_rmse"])
+
+
+def test_signature_check_names_the_problem(trained):
+    import tensorflow as tf
+
+    from trainer.schema import Variant
+
+    fn = tf.saved_model.load(trained[0]["export_dir"]).signatures["serving_default"]
+    assert verify_export.check_signature(fn, Variant.LAB) == []
+    problems = verify_export.check_signature(fn, Variant.DATETIME)
+    assert problems and "pickup_datetime" in problems[0]
+
+
+def test_publish_numbers_versions_and_records_metadata(trained, tmp_path):
+    export = trained[0]["export_dir"]
+    first = deploy.publish(export, str(tmp_path), "taxifare", {"run": "a"})
+    second = deploy.publish(export, str(tmp_path), "taxifare", {"run": "b"})
+    assert (first.version, second.version) == (1, 2)
+    record = json.loads((Path(second.path) / deploy.DEPLOY_FILE).read_text())
+    assert record["run"] == "b" and record["version"] == 2
+    assert deploy.latest_version_dir(str(tmp_path), "taxifare") == second.path
+    assert sorted(os.listdir(tmp_path / "taxifare")) == [".deploy.lock", "1", "2"]
+
+
+def test_concurrent_publishes_never_share_a_version(trained, tmp_path):
+    export = trained[0]["export_dir"]
+    results, errors = [], []
+
+    def work(i: int) -> None:
+        try:
+            results.append(deploy.publish(export, str(tmp_path), "taxifare", {"run": i}).version)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sorted(results) == [1, 2, 3, 4, 5, 6]
+    for v in results:
+        assert (tmp_path / "taxifare" / str(v) / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize(
+    ("root", "name", "message"),
+    [("", "taxifare", "serving_root is empty"), ("X", "../x", "model_name '../x' must be letters")],
+)
+def test_publish_rejects_bad_settings(trained, tmp_path, root, name, message):
+    with pytest.raises(InputError, match=message):
+        deploy.publish(trained[0]["export_dir"], str(tmp_path / root) if root else "", name, {})

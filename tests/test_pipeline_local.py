@@ -1,0 +1,74 @@
+"""The whole DAG with kfp.local: deploys, refuses a worse model, stops on bad data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from pipeline.local_run import run_local, summarize
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SMALL = {"synthetic_rows": 3000, "train_steps": 300, "batch_size": 128, "smoke_steps": 5}
+
+
+def run(tmp_path: Path, **arguments):
+    lines: list[str] = []
+    serving = tmp_path / "serving"
+    result = run_local(
+        {**SMALL, **arguments, "serving_root": str(serving)},
+        pipeline_root=str(tmp_path / "root"),
+        log_path=str(tmp_path / "run.log"),
+        console=lines.append,
+    )
+    return result, lines, serving
+
+
+def test_runs_deploys_then_refuses_a_worse_model(tmp_path):
+    first, lines, serving = run(tmp_path)
+    assert first.ok, (first.failed_step, lines)
+    assert [r.status for r in first.steps.values()] == ["succeeded"] * 5
+    assert first.figure("verify_export", "blessed") is True
+    assert first.figure("deploy", "version") == 1
+    version = serving / "taxifare" / "1"
+    assert (version / "saved_model.pb").exists()
+    record = json.loads((version / "taxifare_deploy.json").read_text())
+    assert record["version"] == 1 and record["test_data_hash"]
+    assert any(line.startswith("  ok  full_train") and "eval RMSE" in line for line in lines)
+    text = summarize(first, str(serving), "taxifare")
+    assert "Deployed version 1" in text and "tensorboard --logdir" in text and "Test RMSE $" in text
+
+    # A much shorter training: worse than what is deployed, so nothing is deployed.
+    second, lines, _ = run(tmp_path, train_steps=20)
+    assert second.ok
+    assert second.steps["stage_data"].status == "cached"
+    assert second.figure("verify_export", "blessed") is False
+    assert "strictly better than the deployed model" in second.steps["verify_export"].summary
+    assert second.steps["deploy"].status == "skipped"
+    assert sorted(p.name for p in (serving / "taxifare").iterdir() if not p.name.startswith(".")) == ["1"]
+    assert "Nothing deployed." in summarize(second, str(serving), "taxifare")
+
+
+def test_bad_data_fails_at_stage_data_with_the_reason(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("12.0,0,0,0,0,1,1\n" * 100)
+    result, _lines, serving = run(tmp_path, source=str(bad))
+    assert not result.ok and result.failed_step == "stage_data"
+    assert "100 of 100 train data rows (100.0%) are bad (outside_nyc=100)" in result.steps["stage_data"].error
+    assert all(r.status == "skipped" for name, r in result.steps.items() if name != "stage_data")
+    text = summarize(result, str(serving), "taxifare")
+    assert "FAILED at stage_data" in text and str(tmp_path / "run.log") in text
+    assert not serving.exists()
+
+
+def test_cli_rejects_a_bad_parameter_before_running(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--train-steps", "-5", "--pipeline-root", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: train_steps must be a positive integer (got -5)"
+    assert not (tmp_path / "taxifare-run.log").exists()

@@ -1,0 +1,88 @@
+"""The compiled pipeline: committed YAML is fresh, and the DAG has the expected shape."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from pipeline.compile import LOCAL_YAML, compile_pipeline
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"sdkVersion: kfp-[\w.]+", "sdkVersion: kfp-X", text)
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("compiled") / "p.yaml"
+    compile_pipeline(str(out))
+    committed = ROOT / LOCAL_YAML
+    assert committed.exists(), "compiled/taxifare_pipeline.yaml is missing: run `taxifare compile` and commit it"
+    assert normalise(out.read_text()) == normalise(committed.read_text()), (
+        "compiled/taxifare_pipeline.yaml is stale: run `taxifare compile` and commit the result"
+    )
+    return yaml.safe_load(out.read_text())
+
+
+def producer(task: dict, input_name: str) -> tuple[str, str]:
+    art = task["inputs"]["artifacts"][input_name]["taskOutputArtifact"]
+    return art["producerTask"], art["outputArtifactKey"]
+
+
+def test_five_steps_with_the_expected_data_edges(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"stage-data", "smoke-train", "full-train", "verify-export", "condition-1"}
+    assert producer(tasks["smoke-train"], "train_data") == ("stage-data", "train_data")
+    assert producer(tasks["full-train"], "train_data") == ("stage-data", "train_data")
+    assert producer(tasks["full-train"], "eval_data") == ("stage-data", "eval_data")
+    assert "smoke-train" in tasks["full-train"]["dependentTasks"]
+    assert producer(tasks["verify-export"], "model") == ("full-train", "model")
+    assert producer(tasks["verify-export"], "test_data") == ("stage-data", "test_data")
+    assert producer(tasks["verify-export"], "tensorboard") == ("full-train", "tensorboard")
+    assert tasks["full-train"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["verify-export"]["cachingOptions"] == {}
+
+
+def test_deploy_runs_only_when_blessed(spec):
+    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert "verify-export" in condition["dependentTasks"]
+    assert "pipelinechannel--verify-export-Output" in condition["triggerPolicy"]["condition"]
+    assert condition["triggerPolicy"]["condition"].endswith("== true")
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"deploy"}
+    assert inner["deploy"]["cachingOptions"] == {}
+
+
+def test_every_parameter_has_a_default_and_a_description(spec):
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert len(params) == 18
+    for name, p in params.items():
+        assert p.get("isOptional") and "defaultValue" in p, name
+        assert p.get("description"), name
+
+
+def test_steps_run_the_project_image_without_installing_anything(spec):
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        assert container["image"] == "taxifare:0.1.0", name
+        assert "pip install" not in " ".join(container["command"]), name
+
+
+def test_display_names(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["stage-data"]["taskInfo"]["name"] == "Stage data"
+    assert tasks["full-train"]["taskInfo"]["name"] == "Full training"
+
+
+def test_image_is_a_compile_time_setting(tmp_path):
+    out = tmp_path / "p.yaml"
+    compile_pipeline(str(out), image="registry.example/taxifare:1.2")
+    images = {e["container"]["image"] for e in yaml.safe_load(out.read_text())["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/taxifare:1.2"}
+
+
+def test_no_machine_paths_in_the_committed_spec():
+    text = Path(ROOT / LOCAL_YAML).read_text()
+    assert "/work/" not in text and "/home/" not in text and "/tmp/" not in text
