@@ -7,6 +7,7 @@ User mistakes (a path, a parameter, the data) end with one ``error:`` line and e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,78 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pipeline_parameters(parser: argparse.ArgumentParser) -> None:
+    """One flag per pipeline parameter, with its default and description from the factory."""
+    from pipeline.pipeline import parameter_docs
+
+    group = parser.add_argument_group("pipeline parameters")
+    for name, (default, text) in parameter_docs().items():
+        if name == "serving_root":
+            continue  # a flag of its own (a local path)
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=text)
+        else:
+            group.add_argument(flag, dest=name, type=type(default), default=default, help=f"{text} (default: {default!r})")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline on this machine (kfp.local)",
+        description=(
+            "Run stage_data -> smoke_train -> full_train -> verify_export -> deploy on this machine with kfp.local "
+            "(one process per step, no Docker, cache on). Prints one line per step and a summary; the full log goes to a file."
+        ),
+    )
+    run.add_argument("--pipeline-root", default=os.path.join("runs", "pipeline"), help="where step outputs go (default %(default)s)")
+    run.add_argument(
+        "--serving-root", default=os.path.join("runs", "serving"), help="where deploy publishes model versions (default %(default)s)"
+    )
+    run.add_argument("--log-file", default=None, help="file for the raw step logs (default: <pipeline-root>/taxifare-run.log)")
+    run.add_argument("--no-cache", action="store_true", help="run every step even when an earlier run has its outputs")
+    run.add_argument("--cache-root", default=None, help="where the step cache lives (default: <pipeline-root>/.kfp_cache)")
+    _add_pipeline_parameters(run)
+
+    comp = sub.add_parser(
+        "compile", help="write compiled/taxifare_pipeline.yaml", description="Compile the pipeline for the pipeline UI or for submission."
+    )
+    comp.add_argument("--output", default=None, help="the YAML to write (default compiled/taxifare_pipeline.yaml)")
+    comp.add_argument("--image", default=None, help="container image of every step (default: the project's image name)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline import local_run
+    from pipeline.pipeline import check_arguments, parameter_docs
+
+    arguments = {name: getattr(args, name) for name in parameter_docs() if name != "serving_root"}
+    arguments["serving_root"] = os.path.abspath(args.serving_root)
+    check_arguments(arguments)
+    log_file = args.log_file or os.path.join(args.pipeline_root, "taxifare-run.log")
+    print(
+        f"taxifare pipeline: source={arguments['source']}, train_steps={arguments['train_steps']}; step log: {os.path.abspath(log_file)}",
+        flush=True,
+    )
+    result = local_run.run_local(
+        arguments,
+        pipeline_root=args.pipeline_root,
+        log_path=log_file,
+        cache=not args.no_cache,
+        cache_root=args.cache_root,
+    )
+    print(local_run.summarize(result, arguments["serving_root"], arguments["model_name"]))
+    return 0 if result.ok else 1
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from components.common import DEFAULT_IMAGE
+    from pipeline.compile import LOCAL_YAML, compile_pipeline
+
+    path = compile_pipeline(args.output or LOCAL_YAML, image=args.image or DEFAULT_IMAGE)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``taxifare`` parser with every subcommand."""
     p = argparse.ArgumentParser(
@@ -71,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serving_commands(sub)
     _add_data(sub)
+    _add_run(sub)
     sub.add_parser(
         "train",
         help="run the trainer (python -m trainer.task); see `taxifare train --help`",
@@ -97,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "data":
             return _data(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "compile":
+            return _compile(args)
     except (InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
