@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)  ## create .venv (when missing) and install the project with the locked versions
 
-run: $(STAMP)  ## the main job: generate data, train, export (see README)
-	$(BIN)/taxifare data generate --rows 200000 --out runs/data
-	$(BIN)/taxifare train --train_data_paths runs/data/train.csv --eval_data_paths runs/data/valid.csv \
-	    --output_dir runs/taxi_trained --train_steps 3000
+run: $(STAMP)  ## the main job: the whole pipeline on this machine (generated data -> deployed model)
+	$(BIN)/taxifare run
+
+compile: $(STAMP)  ## regenerate compiled/*.yaml (commit the result)
+	$(BIN)/taxifare compile
 
 test: $(STAMP) lint  ## lint, type-check and run the whole test suite
 	$(BIN)/pytest
@@ -45,4 +46,4 @@ lock: $(STAMP)  ## re-pin requirements.lock from the current environment
 clean:  ## remove runs/ and caches (keeps .venv)
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install run test lint format bench lock clean
+.PHONY: help install run compile test lint format bench lock clean
