@@ -34,6 +34,8 @@ def full_train(
         learning_rate=learning_rate,
         seed=seed,
     )
+    if not result["export_dir"]:
+        return  # a worker of a multi-worker custom job: the chief writes the outputs
     copy_export(result["export_dir"], model.path)
     model.metadata.update({"framework": "tensorflow", "variant": result["variant"], "rmse": result["rmse"], "steps": result["steps"]})
     import json

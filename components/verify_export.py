@@ -18,6 +18,8 @@ def verify_export(
     serving_root: str,
     model_name: str,
     infra_validation: bool,
+    deployed_model_uri: str,
+    deployed_rmse: float,
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.HTML],
 ) -> bool:
@@ -41,6 +43,8 @@ def verify_export(
         serving_root=serving_root,
         model_name=model_name,
         infra_validation=infra_validation,
+        deployed_model_uri=deployed_model_uri,
+        deployed_rmse=deployed_rmse,
     )
     for key, value in verdict.metrics.items():
         if math.isfinite(float(value)):

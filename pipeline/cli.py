@@ -95,9 +95,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_pipeline_parameters(run)
 
     comp = sub.add_parser(
-        "compile", help="write compiled/taxifare_pipeline.yaml", description="Compile the pipeline for the pipeline UI or for submission."
+        "compile",
+        help="write compiled/taxifare_pipeline.yaml and compiled/taxifare_vertex.yaml",
+        description="Compile the pipelines for the pipeline UI or for submission: the local/Kubeflow DAG and the Vertex AI variant.",
     )
-    comp.add_argument("--output", default=None, help="the YAML to write (default compiled/taxifare_pipeline.yaml)")
+    comp.add_argument("--target", choices=["local", "vertex", "all"], default="all", help="which pipeline to compile (default %(default)s)")
+    comp.add_argument("--output", default=None, help="the YAML to write, with one --target (default compiled/taxifare_<target>.yaml)")
     comp.add_argument("--image", default=None, help="container image of every step (default: the project's image name)")
 
 
@@ -126,10 +129,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from components.common import DEFAULT_IMAGE
-    from pipeline.compile import LOCAL_YAML, compile_pipeline
+    from pipeline.compile import compile_pipeline
+    from trainer.storage import InputError
 
-    path = compile_pipeline(args.output or LOCAL_YAML, image=args.image or DEFAULT_IMAGE)
-    print(f"wrote {path}")
+    targets = ["local", "vertex"] if args.target == "all" else [args.target]
+    if args.output and len(targets) > 1:
+        raise InputError("--output needs one --target (local or vertex)")
+    for target in targets:
+        print(f"wrote {compile_pipeline(args.output, image=args.image or DEFAULT_IMAGE, target=target)}")
     return 0
 
 

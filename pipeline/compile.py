@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 from components.common import DEFAULT_IMAGE
 
 LOCAL_YAML = os.path.join("compiled", "taxifare_pipeline.yaml")
+VERTEX_YAML = os.path.join("compiled", "taxifare_vertex.yaml")
+TARGETS = ("local", "vertex")
 
 
-def compile_pipeline(out_path: str = LOCAL_YAML, *, image: str = DEFAULT_IMAGE) -> str:
+def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE, target: str = "local") -> str:
     """Compile the pipeline to ``out_path`` (written beside it first, then renamed).
+
+    Args:
+        out_path: the YAML to write (default: ``compiled/taxifare_<target>.yaml``).
+        image: the image every step runs in.
+        target: ``local`` (the kfp.local / Kubeflow DAG) or ``vertex`` (custom job training, Vertex deployment).
 
     Returns:
         The path written.
@@ -19,13 +27,19 @@ def compile_pipeline(out_path: str = LOCAL_YAML, *, image: str = DEFAULT_IMAGE) 
     from kfp import compiler
 
     from pipeline.pipeline import create_pipeline
+    from pipeline.vertex_pipeline import create_vertex_pipeline
+
+    factories: dict[str, Any] = {"local": create_pipeline, "vertex": create_vertex_pipeline}
+    if target not in factories:
+        raise ValueError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+    out_path = out_path or (VERTEX_YAML if target == "vertex" else LOCAL_YAML)
 
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".compile-", suffix=".yaml")
     os.close(fd)
     try:
-        compiler.Compiler().compile(create_pipeline(image=image), tmp)
+        compiler.Compiler().compile(factories[target](image=image), tmp)
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

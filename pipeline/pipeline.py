@@ -130,6 +130,8 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
                 serving_root=serving_root,
                 model_name=model_name,
                 infra_validation=infra_validation,
+                deployed_model_uri="",
+                deployed_rmse=-1.0,
             )
             .set_display_name("Verify export")
             .set_caching_options(False)  # compares with what is deployed now

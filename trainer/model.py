@@ -67,6 +67,9 @@ class TrainConfig:
     max_bad_fraction: float = validation.MAX_BAD_FRACTION
     seed: int | None = None
     validate_data: bool = True
+    #: Also write the TensorBoard logs here (Vertex sets AIP_TENSORBOARD_LOG_DIR and uploads
+    #: from it to a Vertex TensorBoard); they are copied under output_dir at the end too.
+    extra_tensorboard_dir: str | None = None
 
     def check(self) -> None:
         """Reject settings that cannot work, with the flag to fix.
@@ -162,7 +165,7 @@ def _strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _is_chief() -> bool:
+def is_chief() -> bool:
     """Whether this process writes the checkpoints and the export (chief, or worker 0 without a chief)."""
     tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = tf_config.get("task", {})
@@ -282,7 +285,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
         optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     ckpt_dir = os.path.join(config.output_dir, CHECKPOINT_SUBDIR)
-    if not _is_chief():  # other workers write to a scratch directory (MultiWorkerMirroredStrategy rule)
+    if not is_chief():  # other workers write to a scratch directory (MultiWorkerMirroredStrategy rule)
         ckpt_dir = os.path.join(ckpt_dir, f".worker-{os.getpid()}")
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=3)
     if manager.latest_checkpoint:
@@ -316,7 +319,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
             count += strategy.reduce("SUM", n, axis=None)
         return sse, count
 
-    tb_dir = os.path.join(config.output_dir, TENSORBOARD_SUBDIR)
+    tb_dir = config.extra_tensorboard_dir or os.path.join(config.output_dir, TENSORBOARD_SUBDIR)
     train_writer = tf.summary.create_file_writer(os.path.join(tb_dir, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(tb_dir, "eval"))
     step = int(optimizer.iterations.numpy())
@@ -361,6 +364,13 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
         tf.summary.scalar("rmse", ev["rmse"])
     train_writer.flush()
     eval_writer.flush()
+    if config.extra_tensorboard_dir and is_chief():
+        for split in ("train", "eval"):
+            src = os.path.join(tb_dir, split)
+            for name in tf.io.gfile.listdir(src) if tf.io.gfile.isdir(src) else []:
+                dst = os.path.join(config.output_dir, TENSORBOARD_SUBDIR, split)
+                tf.io.gfile.makedirs(dst)
+                tf.io.gfile.copy(os.path.join(src, name), os.path.join(dst, name), overwrite=True)
     metrics: dict[str, Any] = {
         "rmse": ev["rmse"],
         "eval_examples": ev["examples"],
@@ -378,7 +388,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
         metrics["train_rows"] = train_report.valid
         metrics["train_dropped_rows"] = train_report.bad
         metrics["eval_dropped_rows"] = eval_report.bad
-    if not _is_chief():
+    if not is_chief():
         scratch = os.path.join(config.output_dir, ".worker-export")
         export_dir = export_model(model, variant, scratch, metrics)
         shutil.rmtree(scratch, ignore_errors=True)

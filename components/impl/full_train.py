@@ -71,7 +71,7 @@ def train(
         FloatingPointError: the loss is not finite.
         RuntimeError: no SavedModel was exported.
     """
-    from trainer.model import TrainConfig, train_and_evaluate
+    from trainer.model import TrainConfig, is_chief, train_and_evaluate
 
     config = TrainConfig(
         train_data_paths=data_pattern(train_path),
@@ -85,9 +85,12 @@ def train(
         eval_steps=eval_steps,
         steps_per_loop=min(100, max(1, steps)),
         validate_data=False,  # stage_data validated every row
+        extra_tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR") or None,  # set by Vertex custom jobs
     )
     result = train_and_evaluate(config, progress=lambda line: print(line, flush=True))
     metrics = result.metrics
+    if not is_chief():  # a worker of a multi-worker job: the chief writes the outputs
+        return {**metrics, "export_dir": "", "variant": result.variant.value}
     if not math.isfinite(metrics["rmse"]):
         raise FloatingPointError(f"{step_name}: evaluation RMSE is {metrics['rmse']}: lower learning_rate")
     if not result.export_dir or not os.path.exists(os.path.join(result.export_dir, "saved_model.pb")):

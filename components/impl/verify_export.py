@@ -24,7 +24,7 @@ import math
 import os
 from typing import Any
 
-from components.common import summary
+from components.common import local_path, summary
 
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
 DOLLARS_PER_KM = 2.616
@@ -212,6 +212,8 @@ def verify(
     serving_root: str = "",
     model_name: str = "taxifare",
     infra_validation: bool = False,
+    deployed_model_uri: str = "",
+    deployed_rmse: float = -1.0,
 ) -> Verdict:
     """Verify the candidate SavedModel (the work of the verify_export step); see the module doc.
 
@@ -224,6 +226,10 @@ def verify(
         serving_root: where models are deployed ('' when nothing is deployed locally).
         model_name: the deployed model's name under ``serving_root``.
         infra_validation: also serve the model in its own process and compare answers.
+        deployed_model_uri: the deployed model's SavedModel (on Vertex: the model registry's
+            artifact URI, read through the ``/gcs/`` mount); takes precedence over ``serving_root``.
+        deployed_rmse: the deployed model's test RMSE as recorded at deploy (Vertex labels),
+            used when the deployed SavedModel cannot be read; negative for none.
     """
     import numpy as np
     import tensorflow as tf
@@ -268,7 +274,13 @@ def verify(
     checks.append(("beats the distance rule (2.616 $/km)", model_rmse < rule_rmse, f"${model_rmse:.3f} vs ${rule_rmse:.3f}"))
     checks.append(("beats the training-mean predictor", model_rmse < mean_rmse, f"${model_rmse:.3f} vs ${mean_rmse:.3f}"))
 
-    deployed = latest_version_dir(serving_root, model_name) if serving_root else None
+    deployed: str | None = None
+    if deployed_model_uri:
+        deployed = local_path(deployed_model_uri)
+        if not os.path.exists(os.path.join(deployed, "saved_model.pb")):
+            deployed = None
+    else:
+        deployed = latest_version_dir(serving_root, model_name) if serving_root else None
     if deployed:
         try:
             deployed_fn = tf.saved_model.load(deployed).signatures["serving_default"]
@@ -280,6 +292,10 @@ def verify(
         detail = f"${model_rmse:.3f} vs ${deployed_rmse:.3f} (version {os.path.basename(deployed)})"
         if deployed_problems:
             detail = f"deployed version {os.path.basename(deployed)} is not comparable: {'; '.join(deployed_problems)}"
+        checks.append(("strictly better than the deployed model", model_rmse < deployed_rmse, detail))
+    elif deployed_rmse >= 0:
+        metrics["deployed_rmse"] = deployed_rmse
+        detail = f"${model_rmse:.3f} vs ${deployed_rmse:.3f} (the deployed model's RMSE recorded at deploy)"
         checks.append(("strictly better than the deployed model", model_rmse < deployed_rmse, detail))
     else:
         checks.append(("strictly better than the deployed model", True, "nothing deployed yet"))

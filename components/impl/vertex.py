@@ -1,0 +1,130 @@
+"""The Vertex AI pieces of the cloud variant, as plain functions.
+
+* :func:`worker_pool_specs` turns the machine settings (pipeline parameters) into the
+  ``worker_pool_specs`` of the Vertex custom job that runs full_train: one chief pool, plus a
+  worker pool when ``replica_count`` > 1 (MultiWorkerMirroredStrategy; Vertex sets TF_CONFIG).
+* :func:`find_model` / :func:`find_endpoint` look up the model and endpoint by display name,
+  so a run uploads a new *version* of an existing model and deploys to an existing endpoint.
+* :func:`upload_labels` / :func:`rmse_from_labels` carry the deployed model's test RMSE and data
+  hash in its labels, so verify_export can compare a candidate with what is deployed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+#: Label keys written on every uploaded model version.
+RMSE_LABEL = "taxifare-test-rmse-milli"
+DATA_LABEL = "taxifare-test-data"
+#: The prebuilt TensorFlow 2 prediction container that serves the SavedModel on Vertex.
+SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+
+
+def worker_pool_specs(
+    template: str, machine_type: str, accelerator_type: str, accelerator_count: int, replica_count: int
+) -> list[dict[str, Any]]:
+    """The custom job's worker pools for these machine settings.
+
+    Args:
+        template: JSON of the specs compiled by ``create_custom_training_job_from_component``
+            (its container spec runs the full_train component).
+        machine_type: e.g. ``n1-standard-4``.
+        accelerator_type: e.g. ``NVIDIA_TESLA_T4``; empty for none.
+        accelerator_count: accelerators per replica (ignored without a type).
+        replica_count: machines in all; more than 1 adds a worker pool of ``replica_count - 1``.
+
+    Raises:
+        ValueError: for a bad value, naming the parameter.
+    """
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", machine_type or ""):
+        raise ValueError(f"machine_type {machine_type!r} is not a machine type such as n1-standard-4")
+    if replica_count < 1:
+        raise ValueError(f"replica_count must be at least 1 (got {replica_count})")
+    if accelerator_type and accelerator_count < 1:
+        raise ValueError(f"accelerator_count must be at least 1 with accelerator_type {accelerator_type} (got {accelerator_count})")
+    specs = json.loads(template)
+    chief = copy.deepcopy(specs[0])
+    chief["replica_count"] = 1
+    chief["machine_spec"] = {"machine_type": machine_type}
+    if accelerator_type:
+        chief["machine_spec"].update({"accelerator_type": accelerator_type, "accelerator_count": accelerator_count})
+    pools = [chief]
+    if replica_count > 1:
+        workers = copy.deepcopy(chief)
+        workers["replica_count"] = replica_count - 1
+        pools.append(workers)
+    return pools
+
+
+def _aiplatform(project: str, location: str) -> Any:
+    from google.cloud import aiplatform
+
+    aiplatform.init(project=project, location=location)
+    return aiplatform
+
+
+def find_model(project: str, location: str, display_name: str) -> dict[str, Any] | None:
+    """The newest model named ``display_name``: resource name, default version's URI, labels."""
+    aiplatform = _aiplatform(project, location)
+    models = aiplatform.Model.list(filter=f'display_name="{display_name}"', order_by="update_time desc")
+    if not models:
+        return None
+    model = models[0]
+    return {"resource_name": model.resource_name, "uri": model.uri or "", "labels": dict(model.labels or {})}
+
+
+def find_endpoint(project: str, location: str, display_name: str) -> str | None:
+    """The resource name of the newest endpoint named ``display_name``."""
+    aiplatform = _aiplatform(project, location)
+    endpoints = aiplatform.Endpoint.list(filter=f'display_name="{display_name}"', order_by="update_time desc")
+    return endpoints[0].resource_name if endpoints else None
+
+
+def traffic_split(current: dict[str, int], percentage: int) -> dict[str, int]:
+    """The endpoint's traffic split once the new model (ID ``"0"``) takes ``percentage``.
+
+    The models deployed now share the rest in proportion to their current shares (largest
+    remainders get the odd percent), so the split always sums to 100 as Vertex requires.
+
+    Raises:
+        ValueError: for a percentage outside 1..100.
+    """
+    if not 1 <= percentage <= 100:
+        raise ValueError(f"traffic_percentage must be between 1 and 100 (got {percentage})")
+    rest = 100 - percentage
+    total = sum(current.values())
+    if not rest or not total:
+        return {"0": 100}
+    exact = {k: v * rest / total for k, v in current.items()}
+    split = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: exact[k] - split[k], reverse=True)[: rest - sum(split.values())]:
+        split[k] += 1
+    return {"0": percentage, **{k: v for k, v in split.items() if v}}
+
+
+def current_traffic(project: str, location: str, endpoint_name: str) -> dict[str, int]:
+    """The endpoint's traffic split now (deployed model ID -> percent)."""
+    aiplatform = _aiplatform(project, location)
+    return {k: int(v) for k, v in (aiplatform.Endpoint(endpoint_name).traffic_split or {}).items()}
+
+
+def api_uri(location: str, resource_name: str) -> str:
+    """The REST URI of a Vertex resource (what GCPC puts in a Vertex artifact's uri)."""
+    return f"https://{location}-aiplatform.googleapis.com/v1/{resource_name}"
+
+
+def upload_labels(test_rmse: float, data_hash: str) -> dict[str, str]:
+    """Labels recording the model's test RMSE (in thousandths of a dollar) and test data."""
+    labels = {RMSE_LABEL: str(round(test_rmse * 1000))}
+    if data_hash:
+        labels[DATA_LABEL] = data_hash[:16].lower()
+    return labels
+
+
+def rmse_from_labels(labels: dict[str, str]) -> float | None:
+    """The test RMSE recorded in a model's labels, or ``None``."""
+    value = labels.get(RMSE_LABEL, "")
+    return int(value) / 1000 if value.isdigit() else None

@@ -1,0 +1,76 @@
+"""The Vertex-only steps of the cloud variant: thin wrappers of :mod:`components.impl.vertex`.
+
+They run in the project's image on Vertex AI Pipelines (not with kfp.local: they call the
+Vertex API).
+"""
+
+from typing import NamedTuple
+
+from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel, VertexEndpoint, VertexModel
+from kfp import dsl
+
+from components.common import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def training_worker_pools(template: str, machine_type: str, accelerator_type: str, accelerator_count: int, replica_count: int) -> list:
+    """The full_train custom job's worker pools for the machine settings of this run."""
+    from components.impl.vertex import worker_pool_specs
+
+    return worker_pool_specs(template, machine_type, accelerator_type, accelerator_count, replica_count)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def lookup_deployment(
+    project: str,
+    location: str,
+    model_display_name: str,
+    endpoint_display_name: str,
+    traffic_percentage: int,
+    parent_model: dsl.Output[VertexModel],
+    endpoint: dsl.Output[VertexEndpoint],
+) -> NamedTuple(  # type: ignore[valid-type]
+    "Outputs", [("has_model", str), ("has_endpoint", str), ("deployed_model_uri", str), ("deployed_rmse", float), ("traffic_split", dict)]
+):
+    """Find the model (for a new version) and the endpoint by display name; the deployed model's RMSE; the new traffic split."""
+    from typing import NamedTuple
+
+    from components.impl.vertex import api_uri, current_traffic, find_endpoint, find_model, rmse_from_labels, traffic_split
+
+    model = find_model(project, location, model_display_name)
+    if model:
+        parent_model.uri = api_uri(location, model["resource_name"])
+        parent_model.metadata["resourceName"] = model["resource_name"]
+    endpoint_name = find_endpoint(project, location, endpoint_display_name)
+    if endpoint_name:
+        endpoint.uri = api_uri(location, endpoint_name)
+        endpoint.metadata["resourceName"] = endpoint_name
+    rmse = rmse_from_labels(model["labels"]) if model else None
+    split = traffic_split(current_traffic(project, location, endpoint_name) if endpoint_name else {}, traffic_percentage)
+    Outputs = NamedTuple(  # noqa: UP014
+        "Outputs",
+        [("has_model", str), ("has_endpoint", str), ("deployed_model_uri", str), ("deployed_rmse", float), ("traffic_split", dict)],
+    )
+    return Outputs(
+        "true" if model else "false",
+        "true" if endpoint_name else "false",
+        model["uri"] if model else "",
+        rmse if rmse is not None else -1.0,
+        split,
+    )
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def prepare_upload(
+    model: dsl.Input[dsl.Model],
+    verification: dsl.Input[dsl.Metrics],
+    test_data: dsl.Input[dsl.Dataset],
+    serving_image: str,
+    unmanaged_model: dsl.Output[UnmanagedContainerModel],
+) -> dict:
+    """The SavedModel as an UnmanagedContainerModel for ModelUploadOp; returns the labels to upload with."""
+    from components.impl.vertex import upload_labels
+
+    unmanaged_model.uri = model.uri
+    unmanaged_model.metadata["containerSpec"] = {"imageUri": serving_image}
+    return upload_labels(float(verification.metadata.get("test_rmse", 0.0)), str(test_data.metadata.get("content_hash", "")))

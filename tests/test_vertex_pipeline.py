@@ -1,0 +1,154 @@
+"""The Vertex AI variant: compiled spec, worker pools, deploy chain, and the plain functions behind it."""
+
+import json
+import re
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from components.impl import vertex
+from components.impl.verify_export import verify
+from pipeline.compile import VERTEX_YAML, compile_pipeline
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("vertex") / "v.yaml"
+    compile_pipeline(str(out), target="vertex")
+    committed = ROOT / VERTEX_YAML
+    norm = lambda text: re.sub(r"sdkVersion: kfp-[\w.]+", "", text)  # noqa: E731
+    assert committed.exists() and norm(out.read_text()) == norm(committed.read_text()), (
+        "compiled/taxifare_vertex.yaml is stale: run `taxifare compile` and commit the result"
+    )
+    return yaml.safe_load(out.read_text())
+
+
+def test_steps_and_edges(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"stage-data", "smoke-train", "training-worker-pools", "full-train", "lookup-deployment", "verify-export", "condition-1"} == set(
+        tasks
+    )
+    assert set(tasks["full-train"]["dependentTasks"]) == {"smoke-train", "stage-data", "training-worker-pools"}
+    wps = tasks["full-train"]["inputs"]["parameters"]["worker_pool_specs"]["taskOutputParameter"]
+    assert wps == {"outputParameterKey": "Output", "producerTask": "training-worker-pools"}
+    verify_inputs = tasks["verify-export"]["inputs"]
+    assert verify_inputs["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "full-train"
+    assert verify_inputs["parameters"]["deployed_rmse"]["taskOutputParameter"]["producerTask"] == "lookup-deployment"
+
+
+def test_full_train_is_a_custom_job_running_the_component_in_the_project_image(spec):
+    executor = spec["deploymentSpec"]["executors"]["exec-full-train"]["container"]
+    assert executor["image"].startswith("gcr.io/ml-pipeline/google-cloud-pipeline-components")
+    assert "google_cloud_pipeline_components.container.v1.custom_job.launcher" in " ".join(executor["command"] + executor["args"])
+    params = spec["components"]["comp-full-train"]["inputDefinitions"]["parameters"]
+    (pool,) = params["worker_pool_specs"]["defaultValue"]
+    assert pool["container_spec"]["image_uri"] == "taxifare:0.1.0"
+    assert "def full_train(" in pool["container_spec"]["command"][-1]
+    assert {"service_account", "tensorboard", "restart_job_on_worker_restart", "train_steps"} <= set(params)
+    inputs = spec["root"]["dag"]["tasks"]["full-train"]["inputs"]["parameters"]
+    assert inputs["service_account"]["componentInputParameter"] == "training_service_account"
+    assert inputs["tensorboard"]["componentInputParameter"] == "tensorboard"
+    assert inputs["restart_job_on_worker_restart"]["componentInputParameter"] == "restart_job_on_worker_restart"
+
+
+def test_machine_settings_are_pipeline_parameters(spec):
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name, default in {"machine_type": "n1-standard-4", "accelerator_type": "", "accelerator_count": 0.0, "replica_count": 1.0}.items():
+        assert params[name]["defaultValue"] == default and params[name]["description"], name
+    pools = spec["root"]["dag"]["tasks"]["training-worker-pools"]["inputs"]["parameters"]
+    assert pools["machine_type"]["componentInputParameter"] == "machine_type"
+    assert json.loads(pools["template"]["runtimeValue"]["constant"])[0]["container_spec"]["image_uri"] == "taxifare:0.1.0"
+
+
+def test_deploy_chain_is_under_the_blessed_condition(spec):
+    cond = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--verify-export-Output'] == true"
+    text = yaml.safe_dump(spec["components"]["comp-condition-1"])
+    assert "prepare-upload" in text and "condition-branches-2" in text and "condition-branches-5" in text
+    uploads = [c for name, c in spec["components"].items() if name.startswith("comp-model-upload")]
+    deploys = [c for name, c in spec["components"].items() if name.startswith("comp-model-deploy")]
+    assert len(uploads) == 2 and len(deploys) == 2 and "comp-endpoint-create" in spec["components"]
+    nested = {name: c for name, c in spec["components"].items() if name.startswith("comp-condition-")}
+    conditions = {
+        t.get("triggerPolicy", {}).get("condition", "") for c in nested.values() for t in c.get("dag", {}).get("tasks", {}).values()
+    }
+    assert any("lookup-deployment-has_model" in c and "== 'true'" in c for c in conditions)
+    assert any("lookup-deployment-has_endpoint" in c for c in conditions)
+    # The upload with parent_model (a new version) exists in one branch.
+    parents = [
+        t
+        for c in nested.values()
+        for t in c.get("dag", {}).get("tasks", {}).values()
+        if "parent_model" in t.get("inputs", {}).get("artifacts", {})
+    ]
+    assert len(parents) == 1
+
+
+def test_no_project_ids_or_credentials_baked_in(spec):
+    text = (ROOT / VERTEX_YAML).read_text()
+    assert "{{$.pipeline_google_cloud_project_id}}" in text and "{{$.pipeline_google_cloud_location}}" in text
+
+    def values(node):  # every value but the ops' own documentation
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key != "description":
+                    yield from values(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from values(item)
+        else:
+            yield str(node)
+
+    assert not [v for v in values(spec) if re.search(r"projects/[a-z][\w-]+/locations", v)]
+    for secret in ("private_key", "client_secret", "AIza", "ya29.", "/work/", "/home/"):
+        assert secret not in text
+
+
+def test_worker_pools_from_machine_settings():
+    template = json.dumps([{"machine_spec": {"machine_type": "x"}, "replica_count": 1, "container_spec": {"image_uri": "img"}}])
+    (one,) = vertex.worker_pool_specs(template, "n1-highmem-8", "", 0, 1)
+    assert one == {"machine_spec": {"machine_type": "n1-highmem-8"}, "replica_count": 1, "container_spec": {"image_uri": "img"}}
+    chief, workers = vertex.worker_pool_specs(template, "n1-standard-8", "NVIDIA_TESLA_T4", 2, 4)
+    assert chief["machine_spec"] == {"machine_type": "n1-standard-8", "accelerator_type": "NVIDIA_TESLA_T4", "accelerator_count": 2}
+    assert (chief["replica_count"], workers["replica_count"]) == (1, 3) and workers["container_spec"] == chief["container_spec"]
+    for args, message in [(("", "", 0, 1), "machine_type"), (("n1", "", 0, 0), "replica_count"), (("n1", "T4", 0, 1), "accelerator_count")]:
+        with pytest.raises(ValueError, match=message):
+            vertex.worker_pool_specs(template, *args)
+
+
+@pytest.mark.parametrize(
+    ("current", "pct", "expected"),
+    [
+        ({}, 100, {"0": 100}),
+        ({}, 30, {"0": 100}),
+        ({"111": 100}, 100, {"0": 100}),
+        ({"111": 100}, 20, {"0": 20, "111": 80}),
+        ({"111": 50, "222": 50}, 25, {"0": 25, "111": 38, "222": 37}),
+        ({"111": 70, "222": 30}, 10, {"0": 10, "111": 63, "222": 27}),
+    ],
+)
+def test_traffic_split_always_sums_to_100(current, pct, expected):
+    split = vertex.traffic_split(current, pct)
+    assert split == expected and sum(split.values()) == 100
+
+
+def test_labels_round_trip_the_test_rmse():
+    labels = vertex.upload_labels(3.4567, "ABCDEF0123456789ffff")
+    assert labels == {vertex.RMSE_LABEL: "3457", vertex.DATA_LABEL: "abcdef0123456789"}
+    assert all(re.fullmatch(r"[a-z0-9_-]{1,63}", k) and re.fullmatch(r"[a-z0-9_-]{0,63}", v) for k, v in labels.items())
+    assert vertex.rmse_from_labels(labels) == pytest.approx(3.457)
+    assert vertex.rmse_from_labels({}) is None
+
+
+def test_verify_uses_the_recorded_rmse_when_the_deployed_model_is_unreadable(trained_model, tmp_path):
+    from components.impl.stage_data import stage
+
+    outs = {s: str(tmp_path / s) for s in ("train", "eval", "test")}
+    stage("synthetic", outs, synthetic_rows=1500, seed=4)
+    common = {"train_fare_mean": 11.0, "deployed_model_uri": "gs://no-such-bucket/model"}
+    worse = verify(trained_model.export_dir, outs["test"], deployed_rmse=0.01, **common)
+    assert not worse.blessed and "recorded at deploy" in worse.reason
+    better = verify(trained_model.export_dir, outs["test"], deployed_rmse=99.0, **common)
+    assert better.metrics["deployed_rmse"] == 99.0
+    assert "deployed $99.00" in better.reason or not better.blessed
