@@ -63,7 +63,7 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
         max_rmse: float = 10.0,
         serving_root: str = "",
         model_name: str = "taxifare",
-        infra_validation: bool = False,
+        infra_validation: bool = True,
     ) -> None:
         """Train and deploy the taxi-fare model.
 

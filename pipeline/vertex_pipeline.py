@@ -179,7 +179,7 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERV
                 max_rmse=max_rmse,
                 serving_root="",
                 model_name=model_display_name,
-                infra_validation=False,
+                infra_validation=True,
                 deployed_model_uri=lookup.outputs["deployed_model_uri"],
                 deployed_rmse=lookup.outputs["deployed_rmse"],
             )
