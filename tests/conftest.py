@@ -13,6 +13,9 @@ REAL_DATA = Path(os.environ.get("TAXIFARE_SAMPLES", ROOT.parent / "shared" / "da
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+#: Fixtures of the local GCS emulator (fake-gcs-server): gcs_server, gcs.
+pytest_plugins = ["_gcs"]
+
 
 def real(name: str) -> Path:
     path = REAL_DATA / name
