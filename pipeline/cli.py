@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.cli import add_commands as add_serving_commands
 
     add_serving_commands(sub)
+    from pipeline.cloud_cli import add_commands as add_cloud_commands
+
+    add_cloud_commands(sub)
     _add_data(sub)
     _add_run(sub)
     sub.add_parser(
@@ -173,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from serving.cli import run as run_serving
 
         return run_serving(args)
+    if args.command in ("setup", "submit", "schedule"):
+        from pipeline.cloud_cli import run as run_cloud
+
+        return run_cloud(args)
     from trainer.storage import InputError
 
     try:
