@@ -101,7 +101,8 @@ def default_credentials() -> Any:
     try:
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     except DefaultCredentialsError as exc:
-        raise InputError(_CREDENTIALS_FIX) from exc
+        reason = " ".join(str(exc).split())
+        raise InputError(f"{_CREDENTIALS_FIX} ({reason})" if reason else _CREDENTIALS_FIX) from exc
     return credentials
 
 
@@ -312,7 +313,8 @@ def coerce_parameters(template_path: str, values: Mapping[str, Any]) -> dict[str
             else:
                 out[name] = value
         except ValueError as exc:
-            raise InputError(f"parameter {name}={value!r} is not a {kind.lower().replace('number_', '')}") from exc
+            expected = {"NUMBER_INTEGER": "an integer", "NUMBER_DOUBLE": "a number", "BOOLEAN": "true or false"}.get(kind, kind)
+            raise InputError(f"parameter {name}={value!r} is not {expected}") from exc
     return out
 
 

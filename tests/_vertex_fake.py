@@ -1,0 +1,259 @@
+"""Local servers speaking the engines' real wire protocols, for the submit and schedule tests.
+
+* :class:`VertexServer`: gRPC over TLS on 127.0.0.1 implementing
+  ``google.cloud.aiplatform.v1.PipelineService`` (CreatePipelineJob, GetPipelineJob) and
+  ``ScheduleService`` (CreateSchedule, GetSchedule, ListSchedules, PauseSchedule,
+  ResumeSchedule, DeleteSchedule) with the official message types of google-cloud-aiplatform.
+  The SDK's gRPC transport always opens a TLS channel, so the server has a self-signed
+  certificate for 127.0.0.1 and ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` points gRPC at it.
+* :class:`KfpServer`: HTTP speaking enough of the Kubeflow Pipelines v2beta1 REST API for
+  ``kfp.Client``: healthz, experiments, runs, recurring runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import threading
+import uuid
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def self_signed(directory: str) -> tuple[bytes, bytes, str]:
+    """A key, a certificate for 127.0.0.1 and the certificate's path."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path = os.path.join(directory, "vertex-fake-ca.pem")
+    with open(path, "wb") as fh:
+        fh.write(cert_pem)
+    return key_pem, cert_pem, path
+
+
+class VertexServer:
+    """A gRPC Vertex AI PipelineService + ScheduleService that records what it receives."""
+
+    def __init__(self, key_pem: bytes, cert_pem: bytes) -> None:
+        import grpc
+        from google.cloud.aiplatform_v1.types import pipeline_job, pipeline_service, pipeline_state, schedule, schedule_service
+        from google.longrunning import operations_pb2
+        from google.protobuf import any_pb2, empty_pb2
+
+        self.received: list[tuple[str, Any]] = []
+        self.jobs: dict[str, Any] = {}
+        self.job_polls: dict[str, int] = {}
+        self.schedules: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        PJ, S = pipeline_job.PipelineJob, schedule.Schedule
+
+        def record(method: str, request: Any) -> None:
+            with self._lock:
+                self.received.append((method, request))
+
+        def create_job(request: Any, context: Any) -> Any:
+            record("CreatePipelineJob", request)
+            job = PJ(request.pipeline_job)
+            job.name = f"{request.parent}/pipelineJobs/{request.pipeline_job_id or uuid.uuid4().hex[:8]}"
+            job.state = pipeline_state.PipelineState.PIPELINE_STATE_PENDING
+            self.jobs[job.name] = job
+            return job
+
+        def get_job(request: Any, context: Any) -> Any:
+            record("GetPipelineJob", request)
+            job = self.jobs.get(request.name)
+            if job is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
+            polls = self.job_polls[request.name] = self.job_polls.get(request.name, 0) + 1
+            task_state = pipeline_job.PipelineTaskDetail.State
+            steps = [("stage-data", 1), ("smoke-train", 2), ("full-train", 3)]
+            job.job_detail.task_details = [
+                pipeline_job.PipelineTaskDetail(
+                    task_name=name,
+                    state=task_state.SUCCEEDED if polls > at else task_state.RUNNING if polls == at else task_state.PENDING,
+                )
+                for name, at in steps
+                if polls >= at
+            ]
+            job.state = (
+                pipeline_state.PipelineState.PIPELINE_STATE_SUCCEEDED if polls > 3 else pipeline_state.PipelineState.PIPELINE_STATE_RUNNING
+            )
+            return job
+
+        def create_schedule(request: Any, context: Any) -> Any:
+            record("CreateSchedule", request)
+            sched = S(request.schedule)
+            sched.name = f"{request.parent}/schedules/{len(self.schedules) + 1}"
+            sched.state = schedule.Schedule.State.ACTIVE
+            self.schedules[sched.name] = sched
+            return sched
+
+        def get_schedule(request: Any, context: Any) -> Any:
+            record("GetSchedule", request)
+            if request.name not in self.schedules:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
+            return self.schedules[request.name]
+
+        def list_schedules(request: Any, context: Any) -> Any:
+            record("ListSchedules", request)
+            mine = [s for name, s in self.schedules.items() if name.startswith(request.parent + "/")]
+            return schedule_service.ListSchedulesResponse(schedules=mine)
+
+        def set_state(state: Any, method: str) -> Any:
+            def handler(request: Any, context: Any) -> Any:
+                record(method, request)
+                if request.name not in self.schedules:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
+                self.schedules[request.name].state = state
+                return empty_pb2.Empty()
+
+            return handler
+
+        def delete_schedule(request: Any, context: Any) -> Any:
+            record("DeleteSchedule", request)
+            self.schedules.pop(request.name, None)
+            response = any_pb2.Any()
+            response.Pack(empty_pb2.Empty())
+            return operations_pb2.Operation(name=f"{request.name}/operations/1", done=True, response=response)
+
+        def unary(fn: Any, request_type: Any, response_serializer: Any) -> Any:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request_type.deserialize, response_serializer=response_serializer
+            )
+
+        empty = empty_pb2.Empty.SerializeToString
+        pipeline_handlers = {
+            "CreatePipelineJob": unary(create_job, pipeline_service.CreatePipelineJobRequest, PJ.serialize),
+            "GetPipelineJob": unary(get_job, pipeline_service.GetPipelineJobRequest, PJ.serialize),
+        }
+        schedule_handlers = {
+            "CreateSchedule": unary(create_schedule, schedule_service.CreateScheduleRequest, S.serialize),
+            "GetSchedule": unary(get_schedule, schedule_service.GetScheduleRequest, S.serialize),
+            "ListSchedules": unary(list_schedules, schedule_service.ListSchedulesRequest, schedule_service.ListSchedulesResponse.serialize),
+            "PauseSchedule": unary(set_state(S.State.PAUSED, "PauseSchedule"), schedule_service.PauseScheduleRequest, empty),
+            "ResumeSchedule": unary(set_state(S.State.ACTIVE, "ResumeSchedule"), schedule_service.ResumeScheduleRequest, empty),
+            "DeleteSchedule": unary(delete_schedule, schedule_service.DeleteScheduleRequest, operations_pb2.Operation.SerializeToString),
+        }
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.PipelineService", pipeline_handlers),
+                grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.ScheduleService", schedule_handlers),
+            )
+        )
+        self.port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
+        self.server.start()
+        self.endpoint = f"127.0.0.1:{self.port}"
+
+    def requests(self, method: str) -> list[Any]:
+        """The requests received by ``method``, oldest first."""
+        with self._lock:
+            return [r for m, r in self.received if m == method]
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.stop(grace=None)
+
+
+class KfpServer:
+    """Enough of the Kubeflow Pipelines v2beta1 REST API for ``kfp.Client``; records every request."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, Any]] = []
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self.recurring: dict[str, dict[str, Any]] = {}
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null") if length else None
+                path = self.path.split("?", 1)[0]
+                owner.received.append((method, self.path, body))
+                status, reply = owner.route(method, path, body)
+                self._reply(status, reply)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        """Answer one API call."""
+        base = "/apis/v2beta1/"
+        rest = path[len(base) :] if path.startswith(base) else ""
+        if rest == "healthz":
+            return 200, {"multi_user": False}
+        if rest == "experiments" and method == "GET":
+            return 200, {"experiments": list(self.experiments.values()), "total_size": len(self.experiments)}
+        if rest == "experiments" and method == "POST":
+            exp = {**body, "experiment_id": f"exp-{len(self.experiments) + 1}"}
+            self.experiments[exp["experiment_id"]] = exp
+            return 200, exp
+        if rest == "runs" and method == "POST":
+            return 200, {**body, "run_id": "run-1", "state": "PENDING"}
+        if rest == "recurringruns" and method == "POST":
+            run = {**body, "recurring_run_id": f"rr-{len(self.recurring) + 1}", "status": "ENABLED"}
+            self.recurring[run["recurring_run_id"]] = run
+            return 200, run
+        if rest == "recurringruns" and method == "GET":
+            return 200, {"recurringRuns": list(self.recurring.values()), "total_size": len(self.recurring)}
+        if rest.startswith("recurringruns/"):
+            rid, _, action = rest[len("recurringruns/") :].partition(":")
+            if rid not in self.recurring:
+                return 404, {"error": f"{rid} not found", "code": 5}
+            if method == "DELETE":
+                del self.recurring[rid]
+            elif action == "disable":
+                self.recurring[rid]["status"] = "DISABLED"
+            elif action == "enable":
+                self.recurring[rid]["status"] = "ENABLED"
+            return 200, {}
+        return 404, {"error": f"unhandled {method} {path}", "code": 5}
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
