@@ -19,6 +19,9 @@ def stage_data(
     eval_fraction: float,
     test_fraction: float,
     max_bad_fraction: float,
+    window_days: int,
+    scheduled_time: str,
+    bigquery_project: str,
     train_data: dsl.Output[dsl.Dataset],
     eval_data: dsl.Output[dsl.Dataset],
     test_data: dsl.Output[dsl.Dataset],
@@ -38,6 +41,10 @@ def stage_data(
         eval_fraction=eval_fraction,
         test_fraction=test_fraction,
         max_bad_fraction=max_bad_fraction,
+        window_days=window_days,
+        scheduled_time=scheduled_time,
+        bigquery_project=bigquery_project,
+        bigquery_export_prefix=train_data.uri.rstrip("/") + "-bigquery-export",
     )
     for name, artifact in outputs.items():
         artifact.metadata.update(staged[name].metadata)

@@ -55,6 +55,9 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
         eval_fraction: float = 0.1,
         test_fraction: float = 0.1,
         max_bad_fraction: float = 0.1,
+        window_days: int = 0,
+        scheduled_time: str = "",
+        bigquery_project: str = "",
         smoke_steps: int = 10,
         train_steps: int = 2000,
         batch_size: int = 512,
@@ -68,7 +71,8 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
         """Train and deploy the taxi-fare model.
 
         Args:
-            source: 'synthetic' for generated trips, or CSV files (a glob, globs separated by commas, or a directory; local or gs://).
+            source: 'synthetic' for generated trips, 'bigquery' for the public NYC trips table (with window_days), or CSV files
+                (a glob, globs separated by commas, or a directory; local or gs://).
             eval_source: CSV files for the eval split; empty to carve it out of source by a hash of each row's key.
             test_source: CSV files for the test split; empty to carve it out of source by a hash of each row's key.
             synthetic_rows: rows to generate when source is 'synthetic'.
@@ -77,6 +81,11 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
             eval_fraction: share of source rows carved out for eval.
             test_fraction: share of source rows carved out for test.
             max_bad_fraction: stop at stage_data when a larger share of rows is malformed or out of range.
+            window_days: with a source folder of dt=YYYY-MM-DD partitions, or 'bigquery', the days of trips before
+                scheduled_time to use; 0 for none.
+            scheduled_time: the end of the data window, RFC 3339 (e.g. 2026-11-28T06:00:00Z); empty for now.
+                (kfp.local cannot resolve the schedule-time placeholder, so this pipeline takes it as a parameter.)
+            bigquery_project: the project that runs the BigQuery export of source 'bigquery'; empty for the credentials' project.
             smoke_steps: steps of the smoke training that gates full training.
             train_steps: optimizer steps of full training.
             batch_size: examples per training step.
@@ -97,6 +106,9 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
             eval_fraction=eval_fraction,
             test_fraction=test_fraction,
             max_bad_fraction=max_bad_fraction,
+            window_days=window_days,
+            scheduled_time=scheduled_time,
+            bigquery_project=bigquery_project,
         ).set_display_name("Stage data")
         smoke = smoke_op(
             train_data=stage.outputs["train_data"],
@@ -159,10 +171,12 @@ def parameter_docs() -> dict[str, tuple[Any, str]]:
 
     func = create_pipeline().pipeline_func
     docs: dict[str, str] = {}
-    in_args = False
+    in_args, name = False, ""
     for line in inspect.getdoc(func).splitlines():  # type: ignore[union-attr]
         if line.strip() == "Args:":
             in_args = True
+        elif in_args and line.startswith("        ") and name:  # a continuation line
+            docs[name] += " " + line.strip()
         elif in_args and line.startswith("    ") and ": " in line:
             name, text = line.strip().split(": ", 1)
             docs[name] = text
@@ -197,4 +211,8 @@ def check_arguments(arguments: dict[str, Any]) -> None:
         raise InputError(f"max_rmse must be a positive number of dollars (got {merged['max_rmse']})")
     if not str(merged["source"]).strip():
         raise InputError("source is empty: pass 'synthetic' or a CSV glob such as data/*.csv")
+    if int(merged["window_days"]) < 0:
+        raise InputError(f"window_days must be 0 (no window) or a number of days (got {merged['window_days']})")
+    if str(merged["source"]).strip() == "bigquery" and int(merged["window_days"]) < 1:
+        raise InputError("source 'bigquery' needs --window-days of at least 1 (the days of trips before the run to train on)")
     parse_hidden_units(str(merged["hidden_units"]))

@@ -64,6 +64,7 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERV
         eval_fraction: float = 0.1,
         test_fraction: float = 0.1,
         max_bad_fraction: float = 0.1,
+        window_days: int = 0,
         smoke_steps: int = 10,
         train_steps: int = 20_000,
         batch_size: int = 512,
@@ -87,7 +88,8 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERV
         """Train on Vertex AI and deploy the taxi-fare model.
 
         Args:
-            source: 'synthetic' for generated trips, or CSV files (a glob, globs separated by commas; gs://).
+            source: 'synthetic' for generated trips, 'bigquery' for the public NYC trips table (with window_days), or CSV files
+                (a glob, globs separated by commas; gs://).
             eval_source: CSV files for the eval split; empty to carve it out of source by a hash of each row's key.
             test_source: CSV files for the test split; empty to carve it out of source by a hash of each row's key.
             synthetic_rows: rows to generate when source is 'synthetic'.
@@ -96,6 +98,8 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERV
             eval_fraction: share of source rows carved out for eval.
             test_fraction: share of source rows carved out for test.
             max_bad_fraction: stop at stage_data when a larger share of rows is malformed or out of range.
+            window_days: with a source folder of dt=YYYY-MM-DD partitions, or 'bigquery', the days of trips before
+                the run's scheduled time to use; 0 for none.
             smoke_steps: steps of the smoke training that gates full training.
             train_steps: optimizer steps of full training.
             batch_size: examples per training step (per replica).
@@ -126,6 +130,9 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERV
             eval_fraction=eval_fraction,
             test_fraction=test_fraction,
             max_bad_fraction=max_bad_fraction,
+            window_days=window_days,
+            scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+            bigquery_project=PROJECT,
         ).set_display_name("Stage data")
         smoke = smoke_op(
             train_data=stage.outputs["train_data"],

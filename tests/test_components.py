@@ -81,6 +81,24 @@ def test_stage_fails_on_an_empty_split(tmp_path):
         stage_data.stage(str(src), outs(tmp_path / "out"))
 
 
+def test_stage_reads_the_dated_partitions_of_the_window(tmp_path):
+    for day, n in (("2026-11-25", 100), ("2026-11-26", 120), ("2026-11-27", 130), ("2026-11-28", 999)):
+        folder = tmp_path / "src" / f"dt={day}"
+        folder.mkdir(parents=True)
+        (folder / "part-0.csv").write_text("\n".join(GOOD.format(key=f"{day}-{i}") for i in range(n)) + "\n")
+    staged = stage_data.stage(str(tmp_path / "src"), outs(tmp_path / "out"), window_days=2, scheduled_time="2026-11-28T06:00:00Z")
+    assert sum(s.metadata["rows"] for s in staged.values()) == 250  # the 26th and 27th, not the scheduled day
+    with pytest.raises(InputError, match=r"no \*\.csv file under .*dt=YYYY-MM-DD"):
+        stage_data.stage(str(tmp_path / "src"), outs(tmp_path / "out2"), window_days=2, scheduled_time="2026-10-01T00:00:00Z")
+
+
+def test_stage_bigquery_needs_a_window_and_a_gcs_destination(tmp_path):
+    with pytest.raises(InputError, match="source 'bigquery' needs window_days"):
+        stage_data.stage("bigquery", outs(tmp_path))
+    with pytest.raises(InputError, match="must be a gs://BUCKET/folder"):
+        stage_data.stage("bigquery", outs(tmp_path), window_days=3, bigquery_project="p", bigquery_export_prefix=str(tmp_path / "x"))
+
+
 def test_hidden_units_parsing():
     assert full_train.parse_hidden_units("64,32") == (64, 32)
     assert full_train.parse_hidden_units("16 8") == (16, 8)

@@ -12,6 +12,7 @@ count, dropped rows per reason, min/mean/max per column, a content hash.
 
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from typing import Any
 from components.common import replace_dir, summary
 
 SYNTHETIC = "synthetic"
+BIGQUERY = "bigquery"
 SPLITS = ("train", "eval", "test")
 DATA_FILE = "data.csv"
 
@@ -57,6 +59,26 @@ def _split_of(keys: Any, eval_fraction: float, test_fraction: float) -> Any:
     return np.where(buckets < test_fraction, 2, np.where(buckets < test_fraction + eval_fraction, 1, 0))
 
 
+def _resolve_source(source: str, window_days: int, scheduled_time: str, datetime_layout: bool, project: str, export_prefix: str) -> str:
+    """The train source as comma-separated files or globs (fresh data resolved for this run)."""
+    from components.impl import sources
+    from trainer.storage import InputError
+
+    if source == BIGQUERY:
+        if window_days < 1:
+            raise InputError("source 'bigquery' needs window_days of at least 1 (the days of trips before the run to train on)")
+        days = sources.window_days(window_days, scheduled_time)
+        query = sources.bigquery_query(days[0], days[-1] + dt.timedelta(days=1), datetime_layout=datetime_layout)
+        if not project:
+            import google.auth
+
+            project = google.auth.default()[1] or ""
+        return ",".join(sources.export_bigquery(query, export_prefix, project=project))
+    if window_days > 0:
+        return ",".join(sources.dated_files(source, window_days, scheduled_time))
+    return source
+
+
 def stage(
     source: str,
     out_paths: dict[str, str],
@@ -69,11 +91,19 @@ def stage(
     eval_fraction: float = 0.1,
     test_fraction: float = 0.1,
     max_bad_fraction: float = 0.1,
+    window_days: int = 0,
+    scheduled_time: str = "",
+    bigquery_project: str = "",
+    bigquery_export_prefix: str = "",
 ) -> dict[str, StagedSplit]:
     """Validate the source and write the three splits (the work of the stage_data step).
 
     Args:
-        source: ``synthetic`` or CSV files (glob, comma-separated globs, directory; local or gs://).
+        source: ``synthetic``; ``bigquery`` (the course's query on the public NYC trips table
+            for the ``window_days`` before ``scheduled_time``, exported to
+            ``bigquery_export_prefix``); CSV files (glob, comma-separated globs, directory;
+            local or gs://); or, with ``window_days`` > 0, a folder of ``dt=YYYY-MM-DD``
+            partitions of which the last ``window_days`` days before ``scheduled_time`` are read.
         out_paths: the directory to write each split to, by ``train``/``eval``/``test``.
         eval_source: CSV files for the eval split; empty to carve it out of ``source``.
         test_source: CSV files for the test split; empty to carve it out of ``source``.
@@ -83,6 +113,10 @@ def stage(
         eval_fraction: share of source rows carved out for eval (by key hash).
         test_fraction: share of source rows carved out for test (by key hash).
         max_bad_fraction: stop when a larger share of any source's rows is bad.
+        window_days: days of data before the scheduled time (dated folders, BigQuery); 0 for none.
+        scheduled_time: the run's scheduled time (RFC 3339; empty or unresolved means now).
+        bigquery_project: the project that runs the BigQuery export (default: the credentials').
+        bigquery_export_prefix: the ``gs://`` folder the BigQuery export writes to.
 
     Returns:
         Each split's path and metadata.
@@ -101,7 +135,6 @@ def stage(
     source = source.strip()
     with tempfile.TemporaryDirectory(prefix="taxifare-stage-") as scratch, contextlib.ExitStack() as cleanup:
         if source == SYNTHETIC:
-            carved: dict[str, str] = {}
             gen = synthetic.generate(
                 synthetic_rows,
                 os.path.join(scratch, "generated"),
@@ -111,7 +144,10 @@ def stage(
             )
             sources = {"train": gen.paths["train"], "eval": gen.paths["valid"], "test": gen.paths["test"]}
         else:
-            sources = {"train": source, "eval": eval_source.strip(), "test": test_source.strip()}
+            sources = {
+                "train": _resolve_source(source, window_days, scheduled_time, datetime_layout, bigquery_project, bigquery_export_prefix)
+            }
+            sources.update(eval=eval_source.strip(), test=test_source.strip())
         carved = {split: f"{source} (carved by key hash)" for split in ("eval", "test") if not sources[split]}
 
         variant: Variant | None = None
