@@ -164,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = result.metrics
+    if not result.export_dir:  # a worker of a multi-worker job
+        print(f"\nDone: worker finished {m['steps']} steps; the chief evaluates and exports the model.", flush=True)
+        return 0
     print(
         f"\nDone: eval RMSE ${m['rmse']:.2f} on {m['eval_examples']} examples after {m['steps']} steps "
         f"({m['steps_this_run']} this run, {m['examples_per_second']:,.0f} examples/s).\n"
