@@ -72,3 +72,31 @@ def test_cli_rejects_a_bad_parameter_before_running(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: train_steps must be a positive integer (got -5)"
     assert not (tmp_path / "taxifare-run.log").exists()
+
+
+def test_a_killed_run_resumes_from_its_completed_steps(tmp_path):
+    import os
+    import signal
+    import time
+
+    root, serving = tmp_path / "root", tmp_path / "serving"
+    args = ["--synthetic-rows", "3000", "--train-steps", "200000", "--batch-size", "128", "--smoke-steps", "5"]
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--pipeline-root", str(root), "--serving-root", str(serving), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "full_train     started" in line or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and every step process
+    proc.wait()
+    assert any("ok  smoke_train" in line for line in seen), seen
+    staged = list(root.glob("taxifare-*/stage-data/train_data/data.csv"))
+    assert len(staged) == 1 and staged[0].stat().st_size > 0
+
+    result, lines, _ = run(tmp_path, **{"synthetic_rows": 3000, "train_steps": 100, "batch_size": 128, "smoke_steps": 5})
+    assert result.ok, lines
+    assert result.steps["stage_data"].status == "cached" and result.steps["smoke_train"].status == "cached"
+    assert result.steps["full_train"].status == "succeeded"
