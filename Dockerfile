@@ -12,16 +12,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The locked stack first, in its own layer: it changes far less often than the code.
-COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
-
-COPY pyproject.toml README.md ./
+# The project and its runtime dependencies, at the versions of the lock file (used as
+# constraints, so the dev tools it also pins stay out of the image).
+COPY requirements.lock pyproject.toml README.md ./
 COPY trainer/ trainer/
 COPY components/ components/
 COPY pipeline/ pipeline/
 COPY serving/ serving/
-RUN pip install --no-cache-dir --no-deps . \
+RUN pip install --no-cache-dir -c requirements.lock . \
     && useradd --create-home --uid 10001 --user-group taxifare
 
 USER 10001

@@ -33,16 +33,15 @@ def test_hadolint_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_installs_the_lock_file_then_the_project_without_deps():
+def test_installs_the_project_at_the_locked_versions():
     steps = _instructions()
     (base,) = [args for word, args in steps if word == "FROM"]
     assert base.startswith("python:3.11-slim")
     runs = [args for word, args in steps if word == "RUN"]
     copies = [args for word, args in steps if word == "COPY"]
-    lock = next(i for i, r in enumerate(runs) if "-r requirements.lock" in r)
-    project = next(i for i, r in enumerate(runs) if "--no-deps ." in r)
-    assert lock < project
-    assert all("--no-cache-dir" in r for r in runs if "pip install" in r)
+    installs = [r for r in runs if "pip install" in r]
+    assert len(installs) == 1 and "-c requirements.lock ." in installs[0], installs  # runtime deps only, locked
+    assert all("--no-cache-dir" in r for r in installs)
     assert any(c.startswith("requirements.lock") for c in copies)
     for package in ("trainer/", "components/", "pipeline/", "serving/"):
         assert any(c.startswith(package) for c in copies), package
