@@ -35,7 +35,11 @@ def full_train(
         seed=seed,
     )
     if not result["export_dir"]:
-        return  # a worker of a multi-worker custom job: the chief writes the outputs
+        # A worker of a multi-worker custom job: every replica runs this same command, so a
+        # worker leaves before kfp writes the executor output and cannot clobber the chief's.
+        import sys
+
+        sys.exit(0)
     copy_export(result["export_dir"], model.path)
     model.metadata.update({"framework": "tensorflow", "variant": result["variant"], "rmse": result["rmse"], "steps": result["steps"]})
     import json
