@@ -113,13 +113,21 @@ def test_resume_after_kill_continues_the_step_count(tmp_path, small_data):
 
 
 def test_trial_writes_to_its_own_subdirectory(tmp_path, small_data):
-    env = {**os.environ, "TF_CONFIG": json.dumps({"task": {"type": "master", "index": 0, "trial": "7"}})}
+    metric_file = tmp_path / "hypertune" / "output.metrics"
+    env = {
+        **os.environ,
+        "TF_CONFIG": json.dumps({"task": {"type": "master", "index": 0, "trial": "7"}}),
+        "CLOUD_ML_HP_METRIC_FILE": str(metric_file),
+    }
     proc = subprocess.run(
         trainer_cmd(small_data, tmp_path, 5, "--steps_per_loop", "5"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert trainer_model.latest_export(str(tmp_path / "7"))
     assert "Done: eval RMSE" in proc.stdout and "tensorboard --logdir" in proc.stdout
+    (reported,) = [json.loads(line) for line in metric_file.read_text().splitlines()]
+    metrics = json.loads((Path(trainer_model.latest_export(str(tmp_path / "7"))) / "metrics.json").read_text())
+    assert float(reported["rmse"]) == pytest.approx(metrics["rmse"]) and reported["global_step"] == "5"
 
 
 @pytest.mark.parametrize(

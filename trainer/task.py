@@ -23,7 +23,7 @@ example (the lab's local run):
 Output: checkpoints/, tensorboard/ and export/exporter/<timestamp>/ (the SavedModel and
 metrics.json) under --output_dir. Starting the same command again resumes from the last
 checkpoint. Under hyperparameter tuning (TF_CONFIG names a trial, or CLOUD_ML_TRIAL_ID is
-set) each trial writes to <output_dir>/<trial>/.
+set) each trial writes to <output_dir>/<trial>/ and reports its eval RMSE as the metric "rmse".
 """
 
 
@@ -164,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = result.metrics
+    if trial:  # hyperparameter tuning: report the objective the way the tuning service reads it
+        import hypertune
+
+        hypertune.HyperTune().report_hyperparameter_tuning_metric(
+            hyperparameter_metric_tag="rmse", metric_value=m["rmse"], global_step=m["steps"]
+        )
     if not result.export_dir:  # a worker of a multi-worker job
         print(f"\nDone: worker finished {m['steps']} steps; the chief evaluates and exports the model.", flush=True)
         return 0
