@@ -104,8 +104,8 @@ def generate_chunk(rng: np.random.Generator, n: int, first_key: int) -> dict[str
     km = _haversine_km(plon, plat, dlon_, dlat_)
     rate = np.where(after_hike, 2.0, 1.75)
     rush = (weekday < 5) & (hours >= 16) & (hours < 20)
-    traffic = np.exp(rng.normal(0.0, 0.22, n)) * np.where(rush, 1.12, 1.0) * np.where((hours >= 8) & (hours < 19), 1.08, 1.0)
-    fare = 2.5 + rate * km * 1.18 * traffic + 0.5 * ((hours >= 20) | (hours < 6)) + 1.0 * rush * after_hike
+    traffic = np.exp(rng.normal(0.0, 0.25, n)) * np.where(rush, 1.12, 1.0) * np.where((hours >= 8) & (hours < 19), 1.08, 1.0)
+    fare = 2.5 + rate * km * 1.0 * traffic + rng.exponential(0.8, n) + 0.5 * ((hours >= 20) | (hours < 6)) + 1.0 * rush * after_hike
     fare += np.where(rng.random(n) < 0.04, rng.exponential(4.0, n), 0.0)  # waiting in traffic
     tolls = (km > 12) & (rng.random(n) < 0.45)
     fare += tolls * np.where(after_hike, 5.33, 4.80)
