@@ -31,6 +31,9 @@ _END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 _CACHED = re.compile(r"Task ([\w-]+) cache hit")
 _SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
 _RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
+_TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
+#: Seconds between two progress lines of a training step.
+PROGRESS_EVERY = 10.0
 _ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 
 
@@ -74,6 +77,7 @@ class StepTracker(io.TextIOBase):
         self.console = console
         self.steps: dict[str, StepRecord] = {}
         self.current = ""
+        self._last_progress = 0.0
         self._buffer = ""
         self._lock = threading.RLock()
 
@@ -104,6 +108,7 @@ class StepTracker(io.TextIOBase):
             rec = self._step(m.group(1))
             rec.status, rec.started, rec.error = "running", time.monotonic(), ""
             self.current = rec.name
+            self._last_progress = rec.started
             self.console(f"  ... {rec.name:<14} started")
         elif m := _END.search(line):
             rec = self._step(m.group(1))
@@ -135,6 +140,15 @@ class StepTracker(io.TextIOBase):
             data = json.loads(line.split(SUMMARY_MARKER, 1)[1])
             rec = self._step(data["step"])
             rec.summary, rec.figures = data["text"], data["figures"]
+        elif self.current and (m := _TRAIN_PROGRESS.search(line)):
+            now = time.monotonic()
+            if now - self._last_progress >= PROGRESS_EVERY:
+                self._last_progress = now
+                step, total = int(m.group(1)), int(m.group(2))
+                self.console(
+                    f"  ... {self.current:<14} step {step:,}/{total:,} ({step / total:.0%}), train RMSE ${float(m.group(3)):.2f}, "
+                    f"{m.group(4)} examples/s"
+                )
         elif self.current and (m := _ERROR.match(line)) and not line.lstrip().startswith("raise"):
             self.steps[self.current].error = f"{m.group(1)}: {m.group(2)}"
 
