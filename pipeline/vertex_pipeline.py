@@ -200,46 +200,36 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERV
                 test_data=stage.outputs["test_data"],
                 serving_image=serving_image,
             ).set_display_name("Prepare upload")
+            upload_args = {
+                "project": PROJECT,
+                "location": LOCATION,
+                "display_name": model_display_name,
+                "unmanaged_container_model": prepared.outputs["unmanaged_model"],
+                "labels": prepared.outputs["Output"],
+            }
             with dsl.If(lookup.outputs["has_model"] == "true", name="new-version"):
-                as_version = ModelUploadOp(
-                    project=PROJECT,
-                    location=LOCATION,
-                    display_name=model_display_name,
-                    unmanaged_container_model=prepared.outputs["unmanaged_model"],
-                    parent_model=lookup.outputs["parent_model"],
-                    labels=prepared.outputs["Output"],
-                ).set_display_name("Upload new version")
+                as_version = ModelUploadOp(**upload_args, parent_model=lookup.outputs["parent_model"]).set_display_name(
+                    "Upload new version"
+                )
             with dsl.Else(name="new-model"):
-                as_model = ModelUploadOp(
-                    project=PROJECT,
-                    location=LOCATION,
-                    display_name=model_display_name,
-                    unmanaged_container_model=prepared.outputs["unmanaged_model"],
-                    labels=prepared.outputs["Output"],
-                ).set_display_name("Upload new model")
-            uploaded = dsl.OneOf(as_version.outputs["model"], as_model.outputs["model"])
+                as_model = ModelUploadOp(**upload_args).set_display_name("Upload new model")
+            deploy_args = {
+                "model": dsl.OneOf(as_version.outputs["model"], as_model.outputs["model"]),
+                "deployed_model_display_name": model_display_name,
+                "dedicated_resources_machine_type": deploy_machine_type,
+                "dedicated_resources_min_replica_count": min_replicas,
+                "dedicated_resources_max_replica_count": max_replicas,
+            }
             with dsl.If(lookup.outputs["has_endpoint"] == "true", name="existing-endpoint"):
                 ModelDeployOp(
-                    model=uploaded,
-                    endpoint=lookup.outputs["endpoint"],
-                    deployed_model_display_name=model_display_name,
-                    dedicated_resources_machine_type=deploy_machine_type,
-                    dedicated_resources_min_replica_count=min_replicas,
-                    dedicated_resources_max_replica_count=max_replicas,
-                    traffic_split=lookup.outputs["traffic_split"],
+                    **deploy_args, endpoint=lookup.outputs["endpoint"], traffic_split=lookup.outputs["traffic_split"]
                 ).set_display_name("Deploy to endpoint")
             with dsl.Else(name="new-endpoint"):
                 created = EndpointCreateOp(project=PROJECT, location=LOCATION, display_name=endpoint_display_name).set_display_name(
                     "Create endpoint"
                 )
-                ModelDeployOp(
-                    model=uploaded,
-                    endpoint=created.outputs["endpoint"],
-                    deployed_model_display_name=model_display_name,
-                    dedicated_resources_machine_type=deploy_machine_type,
-                    dedicated_resources_min_replica_count=min_replicas,
-                    dedicated_resources_max_replica_count=max_replicas,
-                    traffic_split={"0": 100},
-                ).set_display_name("Deploy to new endpoint")
+                ModelDeployOp(**deploy_args, endpoint=created.outputs["endpoint"], traffic_split={"0": 100}).set_display_name(
+                    "Deploy to new endpoint"
+                )
 
     return taxifare_vertex
