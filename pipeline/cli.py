@@ -62,18 +62,19 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _add_pipeline_parameters(parser: argparse.ArgumentParser) -> None:
-    """One flag per pipeline parameter, with its default and description from the factory."""
-    from pipeline.pipeline import parameter_docs
+    """One flag per pipeline parameter (and front-door setting), from :mod:`pipeline.parameters`."""
+    from pipeline import parameters
 
     group = parser.add_argument_group("pipeline parameters")
-    for name, (default, text) in parameter_docs().items():
-        if name == "serving_root":
+    for param in parameters.for_target(parameters.LOCAL, pipeline_only=False):
+        if not param.run_flag:
             continue  # a flag of its own (a local path)
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=text)
+        if param.type is bool:
+            group.add_argument(param.flag, dest=param.name, action=argparse.BooleanOptionalAction, default=param.default, help=param.help)
         else:
-            group.add_argument(flag, dest=name, type=type(default), default=default, help=f"{text} (default: {default!r})")
+            group.add_argument(
+                param.flag, dest=param.name, type=param.type, default=param.default, help=f"{param.help} (default: {param.default!r})"
+            )
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -105,12 +106,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import local_run
-    from pipeline.pipeline import check_arguments, parameter_docs
+    from pipeline import local_run, parameters
 
-    arguments = {name: getattr(args, name) for name in parameter_docs() if name != "serving_root"}
-    arguments["serving_root"] = os.path.abspath(args.serving_root)
-    check_arguments(arguments)
+    settings = {p.name: getattr(args, p.name) for p in parameters.for_target(parameters.LOCAL, pipeline_only=False) if p.run_flag}
+    settings["serving_root"] = os.path.abspath(args.serving_root)
+    parameters.check_params(settings)
+    arguments = parameters.pipeline_arguments(settings)
     log_file = args.log_file or os.path.join(args.pipeline_root, "taxifare-run.log")
     print(
         f"taxifare pipeline: source={arguments['source']}, train_steps={arguments['train_steps']}; step log: {os.path.abspath(log_file)}",

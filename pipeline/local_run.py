@@ -197,7 +197,8 @@ def run_local(
     """
     from kfp import local
 
-    from pipeline.pipeline import create_pipeline, parameter_docs
+    from pipeline import parameters
+    from pipeline.pipeline import create_pipeline
 
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
@@ -217,7 +218,7 @@ def run_local(
     # Pass every parameter explicitly: kfp.local reads defaults from the spec as floats (42.0)
     # but explicit ints stay ints (42), and its cache key tells them apart, so a run with
     # defaults and one with the same values given would never share cached steps.
-    arguments = {**{name: default for name, (default, _) in parameter_docs().items()}, **arguments}
+    arguments = {**parameters.defaults(parameters.LOCAL), **arguments}
     start = time.monotonic()
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")

@@ -18,15 +18,9 @@ from trainer.schema import Variant
 
 EARTH_RADIUS_KM = 6371.0
 _KM_PER_DEG_LAT = 111.2
-AIRPORTS = {"jfk": (-73.7781, 40.6413), "lga": (-73.8740, 40.7769), "ewr": (-74.1745, 40.6895)}
-#: Location grid: one bucket per cell, plus the outside buckets on each side.
-N_LON_BUCKETS = len(schema.GRID_LON) + 1
-N_LAT_BUCKETS = len(schema.GRID_LAT) + 1
-N_CELLS = N_LON_BUCKETS * N_LAT_BUCKETS
-#: Pickup x dropoff cell pairs are hashed into this many bins.
-N_CROSS_BINS = 20_011
-N_HOURS = 24
-N_DAYS = 7
+AIRPORTS = schema.AIRPORTS
+N_LON_BUCKETS, N_LAT_BUCKETS, N_CELLS = schema.N_LON_BUCKETS, schema.N_LAT_BUCKETS, schema.N_CELLS
+N_CROSS_BINS, N_HOURS, N_DAYS = schema.N_CROSS_BINS, schema.N_HOURS, schema.N_DAYS
 
 
 def haversine_km(lon1: tf.Tensor, lat1: tf.Tensor, lon2: tf.Tensor, lat2: tf.Tensor) -> tf.Tensor:

@@ -133,6 +133,18 @@ NYC_CENTER_LAT = 40.75
 #: the five boroughs, plus one bucket on each side for the airports and beyond).
 GRID_LON = tuple(round(-74.26 + 0.03 * i, 4) for i in range(18))
 GRID_LAT = tuple(round(40.49 + 0.03 * i, 4) for i in range(15))
+#: Location grid: one bucket per cell, plus the outside buckets on each side.
+N_LON_BUCKETS = len(GRID_LON) + 1
+N_LAT_BUCKETS = len(GRID_LAT) + 1
+N_CELLS = N_LON_BUCKETS * N_LAT_BUCKETS
+#: Pickup x dropoff cell pairs are hashed into this many bins.
+N_CROSS_BINS = 20_011
+N_HOURS = 24
+N_DAYS = 7
+#: The three airports (lon, lat): airport proximity features, the generator's airport trips.
+AIRPORTS: dict[str, tuple[float, float]] = {"jfk": (-73.7781, 40.6413), "lga": (-73.8740, 40.7769), "ewr": (-74.1745, 40.6895)}
+#: Midtown Manhattan (lon, lat): the generator's JFK flat-fare zone is measured from here.
+MIDTOWN = (-73.98, 40.755)
 
 #: The lab's ``test.json`` instance.
 TEST_INSTANCE: dict[str, float] = {

@@ -13,12 +13,7 @@ import os
 from collections.abc import Iterable
 from typing import IO, Any
 
-
-class InputError(ValueError):
-    """A mistake in what the user asked for: a path, a glob, a parameter or the data.
-
-    Its message names the problem and the fix; command lines print it without a traceback.
-    """
+from trainer.errors import InputError as InputError  # re-exported: older imports keep working
 
 
 def is_gcs(path: str) -> bool:

@@ -66,12 +66,12 @@ def publish(model_path: str, serving_root: str, model_name: str, info: dict[str,
     Raises:
         InputError: a missing SavedModel, an empty serving root or a bad model name.
     """
-    from trainer.storage import InputError
+    from trainer import checks
+    from trainer.errors import InputError
 
     if not serving_root:
         raise InputError("serving_root is empty: pass the directory that `taxifare serve --model-base-path` watches")
-    if not model_name or not all(c.isalnum() or c in "-_." for c in model_name) or model_name.startswith("."):
-        raise InputError(f"model_name {model_name!r} must be letters, digits, '-', '_' or '.' (e.g. taxifare)")
+    checks.model_name("model_name", model_name)
     if not os.path.exists(os.path.join(model_path, "saved_model.pb")):
         raise InputError(f"{model_path} holds no saved_model.pb: deploy a SavedModel directory")
     model_dir = os.path.join(serving_root, model_name)

@@ -20,15 +20,9 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
     Raises:
         InputError: for anything but positive integers.
     """
-    from trainer.storage import InputError
+    from trainer import checks
 
-    try:
-        units = tuple(int(u) for u in text.replace(",", " ").split())
-    except ValueError:
-        units = ()
-    if not units or min(units) <= 0:
-        raise InputError(f"hidden_units must be positive layer sizes separated by commas, e.g. '64,32' (got {text!r})")
-    return units
+    return checks.hidden_units("hidden_units", text)
 
 
 def data_pattern(dataset_path: str) -> str:

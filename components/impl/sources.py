@@ -39,18 +39,12 @@ def parse_scheduled_time(value: str | dt.datetime | None, *, now: dt.datetime | 
     Raises:
         InputError: for a value that is neither empty, a placeholder nor an RFC 3339 time.
     """
-    current = now or dt.datetime.now(dt.UTC)
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    text = (value or "").strip()
-    if not text or "{{" in text:
-        return current.astimezone(dt.UTC)
-    iso = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))  # Python takes at most microseconds
-    try:
-        parsed = dt.datetime.fromisoformat(iso)
-    except ValueError as exc:
-        raise InputError(f"scheduled time {value!r} is not an RFC 3339 time such as 2026-11-28T06:00:00Z") from exc
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    from trainer.checks import parse_time
+
+    parsed = parse_time("scheduled time", value or "")
+    return parsed or (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
 
 
 def window_days(window: int, scheduled_time: str | dt.datetime | None, *, now: dt.datetime | None = None) -> list[dt.date]:

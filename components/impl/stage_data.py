@@ -35,20 +35,15 @@ class StagedSplit:
     metadata: dict[str, Any]
 
 
-def _check_params(source: str, rows: int, eval_fraction: float, test_fraction: float, max_bad_fraction: float) -> None:
-    from trainer.storage import InputError
+def _check_params(source: str, rows: int, eval_fraction: float, test_fraction: float, max_bad_fraction: float, window_days: int) -> None:
+    """The checks of :mod:`pipeline.parameters`, again where the step is called directly."""
+    from trainer import checks
 
-    if not source.strip():
-        raise InputError("source is empty: pass 'synthetic' or a CSV glob such as data/*.csv or gs://BUCKET/taxi/*.csv")
-    if source.strip() == SYNTHETIC and rows < 100:
-        raise InputError(f"synthetic_rows must be at least 100 (got {rows})")
-    for name, value in (("eval_fraction", eval_fraction), ("test_fraction", test_fraction)):
-        if not 0 < value < 0.5:
-            raise InputError(f"{name} must be between 0 and 0.5 (got {value})")
-    if eval_fraction + test_fraction >= 0.9:
-        raise InputError(f"eval_fraction + test_fraction must leave rows to train on (got {eval_fraction} + {test_fraction})")
-    if not 0 <= max_bad_fraction <= 1:
-        raise InputError(f"max_bad_fraction must be between 0 and 1 (got {max_bad_fraction})")
+    checks.source("source", source)
+    checks.synthetic_rows(source, checks.positive_int("synthetic_rows", rows))
+    checks.split_fractions(checks.split_fraction("eval_fraction", eval_fraction), checks.split_fraction("test_fraction", test_fraction))
+    checks.unit_fraction("max_bad_fraction", max_bad_fraction)
+    checks.data_window(source, checks.non_negative_int("window_days", window_days))
 
 
 def _split_of(keys: Any, eval_fraction: float, test_fraction: float) -> Any:
@@ -62,11 +57,8 @@ def _split_of(keys: Any, eval_fraction: float, test_fraction: float) -> Any:
 def _resolve_source(source: str, window_days: int, scheduled_time: str, datetime_layout: bool, project: str, export_prefix: str) -> str:
     """The train source as comma-separated files or globs (fresh data resolved for this run)."""
     from components.impl import sources
-    from trainer.storage import InputError
 
     if source == BIGQUERY:
-        if window_days < 1:
-            raise InputError("source 'bigquery' needs window_days of at least 1 (the days of trips before the run to train on)")
         days = sources.window_days(window_days, scheduled_time)
         query = sources.bigquery_query(days[0], days[-1] + dt.timedelta(days=1), datetime_layout=datetime_layout)
         if not project:
@@ -131,7 +123,7 @@ def stage(
     from trainer.schema import Variant
     from trainer.storage import InputError
 
-    _check_params(source, synthetic_rows, eval_fraction, test_fraction, max_bad_fraction)
+    _check_params(source, synthetic_rows, eval_fraction, test_fraction, max_bad_fraction, window_days)
     source = source.strip()
     with tempfile.TemporaryDirectory(prefix="taxifare-stage-") as scratch, contextlib.ExitStack() as cleanup:
         if source == SYNTHETIC:

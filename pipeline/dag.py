@@ -1,0 +1,95 @@
+"""The DAG body both targets share: stage_data -> smoke_train -> (full_train) -> verify_export.
+
+:mod:`pipeline.pipeline` (kfp.local, Kubeflow) and :mod:`pipeline.vertex_pipeline` (Vertex AI)
+call these helpers inside their ``@dsl.pipeline`` function, with the pipeline parameters as
+a dict (``params``, see :mod:`pipeline.parameters`); each target adds only what differs: how
+full training runs (a step, or a Vertex custom job) and what deploys (a local publish, or the
+upload/deploy chain), and the few step inputs that come from elsewhere on Vertex (the schedule
+time, the project, the deployed model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfp import dsl
+
+from components.common import DEFAULT_IMAGE
+
+#: stage_data's inputs that are pipeline parameters of the same name.
+STAGE_PARAMS = (
+    "source",
+    "eval_source",
+    "test_source",
+    "synthetic_rows",
+    "seed",
+    "datetime_layout",
+    "eval_fraction",
+    "test_fraction",
+    "max_bad_fraction",
+    "window_days",
+)
+#: full_train's inputs that are pipeline parameters of the same name.
+TRAIN_PARAMS = ("train_steps", "batch_size", "hidden_units", "learning_rate", "seed")
+
+
+def with_image(component: Any, image: str) -> Any:
+    """The same lightweight component, built to run in ``image``."""
+    if image == DEFAULT_IMAGE:
+        return component
+    return dsl.component(component.python_func, base_image=image, install_kfp_package=False)
+
+
+def stage_and_smoke(stage_op: Any, smoke_op: Any, params: dict[str, Any], *, scheduled_time: Any, bigquery_project: Any) -> tuple[Any, Any]:
+    """The stage_data task, and the smoke_train task on its train and eval splits."""
+    stage = stage_op(
+        **{name: params[name] for name in STAGE_PARAMS}, scheduled_time=scheduled_time, bigquery_project=bigquery_project
+    ).set_display_name("Stage data")
+    smoke = smoke_op(
+        train_data=stage.outputs["train_data"],
+        eval_data=stage.outputs["eval_data"],
+        smoke_steps=params["smoke_steps"],
+        hidden_units=params["hidden_units"],
+        learning_rate=params["learning_rate"],
+        seed=params["seed"],
+    ).set_display_name("Smoke training")
+    return stage, smoke
+
+
+def train_inputs(stage: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """full_train's inputs: the staged splits and the training parameters."""
+    return {
+        "train_data": stage.outputs["train_data"],
+        "eval_data": stage.outputs["eval_data"],
+        **{name: params[name] for name in TRAIN_PARAMS},
+    }
+
+
+def verify(verify_op: Any, stage: Any, train: Any, params: dict[str, Any], **target_inputs: Any) -> Any:
+    """The verify_export task on the trained model (never cached: it compares with what is deployed now).
+
+    Args:
+        verify_op: the verify_export component.
+        stage: the stage_data task.
+        train: the full_train task (or custom job).
+        params: the pipeline parameters.
+        target_inputs: ``serving_root``, ``model_name``, ``infra_validation``,
+            ``deployed_model_uri`` and ``deployed_rmse`` as the target provides them.
+    """
+    return (
+        verify_op(
+            model=train.outputs["model"],
+            train_data=stage.outputs["train_data"],
+            test_data=stage.outputs["test_data"],
+            tensorboard=train.outputs["tensorboard"],
+            max_rmse=params["max_rmse"],
+            **target_inputs,
+        )
+        .set_display_name("Verify export")
+        .set_caching_options(False)
+    )
+
+
+def blessed(verify_task: Any) -> dsl.If:
+    """The condition group of the deployment steps: the verification blessed the model."""
+    return dsl.If(verify_task.outputs["Output"] == True, name="blessed")  # noqa: E712 - a pipeline condition, not Python

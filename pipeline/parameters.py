@@ -1,0 +1,235 @@
+"""Every pipeline parameter, declared once: name, type, default, help text and check.
+
+The table drives the signatures and docstrings of both pipelines (:mod:`pipeline.pipeline`
+for kfp.local and Kubeflow, :mod:`pipeline.vertex_pipeline` for Vertex AI), the
+``taxifare run`` flags, and :func:`check_params`, which ``taxifare run``, ``submit`` and
+``schedule`` call before anything runs. Where the local and the Vertex default differ
+(``train_steps``, ``synthetic_rows``) the row says so with ``vertex_default``.
+
+The checks themselves are in :mod:`trainer.checks`, which the steps and the trainer call
+too. No kfp and no TensorFlow here (as TFX's ``constants.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from trainer import checks
+from trainer.errors import InputError
+
+LOCAL = "local"
+VERTEX = "vertex"
+TARGETS = (LOCAL, VERTEX)
+_SAME = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One pipeline parameter (or front-door setting)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    check: Callable[[str, Any], Any]
+    #: The default of the Vertex pipeline, when it is not ``default``.
+    vertex_default: Any = _SAME
+    #: The pipelines that take it.
+    targets: tuple[str, ...] = TARGETS
+    #: ``False`` for a front-door setting that is checked but not passed to the pipeline.
+    in_pipeline: bool = True
+    #: ``False`` when ``taxifare run`` has a flag of its own for it (``--serving-root``).
+    run_flag: bool = True
+
+    def default_for(self, target: str) -> Any:
+        """The default in the ``target`` pipeline."""
+        return self.default if target == LOCAL or self.vertex_default is _SAME else self.vertex_default
+
+    @property
+    def flag(self) -> str:
+        """The ``taxifare run`` flag."""
+        return "--" + self.name.replace("_", "-")
+
+
+def _p(name: str, type_: type, default: Any, check: Callable[[str, Any], Any], help: str, **kw: Any) -> Parameter:
+    return Parameter(name, type_, default, help, check, **kw)
+
+
+PARAMETERS: tuple[Parameter, ...] = (
+    # The data.
+    _p("source", str, "synthetic", checks.source,
+       "'synthetic' for generated trips, 'bigquery' for the public NYC trips table (with window_days), or CSV files "
+       "(a glob, globs separated by commas, or a directory; local or gs://)."),
+    _p("eval_source", str, "", checks.text, "CSV files for the eval split; empty to carve it out of source by a hash of each row's key."),
+    _p("test_source", str, "", checks.text, "CSV files for the test split; empty to carve it out of source by a hash of each row's key."),
+    _p("synthetic_rows", int, 50_000, checks.positive_int, "rows to generate when source is 'synthetic'.", vertex_default=1_000_000),
+    _p("seed", int, 42, checks.integer, "seed of the generated data and of training."),
+    _p("datetime_layout", bool, False, checks.boolean, "generate the layout with pickup_datetime (when source is 'synthetic')."),
+    _p("eval_fraction", float, 0.1, checks.split_fraction, "share of source rows carved out for eval."),
+    _p("test_fraction", float, 0.1, checks.split_fraction, "share of source rows carved out for test."),
+    _p("max_bad_fraction", float, 0.1, checks.unit_fraction,
+       "stop at stage_data when a larger share of rows is malformed or out of range."),
+    _p("window_days", int, 0, checks.non_negative_int,
+       "with a source folder of dt=YYYY-MM-DD partitions, or 'bigquery', the days of trips before the run's scheduled time "
+       "to use; 0 for none."),
+    _p("scheduled_time", str, "", checks.scheduled_time,
+       "the end of the data window, RFC 3339 (e.g. 2026-11-28T06:00:00Z); empty for now. (kfp.local cannot resolve the "
+       "schedule-time placeholder, so the local pipeline takes it as a parameter; on Vertex it is the schedule's time.)",
+       targets=(LOCAL,)),
+    _p("bigquery_project", str, "", checks.text,
+       "the project that runs the BigQuery export of source 'bigquery'; empty for the credentials' project "
+       "(on Vertex: the pipeline's project).", targets=(LOCAL,)),
+    # Training.
+    _p("smoke_steps", int, 10, checks.positive_int, "steps of the smoke training that gates full training."),
+    _p("train_steps", int, 2000, checks.positive_int, "optimizer steps of full training.", vertex_default=20_000),
+    _p("batch_size", int, 512, checks.positive_int, "examples per training step (per replica on Vertex)."),
+    _p("hidden_units", str, "64,32", checks.hidden_units, "hidden layer sizes separated by commas, e.g. '64,32'."),
+    _p("learning_rate", float, 0.003, checks.learning_rate, "Adam learning rate."),
+    _p("max_model_params", int, checks.MAX_MODEL_PARAMS, checks.positive_int,
+       "the largest model (in parameters, from hidden_units and the embeddings) accepted before any step runs.",
+       in_pipeline=False),
+    # Vertex training machines.
+    _p("machine_type", str, "n1-standard-4", checks.non_empty, "machine type of each training replica.", targets=(VERTEX,)),
+    _p("accelerator_type", str, "", checks.text, "accelerator of each training replica, e.g. NVIDIA_TESLA_T4; empty for none.",
+       targets=(VERTEX,)),
+    _p("accelerator_count", int, 0, checks.non_negative_int, "accelerators per training replica.", targets=(VERTEX,)),
+    _p("replica_count", int, 1, checks.positive_int, "training machines; more than 1 trains with MultiWorkerMirroredStrategy.",
+       targets=(VERTEX,)),
+    _p("training_service_account", str, "", checks.text, "service account of the training job; empty for the pipeline's.",
+       targets=(VERTEX,)),
+    _p("tensorboard", str, "", checks.text,
+       "a Vertex TensorBoard instance (projects/P/locations/L/tensorboards/ID) for the training curves; empty for none.",
+       targets=(VERTEX,)),
+    _p("restart_job_on_worker_restart", bool, True, checks.boolean,
+       "restart the training job when a worker restarts (it resumes from its checkpoints).", targets=(VERTEX,)),
+    # Verification and deployment.
+    _p("max_rmse", float, 10.0, checks.dollars, "the largest test RMSE in dollars that may be deployed."),
+    _p("serving_root", str, "", checks.text, "the directory of TF-Serving model base paths that deploy publishes into.",
+       targets=(LOCAL,), run_flag=False),
+    _p("model_name", str, "taxifare", checks.model_name, "the served model's name (a directory under serving_root).", targets=(LOCAL,)),
+    _p("infra_validation", bool, True, checks.boolean,
+       "serve the candidate in its own process and check its REST and gRPC answers before blessing it.", targets=(LOCAL,)),
+    _p("model_display_name", str, "taxifare", checks.non_empty,
+       "the Vertex model: a new version of it when it exists, else a new model.", targets=(VERTEX,)),
+    _p("endpoint_display_name", str, "taxifare", checks.non_empty, "the Vertex endpoint: used when it exists, else created.",
+       targets=(VERTEX,)),
+    _p("deploy_machine_type", str, "n1-standard-2", checks.non_empty, "machine type of the serving replicas.", targets=(VERTEX,)),
+    _p("min_replicas", int, 1, checks.positive_int, "least serving replicas.", targets=(VERTEX,)),
+    _p("max_replicas", int, 2, checks.positive_int, "most serving replicas.", targets=(VERTEX,)),
+    _p("traffic_percentage", int, 100, checks.percentage,
+       "share of the endpoint's traffic the new version takes (the rest stays where it was).", targets=(VERTEX,)),
+)  # fmt: skip
+BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
+
+
+def for_target(target: str, *, pipeline_only: bool = True) -> list[Parameter]:
+    """The parameters of the ``target`` pipeline (``local`` or ``vertex``), in table order."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}")
+    return [p for p in PARAMETERS if target in p.targets and (p.in_pipeline or not pipeline_only)]
+
+
+def defaults(target: str = LOCAL) -> dict[str, Any]:
+    """``{name: default}`` of the ``target`` pipeline's parameters."""
+    return {p.name: p.default_for(target) for p in for_target(target)}
+
+
+def signature(target: str) -> inspect.Signature:
+    """The ``target`` pipeline function's signature (typed keyword parameters with defaults)."""
+    return inspect.Signature(
+        [
+            inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default_for(target), annotation=p.type)
+            for p in for_target(target)
+        ],
+        return_annotation=None,
+    )
+
+
+def docstring(summary: str, target: str) -> str:
+    """A Google-style docstring with one ``Args:`` line per parameter of ``target``."""
+    lines = [summary, "", "Args:"]
+    lines += [f"    {p.name}: {p.help}" for p in for_target(target)]
+    return "\n".join(lines) + "\n"
+
+
+def pipeline_function(body: Callable[[dict[str, Any]], None], *, target: str, name: str, summary: str) -> Callable[..., None]:
+    """A function with the ``target`` pipeline's signature and docstring that calls ``body(params)``.
+
+    ``@dsl.pipeline`` reads the parameters from the signature and their descriptions from the
+    docstring, then calls the function with one channel per parameter (positionally).
+    """
+    names = [p.name for p in for_target(target)]
+
+    def pipeline_func(*args: Any, **kwargs: Any) -> None:
+        body({**dict(zip(names, args, strict=False)), **kwargs})
+
+    pipeline_func.__signature__ = signature(target)  # type: ignore[attr-defined]
+    pipeline_func.__doc__ = docstring(summary, target)
+    pipeline_func.__name__ = pipeline_func.__qualname__ = name.replace("-", "_")
+    return pipeline_func
+
+
+def _coerce(param: Parameter, value: Any) -> Any:
+    label = param.name
+    out = param.check(label, value)
+    if param.type is str:
+        return str(value)  # the check may parse it (hidden_units); the pipeline takes the text
+    return param.type(out)
+
+
+def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[str] | None = None) -> dict[str, Any]:
+    """``values`` (strings from ``--param NAME=VALUE`` are fine) checked and converted to their types.
+
+    Each value is checked on its own, then the rules between parameters (the split fractions
+    leave rows to train on, 'bigquery' needs a window, the model fits the size limit) on the
+    values merged with the ``target`` defaults.
+
+    Args:
+        values: parameter values by name; front-door settings such as ``max_model_params`` included.
+        target: whose defaults complete the values (``local`` or ``vertex``).
+        known: the names accepted (default: the ``target`` pipeline's and the front-door settings).
+
+    Returns:
+        The given values converted to their types (front-door settings included).
+
+    Raises:
+        InputError: one line naming the parameter and a valid value.
+    """
+    params = {p.name: p for p in for_target(target, pipeline_only=False)}
+    allowed = set(known) if known is not None else set(params)
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in allowed or name not in params:
+            raise InputError(f"unknown pipeline parameter {name!r}: known ones are {', '.join(n for n in params if n in allowed)}")
+        out[name] = _coerce(params[name], value)
+    merged = {p.name: p.default_for(target) for p in params.values()} | out
+    checks.split_fractions(merged["eval_fraction"], merged["test_fraction"])
+    checks.data_window(merged["source"], merged["window_days"])
+    checks.synthetic_rows(merged["source"], merged["synthetic_rows"])
+    hidden = checks.hidden_units("hidden_units", merged["hidden_units"])
+    checks.check_model_size(hidden, limit=merged["max_model_params"], datetime_layout=merged["datetime_layout"], flag=_limit_flag(target))
+    if target == VERTEX and merged["min_replicas"] > merged["max_replicas"]:
+        raise InputError(f"min_replicas ({merged['min_replicas']}) is above max_replicas ({merged['max_replicas']}): raise max_replicas")
+    return out
+
+
+def _limit_flag(target: str) -> str:
+    return "--max-model-params N" if target == LOCAL else "--param max_model_params=N"
+
+
+def check_params(values: Mapping[str, Any], target: str = LOCAL) -> None:
+    """Refuse parameter values that cannot work, before any step or request.
+
+    Raises:
+        InputError: one line naming the parameter and the fix.
+    """
+    checked(values, target)
+
+
+def pipeline_arguments(values: Mapping[str, Any], target: str = LOCAL) -> dict[str, Any]:
+    """The values the ``target`` pipeline takes (front-door settings such as ``max_model_params`` dropped)."""
+    names = {p.name for p in for_target(target)}
+    return {name: value for name, value in values.items() if name in names}

@@ -1,0 +1,237 @@
+"""Value checks shared by the pipeline's front door, its steps and the trainer (standard library only).
+
+Each check takes the name to show (``train_steps``, ``--train_steps``...) and the value, and
+returns the value as its type or raises :class:`~trainer.errors.InputError` with one line
+naming the parameter and a valid value. :mod:`pipeline.parameters` names one of these per
+pipeline parameter; the steps and the trainer call the same functions where they check the
+same thing, so a rule is written once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from trainer import schema
+from trainer.errors import InputError
+
+#: The default limit of the model-size guard (the default model has about 86,000 parameters).
+MAX_MODEL_PARAMS = 10_000_000
+#: Bytes per parameter while training: the float32 weight, its gradient and Adam's two moments.
+TRAIN_BYTES_PER_PARAM = 16
+#: Engineered numeric features (distances, deltas, normalised coordinates, passengers) before
+#: the airport proximities (one per airport for pickup and for dropoff): see trainer.features.
+BASE_NUMERIC_FEATURES = 10
+#: Embedding widths of the datetime layout's hour, weekday and hour x weekday (trainer.model).
+DATETIME_EMBEDDINGS = ((schema.N_HOURS, 3), (schema.N_DAYS, 2), (schema.N_HOURS * schema.N_DAYS, 3))
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
+
+def number(name: str, value: Any) -> float:
+    """A finite number (NaN and infinities are refused)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number (got {value!r})") from None
+    if not math.isfinite(out):
+        raise InputError(f"{name} must be a finite number (got {value!r})")
+    return out
+
+
+def integer(name: str, value: Any) -> int:
+    """An integer (``3.0`` is accepted as 3; ``3.5``, NaN and text are refused)."""
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be an integer (got {value!r})")
+    if isinstance(value, float) or (isinstance(value, str) and not value.strip().lstrip("+-").isdigit()):
+        as_float = number(name, value)
+        if not as_float.is_integer():
+            raise InputError(f"{name} must be an integer (got {value!r})")
+        return int(as_float)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be an integer (got {value!r})") from None
+
+
+def positive_int(name: str, value: Any) -> int:
+    """An integer of at least 1."""
+    out = integer(name, value)
+    if out <= 0:
+        raise InputError(f"{name} must be a positive integer (got {value!r})")
+    return out
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    """An integer of at least 0."""
+    out = integer(name, value)
+    if out < 0:
+        raise InputError(f"{name} must be 0 or a positive integer (got {value!r})")
+    return out
+
+
+def split_fraction(name: str, value: Any) -> float:
+    """A share of rows carved out for a split: strictly between 0 and 0.5."""
+    out = number(name, value)
+    if not 0 < out < 0.5:
+        raise InputError(f"{name} must be between 0 and 0.5, e.g. 0.1 (got {value!r})")
+    return out
+
+
+def unit_fraction(name: str, value: Any) -> float:
+    """A share between 0 and 1 inclusive."""
+    out = number(name, value)
+    if not 0 <= out <= 1:
+        raise InputError(f"{name} must be between 0 and 1 (got {value!r})")
+    return out
+
+
+def learning_rate(name: str, value: Any) -> float:
+    """A small positive step size."""
+    out = number(name, value)
+    if not 0 < out < 10:
+        raise InputError(f"{name} must be a small positive number such as 0.003 (got {value!r})")
+    return out
+
+
+def dollars(name: str, value: Any) -> float:
+    """A positive, finite amount of dollars."""
+    out = number(name, value)
+    if out <= 0:
+        raise InputError(f"{name} must be a positive number of dollars, e.g. 10 (got {value!r})")
+    return out
+
+
+def percentage(name: str, value: Any) -> int:
+    """A whole percentage, 0 to 100."""
+    out = integer(name, value)
+    if not 0 <= out <= 100:
+        raise InputError(f"{name} must be a whole percentage from 0 to 100 (got {value!r})")
+    return out
+
+
+def text(name: str, value: Any) -> str:
+    """Any string."""
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be text (got {value!r})")
+    return value
+
+
+def non_empty(name: str, value: Any) -> str:
+    """A string with something in it."""
+    out = text(name, value)
+    if not out.strip():
+        raise InputError(f"{name} is empty: give a value")
+    return out
+
+
+def source(name: str, value: Any) -> str:
+    """A data source: ``synthetic``, ``bigquery`` or CSV files."""
+    out = text(name, value)
+    if not out.strip():
+        raise InputError(f"{name} is empty: pass 'synthetic' or a CSV glob such as data/*.csv or gs://BUCKET/taxi/*.csv")
+    return out
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``True``/``False`` (or the words true/false, yes/no, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise InputError(f"{name} must be true or false (got {value!r})")
+
+
+def hidden_units(name: str, value: Any) -> tuple[int, ...]:
+    """Hidden layer sizes: ``"64,32"``, ``"64 32"`` or a sequence of positive integers."""
+    try:
+        items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+        units = tuple(integer(name, u) for u in items)
+    except (InputError, TypeError):
+        units = ()
+    if not units or min(units) <= 0:
+        raise InputError(f"{name} must be positive layer sizes separated by commas, e.g. '64,32' (got {value!r})")
+    return units
+
+
+def model_name(name: str, value: Any) -> str:
+    """A served model's name: one directory name (letters, digits, ``-``, ``_``, ``.``; not hidden)."""
+    out = text(name, value)
+    if not _MODEL_NAME.match(out):
+        raise InputError(f"{name} {out!r} must be letters, digits, '-', '_' or '.' and not start with '.' (e.g. taxifare)")
+    return out
+
+
+def parse_time(name: str, value: str) -> dt.datetime | None:
+    """An RFC 3339 time as an aware UTC datetime; ``None`` for empty or an unresolved placeholder.
+
+    Accepts what Vertex substitutes for the schedule-time placeholder (``2026-11-28T06:00:00Z``,
+    possibly with more than six fractional digits).
+    """
+    stripped = (value or "").strip()
+    if not stripped or "{{" in stripped:
+        return None
+    iso = re.sub(r"(\.\d{6})\d+", r"\1", stripped.replace("Z", "+00:00"))  # Python takes at most microseconds
+    try:
+        parsed = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        raise InputError(f"{name} {value!r} is not an RFC 3339 time such as 2026-11-28T06:00:00Z") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def scheduled_time(name: str, value: Any) -> str:
+    """Empty (now) or an RFC 3339 time."""
+    parse_time(name, text(name, value))
+    return str(value)
+
+
+def split_fractions(eval_fraction: float, test_fraction: float) -> None:
+    """The eval and test shares leave rows to train on."""
+    if eval_fraction + test_fraction >= 0.9:
+        raise InputError(f"eval_fraction + test_fraction must leave rows to train on (got {eval_fraction} + {test_fraction})")
+
+
+def data_window(source: str, window_days: int) -> None:
+    """Source 'bigquery' reads a window of days: it needs one."""
+    if source.strip() == "bigquery" and window_days < 1:
+        raise InputError("source 'bigquery' needs window_days of at least 1 (the days of trips before the run to train on)")
+
+
+def synthetic_rows(source: str, rows: int) -> None:
+    """Generated data needs enough rows for three splits."""
+    if source.strip() == "synthetic" and rows < 100:
+        raise InputError(f"synthetic_rows must be at least 100 (got {rows})")
+
+
+def model_size(hidden: Sequence[int], *, datetime_layout: bool = False, embedding_dim: int = 4, cross_embedding_dim: int = 4) -> int:
+    """The number of parameters of :func:`trainer.model.build_model` for these settings."""
+    numeric = BASE_NUMERIC_FEATURES + 2 * len(schema.AIRPORTS)
+    embeddings = [(schema.N_CELLS, embedding_dim)] * 2 + [(schema.N_CROSS_BINS, cross_embedding_dim)]
+    if datetime_layout:
+        embeddings += list(DATETIME_EMBEDDINGS)
+    count = sum(size * dim for size, dim in embeddings)
+    width = numeric + sum(dim for _, dim in embeddings)
+    for units in (*hidden, 1):  # the hidden layers, then deep_out
+        count += width * units + units
+        width = units
+    return count + numeric + 1  # wide_out
+
+
+def check_model_size(
+    hidden: Sequence[int], *, limit: int = MAX_MODEL_PARAMS, datetime_layout: bool = False, flag: str = "max_model_params"
+) -> int:
+    """Refuse a model larger than ``limit`` parameters, before anything is built.
+
+    Returns:
+        The model's number of parameters.
+    """
+    count = model_size(hidden, datetime_layout=datetime_layout)
+    if count > limit:
+        gib = count * TRAIN_BYTES_PER_PARAM / 2**30
+        raise InputError(
+            f"hidden_units {','.join(map(str, hidden))} makes a model of {count:,} parameters (about {gib:,.1f} GiB to train), "
+            f"over the limit of {limit:,}: use smaller hidden_units, or raise the limit with {flag}"
+        )
+    return count
