@@ -1,13 +1,12 @@
 """Helpers shared by the step functions (standard library only).
 
-A step reports its key figure with :func:`summary`: one marker line on stdout that
-``taxifare run`` picks out of the step's log and shows to people; the rest of the step's
-output stays in the log file.
+A step reports its key figure with :func:`summary`: a line on stderr for the log, and a
+:class:`~components.impl.contracts.StepSummary` file in the folder ``taxifare run`` names in
+``TAXIFARE_STEP_SUMMARIES``, which it reads when the step ends and shows to people.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -15,12 +14,15 @@ from typing import Any
 
 #: The image every step runs in; a compile-time setting (``taxifare compile --image``).
 DEFAULT_IMAGE = "taxifare:0.1.0"
-SUMMARY_MARKER = "TAXIFARE_STEP_SUMMARY "
 
 
 def summary(step: str, text: str, **figures: Any) -> None:
-    """Print the step's one-line summary (and its figures) as a marker line."""
-    print(SUMMARY_MARKER + json.dumps({"step": step, "text": text, "figures": figures}, default=str), flush=True)
+    """Report the step's one-line summary (and its figures): to the log, and as a file when asked."""
+    from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
+
+    directory = os.environ.get(SUMMARY_DIR_ENV)
+    if directory:
+        StepSummary(step, text, figures).write(directory)
     print(f"{step}: {text}", file=sys.stderr, flush=True)
 
 

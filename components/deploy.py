@@ -19,14 +19,15 @@ def deploy(
 ) -> str:
     """Publish the model as the next version under serving_root/model_name; returns the version path."""
     from components.common import summary
+    from components.impl.contracts import DatasetStats, ModelInfo, Verification
     from components.impl.deploy import publish
 
     info = {
         "run": run_name,
         "model_uri": model.uri,
-        "verification": dict(verification.metadata),
-        "train_metadata": dict(model.metadata),
-        "test_data_hash": test_data.metadata.get("content_hash", ""),
+        "verification": Verification.from_metadata(verification.metadata).to_metadata(),
+        "train_metadata": ModelInfo.from_metadata(model.metadata).to_metadata(),
+        "test_data_hash": DatasetStats.from_metadata(test_data.metadata).content_hash,
     }
     published = publish(model.path, serving_root, model_name, info)
     summary("deploy", f"version {published.version} of {model_name} at {published.path}", version=published.version, path=published.path)

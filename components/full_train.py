@@ -41,7 +41,9 @@ def full_train(
 
         sys.exit(0)
     copy_export(result["export_dir"], model.path)
-    model.metadata.update({"framework": "tensorflow", "variant": result["variant"], "rmse": result["rmse"], "steps": result["steps"]})
+    from components.impl.contracts import ModelInfo
+
+    model.metadata.update(ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"]).to_metadata())
     import json
 
     figures = {key: float(result[key]) for key in ("rmse", "steps", "examples_per_second", "eval_examples", "train_seconds")}

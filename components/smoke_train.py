@@ -38,4 +38,6 @@ def smoke_train(
             step_name="smoke_train",
         )
         copy_export(result["export_dir"], model.path)
-    model.metadata.update({"framework": "tensorflow", "rmse": result["rmse"], "steps": result["steps"], "smoke": True})
+    from components.impl.contracts import ModelInfo
+
+    model.metadata.update(ModelInfo(rmse=result["rmse"], steps=result["steps"], smoke=True).to_metadata())

@@ -30,14 +30,14 @@ def verify_export(
     resolves conditions only on a task's single ``Output``.
     """
     import json
-    import math
 
+    from components.impl.contracts import DatasetStats, Verification
     from components.impl.verify_export import verify
 
     verdict = verify(
         model.path,
         test_data.path,
-        train_fare_mean=float(train_data.metadata["columns"]["fare_amount"]["mean"]),
+        train_fare_mean=DatasetStats.from_metadata(train_data.metadata).mean(),
         training_dir=tensorboard.path,
         max_rmse=max_rmse,
         serving_root=serving_root,
@@ -46,11 +46,10 @@ def verify_export(
         deployed_model_uri=deployed_model_uri,
         deployed_rmse=deployed_rmse,
     )
-    for key, value in verdict.metrics.items():
-        if math.isfinite(float(value)):
-            metrics.log_metric(key, float(value))
-    metrics.metadata["blessed"] = verdict.blessed
-    metrics.metadata["reason"] = verdict.reason
+    verification = Verification(verdict.blessed, verdict.reason, verdict.metrics)
+    for key, value in verification.finite_metrics().items():
+        metrics.log_metric(key, value)
+    metrics.metadata.update(verification.to_metadata())
     with open(report.path, "w") as fh:
         fh.write(verdict.report_html)
     with open(metrics.path, "w") as fh:

@@ -69,8 +69,11 @@ def prepare_upload(
     unmanaged_model: dsl.Output[UnmanagedContainerModel],
 ) -> dict:
     """The SavedModel as an UnmanagedContainerModel for ModelUploadOp; returns the labels to upload with."""
+    from components.impl.contracts import DatasetStats, Verification
     from components.impl.vertex import upload_labels
 
     unmanaged_model.uri = model.uri
     unmanaged_model.metadata["containerSpec"] = {"imageUri": serving_image}
-    return upload_labels(float(verification.metadata.get("test_rmse", 0.0)), str(test_data.metadata.get("content_hash", "")))
+    return upload_labels(
+        Verification.from_metadata(verification.metadata).test_rmse, DatasetStats.from_metadata(test_data.metadata).content_hash
+    )

@@ -17,13 +17,16 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from components.common import DEFAULT_IMAGE, SUMMARY_MARKER
+from components.common import DEFAULT_IMAGE
+from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
@@ -70,9 +73,10 @@ class RunResult:
 class StepTracker(io.TextIOBase):
     """A text stream that writes everything to the log and turns kfp's lines into step events."""
 
-    def __init__(self, log: TextIO, console: Callable[[str], None]) -> None:
-        """Write to ``log``; call ``console`` with one line per step event."""
+    def __init__(self, log: TextIO, console: Callable[[str], None], summary_dir: str = "") -> None:
+        """Write to ``log``; call ``console`` with one line per step event; read step summaries from ``summary_dir``."""
         super().__init__()
+        self.summary_dir = summary_dir
         self.log = log
         self.console = console
         self.steps: dict[str, StepRecord] = {}
@@ -99,6 +103,12 @@ class StepTracker(io.TextIOBase):
         """Flush the log."""
         self.log.flush()
 
+    def _read_figures(self, rec: StepRecord) -> None:
+        """The step's summary and figures, from the file it wrote (see components.common.summary)."""
+        written = StepSummary.read(self.summary_dir, rec.name) if self.summary_dir else None
+        if written:
+            rec.summary, rec.figures = written.text, written.figures
+
     def _step(self, task: str) -> StepRecord:
         name = task.replace("-", "_")
         return self.steps.setdefault(name, StepRecord(name))
@@ -114,6 +124,7 @@ class StepTracker(io.TextIOBase):
             rec = self._step(m.group(1))
             rec.seconds = time.monotonic() - rec.started
             rec.status = "succeeded" if m.group(2) == "SUCCESS" else "failed"
+            self._read_figures(rec)
             if rec.status == "succeeded":
                 self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
             else:
@@ -136,10 +147,6 @@ class StepTracker(io.TextIOBase):
             self.console(
                 f"  ... {m.group(1).replace('-', '_'):<14} failed attempt {m.group(2)}/{m.group(3)}; retrying (resumes from checkpoints)"
             )
-        elif SUMMARY_MARKER in line:
-            data = json.loads(line.split(SUMMARY_MARKER, 1)[1])
-            rec = self._step(data["step"])
-            rec.summary, rec.figures = data["text"], data["figures"]
         elif self.current and (m := _TRAIN_PROGRESS.search(line)):
             now = time.monotonic()
             if now - self._last_progress >= PROGRESS_EVERY:
@@ -223,9 +230,15 @@ def run_local(
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
         terminal = sys.stdout
-        tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)))
-        with _captured(tracker):
-            pipeline_func(**arguments)
+        summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=pipeline_root)
+        tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)), summary_dir)
+        os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
+        try:
+            with _captured(tracker):
+                pipeline_func(**arguments)
+        finally:
+            os.environ.pop(SUMMARY_DIR_ENV, None)
+            shutil.rmtree(summary_dir, ignore_errors=True)
     failed = [r.name for r in tracker.steps.values() if r.status == "failed"]
     return RunResult(
         ok=not failed,

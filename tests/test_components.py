@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.impl import deploy, full_train, stage_data, verify_export
+from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, StepSummary
 from trainer.storage import InputError
 
 GOOD = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}"
@@ -18,16 +19,19 @@ def outs(tmp_path: Path) -> dict[str, str]:
     return {split: str(tmp_path / split) for split in stage_data.SPLITS}
 
 
-def test_stage_synthetic_writes_three_splits_with_statistics(tmp_path, capsys):
-    staged = stage_data.stage("synthetic", outs(tmp_path), synthetic_rows=2000, seed=3)
+def test_stage_synthetic_writes_three_splits_with_statistics(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(SUMMARY_DIR_ENV, str(tmp_path / "summaries"))
+    staged = stage_data.stage("synthetic", outs(tmp_path / "out"), synthetic_rows=2000, seed=3)
     rows = {split: s.metadata["rows"] for split, s in staged.items()}
     assert sum(rows.values()) == 2000 and all(rows.values())
     meta = staged["train"].metadata
     assert meta["variant"] == "lab" and meta["dropped_rows"] == 0
     assert set(meta["columns"]) == {"fare_amount", "pickuplon", "pickuplat", "dropofflon", "dropofflat", "passengers"}
     assert len(meta["content_hash"]) == 64
-    assert sorted(os.listdir(tmp_path)) == ["eval", "test", "train"]  # no temporary directory left
-    assert "TAXIFARE_STEP_SUMMARY" in capsys.readouterr().out
+    assert DatasetStats.from_metadata(meta).to_metadata() == meta
+    assert sorted(os.listdir(tmp_path / "out")) == ["eval", "test", "train"]  # no temporary directory left
+    written = StepSummary.read(str(tmp_path / "summaries"), "stage_data")
+    assert written and written.figures["train"] == rows["train"] and written.text in capsys.readouterr().err
 
 
 def test_stage_is_deterministic_and_carves_by_key_hash(tmp_path, real_train):

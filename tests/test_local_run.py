@@ -2,27 +2,31 @@
 
 import io
 
+from components.common import summary
+from components.impl.contracts import SUMMARY_DIR_ENV
 from pipeline import local_run
 
 
-def feed(lines: list[str], monkeypatch) -> tuple[list[str], local_run.StepTracker, str]:
+def feed(lines: list[str], monkeypatch, summary_dir: str = "") -> tuple[list[str], local_run.StepTracker, str]:
     monkeypatch.setattr(local_run, "PROGRESS_EVERY", 0.0)
     log, console = io.StringIO(), []
-    tracker = local_run.StepTracker(log, console.append)
+    tracker = local_run.StepTracker(log, console.append, summary_dir)
     tracker.write("\n".join(lines) + "\n")
     return console, tracker, log.getvalue()
 
 
-def test_step_events_progress_and_summary(monkeypatch):
+def test_step_events_progress_and_summary(monkeypatch, tmp_path):
+    monkeypatch.setenv(SUMMARY_DIR_ENV, str(tmp_path))
+    summary("full_train", "eval RMSE $3.30", rmse=3.3)  # what the step does in its own process
     lines = [
         "12:00:00.000 - INFO - Executing task \x1b[96m'full-train'\x1b[0m",
         "    step 100/2000  loss 12.345  rmse 3.514  210,000 examples/s",
-        'TAXIFARE_STEP_SUMMARY {"step": "full_train", "text": "eval RMSE $3.30", "figures": {"rmse": 3.3}}',
+        "full_train: eval RMSE $3.30",  # its log line: the figures come from the file, not from here
         "12:00:09.000 - INFO - Task \x1b[96m'full-train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
         "2026-11-28 INFO Task stage-data cache hit (key=abc); skipping execution.",
         "2026-11-28 INFO Skipping conditional task condition-1 (condition evaluated to False)",
     ]
-    console, tracker, log = feed(lines, monkeypatch)
+    console, tracker, log = feed(lines, monkeypatch, str(tmp_path))
     assert console[0].split() == ["...", "full_train", "started"]
     assert "step 100/2,000 (5%), train RMSE $3.51, 210,000 examples/s" in console[1]
     assert console[2].startswith("  ok  full_train") and console[2].endswith("eval RMSE $3.30")

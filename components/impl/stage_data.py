@@ -10,7 +10,6 @@ Every row is validated against :mod:`trainer.schema`; each split is written as C
 count, dropped rows per reason, min/mean/max per column, a content hash.
 """
 
-import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -20,6 +19,9 @@ import zlib
 from typing import Any
 
 from components.common import replace_dir, summary
+from components.impl.contracts import DatasetStats
+from trainer.errors import InputError
+from trainer.schema import Variant
 
 SYNTHETIC = "synthetic"
 BIGQUERY = "bigquery"
@@ -116,112 +118,23 @@ def stage(
     Raises:
         InputError: a bad parameter, no matching file, too many bad rows, an empty split.
     """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from trainer import synthetic, validation
-    from trainer.schema import Variant
-    from trainer.storage import InputError
-
     _check_params(source, synthetic_rows, eval_fraction, test_fraction, max_bad_fraction, window_days)
     source = source.strip()
-    with tempfile.TemporaryDirectory(prefix="taxifare-stage-") as scratch, contextlib.ExitStack() as cleanup:
+    with tempfile.TemporaryDirectory(prefix="taxifare-stage-") as scratch, _SplitWriter(out_paths) as writer:
         if source == SYNTHETIC:
-            gen = synthetic.generate(
-                synthetic_rows,
-                os.path.join(scratch, "generated"),
-                seed=seed,
-                variant=Variant.DATETIME if datetime_layout else Variant.LAB,
-                fractions=(1 - eval_fraction - test_fraction, eval_fraction, test_fraction),
-            )
-            sources = {"train": gen.paths["train"], "eval": gen.paths["valid"], "test": gen.paths["test"]}
+            layout = Variant.DATETIME if datetime_layout else Variant.LAB
+            patterns = _generate(synthetic_rows, seed, layout, eval_fraction, test_fraction, os.path.join(scratch, "generated"))
         else:
-            sources = {
-                "train": _resolve_source(source, window_days, scheduled_time, datetime_layout, bigquery_project, bigquery_export_prefix)
-            }
-            sources.update(eval=eval_source.strip(), test=test_source.strip())
-        carved = {split: f"{source} (carved by key hash)" for split in ("eval", "test") if not sources[split]}
-
-        variant: Variant | None = None
-        for split in SPLITS:
-            os.makedirs(os.path.dirname(os.path.abspath(out_paths[split])), exist_ok=True)
-        tmp_dirs = {
-            split: tempfile.mkdtemp(prefix=f".{split}-", dir=os.path.dirname(os.path.abspath(out_paths[split]))) for split in SPLITS
-        }
-        for tmp in tmp_dirs.values():  # whatever happens, no half-written split stays behind
-            cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
-        writers: dict[str, Any] = {}
-        carve_eval = 0.0 if sources["eval"] else eval_fraction
-        carve_test = 0.0 if sources["test"] else test_fraction
-
-        def write(target: str, chunk: Any) -> None:
-            if target not in writers:
-                options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-                writers[target] = pacsv.CSVWriter(os.path.join(tmp_dirs[target], DATA_FILE), chunk.schema, write_options=options)
-            writers[target].write_table(chunk)
-            counts[target] += chunk.num_rows
-
-        reports: dict[str, validation.ScanReport] = {}
-        counts = dict.fromkeys(SPLITS, 0)
-        try:
-            for split, pattern in sources.items():
-                if not pattern:
-                    continue  # carved out of the train source below
-                try:
-                    files = validation.storage.expand(pattern, what=f"{split} data")
-                except InputError as exc:
-                    hint = "; or pass 'synthetic' for generated trips" if split == "train" else ""
-                    raise InputError(f"{exc}{hint}") from None
-                variant = variant or validation.detect_variant(files[0])
-                report = validation.ScanReport(files=[], variant=variant)
-                for path in files:
-                    part = validation.ScanReport(files=[path], variant=variant)
-                    for table in validation.iter_valid(path, variant, part):
-                        if split == "train":
-                            which = _split_of(table.column("key"), carve_eval, carve_test)
-                            parts = {target: table.filter(pa.array(which == i)) for i, target in enumerate(SPLITS)}
-                        else:
-                            parts = {split: table}
-                        for target, chunk in parts.items():
-                            if chunk.num_rows:
-                                write(target, chunk)
-                    report.merge(part)
-                report.check(max_bad_fraction, what=f"{split} data")
-                reports[split] = report
-        finally:
-            for writer in writers.values():
-                writer.close()
-        if variant is None:  # pragma: no cover - expand() raised before this
-            raise InputError("no data was read: check the source")
-
-        staged: dict[str, StagedSplit] = {}
-        for split in SPLITS:
-            if counts[split] == 0:
-                raise InputError(
-                    f"the {split} split is empty: give it more rows (a larger source, or a larger {split}_fraction)"
-                    if split != "train"
-                    else "the train split is empty: the source holds no valid row"
-                )
-            data_path = os.path.join(tmp_dirs[split], DATA_FILE)
-            origin = reports.get(split) or reports["train"]
-            stats = validation.scan(data_path, what=f"staged {split} split", max_bad_fraction=0.0, variant=variant)
-            metadata = {
-                "split": split,
-                "rows": counts[split],
-                "variant": variant.value,
-                "source": SYNTHETIC if source == SYNTHETIC else sources[split] or carved[split],
-                "source_rows": origin.rows,
-                "dropped_rows": origin.bad,
-                "dropped": {k: v for k, v in origin.dropped.items() if v},
-                "dropped_examples": origin.examples[:3],
-                "columns": stats.as_dict()["columns"],
-                "content_hash": validation.content_hash([data_path]),
-                "file_pattern": DATA_FILE,
-            }
-            staged[split] = StagedSplit(path=out_paths[split], metadata=metadata)
-        for split in SPLITS:
-            replace_dir(tmp_dirs[split], out_paths[split])
+            train = _resolve_source(source, window_days, scheduled_time, datetime_layout, bigquery_project, bigquery_export_prefix)
+            patterns = {"train": train, "eval": eval_source.strip(), "test": test_source.strip()}
+        carve = (0.0 if patterns["eval"] else eval_fraction, 0.0 if patterns["test"] else test_fraction)
+        variant, reports = _read_sources(patterns, writer, carve, max_bad_fraction)
+        writer.close()
+        origins = {split: SYNTHETIC if source == SYNTHETIC else patterns[split] or f"{source} (carved by key hash)" for split in SPLITS}
+        staged = {split: _describe(split, writer, variant, reports.get(split) or reports["train"], origins[split]) for split in SPLITS}
+        writer.publish()
     dropped = sum(r.bad for r in reports.values())
+    counts = writer.counts
     summary(
         "stage_data",
         f"{counts['train']:,} train / {counts['eval']:,} eval / {counts['test']:,} test rows ({variant.value} layout), {dropped:,} dropped",
@@ -229,3 +142,140 @@ def stage(
         dropped=dropped,
     )
     return staged
+
+
+def _generate(rows: int, seed: int, layout: Any, eval_fraction: float, test_fraction: float, out_dir: str) -> dict[str, str]:
+    """Seeded synthetic trips as three CSV files (their splits as asked)."""
+    from trainer import synthetic
+
+    fractions = (1 - eval_fraction - test_fraction, eval_fraction, test_fraction)
+    gen = synthetic.generate(rows, out_dir, seed=seed, variant=layout, fractions=fractions)
+    return {"train": gen.paths["train"], "eval": gen.paths["valid"], "test": gen.paths["test"]}
+
+
+class _SplitWriter:
+    """CSV writers of the three splits into temporary folders beside their outputs, then renamed into place.
+
+    Whatever happens before :meth:`publish`, no half-written split stays behind.
+    """
+
+    def __init__(self, out_paths: dict[str, str]) -> None:
+        self.out_paths = out_paths
+        self.counts = dict.fromkeys(SPLITS, 0)
+        self.writers: dict[str, Any] = {}
+        self.tmp_dirs: dict[str, str] = {}
+        for split in SPLITS:
+            parent = os.path.dirname(os.path.abspath(out_paths[split]))
+            os.makedirs(parent, exist_ok=True)
+            self.tmp_dirs[split] = tempfile.mkdtemp(prefix=f".{split}-", dir=parent)
+
+    def __enter__(self) -> "_SplitWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        for tmp in self.tmp_dirs.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def data_path(self, split: str) -> str:
+        """The split's CSV file (in its temporary folder until published)."""
+        return os.path.join(self.tmp_dirs[split], DATA_FILE)
+
+    def write(self, split: str, chunk: Any) -> None:
+        """Append the rows of a pyarrow table to ``split``."""
+        import pyarrow.csv as pacsv
+
+        if split not in self.writers:
+            options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+            self.writers[split] = pacsv.CSVWriter(self.data_path(split), chunk.schema, write_options=options)
+        self.writers[split].write_table(chunk)
+        self.counts[split] += chunk.num_rows
+
+    def close(self) -> None:
+        """Finish the files."""
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
+
+    def publish(self) -> None:
+        """Move each finished split to its output path."""
+        for split in SPLITS:
+            replace_dir(self.tmp_dirs[split], self.out_paths[split])
+
+
+def _read_sources(
+    patterns: dict[str, str], writer: _SplitWriter, carve: tuple[float, float], max_bad_fraction: float
+) -> tuple[Any, dict[str, Any]]:
+    """Validate every source row and write the valid ones to their split; returns the layout and a report per source.
+
+    Rows of the train source whose split was not given on its own are carved out by key hash.
+
+    Raises:
+        InputError: no matching file, or too many bad rows in a source.
+    """
+    import pyarrow as pa
+
+    from trainer import validation
+
+    variant = None
+    reports: dict[str, validation.ScanReport] = {}
+    for split, pattern in patterns.items():
+        if not pattern:
+            continue  # carved out of the train source
+        try:
+            files = validation.storage.expand(pattern, what=f"{split} data")
+        except InputError as exc:
+            hint = "; or pass 'synthetic' for generated trips" if split == "train" else ""
+            raise InputError(f"{exc}{hint}") from None
+        variant = variant or validation.detect_variant(files[0])
+        report = validation.ScanReport(files=[], variant=variant)
+        for path in files:
+            part = validation.ScanReport(files=[path], variant=variant)
+            for table in validation.iter_valid(path, variant, part):
+                if split == "train":
+                    which = _split_of(table.column("key"), *carve)
+                    parts = {target: table.filter(pa.array(which == i)) for i, target in enumerate(SPLITS)}
+                else:
+                    parts = {split: table}
+                for target, chunk in parts.items():
+                    if chunk.num_rows:
+                        writer.write(target, chunk)
+            report.merge(part)
+        report.check(max_bad_fraction, what=f"{split} data")
+        reports[split] = report
+    if variant is None:  # pragma: no cover - expand() raised before this
+        raise InputError("no data was read: check the source")
+    return variant, reports
+
+
+def _describe(split: str, writer: _SplitWriter, variant: Any, origin: Any, source: str) -> StagedSplit:
+    """The written split's statistics (see :class:`~components.impl.contracts.DatasetStats`).
+
+    Raises:
+        InputError: the split is empty.
+    """
+    from trainer import validation
+
+    rows = writer.counts[split]
+    if rows == 0:
+        raise InputError(
+            f"the {split} split is empty: give it more rows (a larger source, or a larger {split}_fraction)"
+            if split != "train"
+            else "the train split is empty: the source holds no valid row"
+        )
+    data_path = writer.data_path(split)
+    stats = validation.scan(data_path, what=f"staged {split} split", max_bad_fraction=0.0, variant=variant)
+    described = DatasetStats(
+        split=split,
+        rows=rows,
+        variant=variant.value,
+        source=source,
+        source_rows=origin.rows,
+        dropped_rows=origin.bad,
+        dropped={k: v for k, v in origin.dropped.items() if v},
+        dropped_examples=origin.examples[:3],
+        columns=stats.as_dict()["columns"],
+        content_hash=validation.content_hash([data_path]),
+        file_pattern=DATA_FILE,
+    )
+    return StagedSplit(path=writer.out_paths[split], metadata=described.to_metadata())

@@ -1,0 +1,142 @@
+"""What each artifact carries between steps, written down once (standard library only).
+
+A step writes an artifact's metadata with ``to_metadata()`` and the next step reads it with
+``from_metadata()``, so a key such as ``content_hash`` or ``columns.fare_amount.mean`` is
+spelled in one place:
+
+* :class:`DatasetStats`: each staged split (``Dataset``) from stage_data;
+* :class:`ModelInfo`: the trained model (``Model``) from smoke_train and full_train;
+* :class:`Verification`: the verdict (``Metrics``) from verify_export, read by deploy and by
+  the Vertex upload;
+* :class:`StepSummary`: a step's one-line summary and key figures, written as a JSON file
+  that ``taxifare run`` reads (no figures travel through log text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from trainer.schema import LABEL
+
+#: The environment variable naming the folder of step summaries (set by ``taxifare run``).
+SUMMARY_DIR_ENV = "TAXIFARE_STEP_SUMMARIES"
+
+
+@dataclasses.dataclass
+class DatasetStats:
+    """A staged split's statistics (the ``Dataset`` artifact's metadata)."""
+
+    split: str
+    rows: int
+    variant: str
+    source: str
+    source_rows: int = 0
+    dropped_rows: int = 0
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    dropped_examples: list[str] = dataclasses.field(default_factory=list)
+    #: Per column: ``{"min": .., "mean": .., "max": ..}`` (see trainer.validation).
+    columns: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    content_hash: str = ""
+    file_pattern: str = "data.csv"
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The artifact metadata."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> DatasetStats:
+        """Read it back (unknown keys, e.g. ones kfp adds, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in metadata.items() if k in names})
+
+    def mean(self, column: str = LABEL) -> float:
+        """The mean of ``column`` (the label by default)."""
+        return float(self.columns[column]["mean"])
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """A trained model (the ``Model`` artifact's metadata)."""
+
+    rmse: float
+    steps: int
+    variant: str = ""
+    framework: str = "tensorflow"
+    smoke: bool = False
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The artifact metadata (``variant`` and ``smoke`` only when set)."""
+        out: dict[str, Any] = {"framework": self.framework, "rmse": self.rmse, "steps": self.steps}
+        if self.variant:
+            out["variant"] = self.variant
+        if self.smoke:
+            out["smoke"] = True
+        return out
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> ModelInfo:
+        """Read it back."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in metadata.items() if k in names})
+
+
+@dataclasses.dataclass
+class Verification:
+    """verify_export's verdict (the ``Metrics`` artifact: its metrics plus ``blessed`` and ``reason``)."""
+
+    blessed: bool
+    reason: str
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def finite_metrics(self) -> dict[str, float]:
+        """The metrics a ``Metrics`` artifact can hold (non-finite ones dropped)."""
+        return {k: float(v) for k, v in self.metrics.items() if math.isfinite(float(v))}
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The artifact metadata: the finite metrics, ``blessed`` and ``reason``."""
+        return {**self.finite_metrics(), "blessed": self.blessed, "reason": self.reason}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> Verification:
+        """Read it back."""
+        metrics = {k: float(v) for k, v in metadata.items() if k not in ("blessed", "reason") and isinstance(v, int | float)}
+        return cls(blessed=bool(metadata.get("blessed", False)), reason=str(metadata.get("reason", "")), metrics=metrics)
+
+    @property
+    def test_rmse(self) -> float:
+        """The candidate's test RMSE (NaN when it was not measured)."""
+        return float(self.metrics.get("test_rmse", math.nan))
+
+
+@dataclasses.dataclass
+class StepSummary:
+    """A step's one-line summary and key figures, for the console of ``taxifare run``."""
+
+    step: str
+    text: str
+    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def write(self, directory: str) -> str:
+        """Write ``<directory>/<step>.json`` (through a temporary name); returns the path."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"{self.step}.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(dataclasses.asdict(self), fh, default=str)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(cls, directory: str, step: str) -> StepSummary | None:
+        """The summary ``step`` wrote in ``directory``, or ``None``."""
+        try:
+            with open(os.path.join(directory, f"{step}.json"), encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return cls(step=data["step"], text=data["text"], figures=data.get("figures", {}))
