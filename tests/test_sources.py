@@ -124,18 +124,29 @@ def test_query_has_the_course_label_sampling_and_filters():
     assert "MOD(ABS(FARM_FINGERPRINT(CAST(pickup_datetime AS STRING))), 1000) = 1" in where
     for condition in (
         "trip_distance > 0",
-        "fare_amount >= 2.5",
-        "pickup_longitude > -78",
-        "pickup_longitude < -70",
-        "dropoff_longitude > -78",
-        "dropoff_longitude < -70",
-        "pickup_latitude > 37",
-        "pickup_latitude < 45",
-        "dropoff_latitude > 37",
-        "dropoff_latitude < 45",
-        "passenger_count > 0",
+        "fare_amount + tolls_amount >= 2.5",
+        "fare_amount + tolls_amount <= 500",
+        "pickup_longitude >= -78",
+        "pickup_longitude <= -70",
+        "dropoff_longitude >= -78",
+        "dropoff_longitude <= -70",
+        "pickup_latitude >= 37",
+        "pickup_latitude <= 45",
+        "dropoff_latitude >= 37",
+        "dropoff_latitude <= 45",
+        "passenger_count * 1.0 >= 1",
+        "passenger_count * 1.0 <= 9",
     ):
         assert condition in where
+
+
+def test_query_filters_follow_the_schema_ranges(monkeypatch):
+    """The validator's ranges are the query's: change one in the schema and the SQL follows."""
+    from trainer import schema
+
+    monkeypatch.setitem(schema.RANGES, schema.PASSENGERS, schema.Range(1.0, 6.0))
+    where = _where(sources.bigquery_query("2015-01-01", "2015-02-01"))
+    assert "passenger_count * 1.0 <= 6" in where and "passenger_count * 1.0 <= 9" not in where
 
 
 def test_query_window_is_half_open_and_prunes_wildcard_years():

@@ -30,6 +30,13 @@ DATETIME_EMBEDDINGS = ((schema.N_HOURS, 3), (schema.N_DAYS, 2), (schema.N_HOURS 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
+def _valid(name: str, value: Any, out: Any, ok: bool, what: str) -> Any:
+    """``out`` when ``ok``, else the one-line error ``NAME must be WHAT (got VALUE)``."""
+    if not ok:
+        raise InputError(f"{name} must be {what} (got {value!r})")
+    return out
+
+
 def number(name: str, value: Any) -> float:
     """A finite number (NaN and infinities are refused)."""
     try:
@@ -59,57 +66,43 @@ def integer(name: str, value: Any) -> int:
 def positive_int(name: str, value: Any) -> int:
     """An integer of at least 1."""
     out = integer(name, value)
-    if out <= 0:
-        raise InputError(f"{name} must be a positive integer (got {value!r})")
-    return out
+    return _valid(name, value, out, out > 0, "a positive integer")
 
 
 def non_negative_int(name: str, value: Any) -> int:
     """An integer of at least 0."""
     out = integer(name, value)
-    if out < 0:
-        raise InputError(f"{name} must be 0 or a positive integer (got {value!r})")
-    return out
+    return _valid(name, value, out, out >= 0, "0 or a positive integer")
 
 
 def split_fraction(name: str, value: Any) -> float:
     """A share of rows carved out for a split: strictly between 0 and 0.5."""
     out = number(name, value)
-    if not 0 < out < 0.5:
-        raise InputError(f"{name} must be between 0 and 0.5, e.g. 0.1 (got {value!r})")
-    return out
+    return _valid(name, value, out, 0 < out < 0.5, "between 0 and 0.5, e.g. 0.1")
 
 
 def unit_fraction(name: str, value: Any) -> float:
     """A share between 0 and 1 inclusive."""
     out = number(name, value)
-    if not 0 <= out <= 1:
-        raise InputError(f"{name} must be between 0 and 1 (got {value!r})")
-    return out
+    return _valid(name, value, out, 0 <= out <= 1, "between 0 and 1")
 
 
 def learning_rate(name: str, value: Any) -> float:
     """A small positive step size."""
     out = number(name, value)
-    if not 0 < out < 10:
-        raise InputError(f"{name} must be a small positive number such as 0.003 (got {value!r})")
-    return out
+    return _valid(name, value, out, 0 < out < 10, "a small positive number such as 0.003")
 
 
 def dollars(name: str, value: Any) -> float:
     """A positive, finite amount of dollars."""
     out = number(name, value)
-    if out <= 0:
-        raise InputError(f"{name} must be a positive number of dollars, e.g. 10 (got {value!r})")
-    return out
+    return _valid(name, value, out, out > 0, "a positive number of dollars, e.g. 10")
 
 
 def percentage(name: str, value: Any) -> int:
     """A whole percentage, 0 to 100."""
     out = integer(name, value)
-    if not 0 <= out <= 100:
-        raise InputError(f"{name} must be a whole percentage from 0 to 100 (got {value!r})")
-    return out
+    return _valid(name, value, out, 0 <= out <= 100, "a whole percentage from 0 to 100")
 
 
 def text(name: str, value: Any) -> str:

@@ -13,10 +13,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from trainer import schema
+from trainer import geo, schema
 from trainer.schema import Variant
 
-EARTH_RADIUS_KM = 6371.0
 _KM_PER_DEG_LAT = 111.2
 AIRPORTS = schema.AIRPORTS
 N_LON_BUCKETS, N_LAT_BUCKETS, N_CELLS = schema.N_LON_BUCKETS, schema.N_LAT_BUCKETS, schema.N_CELLS
@@ -24,12 +23,8 @@ N_CROSS_BINS, N_HOURS, N_DAYS = schema.N_CROSS_BINS, schema.N_HOURS, schema.N_DA
 
 
 def haversine_km(lon1: tf.Tensor, lat1: tf.Tensor, lon2: tf.Tensor, lat2: tf.Tensor) -> tf.Tensor:
-    """Great-circle distance in km between two points given in degrees."""
-    rad = math.pi / 180.0
-    dlat = (lat2 - lat1) * rad
-    dlon = (lon2 - lon1) * rad
-    h = tf.sin(dlat / 2) ** 2 + tf.cos(lat1 * rad) * tf.cos(lat2 * rad) * tf.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * tf.asin(tf.sqrt(tf.clip_by_value(h, 0.0, 1.0)))
+    """Great-circle distance in km between two points given in degrees (see :mod:`trainer.geo`)."""
+    return geo.haversine_km(lon1, lat1, lon2, lat2, tf.math)
 
 
 def parse_hour_and_weekday(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from trainer import schema
+from trainer.geo import haversine_km
 from trainer.schema import Variant
 
 # (lon, lat, spread in degrees, weight) of pickup hot spots.
@@ -38,9 +39,7 @@ _OUTER = [
     (-73.955, 40.690, 0.025, 0.025),  # Brooklyn
     (-73.920, 40.745, 0.020, 0.015),  # Queens
 ]
-JFK = (-73.7781, 40.6413)
-LGA = (-73.8740, 40.7769)
-EWR = (-74.1745, 40.6895)
+JFK, LGA, EWR = schema.AIRPORTS["jfk"], schema.AIRPORTS["lga"], schema.AIRPORTS["ewr"]
 _PASSENGER_SHARES = np.array([0.685, 0.146, 0.046, 0.024, 0.074, 0.025])
 #: 2012-09-04: the TLC raised the metered rate and the JFK flat fare.
 _RATE_HIKE = np.datetime64("2012-09-04")
@@ -49,9 +48,7 @@ _END = np.datetime64("2015-07-01")
 
 
 def _haversine_km(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray | float, lat2: np.ndarray | float) -> np.ndarray:
-    r = np.radians
-    h = np.sin(r(lat2 - lat1) / 2) ** 2 + np.cos(r(lat1)) * np.cos(r(lat2)) * np.sin(r(lon2 - lon1) / 2) ** 2
-    return np.asarray(2 * 6371.0 * np.arcsin(np.sqrt(h)))
+    return np.asarray(haversine_km(lon1, lat1, lon2, lat2, np))
 
 
 def _spots(rng: np.random.Generator, spots: list[tuple[float, float, float, float]], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +107,12 @@ def generate_chunk(rng: np.random.Generator, n: int, first_key: int) -> dict[str
     tolls = (km > 12) & (rng.random(n) < 0.45)
     fare += tolls * np.where(after_hike, 5.33, 4.80)
     jfk_flat = (at_jfk | to_jfk) & (np.minimum(_haversine_km(plon, plat, *JFK), _haversine_km(dlon_, dlat_, *JFK)) < 3)
-    jfk_flat &= _haversine_km(np.where(at_jfk, dlon_, plon), np.where(at_jfk, dlat_, plat), np.full(n, -73.98), np.full(n, 40.755)) < 12
+    jfk_flat &= (
+        _haversine_km(
+            np.where(at_jfk, dlon_, plon), np.where(at_jfk, dlat_, plat), np.full(n, schema.MIDTOWN[0]), np.full(n, schema.MIDTOWN[1])
+        )
+        < 12
+    )
     fare[jfk_flat] = np.where(after_hike[jfk_flat], 52.0, 45.0) + 5.33 * (rng.random(jfk_flat.sum()) < 0.6)
     fare[to_ewr] += 17.5
     fare[stuck] = 2.5 + rng.exponential(6.0, stuck.sum())

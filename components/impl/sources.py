@@ -18,7 +18,8 @@ import os
 import re
 from typing import Any
 
-from trainer.storage import InputError
+from trainer.errors import InputError
+from trainer.schema import DATETIME, DATETIME_FORMAT, KEY, LABEL, PASSENGERS, RANGES, Variant
 
 #: The public NYC yellow-taxi trips, one table per year 2009-2016 (TIMESTAMP pickup_datetime).
 #: The course's ``nyc-tlc.yellow.trips`` held the same columns and is no longer public.
@@ -26,6 +27,20 @@ PUBLIC_TRIPS_TABLE = "bigquery-public-data.new_york.tlc_yellow_trips_*"
 #: The course's sampling: keep 1 trip in EVERY by a hash of its pickup time.
 DEFAULT_SAMPLE_EVERY = 1000
 PARTITION_PREFIX = "dt="
+#: Each schema column as an expression on the trips table (the course's label is fare plus tolls).
+SOURCE_COLUMNS = {
+    LABEL: "fare_amount + tolls_amount",
+    DATETIME: f"FORMAT_TIMESTAMP('{DATETIME_FORMAT}', CAST(pickup_datetime AS TIMESTAMP))",
+    "pickuplon": "pickup_longitude",
+    "pickuplat": "pickup_latitude",
+    "dropofflon": "dropoff_longitude",
+    "dropofflat": "dropoff_latitude",
+    PASSENGERS: "passenger_count * 1.0",
+    KEY: (
+        "CONCAT(CAST(pickup_datetime AS STRING), CAST(pickup_longitude AS STRING), CAST(pickup_latitude AS STRING), "
+        "CAST(dropoff_latitude AS STRING), CAST(dropoff_longitude AS STRING))"
+    ),
+}
 
 
 def parse_scheduled_time(value: str | dt.datetime | None, *, now: dt.datetime | None = None) -> dt.datetime:
@@ -148,8 +163,9 @@ def bigquery_query(
     As in the course: the label is ``fare_amount + tolls_amount``; trips are kept when
     ``MOD(ABS(FARM_FINGERPRINT(CAST(pickup_datetime AS STRING))), sample_every) = sample_index``
     (so disjoint ``sample_index`` values give disjoint samples, e.g. for train and eval), with
-    a positive distance, a fare of at least $2.50, both ends inside the New York box and at
-    least one passenger. The columns come out in :mod:`trainer.schema`'s order, with
+    a positive distance and every column inside its :data:`trainer.schema.RANGES` interval
+    (the label, both ends in the New York box, the passengers: the validator's own ranges, see
+    :func:`range_filters`). The columns come out in :mod:`trainer.schema`'s order, with
     ``pickup_datetime`` formatted as ``2011-01-28 20:42:59 UTC`` and the course's key (the
     pickup time and coordinates concatenated).
 
@@ -170,9 +186,34 @@ def bigquery_query(
     Raises:
         InputError: for an empty or backwards window, or bad sampling or limit.
     """
-    from trainer.schema import Variant
-
     start, end = _date(start_date, "start date"), _date(end_date, "end date")
+    _check_query(start, end, sample_every, sample_index, limit, table)
+    columns = (Variant.DATETIME if datetime_layout else Variant.LAB).columns
+    select = ",\n  ".join(f"{SOURCE_COLUMNS[c]} AS {c}" for c in columns)
+    where = [
+        f"CAST(pickup_datetime AS TIMESTAMP) >= TIMESTAMP '{start.isoformat()} 00:00:00+00'",
+        f"CAST(pickup_datetime AS TIMESTAMP) < TIMESTAMP '{end.isoformat()} 00:00:00+00'",
+    ]
+    if table.endswith("*"):
+        where.append(f"_TABLE_SUFFIX BETWEEN '{start.year}' AND '{(end - dt.timedelta(days=1)).year}'")
+    if sample_every > 1:
+        where.append(f"MOD(ABS(FARM_FINGERPRINT(CAST(pickup_datetime AS STRING))), {sample_every}) = {sample_index}")
+    where += ["trip_distance > 0", *range_filters()]
+    sql = f"SELECT\n  {select}\nFROM `{table}`\nWHERE\n  " + "\n  AND ".join(where)
+    if limit is not None:
+        sql += f"\nLIMIT {int(limit)}"
+    return sql
+
+
+def range_filters() -> list[str]:
+    """The SQL conditions of :data:`trainer.schema.RANGES` on the trips table's columns (closed intervals)."""
+    out = []
+    for column, valid in RANGES.items():
+        out += [f"{SOURCE_COLUMNS[column]} >= {valid.low:g}", f"{SOURCE_COLUMNS[column]} <= {valid.high:g}"]
+    return out
+
+
+def _check_query(start: dt.date, end: dt.date, sample_every: int, sample_index: int, limit: int | None, table: str) -> None:
     if end <= start:
         raise InputError(f"the BigQuery window is empty: end date {end} must be after start date {start}")
     if sample_every < 1:
@@ -183,47 +224,6 @@ def bigquery_query(
         raise InputError(f"limit must be positive (got {limit})")
     if not re.fullmatch(r"[A-Za-z0-9_.*-]+", table):
         raise InputError(f"table {table!r} is not a BigQuery table name such as project.dataset.table")
-
-    expressions = {
-        "fare_amount": "fare_amount + tolls_amount",
-        "pickup_datetime": "FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%S UTC', CAST(pickup_datetime AS TIMESTAMP))",
-        "pickuplon": "pickup_longitude",
-        "pickuplat": "pickup_latitude",
-        "dropofflon": "dropoff_longitude",
-        "dropofflat": "dropoff_latitude",
-        "passengers": "passenger_count * 1.0",
-        "key": (
-            "CONCAT(CAST(pickup_datetime AS STRING), CAST(pickup_longitude AS STRING), CAST(pickup_latitude AS STRING), "
-            "CAST(dropoff_latitude AS STRING), CAST(dropoff_longitude AS STRING))"
-        ),
-    }
-    columns = (Variant.DATETIME if datetime_layout else Variant.LAB).columns
-    select = ",\n  ".join(f"{expressions[c]} AS {c}" for c in columns)
-    where = [
-        f"CAST(pickup_datetime AS TIMESTAMP) >= TIMESTAMP '{start.isoformat()} 00:00:00+00'",
-        f"CAST(pickup_datetime AS TIMESTAMP) < TIMESTAMP '{end.isoformat()} 00:00:00+00'",
-    ]
-    if table.endswith("*"):
-        where.append(f"_TABLE_SUFFIX BETWEEN '{start.year}' AND '{(end - dt.timedelta(days=1)).year}'")
-    if sample_every > 1:
-        where.append(f"MOD(ABS(FARM_FINGERPRINT(CAST(pickup_datetime AS STRING))), {sample_every}) = {sample_index}")
-    where += [
-        "trip_distance > 0",
-        "fare_amount >= 2.5",
-        "pickup_longitude > -78",
-        "pickup_longitude < -70",
-        "dropoff_longitude > -78",
-        "dropoff_longitude < -70",
-        "pickup_latitude > 37",
-        "pickup_latitude < 45",
-        "dropoff_latitude > 37",
-        "dropoff_latitude < 45",
-        "passenger_count > 0",
-    ]
-    sql = f"SELECT\n  {select}\nFROM `{table}`\nWHERE\n  " + "\n  AND ".join(where)
-    if limit is not None:
-        sql += f"\nLIMIT {int(limit)}"
-    return sql
 
 
 def export_statement(query: str, destination_uri_prefix: str) -> str:

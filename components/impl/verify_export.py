@@ -106,10 +106,10 @@ def distance_rule(feats: dict[str, Any]) -> Any:
     """The course's baseline: 2.616 $/km x haversine distance."""
     import numpy as np
 
-    r = np.radians
+    from trainer.geo import haversine_km
+
     lon1, lat1, lon2, lat2 = (feats[k].astype(np.float64) for k in ("pickuplon", "pickuplat", "dropofflon", "dropofflat"))
-    h = np.sin(r(lat2 - lat1) / 2) ** 2 + np.cos(r(lat1)) * np.cos(r(lat2)) * np.sin(r(lon2 - lon1) / 2) ** 2
-    return DOLLARS_PER_KM * 2 * 6371.0 * np.arcsin(np.sqrt(h))
+    return DOLLARS_PER_KM * haversine_km(lon1, lat1, lon2, lat2, np)
 
 
 def rmse(pred: Any, label: Any) -> float:
