@@ -121,7 +121,9 @@ def staged(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, staged):
     out = tmp_path_factory.mktemp("train")
-    return full_train.train(staged["train"], staged["eval"], str(out), steps=200, batch_size=128, hidden_units="64,32", learning_rate=0.003, seed=1), str(out)
+    return full_train.train(
+        staged["train"], staged["eval"], str(out), steps=200, batch_size=128, hidden_units="64,32", learning_rate=0.003, seed=1
+    ), str(out)
 
 
 def test_train_step_function_exports_and_reports(trained):
