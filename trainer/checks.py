@@ -27,6 +27,7 @@ TRAIN_BYTES_PER_PARAM = 16
 BASE_NUMERIC_FEATURES = 10
 #: Embedding widths of the datetime layout's hour, weekday and hour x weekday (trainer.model).
 DATETIME_EMBEDDINGS = ((schema.N_HOURS, 3), (schema.N_DAYS, 2), (schema.N_HOURS * schema.N_DAYS, 3))
+_MACHINE_TYPE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
@@ -112,20 +113,24 @@ def text(name: str, value: Any) -> str:
     return value
 
 
-def non_empty(name: str, value: Any) -> str:
-    """A string with something in it."""
-    out = text(name, value)
-    if not out.strip():
-        raise InputError(f"{name} is empty: give a value")
-    return out
-
-
 def source(name: str, value: Any) -> str:
     """A data source: ``synthetic``, ``bigquery`` or CSV files."""
     out = text(name, value)
     if not out.strip():
         raise InputError(f"{name} is empty: pass 'synthetic' or a CSV glob such as data/*.csv or gs://BUCKET/taxi/*.csv")
     return out
+
+
+def machine_type(name: str, value: Any) -> str:
+    """A Compute Engine machine type name such as ``n1-standard-4``."""
+    out = text(name, value)
+    return _valid(name, value, out, bool(_MACHINE_TYPE.fullmatch(out)), "a machine type such as n1-standard-4")
+
+
+def display_name(name: str, value: Any) -> str:
+    """A Vertex display name: 1 to 128 characters, not only blanks."""
+    out = text(name, value)
+    return _valid(name, value, out, bool(out.strip()) and len(out) <= 128, "1 to 128 characters, e.g. taxifare")
 
 
 def boolean(name: str, value: Any) -> bool:
