@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from components.common import DEFAULT_IMAGE
     from pipeline.compile import compile_pipeline
-    from trainer.storage import InputError
+    from trainer.errors import InputError
 
     targets = ["local", "vertex"] if args.target == "all" else [args.target]
     if args.output and len(targets) > 1:
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.cloud_cli import run as run_cloud
 
         return run_cloud(args)
-    from trainer.storage import InputError
+    from trainer.errors import InputError
 
     try:
         if args.command == "data":

@@ -154,7 +154,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _credentials(args: argparse.Namespace) -> Any:
-    from trainer.storage import InputError
+    from trainer.errors import InputError
 
     if not args.anonymous:
         return None  # Application Default Credentials, checked before any call
@@ -316,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
     User errors print one ``error:`` line and return 2; a refusal by the service prints its
     message and returns 1.
     """
-    from trainer.storage import InputError
+    from trainer.errors import InputError
 
     try:
         if args.command == "setup":

@@ -7,7 +7,7 @@ orchestrates by itself: Vertex runs go through ``google.cloud.aiplatform.Pipelin
 
 Every check a user can fail (a missing project, region or bucket, a pipeline root that is
 not ``gs://``, a malformed cron, a parameter the template does not have, missing
-credentials) raises :class:`~trainer.storage.InputError` with one line naming the problem
+credentials) raises :class:`~trainer.errors.InputError` with one line naming the problem
 and the fix, before any request leaves the machine.
 """
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 #: Terminal states of a Vertex pipeline job (``PipelineState`` names).
 TERMINAL_STATES = frozenset({"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED", "PIPELINE_STATE_PAUSED"})

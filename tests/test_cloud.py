@@ -18,7 +18,7 @@ import pytest
 from _vertex_fake import KfpServer, VertexServer, self_signed
 
 from pipeline import cli, vertex
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = str(ROOT / "compiled" / "taxifare_pipeline.yaml")

@@ -10,7 +10,7 @@ import pytest
 
 from components.impl import deploy, full_train, stage_data, verify_export
 from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, StepSummary
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 GOOD = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}"
 

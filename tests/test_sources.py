@@ -10,8 +10,8 @@ from _gcs import make_bucket, upload
 
 from components.impl import sources
 from trainer import storage, validation
+from trainer.errors import InputError
 from trainer.schema import Variant
-from trainer.storage import InputError
 
 ROW = "12.5,-73.99,40.75,-73.98,40.76,1,k{}\n"
 

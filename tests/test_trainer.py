@@ -13,9 +13,9 @@ from conftest import ROOT, run_python
 
 from trainer import model as trainer_model
 from trainer import schema, synthetic
+from trainer.errors import InputError
 from trainer.model import TrainConfig, train_and_evaluate
 from trainer.schema import Variant
-from trainer.storage import InputError
 
 
 def test_short_run_beats_the_mean_predictor(trained_model, small_data, real_valid):

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from trainer import schema, storage, validation
+from trainer.errors import InputError
 from trainer.schema import Reason, Variant
-from trainer.storage import InputError
 
 GOOD = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,0"
 BAD_ROWS = {

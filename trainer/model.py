@@ -32,8 +32,8 @@ import keras
 import tensorflow as tf
 
 from trainer import features, inputs, schema, validation
+from trainer.errors import InputError
 from trainer.schema import Variant
-from trainer.storage import InputError
 
 log = logging.getLogger(__name__)
 

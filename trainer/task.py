@@ -129,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         output_dir = os.path.join(output_dir, trial)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from trainer.errors import InputError
     from trainer.model import TrainConfig, train_and_evaluate
-    from trainer.storage import InputError
 
     config = TrainConfig(
         train_data_paths=args.train_data_paths,

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from trainer import schema, storage
+from trainer.errors import InputError
 from trainer.schema import Reason, Variant
-from trainer.storage import InputError
 
 log = logging.getLogger(__name__)
 
