@@ -1,6 +1,6 @@
 """The tf.data input pipeline: stream CSV lines, shuffle, decode and validate in batches.
 
-Files are streamed line by line (never the whole data set in memory), shuffled for
+Files (plain or ``.gz``) are streamed line by line (never the whole data set in memory), shuffled for
 training, decoded a batch at a time in parallel with vectorised string ops, and prefetched.
 Rows that break the schema are dropped in-graph by the same rules as
 :mod:`trainer.validation` (which counts them and reports examples before training starts).
@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from trainer import schema
 from trainer.schema import Variant
-from trainer.validation import NUMBER_REGEX
+from trainer.validation import MAX_LINE_BYTES, NUMBER_REGEX
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -23,17 +23,23 @@ def decode_lines(lines: tf.Tensor, variant: Variant) -> tuple[dict[str, tf.Tenso
     """Decode a batch of CSV lines.
 
     Args:
-        lines: 1-D string tensor of raw lines.
+        lines: 1-D string tensor of raw lines (as ``TextLineDataset`` yields them: without
+            a newline or carriage return).
         variant: the file layout.
 
     Returns:
         ``(features, label, valid)``: features by name (float32, or string for
         ``pickup_datetime``), the float32 label, and a bool mask of the rows that pass
-        every schema check (other rows hold placeholder values).
+        every schema check (other rows hold placeholder values). Like the validator, a
+        leading UTF-8 BOM is stripped, and lines longer than ``MAX_LINE_BYTES`` or not
+        UTF-8 are invalid.
     """
     names = variant.columns
+    lines = tf.strings.regex_replace(lines, "^\ufeff", "", replace_global=False)
+    valid = tf.strings.length(lines) <= MAX_LINE_BYTES
+    valid &= tf.equal(tf.strings.unicode_transcode(lines, "UTF-8", "UTF-8", errors="replace"), lines)
     parts = tf.strings.split(lines, ",")
-    valid = tf.equal(parts.row_lengths(), len(names))
+    valid &= tf.equal(parts.row_lengths(), len(names))
     table = parts.to_tensor(default_value="", shape=[None, len(names)])
     text = {name: tf.strings.strip(table[:, i]) for i, name in enumerate(names)}
 
@@ -51,6 +57,12 @@ def decode_lines(lines: tf.Tensor, variant: Variant) -> tuple[dict[str, tf.Tenso
     if variant is Variant.DATETIME:
         features[schema.DATETIME] = text[schema.DATETIME]
     return features, tf.cast(numbers[schema.LABEL], tf.float32), valid
+
+
+def _read_lines(path: tf.Tensor) -> tf.data.Dataset:
+    """The lines of one file; ``.gz`` files (any case) are read as GZIP, as the validator does."""
+    gzipped = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.gz")
+    return tf.data.TextLineDataset(path, compression_type=tf.where(gzipped, "GZIP", ""))
 
 
 def make_dataset(
@@ -72,7 +84,7 @@ def make_dataset(
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.interleave(
-        tf.data.TextLineDataset,
+        _read_lines,
         cycle_length=min(len(files), 4),
         num_parallel_calls=AUTOTUNE if len(files) > 1 else None,
         deterministic=not training,

@@ -261,19 +261,16 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
     say = progress or log.info
     train_files = validation.storage.expand(config.train_data_paths, what="training data")
     eval_files = validation.storage.expand(config.eval_data_paths, what="evaluation data")
-    variant = validation.detect_variant(train_files[0])
+    variant = validation.detect_layout(train_files, what="training data")
+    eval_variant = validation.detect_layout(eval_files, what="evaluation data")
+    if eval_variant is not variant:
+        raise InputError(f"training data is in the {variant.value} layout but evaluation data in the {eval_variant.value} layout: use one")
     train_report = eval_report = None
     if config.validate_data:
         t0 = time.monotonic()
         train_report = validation.scan(train_files, what="training data", max_bad_fraction=config.max_bad_fraction, variant=variant)
         eval_report = validation.scan(eval_files, what="evaluation data", max_bad_fraction=config.max_bad_fraction, variant=variant)
         say(f"data checked in {time.monotonic() - t0:.1f}s: train {train_report.summary()}; eval {eval_report.summary()}")
-    else:
-        eval_variant = validation.detect_variant(eval_files[0])
-        if eval_variant is not variant:
-            raise InputError(
-                f"training data is in the {variant.value} layout but evaluation data in the {eval_variant.value} layout: use one"
-            )
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)

@@ -10,7 +10,7 @@ Two CSV layouts (no header) are accepted:
 * ``datetime``: the later course variant, with ``pickup_datetime`` (``2011-01-28 20:42:59
   UTC``) as the second column.
 
-The layout of a file is detected from its column count (7 or 8).
+The layout of a file is detected from the column count (7 or 8) of most of its first rows.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ RANGES: dict[str, Range] = {
 class Reason(enum.StrEnum):
     """Why a row was dropped. The order is the order in which rows are checked."""
 
+    LINE_TOO_LONG = "line_too_long"
+    NOT_UTF8 = "not_utf8"
     COLUMNS = "wrong_column_count"
     NOT_A_NUMBER = "not_a_number"
     BAD_DATETIME = "bad_datetime"

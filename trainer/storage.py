@@ -7,10 +7,12 @@ can be tested against a local emulator.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
+import gzip
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from trainer.errors import InputError as InputError  # re-exported: older imports keep working
@@ -92,3 +94,23 @@ def open_binary(path: str) -> IO[bytes]:
         blob = _gcs_client().bucket(bucket).blob(name)
         return blob.open("rb")  # type: ignore[no-any-return]
     return open(path, "rb")
+
+
+def is_gzip_name(path: str) -> bool:
+    """Whether ``path`` names a gzip-compressed file (``.gz``, any case); TF reads the same files as GZIP."""
+    return path.lower().endswith(".gz")
+
+
+@contextlib.contextmanager
+def open_data(path: str) -> Iterator[IO[bytes]]:
+    """Open a data file for binary reading, decompressing it when its name ends in ``.gz``.
+
+    Local or ``gs://``; the trainer's tf.data input reads the same files with
+    ``compression_type="GZIP"`` by the same rule (:func:`is_gzip_name`).
+    """
+    with open_binary(path) as raw:
+        if not is_gzip_name(path):
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+            yield unzipped  # type: ignore[misc]

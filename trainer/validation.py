@@ -2,7 +2,10 @@
 
 Every row is checked against :mod:`trainer.schema` in the order of
 :class:`~trainer.schema.Reason`; a bad row is dropped and counted under the first reason it
-fails. Files are read block by block (never whole), so memory stays flat on any size.
+fails. Files are read block by block (never whole), so memory stays flat on any size, and
+lines of any length: a line longer than :data:`MAX_LINE_BYTES` is dropped as
+``line_too_long``, one that is not UTF-8 as ``not_utf8``. ``.gz`` files are decompressed. The
+layout of each file is the one most of its first rows fit; files of a glob must share it.
 
 The trainer's tf.data pipeline applies the same rules in-graph
 (:func:`trainer.inputs.decode_lines`); a test checks the two agree row for row.
@@ -10,6 +13,8 @@ The trainer's tf.data pipeline applies the same rules in-graph
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -29,6 +34,11 @@ NUMBER_REGEX = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 MAX_BAD_FRACTION = 0.1
 _EXAMPLES = 5
 _BLOCK_SIZE = 4 << 20
+#: Lines longer than this (bytes) are dropped as ``line_too_long`` (a taxi row is under 200).
+MAX_LINE_BYTES = 1 << 20
+#: Lines sampled per file to decide its layout.
+SAMPLE_ROWS = 1000
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclasses.dataclass
@@ -137,52 +147,182 @@ class ScanReport:
             mine.maximum = max(mine.maximum, s.maximum)
 
 
-def _line_reader(path: str) -> Iterator[Any]:
-    """Yield pyarrow arrays of raw lines (strings), block by block."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+@dataclasses.dataclass
+class LineBlock:
+    """A block of lines as both readers see them (carriage return removed, a leading BOM stripped).
 
-    read = pacsv.ReadOptions(column_names=["line"], block_size=_BLOCK_SIZE, use_threads=True)
-    # One column per line: the unit separator never appears in these files, quoting is off.
-    parse = pacsv.ParseOptions(
-        delimiter="\x1f",
-        quote_char=False,
-        escape_char=False,
-        newlines_in_values=False,
-        ignore_empty_lines=False,
-        invalid_row_handler=lambda row: "skip",
-    )
-    convert = pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False)
-    with storage.open_binary(path) as fh:
+    Attributes:
+        lines: the lines as a pyarrow string array; a line too long or not UTF-8 holds ``""``.
+        too_long: mask of the lines longer than :data:`MAX_LINE_BYTES` (``None``: there is none).
+        not_utf8: mask of the lines that are not valid UTF-8 (``None``: there is none).
+        notes: what to show for those lines in examples, by index.
+    """
+
+    lines: Any
+    too_long: Any = None
+    not_utf8: Any = None
+    notes: dict[int, str] = dataclasses.field(default_factory=dict)
+
+
+def _to_block(raw: list[bytes], long_lengths: dict[int, int]) -> LineBlock:
+    """Turn raw lines into a :class:`LineBlock` (``long_lengths``: lines already cut out, by index)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(raw, pa.binary())
+    block = LineBlock(lines=None)
+    over = pc.greater(pc.binary_length(arr), MAX_LINE_BYTES)
+    if long_lengths or pc.any(over).as_py():
+        long_lengths.update({i: len(raw[i]) for i in pc.indices_nonzero(over).to_pylist()})
+        block.too_long = pa.array([i in long_lengths for i in range(len(raw))], pa.bool_())
+        arr = pc.if_else(block.too_long, pa.scalar(b"", pa.binary()), arr)
+        block.notes.update({i: f"a line of {n:,} bytes (the limit is {MAX_LINE_BYTES:,})" for i, n in long_lengths.items()})
+    try:
+        block.lines = arr.cast(pa.string())
+    except pa.ArrowInvalid:  # some line is not UTF-8: find which (rare, so row by row is fine)
+        texts: list[str] = []
+        bad: list[bool] = []
+        for idx, line in enumerate(arr.to_pylist()):
+            try:
+                texts.append(line.decode("utf-8"))
+                bad.append(False)
+            except UnicodeDecodeError as exc:
+                texts.append("")
+                bad.append(True)
+                block.notes[idx] = f"{line[:100]!r} ({exc.reason} at byte {exc.start})"
+        block.lines, block.not_utf8 = pa.array(texts, pa.string()), pa.array(bad, pa.bool_())
+    return block
+
+
+def _line_blocks(path: str, block_size: int = _BLOCK_SIZE) -> Iterator[LineBlock]:
+    """Yield the lines of ``path`` block by block, as the trainer's ``TextLineDataset`` reads them.
+
+    Lines end at a newline; every carriage return is removed and one UTF-8 BOM at the start of a line is
+    stripped (as :func:`trainer.inputs.decode_lines` does). A line of any length is read in
+    bounded memory: past :data:`MAX_LINE_BYTES` it is skipped to its end and kept as an empty
+    placeholder marked too long. ``.gz`` files are decompressed.
+
+    Raises:
+        InputError: when the file cannot be read or decompressed.
+    """
+    import zlib
+
+    try:
+        with storage.open_data(path) as fh:
+            carry = b""  # the start of a line whose end is not read yet
+            skipping = 0  # > 0: the length so far of a too-long line being skipped
+            bom_checked = False  # whether the line at the start of `carry` had its BOM stripped
+            while True:
+                chunk = fh.read(block_size)
+                eof = not chunk
+                chunk = chunk.replace(b"\r", b"")
+                long_lengths: dict[int, int] = {}
+                lines: list[bytes] = []
+                if skipping:
+                    newline = chunk.find(b"\n")
+                    if newline < 0 and not eof:
+                        skipping += len(chunk)
+                        continue
+                    long_lengths[0] = skipping + (newline if newline >= 0 else len(chunk))
+                    lines.append(b"")
+                    chunk = chunk[newline + 1 :] if newline >= 0 else b""
+                    skipping, bom_checked = 0, False
+                data = carry + chunk
+                if not bom_checked and (len(data) >= len(_BOM) or eof):
+                    data = data.removeprefix(_BOM)
+                    bom_checked = True
+                cut = len(data) if eof else data.rfind(b"\n")
+                if cut >= 0:
+                    body, carry = data[:cut], data[cut + 1 :]
+                    if body or not eof:
+                        lines += body.replace(b"\n" + _BOM, b"\n").split(b"\n")
+                    bom_checked = False
+                else:
+                    carry = data
+                if len(carry) > MAX_LINE_BYTES:
+                    skipping, carry = len(carry), b""
+                if lines:
+                    yield _to_block(lines, long_lengths)
+                if eof:
+                    return
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path} cannot be read ({exc}): check that it is a CSV file, or a gzip-compressed one named .gz") from exc
+
+
+def sniff(path: str, sample: int = SAMPLE_ROWS) -> Variant | None:
+    """The layout of ``path``: the one that most of its first ``sample`` lines fit.
+
+    A file whose first row is odd but whose other rows fit a layout gets that layout (its odd
+    rows are then counted as bad). ``None`` for a file without a line.
+
+    Raises:
+        InputError: when no sampled line fits a taxi layout, or the file is gzip-compressed
+            but not named ``.gz``.
+    """
+    if not storage.is_gzip_name(path):
+        with storage.open_binary(path) as fh:
+            if fh.read(2) == b"\x1f\x8b":
+                raise InputError(f"{path} is gzip-compressed but its name does not end in .gz: rename it to {path}.gz")
+    counts: collections.Counter[Variant] = collections.Counter()
+    first = ""
+    seen = 0
+    for block in _line_blocks(path, block_size=1 << 16):
+        for line in block.lines.to_pylist():
+            if not line.strip():
+                continue
+            seen += 1
+            first = first or line
+            with contextlib.suppress(ValueError):
+                counts[Variant.from_column_count(line.count(",") + 1)] += 1
+            if seen >= sample:
+                break
+        if seen >= sample:
+            break
+    if not seen:
+        return None
+    if not counts:
         try:
-            reader = pacsv.open_csv(fh, read_options=read, parse_options=parse, convert_options=convert)
-        except pa.ArrowInvalid as exc:
-            if "Empty CSV file" in str(exc):
-                return
-            raise InputError(f"{path} is not a readable CSV file ({exc}): check the path") from exc
-        for batch in reader:
-            yield batch.column(0)
+            Variant.from_column_count(first.count(",") + 1)
+        except ValueError as exc:
+            raise InputError(f"{path} fits no taxi layout: none of its first {seen:,} rows does (first {first[:80]!r}); {exc}") from exc
+    return counts.most_common(1)[0][0]
 
 
 def detect_variant(path: str) -> Variant:
-    """The layout of ``path``, from the column count of its first non-empty line.
+    """The layout of one file (see :func:`sniff`).
 
     Raises:
-        InputError: when the file is empty or its first row fits neither layout.
+        InputError: when the file is empty or fits no layout.
     """
-    with storage.open_binary(path) as fh:
-        for raw in fh:
-            line = raw.decode("utf-8", errors="replace").strip()
-            if line:
-                try:
-                    return Variant.from_column_count(line.count(",") + 1)
-                except ValueError as exc:
-                    raise InputError(f"{path}: first row {line[:80]!r} fits no taxi layout: {exc}") from exc
-    raise InputError(f"{path} is empty: point at CSV files with taxi trips")
+    variant = sniff(path)
+    if variant is None:
+        raise InputError(f"{path} is empty: point at CSV files with taxi trips")
+    return variant
 
 
-def _clean_block(lines: Any, variant: Variant) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
-    """Check one block of raw lines.
+def detect_layout(files: Sequence[str], *, what: str = "data") -> Variant:
+    """The one layout of ``files`` (empty files are left out).
+
+    Raises:
+        InputError: every file is empty, one fits no layout, or they mix layouts (naming one
+            file of each).
+    """
+    found: dict[Variant, str] = {}
+    for path in files:
+        variant = sniff(path)
+        if variant is not None:
+            found.setdefault(variant, path)
+    if not found:
+        only = f"{files[0]} is empty" if len(files) == 1 else f"the {what} files are all empty"
+        raise InputError(f"{only}: point at CSV files with taxi trips")
+    if len(found) > 1:
+        named = " but ".join(f"{path} is in the {v.value} layout ({len(v.columns)} columns)" for v, path in found.items())
+        raise InputError(f"mixed layouts in the {what}: {named}; point at files of one layout")
+    return next(iter(found))
+
+
+def _clean_block(block: LineBlock, variant: Variant) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
+    """Check one block of lines.
 
     Returns:
         ``(valid_mask, columns, failures)``: columns are typed arrays over *all* rows of the
@@ -193,12 +333,19 @@ def _clean_block(lines: Any, variant: Variant) -> tuple[Any, dict[str, Any], dic
     import pyarrow.compute as pc
 
     names = variant.columns
+    lines = block.lines
+    failures: dict[Reason, Any] = {}
+    alive = None
+    for reason, mask in ((Reason.LINE_TOO_LONG, block.too_long), (Reason.NOT_UTF8, block.not_utf8)):
+        if mask is not None:
+            failures[reason] = mask if alive is None else pc.and_(alive, mask)
+            alive = pc.invert(mask) if alive is None else pc.and_(alive, pc.invert(mask))
     parts = pc.split_pattern(lines, ",")
     right_count = pc.equal(pc.list_value_length(parts), len(names))
     # Pad every row to the right width so element access is safe on bad rows too.
     padded = pc.if_else(right_count, parts, pa.scalar([""] * len(names), pa.list_(pa.string())))
-    failures: dict[Reason, Any] = {Reason.COLUMNS: pc.invert(right_count)}
-    alive = right_count
+    failures[Reason.COLUMNS] = pc.invert(right_count) if alive is None else pc.and_(alive, pc.invert(right_count))
+    alive = right_count if alive is None else pc.and_(alive, right_count)
 
     text = {name: pc.utf8_trim_whitespace(pc.list_element(padded, i)) for i, name in enumerate(names)}
     numeric = [schema.LABEL, *schema.NUMERIC_FEATURES]
@@ -246,8 +393,9 @@ def iter_valid(path: str, variant: Variant, report: ScanReport) -> Iterator[Any]
 
     line_no = 0
     dropped_here = 0
-    for lines in _line_reader(path):
-        mask, columns, failures = _clean_block(lines, variant)
+    for block in _line_blocks(path):
+        lines = block.lines
+        mask, columns, failures = _clean_block(block, variant)
         n = len(lines)
         valid = int(pc.sum(mask).as_py() or 0)
         report.rows += n
@@ -260,8 +408,8 @@ def iter_valid(path: str, variant: Variant, report: ScanReport) -> Iterator[Any]
             dropped_here += count
             if len(report.examples) < _EXAMPLES:
                 for idx in pc.indices_nonzero(fail).to_pylist()[: _EXAMPLES - len(report.examples)]:
-                    text = lines[idx].as_py()
-                    report.examples.append(f"{path}:{line_no + idx + 1}: {reason.value}: {text[:100]!r}")
+                    text = block.notes.get(idx) or repr(lines[idx].as_py()[:100])
+                    report.examples.append(f"{path}:{line_no + idx + 1}: {reason.value}: {text}")
         if valid:
             table = pa.table({name: pc.filter(columns[name], mask) for name in variant.columns})
             for name in (schema.LABEL, *schema.NUMERIC_FEATURES):
@@ -284,16 +432,17 @@ def scan(
         patterns: file globs (comma-separated string or list); local or ``gs://``.
         what: what the files are, for messages.
         max_bad_fraction: stop when a larger share of rows is bad; ``None`` never stops.
-        variant: the expected layout; detected from the first file when ``None``.
+        variant: the expected layout; detected from the files when ``None`` (see
+            :func:`detect_layout`).
 
     Returns:
         The report: rows, valid rows, drops per reason, examples, column statistics.
 
     Raises:
-        InputError: no file matches, or too many rows are bad.
+        InputError: no file matches, the files mix layouts, or too many rows are bad.
     """
     files = storage.expand(patterns, what=what)
-    variant = variant or detect_variant(files[0])
+    variant = variant or detect_layout(files, what=what)
     report = ScanReport(files=files, variant=variant)
     for path in files:
         for _ in iter_valid(path, variant, report):

@@ -211,7 +211,7 @@ def _read_sources(
     Rows of the train source whose split was not given on its own are carved out by key hash.
 
     Raises:
-        InputError: no matching file, or too many bad rows in a source.
+        InputError: no matching file, mixed layouts, or too many bad rows in a source.
     """
     import pyarrow as pa
 
@@ -227,7 +227,13 @@ def _read_sources(
         except InputError as exc:
             hint = "; or pass 'synthetic' for generated trips" if split == "train" else ""
             raise InputError(f"{exc}{hint}") from None
-        variant = variant or validation.detect_variant(files[0])
+        file_variant = validation.detect_layout(files, what=f"{split} data")
+        if variant is not None and file_variant is not variant:
+            raise InputError(
+                f"mixed layouts: the train data is in the {variant.value} layout but the {split} data ({files[0]}) "
+                f"in the {file_variant.value} layout; point at files of one layout"
+            )
+        variant = file_variant
         report = validation.ScanReport(files=[], variant=variant)
         for path in files:
             part = validation.ScanReport(files=[path], variant=variant)
