@@ -40,8 +40,10 @@ def _data(args: argparse.Namespace) -> int:
     import json
 
     if args.data_command == "generate":
-        from trainer import synthetic
+        from trainer import storage, synthetic
         from trainer.schema import Variant
+
+        storage.check_output_dir(args.out, "--out")
 
         progress = synthetic.main_progress if args.rows >= 500_000 else None
         result = synthetic.generate(
@@ -105,6 +107,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     comp.add_argument("--image", default=None, help="container image of every step (default: the project's image name)")
 
 
+def _check_run_paths(args: argparse.Namespace, log_file: str) -> None:
+    """Refuse unwritable run folders before anything is created (one line each, exit code 2)."""
+    from trainer.storage import check_output_dir, check_output_file
+
+    check_output_dir(args.pipeline_root, "--pipeline-root")
+    check_output_dir(args.cache_root or os.path.join(args.pipeline_root, ".kfp_cache"), "--cache-root")
+    check_output_dir(args.serving_root, "--serving-root")
+    check_output_file(log_file, "--log-file")
+
+
 def _run(args: argparse.Namespace) -> int:
     from pipeline import local_run, parameters
 
@@ -113,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     parameters.check_params(settings)
     arguments = parameters.pipeline_arguments(settings)
     log_file = args.log_file or os.path.join(args.pipeline_root, "taxifare-run.log")
+    _check_run_paths(args, log_file)
     print(
         f"taxifare pipeline: source={arguments['source']}, train_steps={arguments['train_steps']}; step log: {os.path.abspath(log_file)}",
         flush=True,

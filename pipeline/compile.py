@@ -7,6 +7,7 @@ import tempfile
 from typing import Any
 
 from components.common import DEFAULT_IMAGE
+from trainer.storage import check_output_file, public_mode
 
 LOCAL_YAML = os.path.join("compiled", "taxifare_pipeline.yaml")
 VERTEX_YAML = os.path.join("compiled", "taxifare_vertex.yaml")
@@ -22,7 +23,10 @@ def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE,
         target: ``local`` (the kfp.local / Kubeflow DAG) or ``vertex`` (custom job training, Vertex deployment).
 
     Returns:
-        The path written.
+        The path written (mode 0644 under the usual umask).
+
+    Raises:
+        InputError: ``out_path`` is a directory or cannot be written (nothing is created).
     """
     from kfp import compiler
 
@@ -33,6 +37,7 @@ def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE,
     if target not in factories:
         raise ValueError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
     out_path = out_path or (VERTEX_YAML if target == "vertex" else LOCAL_YAML)
+    check_output_file(out_path, "--output")
 
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
@@ -40,6 +45,7 @@ def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE,
     os.close(fd)
     try:
         compiler.Compiler().compile(factories[target](image=image), tmp)
+        os.chmod(tmp, public_mode())  # mkstemp makes it 0600: the spec is for others to read (0644)
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

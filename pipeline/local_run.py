@@ -10,6 +10,7 @@ one line per step as it starts and ends (status, duration, key figure) and a sum
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import io
@@ -37,7 +38,11 @@ _RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
 _TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
 #: Seconds between two progress lines of a training step.
 PROGRESS_EVERY = 10.0
-_ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+_TRACEBACK = "Traceback (most recent call last):"
+#: The module path before an exception's name (``trainer.storage.``InputError: ...).
+_MODULE_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*(?::|$))")
+#: Lines of a step's output kept to find its error (a TF traceback runs to a few hundred).
+_TAIL_LINES = 2000
 
 
 @dataclasses.dataclass
@@ -84,6 +89,7 @@ class StepTracker(io.TextIOBase):
         self._last_progress = 0.0
         self._buffer = ""
         self._lock = threading.RLock()
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
     def writable(self) -> bool:
         """Always."""
@@ -117,6 +123,7 @@ class StepTracker(io.TextIOBase):
         if m := _START.search(line):
             rec = self._step(m.group(1))
             rec.status, rec.started, rec.error = "running", time.monotonic(), ""
+            self._tail.clear()
             self.current = rec.name
             self._last_progress = rec.started
             self.console(f"  ... {rec.name:<14} started")
@@ -125,6 +132,8 @@ class StepTracker(io.TextIOBase):
             rec.seconds = time.monotonic() - rec.started
             rec.status = "succeeded" if m.group(2) == "SUCCESS" else "failed"
             self._read_figures(rec)
+            if rec.status == "failed":
+                rec.error = step_error_line(list(self._tail))
             if rec.status == "succeeded":
                 self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
             else:
@@ -156,8 +165,28 @@ class StepTracker(io.TextIOBase):
                     f"  ... {self.current:<14} step {step:,}/{total:,} ({step / total:.0%}), train RMSE ${float(m.group(3)):.2f}, "
                     f"{m.group(4)} examples/s"
                 )
-        elif self.current and (m := _ERROR.match(line)) and not line.lstrip().startswith("raise"):
-            self.steps[self.current].error = f"{m.group(1)}: {m.group(2)}"
+        elif self.current and line.startswith("    "):  # the step's own output (kfp indents it)
+            self._tail.append(line[4:])
+
+
+def step_error_line(output: list[str]) -> str:
+    """The failing step's own error line, from what it printed.
+
+    The exception line that ends its last traceback (``InputError: ...``, with the module path
+    of the exception left out), or, when it printed no traceback (killed, aborted), its last
+    line.
+    """
+    starts = [i for i, line in enumerate(output) if line.strip() == _TRACEBACK]
+    if starts:
+        indent = len(output[starts[-1]]) - len(output[starts[-1]].lstrip())
+        for line in output[starts[-1] + 1 :]:
+            if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                text = _MODULE_PATH.sub("", line.strip())
+                return text[:500]
+    last = next((line.strip() for line in reversed(output) if line.strip()), "")
+    if not last:
+        return "the step stopped without printing an error (killed?): see the log"
+    return f"the step stopped without a Python error (killed, or out of memory?); its last line: {last[:300]}"
 
 
 @contextlib.contextmanager
@@ -202,13 +231,27 @@ def run_local(
         console: receives the per-step lines (default: print them to this process's stdout
             as it was before the run; the run itself sends stdout to the log).
     """
+    pipeline_root = os.path.abspath(pipeline_root)
+    os.makedirs(pipeline_root, exist_ok=True)
+    with run_scratch(pipeline_root) as scratch:
+        return _run_local(arguments, pipeline_root, scratch, log_path, cache, cache_root, image, console)
+
+
+def _run_local(
+    arguments: dict[str, Any],
+    pipeline_root: str,
+    scratch: str,
+    log_path: str,
+    cache: bool,
+    cache_root: str | None,
+    image: str,
+    console: Callable[[str], None] | None,
+) -> RunResult:
     from kfp import local
 
     from pipeline import parameters
     from pipeline.pipeline import create_pipeline
 
-    pipeline_root = os.path.abspath(pipeline_root)
-    os.makedirs(pipeline_root, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
     # Steps start `python3` from PATH: make it this interpreter, and keep TF quiet.
     env_bin = os.path.dirname(sys.executable)
@@ -217,6 +260,7 @@ def run_local(
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=pipeline_root,
+        workspace_root=os.path.join(scratch, "workspace"),
         raise_on_error=False,
         enable_caching=cache,
         cache_root=cache_root,
@@ -248,6 +292,65 @@ def run_local(
         seconds=time.monotonic() - start,
         failed_step=failed[0] if failed else "",
     )
+
+
+#: Per-run scratch folders (kfp's workspace, the steps' TMPDIR) under the pipeline root.
+SCRATCH_DIR = ".scratch"
+_LOCK_FILE = ".owner.lock"
+#: Seconds a new scratch folder is left alone, whoever holds its lock (its run is starting).
+_SCRATCH_GRACE = 30.0
+
+
+@contextlib.contextmanager
+def run_scratch(pipeline_root: str) -> Iterator[str]:
+    """A scratch folder of this run under ``<pipeline_root>/.scratch``, removed when the run ends.
+
+    Steps get it as ``TMPDIR`` (kfp.local writes each step's ``ephemeral_component.py`` to
+    ``mktemp -d``, and the steps' own temp files go there too), and kfp's workspace lives in it,
+    so nothing is left in /tmp. A run holds a lock on its folder; folders of runs whose process
+    is gone (killed) are removed when the next run starts.
+    """
+    import fcntl
+    import shutil
+    import tempfile
+
+    base = os.path.join(pipeline_root, SCRATCH_DIR)
+    os.makedirs(base, exist_ok=True)
+    for name in os.listdir(base):
+        _remove_if_abandoned(os.path.join(base, name))
+    path = tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base)
+    lock = open(os.path.join(path, _LOCK_FILE), "w")  # noqa: SIM115 - held for the whole run
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    tmp = os.path.join(path, "tmp")
+    os.makedirs(tmp)
+    os.makedirs(os.path.join(path, "workspace"))
+    old_tmpdir = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = tmp
+    try:
+        yield path
+    finally:
+        if old_tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_tmpdir
+        shutil.rmtree(path, ignore_errors=True)
+        lock.close()
+
+
+def _remove_if_abandoned(folder: str) -> None:
+    """Remove a run's scratch folder when no process holds its lock (and it is not just being made)."""
+    import fcntl
+    import shutil
+
+    lock_path = os.path.join(folder, _LOCK_FILE)
+    try:
+        if time.time() - os.path.getmtime(lock_path if os.path.exists(lock_path) else folder) < _SCRATCH_GRACE:
+            return  # too new: its run may not have taken the lock yet
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for as long as its run is alive
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:  # BlockingIOError: a run in progress; anything else: not ours to judge
+        return
 
 
 def summarize(result: RunResult, serving_root: str, model_name: str) -> str:

@@ -200,6 +200,55 @@ def make_evaluator(model: keras.Model) -> Callable[[tf.data.Dataset, int | None]
     return evaluate
 
 
+def _process_start() -> float:
+    """When this process started (seconds since the epoch; import time where /proc is missing)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+#: When this process started: ``.tmp-*`` exports last written before that are leftovers.
+PROCESS_START = _process_start()
+
+
+def remove_stale_exports(export_base: str) -> list[str]:
+    """Remove ``.tmp-*`` exports under ``export_base`` left by an earlier process (a killed export).
+
+    A temporary export is stale when it was last written before this process started and the
+    process named in it (``.tmp-<stamp>-<pid>``) is not running here; exports of a live
+    process are never touched. Returns the folders removed.
+    """
+    removed = []
+    for path in tf.io.gfile.glob(os.path.join(export_base, ".tmp-*")):
+        pid = path.rstrip("/").rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if tf.io.gfile.stat(path).mtime_nsec / 1e9 >= PROCESS_START:
+            continue
+        tf.io.gfile.rmtree(path)
+        removed.append(path)
+    if removed:
+        log.info("removed %d unfinished export(s) of earlier runs: %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def export_model(model: keras.Model, variant: Variant, export_base: str, metrics: dict[str, Any]) -> str:
     """Write a SavedModel with the raw-feature ``serving_default`` signature.
 
@@ -226,6 +275,7 @@ def export_model(model: keras.Model, variant: Variant, export_base: str, metrics
 
     module = Serving(model)
     tf.io.gfile.makedirs(export_base)
+    remove_stale_exports(export_base)
     stamp = str(int(time.time()))
     while tf.io.gfile.exists(os.path.join(export_base, stamp)):
         stamp = str(int(stamp) + 1)

@@ -114,3 +114,66 @@ def open_data(path: str) -> Iterator[IO[bytes]]:
             return
         with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
             yield unzipped  # type: ignore[misc]
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _probe_writable(directory: str, flag: str, path: str) -> None:
+    """Create and remove a file in ``directory``: the only sure test (root ignores modes, mounts can be read-only)."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".taxifare-write-check-")
+    except OSError as exc:
+        raise InputError(f"{flag} {path} is not writable ({exc.strerror} in {directory}): pass a path you can write to") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_dir(path: str, flag: str) -> None:
+    """Refuse, before anything is written, a local directory the command could not create or write to.
+
+    Nothing is created (the probe file is removed). ``gs://`` paths are not checked here.
+
+    Raises:
+        InputError: ``path`` or one of its parents is a file, or the place is read-only.
+    """
+    if is_gcs(path):
+        return
+    target = os.path.abspath(os.path.expanduser(path))
+    existing = _nearest_existing(target)
+    if not os.path.isdir(existing):
+        if existing == target:
+            raise InputError(f"{flag} {path} is a file, not a directory: pass a directory (or move the file away)")
+        raise InputError(f"{flag} {path} cannot be created: {existing} is a file, not a directory")
+    _probe_writable(existing, flag, path)
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Refuse, before anything is written, a local file path the command could not write.
+
+    An existing file may be replaced; nothing is created by the check.
+
+    Raises:
+        InputError: ``path`` is a directory, a parent is a file, or the place is read-only.
+    """
+    if is_gcs(path):
+        return
+    target = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(target):
+        raise InputError(f"{flag} {path} is a directory: pass a file name")
+    existing = _nearest_existing(os.path.dirname(target))
+    if not os.path.isdir(existing):
+        raise InputError(f"{flag} {path} cannot be written: {existing} is a file, not a directory")
+    _probe_writable(existing, flag, path)
+
+
+def public_mode() -> int:
+    """The mode a new file gets from ``open()`` (0644 under the usual umask 022), for files made with ``mkstemp`` (0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

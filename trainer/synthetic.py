@@ -25,6 +25,7 @@ import numpy as np
 from trainer import schema
 from trainer.geo import haversine_km
 from trainer.schema import Variant
+from trainer.storage import InputError, public_mode
 
 # (lon, lat, spread in degrees, weight) of pickup hot spots.
 _MANHATTAN = [
@@ -191,12 +192,19 @@ def generate(
 
     Raises:
         ValueError: for fewer than 10 rows or fractions that do not sum to 1.
+        InputError: ``out_dir`` cannot be created, or a ``<split>.csv`` in it is a directory.
     """
     if rows < 10:
         raise ValueError(f"--rows must be at least 10 (got {rows})")
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"split fractions must be three non-negative shares summing to 1 (got {fractions})")
-    os.makedirs(out_dir, exist_ok=True)
+    for split in SPLITS:
+        if os.path.isdir(os.path.join(out_dir, f"{split}.csv")):
+            raise InputError(f"{os.path.join(out_dir, split + '.csv')} is a directory: move it away or write elsewhere")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {out_dir} ({exc.strerror}): pass a directory you can write to") from None
     start = time.monotonic()
     rng = np.random.default_rng(seed)
     counts = dict.fromkeys(SPLITS, 0)
@@ -228,6 +236,7 @@ def generate(
         paths = {}
         for split, fh in tmp.items():
             fh.close()
+            os.chmod(fh.name, public_mode())  # NamedTemporaryFile makes it 0600
             paths[split] = os.path.join(out_dir, f"{split}.csv")
             os.replace(fh.name, paths[split])
     return Generated(paths=paths, rows=counts, seconds=time.monotonic() - start)
