@@ -19,6 +19,21 @@ from trainer.validation import MAX_LINE_BYTES, NUMBER_REGEX
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def _strip_bom_and_check_utf8(lines: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Strip one leading BOM per line and mark the lines that are valid UTF-8.
+
+    A batch of plain ASCII (the usual case) holds neither a BOM nor bad UTF-8, and one pass
+    over its bytes tells so; only other batches pay for the per-line work (about 2.5 us a row).
+    """
+
+    def check() -> tuple[tf.Tensor, tf.Tensor]:
+        stripped = tf.strings.regex_replace(lines, "^\ufeff", "", replace_global=False)
+        return stripped, tf.equal(tf.strings.unicode_transcode(stripped, "UTF-8", "UTF-8", errors="replace"), stripped)
+
+    ascii_only = tf.reduce_all(tf.io.decode_raw(tf.strings.reduce_join(lines), tf.uint8) < 128)
+    return tf.cond(ascii_only, lambda: (lines, tf.ones_like(lines, dtype=tf.bool)), check)
+
+
 def decode_lines(lines: tf.Tensor, variant: Variant) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
     """Decode a batch of CSV lines.
 
@@ -35,9 +50,8 @@ def decode_lines(lines: tf.Tensor, variant: Variant) -> tuple[dict[str, tf.Tenso
         UTF-8 are invalid.
     """
     names = variant.columns
-    lines = tf.strings.regex_replace(lines, "^\ufeff", "", replace_global=False)
-    valid = tf.strings.length(lines) <= MAX_LINE_BYTES
-    valid &= tf.equal(tf.strings.unicode_transcode(lines, "UTF-8", "UTF-8", errors="replace"), lines)
+    lines, valid = _strip_bom_and_check_utf8(lines)
+    valid &= tf.strings.length(lines) <= MAX_LINE_BYTES
     parts = tf.strings.split(lines, ",")
     valid &= tf.equal(parts.row_lengths(), len(names))
     table = parts.to_tensor(default_value="", shape=[None, len(names)])

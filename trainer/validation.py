@@ -164,17 +164,21 @@ class LineBlock:
     notes: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
-def _to_block(raw: list[bytes], long_lengths: dict[int, int]) -> LineBlock:
-    """Turn raw lines into a :class:`LineBlock` (``long_lengths``: lines already cut out, by index)."""
+def _to_block(parts: list[bytes], long_lengths: dict[int, int]) -> LineBlock:
+    """Split ``parts`` (byte strings of whole lines) into a :class:`LineBlock`.
+
+    ``long_lengths``: lines already cut out (empty placeholders), by index.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = pa.array(raw, pa.binary())
+    arr = pa.concat_arrays([pc.split_pattern(pa.array([part], pa.binary()), b"\n").flatten() for part in parts])
     block = LineBlock(lines=None)
     over = pc.greater(pc.binary_length(arr), MAX_LINE_BYTES)
     if long_lengths or pc.any(over).as_py():
-        long_lengths.update({i: len(raw[i]) for i in pc.indices_nonzero(over).to_pylist()})
-        block.too_long = pa.array([i in long_lengths for i in range(len(raw))], pa.bool_())
+        lengths = pc.binary_length(arr)
+        long_lengths.update({i: lengths[i].as_py() for i in pc.indices_nonzero(over).to_pylist()})
+        block.too_long = pa.array([i in long_lengths for i in range(len(arr))], pa.bool_())
         arr = pc.if_else(block.too_long, pa.scalar(b"", pa.binary()), arr)
         block.notes.update({i: f"a line of {n:,} bytes (the limit is {MAX_LINE_BYTES:,})" for i, n in long_lengths.items()})
     try:
@@ -217,14 +221,14 @@ def _line_blocks(path: str, block_size: int = _BLOCK_SIZE) -> Iterator[LineBlock
                 eof = not chunk
                 chunk = chunk.replace(b"\r", b"")
                 long_lengths: dict[int, int] = {}
-                lines: list[bytes] = []
+                parts: list[bytes] = []  # whole lines, split by pyarrow
                 if skipping:
                     newline = chunk.find(b"\n")
                     if newline < 0 and not eof:
                         skipping += len(chunk)
                         continue
                     long_lengths[0] = skipping + (newline if newline >= 0 else len(chunk))
-                    lines.append(b"")
+                    parts.append(b"")
                     chunk = chunk[newline + 1 :] if newline >= 0 else b""
                     skipping, bom_checked = 0, False
                 data = carry + chunk
@@ -235,14 +239,14 @@ def _line_blocks(path: str, block_size: int = _BLOCK_SIZE) -> Iterator[LineBlock
                 if cut >= 0:
                     body, carry = data[:cut], data[cut + 1 :]
                     if body or not eof:
-                        lines += body.replace(b"\n" + _BOM, b"\n").split(b"\n")
+                        parts.append(body.replace(b"\n" + _BOM, b"\n"))
                     bom_checked = False
                 else:
                     carry = data
                 if len(carry) > MAX_LINE_BYTES:
                     skipping, carry = len(carry), b""
-                if lines:
-                    yield _to_block(lines, long_lengths)
+                if parts:
+                    yield _to_block(parts, long_lengths)
                 if eof:
                     return
     except (OSError, EOFError, zlib.error) as exc:
