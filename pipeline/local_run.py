@@ -274,7 +274,7 @@ def _run_local(
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
         terminal = sys.stdout
-        summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=pipeline_root)
+        summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
         tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)), summary_dir)
         os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
         try:

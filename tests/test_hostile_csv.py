@@ -14,8 +14,8 @@ import pytest
 from components.impl import stage_data
 from pipeline.cli import main as cli_main
 from trainer import validation
-from trainer.schema import Reason, Variant
 from trainer.errors import InputError
+from trainer.schema import Reason, Variant
 
 LAB = "{fare},-73.987625,40.750617,-73.971163,40.78518,1,{key}"
 DATETIME = "11.3,2011-01-28 20:42:59 UTC,-73.999022,40.739146,-73.990369,40.717866,1,{key}"

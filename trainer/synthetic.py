@@ -23,9 +23,10 @@ from collections.abc import Callable
 import numpy as np
 
 from trainer import schema
+from trainer.errors import InputError
 from trainer.geo import haversine_km
 from trainer.schema import Variant
-from trainer.storage import InputError, public_mode
+from trainer.storage import public_mode
 
 # (lon, lat, spread in degrees, weight) of pickup hot spots.
 _MANHATTAN = [
