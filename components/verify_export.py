@@ -26,12 +26,15 @@ def verify_export(
     """Check the export against the schema, the baselines and the deployed model; return whether it is blessed.
 
     The reason and the figures go to the Metrics artifact (its metadata holds ``blessed`` and
-    ``reason``) and the HTML report. The verdict is the task's single output because kfp.local
-    resolves conditions only on a task's single ``Output``.
+    ``reason``) and the HTML report: the ``report`` artifact the pipeline UIs render, and the
+    same page as ``report.html`` beside it, which a browser opens from a file path. The verdict
+    is the task's single output because kfp.local resolves conditions only on a task's single
+    ``Output``.
     """
     import json
 
     from components.impl.contracts import DatasetStats, Verification
+    from components.impl.report import write_report
     from components.impl.verify_export import verify
 
     verdict = verify(
@@ -50,8 +53,7 @@ def verify_export(
     for key, value in verification.finite_metrics().items():
         metrics.log_metric(key, value)
     metrics.metadata.update(verification.to_metadata())
-    with open(report.path, "w") as fh:
-        fh.write(verdict.report_html)
+    write_report(report.path, verdict.report_html)
     with open(metrics.path, "w") as fh:
         json.dump({"blessed": verdict.blessed, "reason": verdict.reason, **verdict.metrics}, fh, default=str)
     return verdict.blessed

@@ -141,6 +141,47 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    runs = sub.add_parser(
+        "runs",
+        help="list local runs; `runs show RUN`, `runs compare RUN RUN...`",
+        description=(
+            "List the runs of `taxifare run` under the pipeline root, newest first: time, source, the parameters that differ "
+            "from the defaults, test RMSE, verdict, deployed version, duration and status. Also refreshes the runs page "
+            "(index.html beside the pipeline root). RUN is a run's folder name, a unique part of it, 'latest', or -N (the N-th newest)."
+        ),
+    )
+    runs.add_argument("--pipeline-root", default=os.path.join("runs", "pipeline"), help="where the runs are (default %(default)s)")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="{show,compare}")
+    show = runs_sub.add_parser("show", help="everything about one run", description="Parameters, steps, metrics and paths of one run.")
+    show.add_argument("run", help="a run's folder name, a unique part of it, 'latest' or -N")
+    compare = runs_sub.add_parser(
+        "compare",
+        help="runs side by side",
+        description="Parameters and metrics of several runs side by side, the test RMSE difference, links to reports and TensorBoard logs.",
+    )
+    compare.add_argument("run", nargs="+", help="two or more runs (folder names, unique parts of them, 'latest' or -N)")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from pipeline import runs
+    from trainer.storage import InputError
+
+    if args.runs_command == "show":
+        print(runs.format_show(runs.find_run(args.pipeline_root, args.run)))
+        return 0
+    if args.runs_command == "compare":
+        if len(args.run) < 2:
+            raise InputError("runs compare needs at least two runs, e.g. `taxifare runs compare -2 -1`")
+        print(runs.format_compare([runs.find_run(args.pipeline_root, key) for key in args.run]))
+        return 0
+    listed = runs.list_runs(args.pipeline_root)
+    print(runs.format_list(listed))
+    if listed:
+        print(f"\nRuns page: {runs.write_index(args.pipeline_root)}")
+    return 0
+
+
 def _compile(args: argparse.Namespace) -> int:
     from components.common import DEFAULT_IMAGE
     from pipeline.compile import compile_pipeline
@@ -169,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cloud_commands(sub)
     _add_data(sub)
     _add_run(sub)
+    _add_runs(sub)
     sub.add_parser(
         "train",
         help="run the trainer (python -m trainer.task); see `taxifare train --help`",
@@ -203,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "compile":
             return _compile(args)
+        if args.command == "runs":
+            return _runs(args)
     except (InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

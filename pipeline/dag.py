@@ -90,6 +90,20 @@ def verify(verify_op: Any, stage: Any, train: Any, params: dict[str, Any], **tar
     )
 
 
+def exit_handler(summary_op: Any, params: dict[str, Any]) -> dsl.ExitHandler:
+    """The group around every step: its exit task, run_summary, runs whatever happened to them.
+
+    run_summary gets their final status, writes the run's summary and POSTs it to
+    ``notify_webhook`` when set (see :mod:`components.impl.notify`).
+    """
+    exit_task = (
+        summary_op(run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, notify_webhook=params["notify_webhook"])
+        .set_display_name("Run summary")
+        .set_caching_options(False)  # it reports this run
+    )
+    return dsl.ExitHandler(exit_task, name="taxifare-steps")
+
+
 def blessed(verify_task: Any) -> dsl.If:
     """The condition group of the deployment steps: the verification blessed the model."""
     return dsl.If(verify_task.outputs["Output"] == True, name="blessed")  # noqa: E712 - a pipeline condition, not Python

@@ -28,11 +28,12 @@ from typing import Any, TextIO
 
 from components.common import DEFAULT_IMAGE
 from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
+from components.impl.notify import LOG_ENV, OFFSET_ENV
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
 _END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
-_CACHED = re.compile(r"Task ([\w-]+) cache hit")
+_CACHED = re.compile(r"Task ([\w-]+) cache hit(?: \(key=(\w+)\))?")
 _SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
 _RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
 _TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
@@ -56,6 +57,8 @@ class StepRecord:
     summary: str = ""
     figures: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str = ""
+    #: The start of kfp.local's cache key when the step's outputs came from the cache.
+    cache_key: str = ""
 
 
 @dataclasses.dataclass
@@ -68,6 +71,10 @@ class RunResult:
     pipeline_root: str
     seconds: float
     failed_step: str = ""
+    #: The run's directory under ``pipeline_root`` (its outputs and ``taxifare-run.json``).
+    run_dir: str = ""
+    #: The runs page refreshed after the run (``runs/index.html``).
+    index: str = ""
 
     def figure(self, step: str, key: str, default: Any = None) -> Any:
         """A key figure a step reported (``None`` when it did not run)."""
@@ -134,20 +141,22 @@ class StepTracker(io.TextIOBase):
             self._read_figures(rec)
             if rec.status == "failed":
                 rec.error = step_error_line(list(self._tail))
+            self.log.flush()  # the exit task reads the log of the steps before it
             if rec.status == "succeeded":
                 self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
             else:
                 self.console(f"  FAIL {rec.name:<13} {rec.seconds:6.1f}s  {rec.error or 'see the log'}")
         elif m := _CACHED.search(line):
             rec = self._step(m.group(1))
-            rec.status = "cached"
+            rec.status, rec.cache_key = "cached", m.group(2) or ""
             self.console(f"  ok  {rec.name:<14} cached  (outputs of an earlier run reused)")
         elif m := _SKIPPED.search(line):
             task = m.group(1)
             if task.startswith("condition"):  # the dsl.If group holding deploy
                 rec = self._step("deploy")
                 rec.status = "skipped"
-                self.console(f"  --  {rec.name:<14} skipped (model not blessed)")
+                upstream_failed = any(r.status in ("failed", "skipped") for r in self.steps.values() if r is not rec)
+                self.console(f"  --  {rec.name:<14} skipped ({'an earlier step failed' if upstream_failed else 'model not blessed'})")
             else:
                 rec = self._step(task)
                 rec.status = "skipped"
@@ -249,7 +258,7 @@ def _run_local(
 ) -> RunResult:
     from kfp import local
 
-    from pipeline import parameters
+    from pipeline import parameters, runs
     from pipeline.pipeline import create_pipeline
 
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
@@ -270,9 +279,13 @@ def _run_local(
     # but explicit ints stay ints (42), and its cache key tells them apart, so a run with
     # defaults and one with the same values given would never share cached steps.
     arguments = {**parameters.defaults(parameters.LOCAL), **arguments}
-    start = time.monotonic()
+    start, started_at = time.monotonic(), time.time()
+    before = set(runs.list_run_dirs(pipeline_root))
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
+        log.flush()
+        # The exit step (run_summary) reads the failed step's lines from here.
+        os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(log.tell())
         terminal = sys.stdout
         summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
         tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)), summary_dir)
@@ -284,7 +297,7 @@ def _run_local(
             os.environ.pop(SUMMARY_DIR_ENV, None)
             shutil.rmtree(summary_dir, ignore_errors=True)
     failed = [r.name for r in tracker.steps.values() if r.status == "failed"]
-    return RunResult(
+    result = RunResult(
         ok=not failed,
         steps=tracker.steps,
         log_path=os.path.abspath(log_path),
@@ -292,6 +305,8 @@ def _run_local(
         seconds=time.monotonic() - start,
         failed_step=failed[0] if failed else "",
     )
+    result.run_dir, result.index = runs.record(result, arguments, before=before, started=started_at)
+    return result
 
 
 #: Per-run scratch folders (kfp's workspace, the steps' TMPDIR) under the pipeline root.
@@ -357,11 +372,7 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
     """The end-of-run summary: what happened and what to do next."""
     lines = [""]
     if not result.ok:
-        rec = result.steps[result.failed_step]
-        lines.append(f"FAILED at {result.failed_step}: {rec.error or 'see the log'}")
-        lines.append(f"Step log: {result.log_path}")
-        lines.append("Fix the cause and run the same command again: completed steps are reused from the cache.")
-        return "\n".join(lines)
+        return "\n".join([*lines, *failure_lines(result)])
     verify = result.steps.get("verify_export")
     figures = verify.figures if verify else {}
     lines.append(f"Pipeline finished in {result.seconds:.0f}s.")
@@ -382,11 +393,28 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
     train_dir = _find_output(result.pipeline_root, "full-train", "tensorboard")
     if train_dir:
         lines.append(f"Loss curves:  tensorboard --logdir {train_dir}")
-    report = _find_output(result.pipeline_root, "verify-export", "report")
-    if report:
+    report = os.path.join(result.run_dir, "verify-export", "report.html") if result.run_dir else ""
+    if report and os.path.exists(report):
         lines.append(f"Verification report (HTML): {report}")
+    if result.index:
+        lines.append(f"All runs:  {result.index}  (or `taxifare runs`)")
     lines.append(f"Step log: {result.log_path}")
     return "\n".join(lines)
+
+
+def failure_lines(result: RunResult) -> list[str]:
+    """The last lines of a failed run: the step, the reason, the log file, where the run's summary is, what to do.
+
+    The reason is the failed step's own error line (``StepRecord.error``, picked out of its log).
+    """
+    rec = result.steps.get(result.failed_step, StepRecord(result.failed_step))
+    lines = [f"FAILED at {result.failed_step}: {rec.error or 'the step failed without an error line; see the log'}"]
+    lines.append(f"Log file: {result.log_path}")
+    summary_file = os.path.join(result.run_dir, "run-summary", "summary") if result.run_dir else ""
+    if summary_file and os.path.exists(summary_file):
+        lines.append(f"Run summary: {summary_file}")
+    lines.append("Fix the cause and run the same command again: completed steps are reused from the cache.")
+    return lines
 
 
 def _find_output(pipeline_root: str, task: str, output: str) -> str:

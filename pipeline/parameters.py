@@ -121,6 +121,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("max_replicas", int, 2, checks.positive_int, "most serving replicas.", targets=(VERTEX,)),
     _p("traffic_percentage", int, 100, checks.percentage,
        "share of the endpoint's traffic the new version takes (the rest stays where it was).", targets=(VERTEX,)),
+    # Word when a run ends.
+    _p("notify_webhook", str, "", checks.webhook_url,
+       "a URL that receives each run's outcome as a JSON POST (status, failed step, its log tail; Slack-style 'text'); "
+       "empty for none."),
 )  # fmt: skip
 BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 

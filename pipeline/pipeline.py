@@ -14,6 +14,7 @@ from kfp import dsl
 from components.common import DEFAULT_IMAGE
 from components.deploy import deploy
 from components.full_train import full_train
+from components.run_summary import run_summary
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.verify_export import verify_export
@@ -40,7 +41,13 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
         with_image(c, image) for c in (stage_data, smoke_train, full_train, verify_export, deploy)
     )
 
+    summary_op = with_image(run_summary, image)
+
     def body(p: dict[str, Any]) -> None:
+        with dag.exit_handler(summary_op, p):
+            steps(p)
+
+    def steps(p: dict[str, Any]) -> None:
         stage, smoke = dag.stage_and_smoke(
             stage_op, smoke_op, p, scheduled_time=p["scheduled_time"], bigquery_project=p["bigquery_project"]
         )

@@ -26,6 +26,7 @@ from kfp import dsl
 from components.common import DEFAULT_IMAGE
 from components.full_train import full_train
 from components.impl.vertex import SERVING_IMAGE
+from components.run_summary import run_summary
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.verify_export import verify_export
@@ -50,7 +51,13 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERV
     train_job_op = create_custom_training_job_from_component(with_image(full_train, image), display_name="taxifare-full-train")
     pools_template = json.dumps(train_job_op.component_spec.inputs["worker_pool_specs"].default)
 
+    summary_op = with_image(run_summary, image)
+
     def body(p: dict[str, Any]) -> None:
+        with dag.exit_handler(summary_op, p):
+            steps(p)
+
+    def steps(p: dict[str, Any]) -> None:
         stage, smoke = dag.stage_and_smoke(
             stage_op, smoke_op, p, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, bigquery_project=PROJECT
         )

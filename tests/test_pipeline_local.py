@@ -30,7 +30,8 @@ def run(tmp_path: Path, **arguments):
 def test_runs_deploys_then_refuses_a_worse_model(tmp_path):
     first, lines, serving = run(tmp_path)
     assert first.ok, (first.failed_step, lines)
-    assert [r.status for r in first.steps.values()] == ["succeeded"] * 5
+    assert [r.status for r in first.steps.values()] == ["succeeded"] * 6  # the five steps and the exit step, run_summary
+    assert first.figure("run_summary", "status") == "SUCCEEDED"
     assert first.figure("verify_export", "blessed") is True
     assert first.figure("deploy", "version") == 1
     version = serving / "taxifare" / "1"
@@ -58,7 +59,8 @@ def test_bad_data_fails_at_stage_data_with_the_reason(tmp_path):
     result, _lines, serving = run(tmp_path, source=str(bad))
     assert not result.ok and result.failed_step == "stage_data"
     assert "100 of 100 train data rows (100.0%) are bad (outside_nyc=100)" in result.steps["stage_data"].error
-    assert all(r.status == "skipped" for name, r in result.steps.items() if name != "stage_data")
+    assert all(r.status == "skipped" for name, r in result.steps.items() if name not in ("stage_data", "run_summary"))
+    assert result.steps["run_summary"].status == "succeeded"  # the exit step runs whatever happened
     text = summarize(result, str(serving), "taxifare")
     assert "FAILED at stage_data" in text and str(tmp_path / "run.log") in text
     assert not serving.exists()

@@ -26,14 +26,30 @@ def spec(tmp_path_factory) -> dict:
     return yaml.safe_load(out.read_text())
 
 
+def steps(spec: dict) -> dict:
+    """The tasks inside the exit handler (the pipeline's steps)."""
+    group = spec["root"]["dag"]["tasks"]["exit-handler-1"]
+    return spec["components"][group["componentRef"]["name"]]["dag"]["tasks"]
+
+
+def test_the_steps_run_inside_an_exit_handler_whose_exit_step_summarizes_the_run(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"exit-handler-1", "run-summary"}
+    summary = tasks["run-summary"]
+    assert summary["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED" and summary["dependentTasks"] == ["exit-handler-1"]
+    assert summary["inputs"]["parameters"]["status"]["taskFinalStatus"]["producerTask"] == "exit-handler-1"
+    assert summary["inputs"]["parameters"]["notify_webhook"]["componentInputParameter"] == "notify_webhook"
+    assert summary["cachingOptions"] == {}
+
+
 def producer(task: dict, input_name: str) -> tuple[str, str]:
     art = task["inputs"]["artifacts"][input_name]["taskOutputArtifact"]
     return art["producerTask"], art["outputArtifactKey"]
 
 
 def test_five_steps_with_the_expected_data_edges(spec):
-    tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"stage-data", "smoke-train", "full-train", "verify-export", "condition-1"}
+    tasks = steps(spec)
+    assert set(tasks) == {"stage-data", "smoke-train", "full-train", "verify-export", "condition-2"}
     assert producer(tasks["smoke-train"], "train_data") == ("stage-data", "train_data")
     assert producer(tasks["full-train"], "train_data") == ("stage-data", "train_data")
     assert producer(tasks["full-train"], "eval_data") == ("stage-data", "eval_data")
@@ -46,7 +62,7 @@ def test_five_steps_with_the_expected_data_edges(spec):
 
 
 def test_deploy_runs_only_when_blessed(spec):
-    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    condition = steps(spec)["condition-2"]  # condition-1 is the exit handler
     assert "verify-export" in condition["dependentTasks"]
     assert "pipelinechannel--verify-export-Output" in condition["triggerPolicy"]["condition"]
     assert condition["triggerPolicy"]["condition"].endswith("== true")
@@ -57,7 +73,7 @@ def test_deploy_runs_only_when_blessed(spec):
 
 def test_every_parameter_has_a_default_and_a_description(spec):
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert len(params) == 21
+    assert len(params) == 22
     for name, p in params.items():
         assert p.get("isOptional") and "defaultValue" in p, name
         assert p.get("description"), name
@@ -71,7 +87,7 @@ def test_steps_run_the_project_image_without_installing_anything(spec):
 
 
 def test_display_names(spec):
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = steps(spec)
     assert tasks["stage-data"]["taskInfo"]["name"] == "Stage data"
     assert tasks["full-train"]["taskInfo"]["name"] == "Full training"
 

@@ -24,9 +24,15 @@ def spec(tmp_path_factory) -> dict:
     return yaml.safe_load(out.read_text())
 
 
+def steps(spec: dict) -> dict:
+    """The tasks inside the exit handler (the pipeline's steps; run-summary is the exit task)."""
+    assert set(spec["root"]["dag"]["tasks"]) == {"exit-handler-1", "run-summary"}
+    return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
 def test_steps_and_edges(spec):
-    tasks = spec["root"]["dag"]["tasks"]
-    assert {"stage-data", "smoke-train", "training-worker-pools", "full-train", "lookup-deployment", "verify-export", "condition-1"} == set(
+    tasks = steps(spec)
+    assert {"stage-data", "smoke-train", "training-worker-pools", "full-train", "lookup-deployment", "verify-export", "condition-2"} == set(
         tasks
     )
     assert set(tasks["full-train"]["dependentTasks"]) == {"smoke-train", "stage-data", "training-worker-pools"}
@@ -46,26 +52,26 @@ def test_full_train_is_a_custom_job_running_the_component_in_the_project_image(s
     assert pool["container_spec"]["image_uri"] == "taxifare:0.1.0"
     assert "def full_train(" in pool["container_spec"]["command"][-1]
     assert {"service_account", "tensorboard", "restart_job_on_worker_restart", "train_steps"} <= set(params)
-    inputs = spec["root"]["dag"]["tasks"]["full-train"]["inputs"]["parameters"]
-    assert inputs["service_account"]["componentInputParameter"] == "training_service_account"
-    assert inputs["tensorboard"]["componentInputParameter"] == "tensorboard"
-    assert inputs["restart_job_on_worker_restart"]["componentInputParameter"] == "restart_job_on_worker_restart"
+    inputs = steps(spec)["full-train"]["inputs"]["parameters"]
+    assert inputs["service_account"]["componentInputParameter"] == "pipelinechannel--training_service_account"  # inside the exit handler
+    assert inputs["tensorboard"]["componentInputParameter"] == "pipelinechannel--tensorboard"
+    assert inputs["restart_job_on_worker_restart"]["componentInputParameter"] == "pipelinechannel--restart_job_on_worker_restart"
 
 
 def test_machine_settings_are_pipeline_parameters(spec):
     params = spec["root"]["inputDefinitions"]["parameters"]
     for name, default in {"machine_type": "n1-standard-4", "accelerator_type": "", "accelerator_count": 0.0, "replica_count": 1.0}.items():
         assert params[name]["defaultValue"] == default and params[name]["description"], name
-    pools = spec["root"]["dag"]["tasks"]["training-worker-pools"]["inputs"]["parameters"]
-    assert pools["machine_type"]["componentInputParameter"] == "machine_type"
+    pools = steps(spec)["training-worker-pools"]["inputs"]["parameters"]
+    assert pools["machine_type"]["componentInputParameter"] == "pipelinechannel--machine_type"
     assert json.loads(pools["template"]["runtimeValue"]["constant"])[0]["container_spec"]["image_uri"] == "taxifare:0.1.0"
 
 
 def test_deploy_chain_is_under_the_blessed_condition(spec):
-    cond = spec["root"]["dag"]["tasks"]["condition-1"]
+    cond = steps(spec)["condition-2"]
     assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--verify-export-Output'] == true"
-    text = yaml.safe_dump(spec["components"]["comp-condition-1"])
-    assert "prepare-upload" in text and "condition-branches-2" in text and "condition-branches-5" in text
+    text = yaml.safe_dump(spec["components"]["comp-condition-2"])
+    assert "prepare-upload" in text and "condition-branches-3" in text and "condition-branches-6" in text
     uploads = [c for name, c in spec["components"].items() if name.startswith("comp-model-upload")]
     deploys = [c for name, c in spec["components"].items() if name.startswith("comp-model-deploy")]
     assert len(uploads) == 2 and len(deploys) == 2 and "comp-endpoint-create" in spec["components"]

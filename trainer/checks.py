@@ -113,6 +113,17 @@ def text(name: str, value: Any) -> str:
     return value
 
 
+def webhook_url(name: str, value: Any) -> str:
+    """An http(s) URL, or '' for none."""
+    import urllib.parse
+
+    url = text(name, value)
+    parts = urllib.parse.urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise InputError(f"{name} {url!r} is not an http(s) URL: pass e.g. https://hooks.slack.com/services/...")
+    return url
+
+
 def source(name: str, value: Any) -> str:
     """A data source: ``synthetic``, ``bigquery`` or CSV files."""
     out = text(name, value)

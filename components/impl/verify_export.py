@@ -12,14 +12,11 @@ In the step's own process (a fresh one, as any step) it loads the SavedModel, ch
 and, when asked, serves the candidate with ``taxifare serve`` in its own process and checks
 that REST and gRPC answers equal the in-process predictions (infra validation).
 
-The verdict is ``blessed`` with a reason, a ``Metrics`` artifact, and an HTML report (loss
-curve, predicted-vs-actual plot, the metrics table) that the pipeline UI renders.
+The verdict is ``blessed`` with a reason, a ``Metrics`` artifact, and an HTML report that the
+pipeline UI renders (drawn by :mod:`components.impl.report`).
 """
 
-import base64
 import dataclasses
-import html
-import io
 import math
 import os
 from typing import Any
@@ -137,71 +134,6 @@ def read_loss_curve(training_dir: str) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def _figure_png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def render_report(
-    verdict_text: str,
-    blessed: bool,
-    metrics: dict[str, float],
-    checks: list[tuple[str, bool, str]],
-    curves: dict[str, list[tuple[int, float]]],
-    pred: Any,
-    label: Any,
-) -> str:
-    """The HTML report: verdict, checks, metrics table, RMSE curve and predicted-vs-actual plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    images = []
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for split, points in curves.items():
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if split == "eval" else None, label=f"{split} RMSE")
-    ax.set_xlabel("step")
-    ax.set_ylabel("RMSE ($)")
-    ax.set_title("Training curve")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    images.append(_figure_png(fig))
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    rng = np.random.default_rng(0)
-    idx = rng.choice(len(label), size=min(len(label), 3000), replace=False)
-    ax.scatter(label[idx], pred[idx], s=4, alpha=0.4)
-    top = float(np.percentile(label, 99.5)) if len(label) else 1.0
-    ax.plot([0, top], [0, top], color="k", lw=1)
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
-    ax.set_xlabel("actual fare ($)")
-    ax.set_ylabel("predicted fare ($)")
-    ax.set_title("Test split: predicted vs actual")
-    images.append(_figure_png(fig))
-    plt.close(fig)
-
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,.4f}</td></tr>" for k, v in metrics.items() if isinstance(v, float))
-    rows += "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in metrics.items() if isinstance(v, int))
-    check_rows = "".join(
-        f"<tr><td>{'&#10004;' if ok else '&#10008;'}</td><td>{html.escape(name)}</td><td>{html.escape(detail)}</td></tr>"
-        for name, ok, detail in checks
-    )
-    colour = "#1a7f37" if blessed else "#cf222e"
-    imgs = "".join(f'<img src="data:image/png;base64,{img}" style="margin:8px"/>' for img in images)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>taxifare verification</title>
-<style>body{{font-family:sans-serif;margin:16px}}table{{border-collapse:collapse}}td{{border:1px solid #ddd;padding:4px 8px}}</style></head>
-<body><h2 style="color:{colour}">{"Blessed" if blessed else "Not blessed"}</h2><p>{html.escape(verdict_text)}</p>
-<h3>Checks</h3><table>{check_rows}</table>
-<h3>Metrics</h3><table>{rows}</table>
-<h3>Plots</h3>{imgs}</body></html>"""
-
-
 def verify(
     model_path: str,
     test_path: str,
@@ -275,6 +207,7 @@ def verify(
     checks.append(("beats the training-mean predictor", model_rmse < mean_rmse, f"${model_rmse:.3f} vs ${mean_rmse:.3f}"))
 
     deployed: str | None = None
+    deployed_pred: Any = None
     if deployed_model_uri:
         deployed = local_path(deployed_model_uri)
         if not os.path.exists(os.path.join(deployed, "saved_model.pb")):
@@ -285,7 +218,8 @@ def verify(
         try:
             deployed_fn = tf.saved_model.load(deployed).signatures["serving_default"]
             deployed_problems = check_signature(deployed_fn, variant)
-            deployed_rmse = rmse(predict(deployed_fn, feats), label) if not deployed_problems else math.inf
+            deployed_pred = predict(deployed_fn, feats) if not deployed_problems else None
+            deployed_rmse = rmse(deployed_pred, label) if deployed_pred is not None else math.inf
         except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
             deployed_rmse, deployed_problems = math.inf, [f"cannot be loaded ({exc})"]
         metrics["deployed_rmse"] = deployed_rmse
@@ -316,6 +250,23 @@ def verify(
         else "failed: " + "; ".join(failed)
     )
     curves = read_loss_curve(training_dir) if training_dir else {}
-    report = render_report(reason, blessed, metrics, checks, curves, pred, label)
+    from components.impl.report import ReportInput, render_report
+
+    report = render_report(
+        ReportInput(
+            verdict_text=reason,
+            blessed=blessed,
+            metrics=metrics,
+            checks=checks,
+            label=label,
+            pred=pred,
+            baselines={"distance rule": distance_rule(feats), "training mean": np.full(len(label), train_fare_mean)},
+            feats=feats,
+            curves=curves,
+            deployed_name=f"version {os.path.basename(deployed)}" if deployed else "",
+            deployed_pred=deployed_pred,
+            deployed_rmse=metrics.get("deployed_rmse"),
+        )
+    )
     summary("verify_export", ("blessed: " if blessed else "NOT blessed: ") + reason, blessed=blessed, **{k: v for k, v in metrics.items()})
     return Verdict(blessed=blessed, reason=reason, metrics=metrics, checks=checks, report_html=report)

@@ -1,0 +1,19 @@
+"""The exit step as a kfp component: a thin wrapper of :mod:`components.impl.notify`.
+
+run_summary runs after the other steps whatever happened (the pipeline's ``dsl.ExitHandler``):
+it writes the run's summary and, when ``notify_webhook`` is set, POSTs it there.
+"""
+
+from kfp import dsl
+
+from components.common import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def run_summary(status: dsl.PipelineTaskFinalStatus, run_name: str, notify_webhook: str, summary: dsl.Output[dsl.Artifact]) -> str:
+    """Summarize the finished run (status, failed step, log tail, link) into ``summary``; notify the webhook; return the status."""
+    from components.impl.notify import run_summary_step
+
+    result = run_summary_step(status, run_name=run_name, notify_webhook=notify_webhook, summary_path=summary.path)
+    summary.metadata.update({"status": result.status, "failed_step": result.failed_step, "link": result.link})
+    return result.status

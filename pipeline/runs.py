@@ -1,0 +1,424 @@
+"""Local runs, side by side: ``taxifare runs``, ``runs show``, ``runs compare`` and ``runs/index.html``.
+
+Every ``taxifare run`` leaves a folder ``<pipeline-root>/taxifare-<time>/`` (kfp.local's run
+directory, one sub-folder per task that wrote outputs). At the end of the run
+:func:`save_record` adds ``taxifare-run.json`` to it: when and how long, the status and the
+failed step, every parameter, each step's status and key figures, and where the report, the
+TensorBoard logs and the log file are. :func:`write_index` then refreshes the static page
+``index.html`` beside the pipeline root (``runs/index.html`` by default): the table of runs and
+a plot of test RMSE over runs, readable on a phone.
+
+A folder without a record (a run killed before its end, or made before records existed) is
+still listed, with what its outputs tell (the time in its name, verify_export's metrics).
+Standard library only: listing runs imports neither kfp nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.local_run import RunResult, StepRecord
+
+RECORD = "taxifare-run.json"
+#: The status of a run folder without a record: the run is still going, or was stopped.
+NO_RECORD = "running or stopped"
+_RUN_DIR = re.compile(r"^taxifare-(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d+)$")
+#: Parameters that say where things go rather than what the run does (not shown as differences).
+_PLACES = ("serving_root",)
+#: The metrics shown side by side, in this order, with their labels.
+METRICS = {
+    "test_rmse": "test RMSE",
+    "distance_rule_rmse": "distance rule RMSE",
+    "mean_predictor_rmse": "training-mean RMSE",
+    "deployed_rmse": "deployed model RMSE (before)",
+    "test_json_fare": "fare for the lab's test.json",
+    "test_examples": "test trips",
+}
+
+
+@dataclasses.dataclass
+class Run:
+    """One local run as ``taxifare runs`` shows it."""
+
+    name: str
+    path: str
+    started: str  # ISO 8601, local time
+    seconds: float | None = None
+    status: str = "unknown"
+    failed_step: str = ""
+    error: str = ""
+    arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    blessed: bool | None = None
+    deployed_version: int | None = None
+    report: str = ""
+    tensorboard: str = ""
+    log: str = ""
+
+    @property
+    def test_rmse(self) -> float | None:
+        """The model's test RMSE (``None`` when verify_export did not run)."""
+        value = self.metrics.get("test_rmse")
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    @property
+    def verdict(self) -> str:
+        """'blessed', 'not blessed' or '-'."""
+        return "-" if self.blessed is None else ("blessed" if self.blessed else "not blessed")
+
+    def differences(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """The parameters whose value differs from the default."""
+        return {k: v for k, v in self.arguments.items() if k not in _PLACES and k in defaults and not _same(v, defaults[k])} | {
+            k: v for k, v in self.arguments.items() if k not in defaults and k not in _PLACES
+        }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(float(a), float(b))
+    return bool(a == b)
+
+
+def _started_from_name(name: str) -> str:
+    m = _RUN_DIR.match(name)
+    if not m:
+        return ""
+    y, mo, d, h, mi, s, us = m.groups()
+    return dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int(us[:6].ljust(6, "0"))).isoformat(timespec="seconds")
+
+
+def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
+    """The URI of ``output`` in kfp.local's cache entry whose key starts with ``cache_key``."""
+    import glob
+
+    for path in glob.glob(os.path.join(pipeline_root, ".kfp_cache", f"{cache_key}*.json")):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                entry = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        value = entry.get(output)
+        if isinstance(value, dict) and value.get("uri"):
+            return str(value["uri"])
+    return ""
+
+
+def new_run_dir(pipeline_root: str, before: set[str], started: float) -> str:
+    """The run directory kfp.local created since ``before`` was listed (created here when it made none)."""
+    names = sorted(set(list_run_dirs(pipeline_root)) - before)
+    if names:
+        return os.path.join(pipeline_root, names[-1])
+    stamp = dt.datetime.fromtimestamp(started).strftime("%Y-%m-%d-%H-%M-%S-%f")
+    path = os.path.join(pipeline_root, f"taxifare-{stamp}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def list_run_dirs(pipeline_root: str) -> list[str]:
+    """The names of the run directories under ``pipeline_root``, oldest first."""
+    try:
+        names = os.listdir(pipeline_root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if _RUN_DIR.match(n) and os.path.isdir(os.path.join(pipeline_root, n)))
+
+
+def save_record(
+    run_dir: str,
+    *,
+    arguments: dict[str, Any],
+    steps: dict[str, StepRecord],
+    ok: bool,
+    failed_step: str,
+    started: float,
+    seconds: float,
+    log_path: str,
+) -> Run:
+    """Write ``taxifare-run.json`` into ``run_dir`` (atomically) and return the run it describes.
+
+    Args:
+        run_dir: the run's directory under the pipeline root.
+        arguments: every pipeline parameter of the run.
+        steps: ``{step: StepRecord}`` as :mod:`pipeline.local_run` tracked them.
+        ok: whether every step succeeded.
+        failed_step: the first failed step ('' when none).
+        started: the start as a UNIX time.
+        seconds: the run's duration.
+        log_path: the log file of the run.
+    """
+    pipeline_root = os.path.dirname(os.path.abspath(run_dir))
+    step_data = {
+        name: {"status": rec.status, "seconds": round(rec.seconds, 2), "summary": rec.summary, "figures": rec.figures, "error": rec.error}
+        for name, rec in steps.items()
+    }
+    verify = steps.get("verify_export")
+    metrics = {k: v for k, v in (verify.figures if verify else {}).items() if k != "blessed"}
+    deploy = steps.get("deploy")
+    report = os.path.join(run_dir, "verify-export", "report.html")
+    tensorboard = os.path.join(run_dir, "full-train", "tensorboard")
+    train = steps.get("full_train")
+    if train is not None and train.cache_key and not os.path.isdir(tensorboard):
+        tensorboard = _find_cached_output(pipeline_root, train.cache_key, "tensorboard")
+    run = Run(
+        name=os.path.basename(run_dir),
+        path=os.path.abspath(run_dir),
+        started=dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+        seconds=round(seconds, 1),
+        status="succeeded" if ok else "failed",
+        failed_step=failed_step,
+        error=steps[failed_step].error if failed_step and failed_step in steps else "",
+        arguments=dict(arguments),
+        steps=step_data,
+        metrics=metrics,
+        blessed=verify.figures.get("blessed") if verify and verify.status == "succeeded" else None,
+        deployed_version=deploy.figures.get("version") if deploy and deploy.status == "succeeded" else None,
+        report=report if os.path.exists(report) else "",
+        tensorboard=tensorboard if tensorboard and os.path.isdir(tensorboard) else "",
+        log=os.path.abspath(log_path),
+    )
+    target = os.path.join(run_dir, RECORD)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(dataclasses.asdict(run), fh, indent=1, default=str)
+    os.replace(tmp, target)
+    return run
+
+
+def record(result: RunResult, arguments: dict[str, Any], *, before: set[str], started: float) -> tuple[str, str]:
+    """After a run: find its folder (created since ``before``), save its record, refresh the runs page.
+
+    Returns:
+        The run's folder and the runs page.
+    """
+    run_dir = new_run_dir(result.pipeline_root, before, started)
+    save_record(
+        run_dir,
+        arguments=arguments,
+        steps=result.steps,
+        ok=result.ok,
+        failed_step=result.failed_step,
+        started=started,
+        seconds=result.seconds,
+        log_path=result.log_path,
+    )
+    return run_dir, write_index(result.pipeline_root)
+
+
+def load_run(pipeline_root: str, name: str) -> Run:
+    """The run in ``<pipeline_root>/<name>``: its record, or what its outputs tell."""
+    path = os.path.join(os.path.abspath(pipeline_root), name)
+    record = os.path.join(path, RECORD)
+    if os.path.exists(record):
+        try:
+            with open(record, encoding="utf-8") as fh:
+                data = json.load(fh)
+            fields = {f.name for f in dataclasses.fields(Run)}
+            run = Run(**{k: v for k, v in data.items() if k in fields})
+            run.path = path
+            return run
+        except (OSError, ValueError, TypeError):
+            pass
+    run = Run(name=name, path=path, started=_started_from_name(name), status=NO_RECORD)
+    try:
+        with open(os.path.join(path, "verify-export", "executor_output.json"), encoding="utf-8") as fh:
+            out = json.load(fh)
+        meta = out["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+        run.metrics = {k: v for k, v in meta.items() if k in METRICS}
+        run.blessed = meta.get("blessed")
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass
+    for candidate in ("report.html", "report"):
+        if os.path.exists(os.path.join(path, "verify-export", candidate)):
+            run.report = os.path.join(path, "verify-export", candidate)
+            break
+    return run
+
+
+def list_runs(pipeline_root: str) -> list[Run]:
+    """Every run under ``pipeline_root``, newest first."""
+    return [load_run(pipeline_root, n) for n in reversed(list_run_dirs(pipeline_root))]
+
+
+def find_run(pipeline_root: str, key: str) -> Run:
+    """The run named ``key``: its folder name, a unique part of it (e.g. ``05-14-31``), ``latest``, or ``-N`` (the N-th newest).
+
+    Raises:
+        InputError: naming the runs that exist.
+    """
+    from trainer.storage import InputError
+
+    names = list(reversed(list_run_dirs(pipeline_root)))
+    if not names:
+        raise InputError(f"no runs under {pipeline_root}: start one with `taxifare run` (or pass --pipeline-root)")
+    if key == "latest":
+        return load_run(pipeline_root, names[0])
+    if re.fullmatch(r"-\d+", key):
+        index = int(key[1:]) - 1
+        if not 0 <= index < len(names):
+            raise InputError(f"run {key}: there are {len(names)} runs (-1 is the newest)")
+        return load_run(pipeline_root, names[index])
+    matches = [n for n in names if n == key or key in n]
+    if len(matches) == 1 or key in matches:
+        return load_run(pipeline_root, key if key in matches else matches[0])
+    if not matches:
+        raise InputError(f"no run {key!r} under {pipeline_root}: `taxifare runs` lists them (e.g. {names[0]}, latest, -2)")
+    raise InputError(f"{key!r} matches {len(matches)} runs ({', '.join(matches[:4])}...): give more of the name")
+
+
+def defaults() -> dict[str, Any]:
+    """The pipeline parameters' defaults."""
+    from pipeline import parameters
+
+    return parameters.defaults(parameters.LOCAL)
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
+
+
+def _fmt_money(value: Any) -> str:
+    return f"${value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def _fmt_metric(key: str, value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    if key == "test_examples":
+        return f"{int(value):,}"
+    return f"${value:,.4f}" if math.isfinite(value) else str(value)
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "(defaults)"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def table_row(run: Run, base: dict[str, Any]) -> dict[str, str]:
+    """The cells of one run in ``taxifare runs`` and on the runs page (``base``: the defaults)."""
+    return {
+        "run": run.name,
+        "time": run.started.replace("T", " "),
+        "source": str(run.arguments.get("source", "-")),
+        "parameters": _fmt_params({k: v for k, v in run.differences(base).items() if k != "source"}) if run.arguments else "?",
+        "test RMSE": _fmt_money(run.test_rmse),
+        "verdict": run.verdict,
+        "deployed": str(run.deployed_version) if run.deployed_version is not None else "-",
+        "duration": _fmt_seconds(run.seconds),
+        "status": run.status + (f" at {run.failed_step}" if run.failed_step else ""),
+    }
+
+
+def format_list(runs: Sequence[Run]) -> str:
+    """``taxifare runs``: one line per run, newest first."""
+    if not runs:
+        return "no runs yet: start one with `taxifare run`"
+    base = defaults()
+    rows = [table_row(r, base) for r in runs]
+    keys = ["time", "source", "parameters", "test RMSE", "verdict", "deployed", "duration", "status", "run"]
+    return _table([keys, *[[r[k] for k in keys] for r in rows]])
+
+
+def format_show(run: Run) -> str:
+    """``taxifare runs show RUN``: everything about one run."""
+    base = defaults()
+    lines = [
+        f"run       {run.name}",
+        f"folder    {run.path}",
+        f"started   {run.started.replace('T', ' ')}   duration {_fmt_seconds(run.seconds)}",
+        f"status    {run.status}" + (f" at {run.failed_step}: {run.error}" if run.failed_step else ""),
+        f"verdict   {run.verdict}" + (f"   deployed version {run.deployed_version}" if run.deployed_version is not None else ""),
+        "",
+        "parameters (* = not the default)",
+    ]
+    diffs = run.differences(base)
+    for name, value in run.arguments.items():
+        lines.append(f"  {'*' if name in diffs else ' '} {name:<18} {value!r}")
+    if run.steps:
+        lines += ["", "steps"]
+        for name, step in run.steps.items():
+            lines.append(f"  {name:<14} {step['status']:<10} {step['seconds']:7.1f}s  {step.get('error') or step.get('summary', '')}")
+    if run.metrics:
+        lines += ["", "metrics"]
+        for key, label in METRICS.items():
+            if key in run.metrics:
+                value = run.metrics[key]
+                lines.append(f"  {label:<30} {_fmt_metric(key, value)}")
+    lines += [""]
+    lines.append(f"report       {run.report or '-'}")
+    lines.append(f"tensorboard  tensorboard --logdir {run.tensorboard}" if run.tensorboard else "tensorboard  -")
+    lines.append(f"log          {run.log or '-'}")
+    return "\n".join(lines)
+
+
+def format_compare(runs: Sequence[Run]) -> str:
+    """``taxifare runs compare A B...``: parameters and metrics side by side, the RMSE difference, links."""
+    base = defaults()
+    head = ["", *[r.name.removeprefix("taxifare-") for r in runs]]
+    rows = [head, ["started", *[r.started.replace("T", " ") for r in runs]], ["status", *[r.status for r in runs]]]
+    rows.append(["verdict", *[r.verdict for r in runs]])
+    rows.append(["deployed", *[str(r.deployed_version) if r.deployed_version is not None else "-" for r in runs]])
+    rows.append(["duration", *[_fmt_seconds(r.seconds) for r in runs]])
+    names = [n for n in base if n not in _PLACES]
+    differing = [n for n in names if len({json.dumps(r.arguments.get(n, base[n]), sort_keys=True) for r in runs}) > 1]
+    for name in names:
+        if name in differing or any(name in r.differences(base) for r in runs):
+            mark = "*" if name in differing else " "
+            rows.append([f"{mark} {name}", *[str(r.arguments.get(name, "-")) for r in runs]])
+    for key, label in METRICS.items():
+        if any(key in r.metrics for r in runs):
+            values = [r.metrics.get(key) for r in runs]
+            rows.append([label, *[_fmt_metric(key, v) for v in values]])
+    first = runs[0].test_rmse
+    rows.append(
+        [
+            "test RMSE vs first",
+            "",
+            *[
+                f"{r.test_rmse - first:+.2f} ({(r.test_rmse - first) / first:+.1%})" if r.test_rmse is not None and first else "-"
+                for r in runs[1:]
+            ],
+        ]
+    )
+    text = [_table(rows), "", "(* = differs between these runs)"]
+    for run in runs:
+        text.append(f"{run.name}:")
+        text.append(f"  report       {run.report or '-'}")
+        text.append(f"  tensorboard  {run.tensorboard or '-'}")
+    if all(r.tensorboard for r in runs):
+        text.append("All curves in one TensorBoard:  tensorboard --logdir_spec " + ",".join(f"{r.name}:{r.tensorboard}" for r in runs))
+    return "\n".join(text)
+
+
+def index_path(pipeline_root: str) -> str:
+    """Where the runs page lives: beside the pipeline root (``runs/index.html`` for ``runs/pipeline``)."""
+    from pipeline.runs_page import INDEX
+
+    return os.path.join(os.path.dirname(os.path.abspath(pipeline_root)), INDEX)
+
+
+def write_index(pipeline_root: str) -> str:
+    """Refresh the runs page from every run under ``pipeline_root`` (atomically); return its path."""
+    from pipeline.runs_page import render_index
+
+    path = index_path(pipeline_root)
+    page = render_index(list_runs(pipeline_root), path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    os.replace(tmp, path)
+    return path
