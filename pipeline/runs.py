@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 RECORD = "taxifare-run.json"
 #: The status of a run folder without a record: the run is still going, or was stopped.
-NO_RECORD = "running or stopped"
+NO_RECORD = "no record: running or stopped"
 _RUN_DIR = re.compile(r"^taxifare-(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d+)$")
 #: Parameters that say where things go rather than what the run does (not shown as differences).
 _PLACES = ("serving_root",)
