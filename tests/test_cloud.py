@@ -77,7 +77,8 @@ def test_submit_sends_template_root_parameters_account_labels(vertex_server, clo
     assert sent.display_name == "nightly"
     assert sent.pipeline_spec["pipelineInfo"]["name"] == "taxifare"
     spec = type(sent).to_dict(sent)["pipeline_spec"]
-    assert "full-train" in spec["root"]["dag"]["tasks"]
+    steps = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]  # the steps run inside the exit handler
+    assert "full-train" in steps and "run-summary" in spec["root"]["dag"]["tasks"]
     assert sent.runtime_config.gcs_output_directory == root
     params = dict(sent.runtime_config.parameter_values)
     assert params["train_steps"] == 300 and params["learning_rate"] == 0.01
@@ -86,7 +87,8 @@ def test_submit_sends_template_root_parameters_account_labels(vertex_server, clo
     assert sent.network == "projects/123/global/networks/vpc"
     assert sent.labels["team"] == "fares"
     # caching off reaches every task of the spec
-    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in spec["root"]["dag"]["tasks"].values())
+    tasks = [*spec["root"]["dag"]["tasks"].values(), *steps.values()]
+    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in tasks)
     assert job.resource_name.endswith("/pipelineJobs/taxifare-test-1")
     assert "console.cloud.google.com/vertex-ai/locations/us-central1/pipelines/runs/taxifare-test-1?project=test-project" in out.getvalue()
 
