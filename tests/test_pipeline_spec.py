@@ -57,7 +57,7 @@ def test_deploy_runs_only_when_blessed(spec):
 
 def test_every_parameter_has_a_default_and_a_description(spec):
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert len(params) == 21
+    assert len(params) == 22
     for name, p in params.items():
         assert p.get("isOptional") and "defaultValue" in p, name
         assert p.get("description"), name
