@@ -139,7 +139,7 @@ def test_canary_mode_keeps_stable_and_replace_moves_it(exports, tmp_path):
 
 
 def test_bad_settings_and_labels_file(exports, tmp_path):
-    with pytest.raises(InputError, match="deploy_mode 'blue' must be one of replace, canary"):
+    with pytest.raises(InputError, match="deploy_mode must be 'replace' or 'canary'"):
         candidate(exports[0], tmp_path, 3.0, mode="blue")
     (tmp_path / "taxifare").mkdir()
     (tmp_path / "taxifare" / layout.LABELS_FILE).write_text("{not json")
@@ -162,7 +162,7 @@ def test_the_deploy_component_compares_publishes_and_keeps_the_train_stats(expor
     def run(export: str, rmse: float, mode: str = "replace") -> str:
         verification = dsl.Metrics(uri=str(tmp_path / "metrics"), metadata={"test_rmse": rmse, "blessed": True})
         return deploy_component.python_func(
-            model=dsl.Model(uri=export, metadata={}),
+            model=dsl.Model(uri=export, metadata={"rmse": rmse, "steps": 100}),
             train_data=train_data,
             test_data=test_data,
             verification=verification,

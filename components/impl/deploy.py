@@ -158,8 +158,6 @@ def publish(
         InputError: a missing SavedModel, an empty serving root, a bad model name or mode, or
             an unreadable labels file.
     """
-    from trainer.errors import InputError
-
     _check_settings(model_path, serving_root, model_name, mode)
     model_dir = os.path.join(serving_root, model_name)
     os.makedirs(model_dir, exist_ok=True)
@@ -173,63 +171,71 @@ def publish(
                 json.dump(train_stats, fh, indent=2, default=str)
         with layout.locked(model_dir):
             removed = [name for name in layout.remove_stale_temporaries(model_dir, older_than=started) if name != os.path.basename(tmp)]
-            try:
-                labels = layout.read_labels(model_dir)
-            except layout.LayoutError as exc:
-                raise InputError(str(exc)) from None
-            found = layout.scan(model_dir)
-            broken = [f"version {v.version}: {v.problem}" for v in found if not v.complete]
-            reference = None
-            if candidate_rmse is not None:
-                reference = _reference(found, labels, test_data_hash, rescore, broken)
-                if reference is not None and not candidate_rmse < reference[1]:
-                    return Published(
-                        None,
-                        "",
-                        f"not deployed: its test RMSE ${candidate_rmse:.3f} is not better than version {reference[0]}'s "
-                        f"${reference[1]:.3f} (served now)",
-                        compared_with=reference[0],
-                        reference_rmse=reference[1],
-                        broken=broken,
-                        removed_temporaries=removed,
-                        labels=labels,
-                    )
-            version = max([0, *(v.version for v in found)]) + 1
-            record = {
-                **info,
-                "version": version,
-                "model_name": model_name,
-                "deploy_mode": mode,
-                "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            if reference is not None:
-                record["compared_with"] = {"version": reference[0], "test_rmse": reference[1]}
-            with open(os.path.join(tmp, DEPLOY_FILE), "w") as fh:
-                json.dump(record, fh, indent=2, default=str)
-            served = layout.default_version([v.version for v in found if v.complete], labels)
-            if mode == "canary" and layout.STABLE not in labels and served is not None:
-                labels[layout.STABLE] = served  # pin the default route before the new version appears
-                layout.write_labels(model_dir, labels)
-            final = os.path.join(model_dir, str(version))
-            os.rename(tmp, final)  # fails (not replaces) if the number exists and holds a version
-            if mode == "canary" or layout.STABLE in labels:
-                labels[layout.CANARY if mode == "canary" else layout.STABLE] = version
-                layout.write_labels(model_dir, labels)
+            result = _compare_and_publish(model_dir, tmp, model_name, info, candidate_rmse, test_data_hash, rescore, mode)
+            result.removed_temporaries = removed
+            return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if reference is None:
+
+
+def _compare_and_publish(
+    model_dir: str,
+    tmp: str,
+    model_name: str,
+    info: dict[str, Any],
+    candidate_rmse: float | None,
+    test_data_hash: str,
+    rescore: Callable[[str], float] | None,
+    mode: str,
+) -> Published:
+    """Under the lock: compare with the served version, then number, record, rename and label the candidate."""
+    from trainer.errors import InputError
+
+    try:
+        labels = layout.read_labels(model_dir)
+    except layout.LayoutError as exc:
+        raise InputError(str(exc)) from None
+    found = layout.scan(model_dir)
+    broken = [f"version {v.version}: {v.problem}" for v in found if not v.complete]
+    reference = _reference(found, labels, test_data_hash, rescore, broken) if candidate_rmse is not None else None
+    if candidate_rmse is not None and reference is not None and not candidate_rmse < reference[1]:
+        reason = f"not deployed: its test RMSE ${candidate_rmse:.3f} is not better than version {reference[0]}'s ${reference[1]:.3f}"
+        reason += " (served now)"
+        return Published(None, "", reason, compared_with=reference[0], reference_rmse=reference[1], broken=broken, labels=labels)
+    version = max([0, *(v.version for v in found)]) + 1
+    record = {
+        **info,
+        "version": version,
+        "model_name": model_name,
+        "deploy_mode": mode,
+        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if reference is not None:
+        record["compared_with"] = {"version": reference[0], "test_rmse": reference[1]}
+    with open(os.path.join(tmp, DEPLOY_FILE), "w") as fh:
+        json.dump(record, fh, indent=2, default=str)
+    served = layout.default_version([v.version for v in found if v.complete], labels)
+    if mode == "canary" and layout.STABLE not in labels and served is not None:
+        labels[layout.STABLE] = served  # pin the default route before the new version appears
+        layout.write_labels(model_dir, labels)
+    final = os.path.join(model_dir, str(version))
+    os.rename(tmp, final)  # fails (not replaces) if the number exists and holds a version
+    if mode == "canary" or layout.STABLE in labels:
+        labels[layout.CANARY if mode == "canary" else layout.STABLE] = version
+        layout.write_labels(model_dir, labels)
+    if candidate_rmse is None:
+        compared = "published without comparison"
+    elif reference is None:
         compared = "nothing comparable deployed before"
     else:
         compared = f"test RMSE ${candidate_rmse:.3f} beats version {reference[0]}'s ${reference[1]:.3f}"
     route = f"canary label (stable stays version {labels.get(layout.STABLE)})" if mode == "canary" else "the default route"
-    reason = f"serves {route}; " + (compared if candidate_rmse is not None else "published without comparison")
     return Published(
         version,
         final,
-        reason,
+        f"serves {route}; {compared}",
         compared_with=reference[0] if reference else None,
         reference_rmse=reference[1] if reference else None,
         broken=broken,
-        removed_temporaries=removed,
         labels=labels,
     )
