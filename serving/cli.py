@@ -21,8 +21,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "serve",
         help="serve a TF-Serving model base path over REST and gRPC",
         description=(
-            "Serve the latest version under --model-base-path with TensorFlow Serving's REST and gRPC APIs (and Vertex AI's "
-            "predict body), loading new versions as they are published. Stops gracefully on SIGTERM."
+            "Serve the versions under --model-base-path with TensorFlow Serving's REST and gRPC APIs (and Vertex AI's "
+            "predict body): the default route serves the stable label, else the latest version; /labels/NAME serves a label. "
+            "New versions and label changes are picked up as they are published. With no flags under Vertex AI's AIP_* "
+            "variables, serves the model at AIP_STORAGE_URI as a Vertex custom container. Stops gracefully on SIGTERM."
         ),
     )
     serve.add_argument(
