@@ -1,6 +1,7 @@
 """The deploy step as a kfp component: a thin wrapper of :mod:`components.impl.deploy`.
 
-Step 5, deploy: publish the blessed model as the next version of a TF-Serving model base path.
+Step 5, deploy: compare-and-publish the blessed model as the next version of a TF-Serving model
+base path (or, in canary mode, under the ``canary`` label).
 """
 
 from kfp import dsl
@@ -11,24 +12,43 @@ from components.common import DEFAULT_IMAGE
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def deploy(
     model: dsl.Input[dsl.Model],
+    train_data: dsl.Input[dsl.Dataset],
     test_data: dsl.Input[dsl.Dataset],
     verification: dsl.Input[dsl.Metrics],
     serving_root: str,
     model_name: str,
     run_name: str,
+    deploy_mode: str,
 ) -> str:
-    """Publish the model as the next version under serving_root/model_name; returns the version path."""
+    """Publish the model as the next version if it still beats the served one; returns the version path ('' for none)."""
+    import math
+
     from components.common import summary
     from components.impl.contracts import DatasetStats, ModelInfo, Verification
-    from components.impl.deploy import publish
+    from components.impl.deploy import publish, rescorer
 
+    verdict = Verification.from_metadata(verification.metadata)
+    test_hash = DatasetStats.from_metadata(test_data.metadata).content_hash
     info = {
         "run": run_name,
         "model_uri": model.uri,
-        "verification": Verification.from_metadata(verification.metadata).to_metadata(),
+        "verification": verdict.to_metadata(),
         "train_metadata": ModelInfo.from_metadata(model.metadata).to_metadata(),
-        "test_data_hash": DatasetStats.from_metadata(test_data.metadata).content_hash,
+        "test_data_hash": test_hash,
     }
-    published = publish(model.path, serving_root, model_name, info)
-    summary("deploy", f"version {published.version} of {model_name} at {published.path}", version=published.version, path=published.path)
+    published = publish(
+        model.path,
+        serving_root,
+        model_name,
+        info,
+        candidate_rmse=verdict.test_rmse if math.isfinite(verdict.test_rmse) else None,
+        test_data_hash=test_hash,
+        rescore=rescorer(test_data.path),
+        mode=deploy_mode,
+        train_stats=DatasetStats.from_metadata(train_data.metadata).to_metadata(),
+    )
+    notes = "".join(f"; ignored broken {b}" for b in published.broken)
+    notes += f"; removed stale {', '.join(published.removed_temporaries)}" if published.removed_temporaries else ""
+    text = f"version {published.version} of {model_name} at {published.path} {published.reason}" if published.deployed else published.reason
+    summary("deploy", text + notes, version=published.version, path=published.path, deployed=published.deployed)
     return published.path

@@ -228,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return task.main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command in ("serve", "predict"):
+    from serving.cli import COMMANDS as SERVING_COMMANDS
+
+    if args.command in SERVING_COMMANDS:
         from serving.cli import run as run_serving
 
         return run_serving(args)

@@ -385,7 +385,9 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
         )
         lines.append(("Blessed: " if figures.get("blessed") else "Not blessed: ") + verify.summary.split(": ", 1)[-1] if verify else "")
     deploy = result.steps.get("deploy")
-    if deploy and deploy.status == "succeeded":
+    if deploy and deploy.status == "succeeded" and deploy.figures.get("version") is None:  # compare-and-publish found a better one
+        lines.append("Nothing deployed: " + deploy.summary.split(": ", 1)[-1])
+    elif deploy and deploy.status == "succeeded":
         lines.append(f"Deployed version {deploy.figures['version']} at {deploy.figures['path']}")
         lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
     else:

@@ -112,6 +112,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("model_name", str, "taxifare", checks.model_name, "the served model's name (a directory under serving_root).", targets=(LOCAL,)),
     _p("infra_validation", bool, True, checks.boolean,
        "serve the candidate in its own process and check its REST and gRPC answers before blessing it.", targets=(LOCAL,)),
+    _p("deploy_mode", str, "replace", checks.deploy_mode,
+       "'replace' moves the default route to the new version; 'canary' publishes it under the canary label and leaves "
+       "stable where it is (promote with `taxifare label --model-base-path P stable=N`).", targets=(LOCAL,)),
     _p("model_display_name", str, "taxifare", checks.display_name,
        "the Vertex model: a new version of it when it exists, else a new model.", targets=(VERTEX,)),
     _p("endpoint_display_name", str, "taxifare", checks.display_name, "the Vertex endpoint: used when it exists, else created.",

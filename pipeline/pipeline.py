@@ -72,11 +72,13 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
             (
                 deploy_op(
                     model=train.outputs["model"],
+                    train_data=stage.outputs["train_data"],
                     test_data=stage.outputs["test_data"],
                     serving_root=p["serving_root"],
                     model_name=p["model_name"],
                     verification=verify.outputs["metrics"],
                     run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                    deploy_mode=p["deploy_mode"],
                 )
                 .set_display_name("Deploy")
                 .set_caching_options(False)  # a side effect: never skipped by the cache

@@ -1,4 +1,4 @@
-"""``taxifare serve`` and ``taxifare predict``: registered on the ``taxifare`` CLI by :func:`add_commands`.
+"""``taxifare serve``, ``predict``, ``versions``, ``label`` and ``rollback``: registered by :func:`add_commands`.
 
 Also runnable alone: ``python -m serving serve ...`` / ``python -m serving predict ...``.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
 
-COMMANDS = ("serve", "predict")
+COMMANDS = ("serve", "predict", "versions", "label", "rollback")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,17 +21,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "serve",
         help="serve a TF-Serving model base path over REST and gRPC",
         description=(
-            "Serve the latest version under --model-base-path with TensorFlow Serving's REST and gRPC APIs (and Vertex AI's "
-            "predict body), loading new versions as they are published. Stops gracefully on SIGTERM."
+            "Serve the versions under --model-base-path with TensorFlow Serving's REST and gRPC APIs (and Vertex AI's "
+            "predict body): the default route serves the stable label, else the latest version; /labels/NAME serves a label. "
+            "New versions and label changes are picked up as they are published. With no flags under Vertex AI's AIP_* "
+            "variables, serves the model at AIP_STORAGE_URI as a Vertex custom container. Stops gracefully on SIGTERM."
         ),
     )
     serve.add_argument(
-        "--model-base-path", required=True, help="the model's directory, holding versions 1/, 2/, ... (each a SavedModel), like TF Serving"
+        "--model-base-path",
+        help="the model's directory, holding versions 1/, 2/, ... (each a SavedModel), like TF Serving; without it, under "
+        "Vertex AI's AIP_* variables, the model at AIP_STORAGE_URI on AIP_HTTP_PORT (see docs/serving.md)",
     )
     serve.add_argument("--model-name", default="taxifare", help="the name clients use in /v1/models/NAME (default %(default)s)")
-    serve.add_argument("--rest-port", type=int, default=8501, help="REST port; 0 picks a free one (default %(default)s)")
-    serve.add_argument("--grpc-port", type=int, default=8500, help="gRPC port; 0 picks a free one (default %(default)s)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    serve.add_argument("--rest-port", type=int, help="REST port; 0 picks a free one (default 8501; AIP_HTTP_PORT under Vertex AI)")
+    serve.add_argument(
+        "--grpc-port", type=int, help="gRPC port; 0 picks a free one (default 8500; a free one under Vertex AI, which sends HTTP only)"
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 under Vertex AI)")
     serve.add_argument(
         "--poll-interval",
         type=float,
@@ -67,6 +73,120 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     predict.add_argument(
         "--format", choices=("table", "json"), default="table", help="output: a FARE_AMOUNT column or JSON (default %(default)s)"
     )
+    _add_label_commands(subparsers)
+
+
+def _add_label_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    base_help = "the model's directory, holding versions 1/, 2/, ... and labels.json (what `taxifare serve` watches)"
+    versions = subparsers.add_parser(
+        "versions",
+        help="list a model's versions: RMSE, labels, the default route, loaded or not",
+        description="List the versions under --model-base-path, newest first: test RMSE recorded at deploy (or the "
+        "trainer's eval RMSE), labels, which one the default route serves, whether it is loaded, problems.",
+    )
+    versions.add_argument("--model-base-path", required=True, help=base_help)
+    versions.add_argument("--url", help="a running server (http://HOST:PORT) to ask which versions are loaded (default: none asked)")
+    versions.add_argument("--model-name", default="taxifare", help="the model's name on that server (default %(default)s)")
+    versions.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    label = subparsers.add_parser(
+        "label",
+        help="set version labels (stable=3 canary=4); the default route serves stable",
+        description="Set or remove version labels of a model base path (written atomically to labels.json). A running "
+        "server moves its routes within its poll interval, without failing a request. Promote a canary with stable=N.",
+    )
+    label.add_argument("--model-base-path", required=True, help=base_help)
+    label.add_argument("assignments", nargs="+", metavar="NAME=VERSION", help="e.g. stable=3 canary=4; NAME= removes the label")
+    rollback = subparsers.add_parser(
+        "rollback",
+        help="point the default route back at the previous good version (or a Vertex endpoint's traffic)",
+        description="Set the stable label (the default route) to the newest good version older than the one served now, "
+        "or to --to N, and print what changed. A running server switches within its poll interval. With --endpoint, give "
+        "a Vertex AI endpoint's traffic to the model deployed before the one serving now instead.",
+    )
+    where = rollback.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model-base-path", help=base_help)
+    where.add_argument("--endpoint", help="a Vertex AI endpoint (ID or projects/P/locations/L/endpoints/ID) instead of a local path")
+    rollback.add_argument("--to", help="roll back (or forward) to this version (a deployed model ID with --endpoint) instead")
+    rollback.add_argument("--project", help="with --endpoint: the Google Cloud project ID")
+    rollback.add_argument("--region", help="with --endpoint: the endpoint's region, e.g. us-central1")
+    rollback.add_argument("--api-endpoint", help="with --endpoint: Vertex AI API host:port (default: the regional one; tests)")
+    rollback.add_argument(
+        "--api-transport", choices=("grpc", "rest"), help="with --endpoint: how the Vertex SDK talks to the API (default grpc)"
+    )
+    rollback.add_argument("--anonymous", action="store_true", help="with --endpoint and a local --api-endpoint: no credentials")
+
+
+def _server_states(url: str, model_name: str) -> dict[int, str]:
+    from serving.client import RestClient, ServingError
+
+    client = RestClient(url, model_name=model_name, timeout=5.0)
+    try:
+        return {int(entry["version"]): entry["state"] for entry in client.status()}
+    except ServingError as exc:
+        raise ValueError(f"--url {url}: {exc}") from None
+    finally:
+        client.close()
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from serving import labels
+
+    states = _server_states(args.url, args.model_name) if args.url else None
+    found = labels.rows(args.model_base_path, states)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in found], indent=2))
+    else:
+        print(labels.format_rows(found, asked_server=states is not None))
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from serving import labels
+
+    for line in labels.set_labels(args.model_base_path, labels.parse_assignments(args.assignments)):
+        print(line)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from serving import labels, layout
+
+    if args.endpoint is not None:
+        return _rollback_endpoint(args)
+    if args.to is not None and not layout.is_version_name(args.to):
+        raise ValueError(f"--to {args.to} is not a version number (a positive integer)")
+    for line in labels.rollback(args.model_base_path, int(args.to) if args.to is not None else None):
+        print(line)
+    return 0
+
+
+def _rollback_endpoint(args: argparse.Namespace) -> int:
+    from serving import vertex_endpoint
+
+    vertex_endpoint.check_settings(args.endpoint, args.project, args.region, args.api_endpoint, args.anonymous)
+    credentials = None
+    if args.anonymous:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()
+    try:
+        lines = vertex_endpoint.rollback(
+            args.endpoint,
+            project=args.project,
+            region=args.region,
+            to=args.to,
+            api_endpoint=args.api_endpoint,
+            api_transport=args.api_transport,
+            credentials=credentials,
+        )
+    except ValueError:
+        raise
+    except Exception as exc:  # google.api_core / google.auth errors: one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"Vertex AI: {type(exc).__name__}: {first[:300]}") from None
+    for line in lines:
+        print(line)
+    return 0
 
 
 def _check_positive(**values: float) -> None:
@@ -76,10 +196,41 @@ def _check_positive(**values: float) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    import tempfile
+
+    from serving import aip
+
+    if args.model_base_path is not None or not aip.under_vertex(os.environ):
+        if args.model_base_path is None:
+            raise ValueError("--model-base-path is required (or run under Vertex AI's AIP_* variables: see docs/serving.md)")
+        return _serve_path(args, args.model_base_path, host=args.host or "127.0.0.1", rest_port=args.rest_port, routes=None)
+    settings = aip.settings(os.environ)
+    workdir = tempfile.mkdtemp(prefix="taxifare-aip-")
+    try:
+        base = aip.model_base_path(settings.storage_uri, workdir)
+        print(
+            f"Vertex AI serving container: model from {settings.storage_uri}, port {settings.port}, predict {settings.predict_route}, "
+            f"health {settings.health_route}, deployed model {settings.deployed_model_id or '-'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        port = args.rest_port if args.rest_port is not None else settings.port
+        return _serve_path(args, base, host=args.host or "0.0.0.0", rest_port=port, routes=(settings.predict_route, settings.health_route))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int | None, routes: tuple[str, str] | None) -> int:
     import logging
 
     from serving.payload import Limits
     from serving.server import ServerConfig, serve
+
+    args.model_base_path, args.host, args.rest_port = base, host, 8501 if rest_port is None else rest_port
+    if args.grpc_port is None:
+        args.grpc_port = 0 if routes is not None else 8500
 
     _check_positive(
         poll_interval=args.poll_interval, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, grpc_workers=args.grpc_workers
@@ -99,6 +250,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_requests=not args.quiet,
         grpc_workers=args.grpc_workers,
         grace=args.grace,
+        vertex_routes=routes,
     )
     return serve(config, ports_file=args.ports_file)
 
@@ -133,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("versions", "label", "rollback"):
+            return {"versions": _versions, "label": _label, "rollback": _rollback}[args.command](args)
         return _predict(args)
     except (ValueError, OSError) as exc:  # RequestError, InputError and bind failures are user errors
         print(f"error: {exc}", file=sys.stderr)

@@ -100,13 +100,19 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
     def _version(self, spec: Any) -> int | None:
         if spec.name != self.app.model_name:
             raise RequestError(f"model {spec.name!r} is not served here: this server serves {self.app.model_name!r}", status=404)
-        if spec.version_label:
-            raise RequestError(f"version label {spec.version_label!r} is not configured: set model_spec.version or nothing", status=404)
+        if spec.WhichOneof("version_choice") == "version_label":
+            return self.app.manager.resolve(spec.version_label)
         if spec.HasField("version"):
             if spec.version.value <= 0:
                 raise RequestError(f"version {spec.version.value} is not a version number: use a positive integer", status=404)
             return int(spec.version.value)
         return None
+
+    def _servable(self, spec: Any) -> Any:
+        if spec.WhichOneof("version_choice") == "version_label":
+            self._version(spec)  # checks the model name
+            return self.app.manager.get(label=spec.version_label)
+        return self.app.manager.get(self._version(spec))
 
     def _run(self, method: str, context: grpc.ServicerContext, fn: Any) -> Any:
         started = time.perf_counter()
@@ -134,7 +140,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         """Predict the fare for the input tensors."""
 
         def go() -> tuple[predict_pb2.PredictResponse, str]:
-            servable = self.app.manager.get(self._version(request.model_spec))
+            servable = self._servable(request.model_spec)
             if request.model_spec.signature_name not in ("", "serving_default"):
                 raise RequestError(f"signature {request.model_spec.signature_name!r} does not exist: the model has serving_default only")
             features = servable.features
@@ -168,7 +174,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         """The ``signature_def`` metadata of the serving (or requested) version."""
 
         def go() -> tuple[Any, str]:
-            servable = self.app.manager.get(self._version(request.model_spec))
+            servable = self._servable(request.model_spec)
             fields = list(request.metadata_field)
             if not fields:
                 raise RequestError('GetModelMetadataRequest must name at least one metadata_field: use ["signature_def"]')

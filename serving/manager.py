@@ -1,16 +1,22 @@
-"""Version management: watch the model base path and serve the latest complete version.
+"""Version management: watch the model base path, its labels, and serve what they name.
 
-The policy is TF Serving's ``latest`` with one version:
+The layout of a base path (what a version is, the labels file) is :mod:`serving.layout`'s.
+The policy is TF Serving's, with version labels:
 
 * a directory of the base path counts as a version when its name is all digits and it
   holds ``saved_model.pb`` (temporary ``.tmp-*`` directories and anything else are ignored);
 * a version is loaded only once its directory has not changed (file names, sizes and
   modification times) for one poll interval, so a directory still being written is never
   loaded, even when the writer does not use the temporary-directory-and-rename protocol;
-* the highest such version is loaded and warmed up *beside* the serving one, then requests
-  switch to it atomically and the old version is unloaded (requests in flight finish on it);
+* the **routes** are the default route (no version, no label) and one per label of
+  ``labels.json``. The default route serves the ``stable`` label when it is set, else the
+  newest version; each label serves the version it names. Every version a route names is
+  loaded and warmed up *beside* the serving ones, then the routes switch to it atomically;
+  versions no route names any more are unloaded (requests in flight finish on them);
+* a route keeps its old version until the new one is available, so moving a label (a
+  rollback, a promotion) never fails a request;
 * a version that fails to load or warm up is reported (state ``END`` with its error) and the
-  previous version keeps serving; it is retried when its directory changes.
+  routes keep their previous versions; it is retried when its directory changes.
 """
 
 from __future__ import annotations
@@ -23,7 +29,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from serving import layout
+from serving.layout import list_versions
 from serving.payload import RequestError
+
+__all__ = ["ModelManager", "VersionState", "list_versions", "snapshot"]
 
 log = logging.getLogger("serving")
 
@@ -47,6 +57,15 @@ class VersionState:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class Routes:
+    """What each route serves now; replaced as a whole, never changed in place."""
+
+    default: int | None = None
+    labels: dict[str, int] = dataclasses.field(default_factory=dict)
+    servables: dict[int, Any] = dataclasses.field(default_factory=dict)
+
+
 def snapshot(path: str) -> Snapshot | None:
     """File names, sizes and mtimes under ``path`` (``None`` when it vanished meanwhile)."""
     entries = []
@@ -61,23 +80,8 @@ def snapshot(path: str) -> Snapshot | None:
     return tuple(sorted(entries))
 
 
-def list_versions(model_dir: str) -> dict[int, str]:
-    """Version number -> directory for every ``<digits>/saved_model.pb`` under ``model_dir``."""
-    try:
-        names = os.listdir(model_dir)
-    except OSError:
-        return {}
-    out = {}
-    for name in names:
-        if name.isdigit() and name.isascii() and int(name) > 0:
-            path = os.path.join(model_dir, name)
-            if os.path.isfile(os.path.join(path, "saved_model.pb")):
-                out[int(name)] = path
-    return out
-
-
 class ModelManager:
-    """Loads, warms up and switches versions of one model; answers which version serves.
+    """Loads, warms up and switches versions of one model; answers which version a route serves.
 
     Args:
         model_dir: the model's base path (the directory holding the numbered versions).
@@ -96,10 +100,12 @@ class ModelManager:
         self._loader = loader or _load_and_warm_up
         self._lock = threading.Lock()
         self._available = threading.Condition(self._lock)
-        self._current: Any = None
+        self._routes = Routes()
         self._states: dict[int, VersionState] = {}
         self._seen: dict[int, Snapshot] = {}
         self._failed: dict[int, Snapshot] = {}
+        self._labels: dict[str, int] = {}
+        self._labels_problem = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -110,7 +116,7 @@ class ModelManager:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop watching (the serving version stays loaded until the object goes)."""
+        """Stop watching (the serving versions stay loaded until the object goes)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -124,8 +130,8 @@ class ModelManager:
             self._stop.wait(self.poll_interval)
 
     # -- policy -------------------------------------------------------------------------------
-    def poll_once(self) -> None:
-        """Scan the base path once and load the version the policy wants, if it changed."""
+    def _scan(self) -> tuple[dict[int, str], dict[int, Snapshot]]:
+        """The complete versions on disk, and those unchanged since the last scan."""
         on_disk = list_versions(self.model_dir)
         stable: dict[int, Snapshot] = {}
         seen: dict[int, Snapshot] = {}
@@ -145,18 +151,76 @@ class ModelManager:
                     self.poll_interval,
                 )
         self._seen = seen
-        current = self._current.version if self._current is not None else None
-        candidates = [v for v, snap in stable.items() if self._failed.get(v) != snap]
-        if not candidates:
-            return
-        target = max(candidates)
-        if target == current:
-            return
-        if current is not None and target < current and current in on_disk:
-            return  # never go back while the newer version is still published
-        self._load(target, on_disk[target], stable[target])
+        return on_disk, stable
 
-    def _load(self, version: int, path: str, snap: Snapshot) -> None:
+    def _read_labels(self) -> dict[str, int]:
+        """The labels file; on a bad file, the last good labels (and one log line per new problem)."""
+        try:
+            labels = layout.read_labels(self.model_dir)
+        except layout.LayoutError as exc:
+            if str(exc) != self._labels_problem:
+                log.error("%s; the routes keep their versions", exc)
+            self._labels_problem = str(exc)
+            return self._labels
+        if labels != self._labels:
+            log.info("labels of %s: %s", self.model_name, ", ".join(f"{k} -> {v}" for k, v in sorted(labels.items())) or "none")
+        self._labels, self._labels_problem = labels, ""
+        return labels
+
+    def poll_once(self) -> None:
+        """Scan the base path and labels once; load what the routes name, switch, unload the rest."""
+        on_disk, stable = self._scan()
+        labels = self._read_labels()
+        old = self._routes
+        loadable = {v for v, snap in stable.items() if self._failed.get(v) != snap}
+        servables = dict(old.servables)
+
+        def resolve(wanted: int | None, previous: int | None) -> int | None:
+            """``wanted`` once it is loaded (loading it if it can be), else what the route had."""
+            if wanted is not None and wanted not in servables and wanted in loadable:
+                servable = self._load(wanted, on_disk[wanted], stable[wanted])
+                if servable is not None:
+                    servables[wanted] = servable
+            if wanted is not None and wanted in servables:
+                return wanted
+            return previous if previous in servables else None
+
+        # the default route: `stable` when it names a version on disk, else the newest version that can serve
+        # (trying older ones when a newer one fails to load, down to the one serving now)
+        default = None
+        if labels.get(layout.STABLE) in on_disk:
+            default = resolve(labels[layout.STABLE], old.default)
+        else:
+            for candidate in sorted(loadable | {v for v in servables if v in on_disk}, reverse=True):
+                default = resolve(candidate, None)
+                if default is not None:
+                    break
+            default = default if default is not None else (old.default if old.default in servables else None)
+        routed = {name: resolve(version, old.labels.get(name)) for name, version in sorted(labels.items())}
+        new_labels = {name: version for name, version in routed.items() if version is not None}
+        keep = {v for v in (default, *new_labels.values()) if v is not None}
+        new = Routes(default, new_labels, {v: servables[v] for v in keep})
+        if new.default == old.default and new.labels == old.labels and new.servables.keys() == old.servables.keys():
+            return
+        with self._available:
+            self._routes = new
+            for version in new.servables:
+                self._states[version] = VersionState("AVAILABLE")
+            for version in set(servables) - keep:
+                self._states[version] = VersionState("UNLOADING")
+            self._available.notify_all()
+        for version in sorted(set(new.servables) - set(old.servables)):
+            log.info("version %d of %s is AVAILABLE", version, self.model_name)
+        if new.default != old.default or new.labels != old.labels:
+            routes = ", ".join(f"{name} -> {v}" for name, v in sorted(new.labels.items()))
+            log.info("%s: the default route serves version %s%s", self.model_name, new.default, f"; labels {routes}" if routes else "")
+        for version in sorted(set(servables) - keep):
+            servables.pop(version)  # requests in flight keep their own reference and finish on it
+            with self._lock:
+                self._states[version] = VersionState("END")
+            log.info("unloaded version %d of %s", version, self.model_name)
+
+    def _load(self, version: int, path: str, snap: Snapshot) -> Any:
         with self._lock:
             self._states[version] = VersionState("LOADING")
         log.info("loading version %d of %s from %s", version, self.model_name, path)
@@ -168,45 +232,54 @@ class ModelManager:
             with self._lock:
                 self._states[version] = VersionState("END", "UNKNOWN", message)
                 self._failed[version] = snap
-            serving = f"version {self._current.version} keeps serving" if self._current is not None else "no version is serving"
+            current = self._routes.default
+            serving = f"version {current} keeps serving" if current is not None else "no version is serving"
             log.error("version %d of %s failed to load: %s (%s)", version, self.model_name, message, serving)
-            return
-        with self._available:
-            old = self._current
-            self._current = servable
-            self._states[version] = VersionState("AVAILABLE")
-            self._failed.pop(version, None)
-            if old is not None:
-                self._states[old.version] = VersionState("UNLOADING")
-            self._available.notify_all()
-        log.info("version %d of %s is AVAILABLE (loaded and warmed up in %.2fs)", version, self.model_name, time.monotonic() - started)
-        if old is not None:
-            old_version = old.version
-            del old  # requests in flight keep their own reference and finish on the old version
-            with self._lock:
-                self._states[old_version] = VersionState("END")
-            log.info("unloaded version %d of %s", old_version, self.model_name)
+            return None
+        self._failed.pop(version, None)
+        log.info("version %d of %s is loaded and warmed up in %.2fs", version, self.model_name, time.monotonic() - started)
+        return servable
 
     # -- queries ------------------------------------------------------------------------------
-    def get(self, version: int | None = None) -> Any:
-        """The servable for ``version`` (``None``: the serving one).
+    def get(self, version: int | None = None, label: str | None = None) -> Any:
+        """The servable for ``version`` or ``label`` (neither: the default route's).
 
         Raises:
-            RequestError: 404 when that version is not available, 503 when none is yet.
+            RequestError: 404 when that version or label is not available, 503 when no version is yet.
         """
-        current = self._current
-        if version is None or (current is not None and version == current.version):
-            if current is None:
+        routes = self._routes  # one consistent view, whatever the watcher switches meanwhile
+        if label is not None:
+            labelled = routes.labels.get(label)
+            if labelled is None:
+                assigned = ", ".join(f"{k} -> {v}" for k, v in sorted(routes.labels.items())) or "none"
+                raise RequestError(
+                    f"version label {label!r} of model {self.model_name} is not assigned to an available version "
+                    f"(labels: {assigned}); set it with `taxifare label`",
+                    status=404,
+                )
+            return routes.servables[labelled]
+        if version is None:
+            if routes.default is None:
                 raise RequestError(f"model {self.model_name} has no available version yet: {self._summary()}", status=503)
-            return current
+            return routes.servables[routes.default]
+        if version in routes.servables:
+            return routes.servables[version]
         state = self._states.get(version)
-        serving = f"version {current.version} is serving" if current is not None else "no version is serving yet"
+        serving = f"version {routes.default} is serving" if routes.default is not None else "no version is serving yet"
         if state is None:
             raise RequestError(f"version {version} of model {self.model_name} does not exist; {serving}", status=404)
         detail = f": {state.error_message}" if state.error_message else ""
         raise RequestError(
             f"version {version} of model {self.model_name} is not available (state {state.state}{detail}); {serving}", status=404
         )
+
+    def resolve(self, label: str) -> int:
+        """The version ``label`` serves now.
+
+        Raises:
+            RequestError: 404 when the label is not assigned to an available version.
+        """
+        return int(self.get(label=label).version)
 
     def _summary(self) -> str:
         if not self._states:
@@ -217,9 +290,13 @@ class ModelManager:
 
     @property
     def current_version(self) -> int | None:
-        """The serving version, if any."""
-        current = self._current
-        return current.version if current is not None else None
+        """The version the default route serves, if any."""
+        return self._routes.default
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """The labels the server routes now (only those naming an available version)."""
+        return dict(self._routes.labels)
 
     def status(self, version: int | None = None) -> list[dict[str, Any]]:
         """``model_version_status`` entries, newest first (one version when asked).
@@ -238,12 +315,19 @@ class ModelManager:
     def wait_available(self, timeout: float) -> bool:
         """Block until a version is available (or ``timeout`` seconds pass)."""
         with self._available:
-            return self._available.wait_for(lambda: self._current is not None, timeout=timeout)
+            return self._available.wait_for(lambda: self._routes.default is not None, timeout=timeout)
 
 
 def _load_and_warm_up(path: str, version: int) -> Any:
-    from serving.servable import Servable
+    from serving import warmup
+    from serving.servable import LoadError, Servable
 
     servable = Servable(path, version)
     servable.warm_up()
+    try:
+        count = warmup.replay(servable, path)
+    except ValueError as exc:
+        raise LoadError(f"version {version} failed its warm-up: {exc}") from None
+    if count:
+        log.info("version %d: replayed %d warm-up requests from %s", version, count, layout.WARMUP_FILE)
     return servable

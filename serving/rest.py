@@ -3,9 +3,9 @@
 Built on :class:`http.server.ThreadingHTTPServer` (one thread per connection, HTTP/1.1
 keep-alive). Routes:
 
-* ``GET  /v1/models/{name}[/versions/{v}]`` - version status;
-* ``GET  /v1/models/{name}[/versions/{v}]/metadata`` - signature and training metrics;
-* ``POST /v1/models/{name}[/versions/{v}]:predict`` - ``instances`` or ``inputs``;
+* ``GET  /v1/models/{name}[/versions/{v}|/labels/{label}]`` - version status;
+* ``GET  /v1/models/{name}[/versions/{v}|/labels/{label}]/metadata`` - signature and training metrics;
+* ``POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict`` - ``instances`` or ``inputs``;
 * ``POST /v1/projects/{p}/locations/{l}/endpoints/{e}:predict`` (also ``/v1/endpoints/{e}:predict``)
   - Vertex AI's body and answer;
 * ``GET  /v1/projects/{p}/locations/{l}/endpoints/{e}`` - a minimal Vertex endpoint resource;
@@ -36,6 +36,7 @@ access_log = logging.getLogger("serving.access")
 _MODEL_RE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?(?P<rest>/metadata|:[a-zA-Z]+)?$"
 )
+_LABEL_RE = re.compile(r"^[a-zA-Z0-9_]+$")
 _VERTEX_RE = re.compile(
     r"^/v1(?:beta1)?/(?:projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/)?endpoints/(?P<endpoint>[^/:]+)(?P<rest>:[a-zA-Z]+)?$"
 )
@@ -156,15 +157,18 @@ class _Handler(BaseHTTPRequestHandler):
         google = False
         try:
             path = self.path.split("?", 1)[0]
-            if path in ("/healthz", "/health", "/v1/health"):
+            if path in ("/healthz", "/health", "/v1/health") or (
+                self.server.app.vertex_routes and path == self.server.app.vertex_routes[1]
+            ):
                 self._health()
                 return
             match = _MODEL_RE.match(path)
             if match and match["rest"] in (None, "/metadata"):
-                version = self._model_version(match)
+                version, label = self._model_version(match)
                 if match["rest"] == "/metadata":
-                    self._send(200, self.server.app.metadata(version))
+                    self._send(200, self.server.app.metadata(version, label))
                 else:
+                    version = self.server.app.manager.resolve(label) if label is not None else version
                     self._send(200, {"model_version_status": self.server.app.manager.status(version)})
                 return
             vertex = _VERTEX_RE.match(path)
@@ -185,8 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             match = _MODEL_RE.match(path)
             if match and match["rest"] == ":predict":
-                version = self._model_version(match)
-                self._predict(body, version)
+                version, label = self._model_version(match)
+                self._predict(body, version, label)
+                return
+            if self.server.app.vertex_routes and path == self.server.app.vertex_routes[0]:  # AIP_PREDICT_ROUTE
+                self._vertex_predict(body, None, None, "", aip=True)
                 return
             if vertex and vertex["rest"] in (":predict", ":rawPredict"):
                 self._vertex_predict(body, vertex["project"], vertex["location"], vertex["endpoint"])
@@ -204,13 +211,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_DELETE = do_PATCH = do_PUT
 
-    def _model_version(self, match: re.Match[str]) -> int | None:
+    def _model_version(self, match: re.Match[str]) -> tuple[int | None, str | None]:
         app = self.server.app
         if match["name"] != app.model_name:
             raise RequestError(f"model {match['name']!r} is not served here: this server serves {app.model_name!r}", status=404)
         if match["label"] is not None:
-            raise RequestError(f"version label {match['label']!r} is not configured: use /versions/N or no version", status=404)
-        return _parse_version(match["version"])
+            if not _LABEL_RE.match(match["label"]):
+                raise RequestError(f"version label {match['label']!r} is not a label name (letters, digits, '_')", status=404)
+            return None, match["label"]
+        return _parse_version(match["version"]), None
 
     def _health(self) -> None:
         app = self.server.app
@@ -219,9 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         state = "DRAINING" if self.server.draining else ("AVAILABLE" if version is not None else "LOADING")
         self._send(status, {"status": state, "model": app.model_name, "version": None if version is None else str(version)})
 
-    def _predict(self, body: bytes, version: int | None) -> None:
+    def _predict(self, body: bytes, version: int | None, label: str | None = None) -> None:
         app = self.server.app
-        servable = app.manager.get(version)
+        servable = app.manager.get(version, label)
         columns, rows, signature = parse_predict_body(parse_json(body), servable.features, app.limits)
         if signature not in (None, "", "serving_default"):
             raise RequestError(f"signature {signature!r} does not exist: the model has serving_default only", status=400)
@@ -230,13 +239,13 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Model-Version": str(servable.version)}
         self._send(200, {"predictions": values} if rows else {"outputs": values}, headers)
 
-    def _vertex_predict(self, body: bytes, project: str | None, location: str | None, endpoint: str) -> None:
+    def _vertex_predict(self, body: bytes, project: str | None, location: str | None, endpoint: str, aip: bool = False) -> None:
         app = self.server.app
         servable = app.manager.get(None)
         columns, _, _ = parse_predict_body(parse_json(body), servable.features, app.limits, vertex=True)
         values = to_json_floats(servable.predict(columns))
         self._note = f" n={len(values)} v={servable.version} vertex"
-        answer = {"predictions": values, **app.vertex_model_fields(servable.version, project, location)}
+        answer = {"predictions": values, **({} if aip else app.vertex_model_fields(servable.version, project, location))}
         self._send(200, answer, {"X-Model-Version": str(servable.version)})
 
 

@@ -41,6 +41,8 @@ class ServerConfig:
     log_requests: bool = True
     grpc_workers: int = 8
     grace: float = 10.0
+    #: Vertex AI's (predict, health) routes, answered beside the usual ones (``AIP_PREDICT_ROUTE``, ``AIP_HEALTH_ROUTE``).
+    vertex_routes: tuple[str, str] | None = None
 
 
 def check_base_path(path: str, model_name: str) -> None:
@@ -73,7 +75,7 @@ class ModelServer:
 
         self.config = config
         self.manager = ModelManager(config.model_base_path, config.model_name, poll_interval=config.poll_interval)
-        self.app = App(self.manager, config.limits, log_requests=config.log_requests)
+        self.app = App(self.manager, config.limits, log_requests=config.log_requests, vertex_routes=config.vertex_routes)
         self._rest = RestServer((config.host, config.rest_port), self.app)
         try:
             self._grpc, self.grpc_port = build_grpc_server(self.app, config.host, config.grpc_port, config.grpc_workers)

@@ -16,17 +16,19 @@ class App:
     manager: ModelManager
     limits: Limits
     log_requests: bool = True
+    #: Vertex AI's (predict, health) routes of a custom serving container (see :mod:`serving.aip`).
+    vertex_routes: tuple[str, str] | None = None
 
     @property
     def model_name(self) -> str:
         """The name clients use."""
         return self.manager.model_name
 
-    def metadata(self, version: int | None) -> dict[str, Any]:
+    def metadata(self, version: int | None, label: str | None = None) -> dict[str, Any]:
         """TF Serving's REST metadata answer (plus the export's ``metrics.json``)."""
         from google.protobuf import json_format
 
-        servable = self.manager.get(version)
+        servable = self.manager.get(version, label)
         sig_map = json_format.MessageToDict(servable.signature_def_map(), preserving_proto_field_name=True)
         return {
             "model_spec": {"name": self.model_name, "signature_name": "", "version": str(servable.version)},

@@ -3,7 +3,8 @@
 * :class:`VertexServer`: gRPC over TLS on 127.0.0.1 implementing
   ``google.cloud.aiplatform.v1.PipelineService`` (CreatePipelineJob, GetPipelineJob) and
   ``ScheduleService`` (CreateSchedule, GetSchedule, ListSchedules, PauseSchedule,
-  ResumeSchedule, DeleteSchedule) with the official message types of google-cloud-aiplatform.
+  ResumeSchedule, DeleteSchedule), and ``EndpointService`` (GetEndpoint, UpdateEndpoint: the
+  traffic split) with the official message types of google-cloud-aiplatform.
   The SDK's gRPC transport always opens a TLS channel, so the server has a self-signed
   certificate for 127.0.0.1 and ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` points gRPC at it.
 * :class:`KfpServer`: HTTP speaking enough of the Kubeflow Pipelines v2beta1 REST API for
@@ -161,11 +162,74 @@ class VertexServer:
             (
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.PipelineService", pipeline_handlers),
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.ScheduleService", schedule_handlers),
+                grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.EndpointService", self._endpoint_handlers(record, unary)),
             )
         )
         self.port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
         self.server.start()
         self.endpoint = f"127.0.0.1:{self.port}"
+
+    def _endpoint_handlers(self, record: Any, unary: Any) -> dict[str, Any]:
+        """GetEndpoint and UpdateEndpoint (traffic split, display name, labels) over :attr:`endpoints`."""
+        import grpc
+        from google.cloud.aiplatform_v1.types import endpoint as endpoint_types
+        from google.cloud.aiplatform_v1.types import endpoint_service
+
+        self.endpoints: dict[str, Any] = {}
+        E = endpoint_types.Endpoint
+
+        def get_endpoint(request: Any, context: Any) -> Any:
+            record("GetEndpoint", request)
+            with self._lock:
+                found = self.endpoints.get(request.name)
+            if found is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Endpoint {request.name} not found")
+            return found
+
+        def update_endpoint(request: Any, context: Any) -> Any:
+            record("UpdateEndpoint", request)
+            with self._lock:
+                found = self.endpoints.get(request.endpoint.name)
+                if found is None:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"Endpoint {request.endpoint.name} not found")
+                paths = list(request.update_mask.paths)
+                if "traffic_split" in paths:
+                    split = dict(request.endpoint.traffic_split)
+                    ids = {d.id for d in found.deployed_models}
+                    if sum(split.values()) not in (0, 100) or not set(split) <= ids:
+                        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad traffic split {split} for deployed models {sorted(ids)}")
+                    found.traffic_split.clear()
+                    found.traffic_split.update(split)
+                for path in paths:
+                    if path in ("display_name", "description"):
+                        setattr(found, path, getattr(request.endpoint, path))
+                return found
+
+        return {
+            "GetEndpoint": unary(get_endpoint, endpoint_service.GetEndpointRequest, E.serialize),
+            "UpdateEndpoint": unary(update_endpoint, endpoint_service.UpdateEndpointRequest, E.serialize),
+        }
+
+    def add_endpoint(self, name: str, deployed: list[tuple[str, str, int]], traffic_split: dict[str, int]) -> None:
+        """An endpoint ``name`` with deployed models ``(id, display_name, created seconds ago)``."""
+        import datetime as _dt
+
+        from google.cloud.aiplatform_v1.types import endpoint as endpoint_types
+
+        now = _dt.datetime.now(_dt.UTC)
+        models = [
+            endpoint_types.DeployedModel(
+                id=model_id,
+                display_name=display,
+                model=f"{name.split('/endpoints/')[0]}/models/{display}",
+                create_time=now - _dt.timedelta(seconds=age),
+            )
+            for model_id, display, age in deployed
+        ]
+        with self._lock:
+            self.endpoints[name] = endpoint_types.Endpoint(
+                name=name, display_name="taxifare", deployed_models=models, traffic_split=traffic_split
+            )
 
     def requests(self, method: str) -> list[Any]:
         """The requests received by ``method``, oldest first."""

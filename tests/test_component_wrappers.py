@@ -81,15 +81,19 @@ def test_deploy_wrapper_records_the_verdict_the_model_and_the_data_hash(tmp_path
     (model_dir / "saved_model.pb").write_bytes(b"")
     model = artifact(dsl.Model, model_dir, **ModelInfo(rmse=3.5, steps=100, variant="lab").to_metadata())
     test_data = artifact(dsl.Dataset, tmp_path / "test", split="test", rows=10, variant="lab", source="x", content_hash="ab" * 32)
+    train_data = artifact(dsl.Dataset, tmp_path / "train", split="train", rows=80, variant="lab", source="x", content_hash="cd" * 32)
     verification = artifact(dsl.Metrics, tmp_path / "metrics", **Verification(True, "ok", {"test_rmse": 3.4}).to_metadata())
     path = deploy.python_func(
-        model=model, test_data=test_data, verification=verification, serving_root=str(tmp_path / "serving"), model_name="m", run_name="r1"
-    )
+        model=model, train_data=train_data, test_data=test_data, verification=verification, serving_root=str(tmp_path / "serving"),
+        model_name="m", run_name="r1", deploy_mode="replace",
+    )  # fmt: skip
     assert path == str(tmp_path / "serving" / "m" / "1")
     record = json.loads((tmp_path / "serving" / "m" / "1" / "taxifare_deploy.json").read_text())
     assert record["test_data_hash"] == "ab" * 32 and record["run"] == "r1"
     assert Verification.from_metadata(record["verification"]).test_rmse == 3.4
     assert ModelInfo.from_metadata(record["train_metadata"]) == ModelInfo(rmse=3.5, steps=100, variant="lab")
+    stats = json.loads((tmp_path / "serving" / "m" / "1" / "assets.extra" / "taxifare_train_stats.json").read_text())
+    assert DatasetStats.from_metadata(stats).content_hash == "cd" * 32
 
 
 def test_prepare_upload_wrapper_labels_the_model_with_its_rmse_and_data(tmp_path):

@@ -173,6 +173,16 @@ def model_name(name: str, value: Any) -> str:
     return out
 
 
+#: How deploy publishes a version (see components/impl/deploy.py and docs/serving.md).
+DEPLOY_MODES = ("replace", "canary")
+
+
+def deploy_mode(name: str, value: Any) -> str:
+    """``replace`` (the default route moves to the new version) or ``canary`` (published under the canary label)."""
+    out = text(name, value)
+    return _valid(name, value, out, out in DEPLOY_MODES, "'replace' or 'canary'")
+
+
 def parse_time(name: str, value: str) -> dt.datetime | None:
     """An RFC 3339 time as an aware UTC datetime; ``None`` for empty or an unresolved placeholder.
 
