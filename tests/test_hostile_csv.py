@@ -13,6 +13,7 @@ import pytest
 
 from components.impl import stage_data
 from pipeline.cli import main as cli_main
+from trainer import lines as csvlines
 from trainer import validation
 from trainer.errors import InputError
 from trainer.schema import Reason, Variant
@@ -98,14 +99,14 @@ def test_lines_of_any_length_are_counted_with_their_line_number(tmp_path):
     report = validation.scan(str(path))
     assert report.rows == 62 and report.valid == 60
     assert report.examples == [
-        f"{path}:31: line_too_long: a line of {HUGE:,} bytes (the limit is {validation.MAX_LINE_BYTES:,})",
+        f"{path}:31: line_too_long: a line of {HUGE:,} bytes (the limit is {csvlines.MAX_LINE_BYTES:,})",
         f"{path}:62: wrong_column_count: 'oops'",
     ]
 
 
 def test_a_line_far_longer_than_a_block_is_read_in_bounded_pieces(tmp_path):
     path = write(tmp_path / "d.csv", [good(0), b"y" * (3 << 20), good(1)])
-    blocks = list(validation._line_blocks(str(path), block_size=1 << 16))
+    blocks = list(csvlines.line_blocks(str(path), block_size=1 << 16))
     assert sum(len(b.lines) for b in blocks) == 3
     assert sum(len(b.notes) for b in blocks) == 1
 

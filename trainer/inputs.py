@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from trainer import schema
+from trainer.lines import MAX_LINE_BYTES
 from trainer.schema import Variant
-from trainer.validation import MAX_LINE_BYTES, NUMBER_REGEX
+from trainer.validation import NUMBER_REGEX
 
 AUTOTUNE = tf.data.AUTOTUNE
 
