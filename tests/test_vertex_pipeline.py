@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from components.impl import vertex
+from components.impl import vertex_steps as vertex
 from components.impl.verify_export import verify
 from pipeline.compile import VERTEX_YAML, compile_pipeline
 
@@ -158,3 +158,60 @@ def test_verify_uses_the_recorded_rmse_when_the_deployed_model_is_unreadable(tra
     better = verify(trained_model.export_dir, outs["test"], deployed_rmse=99.0, **common)
     assert better.metrics["deployed_rmse"] == 99.0
     assert "deployed $99.00" in better.reason or not better.blessed
+
+
+IMAGE = "europe-west4-docker.pkg.dev/p/taxifare/taxifare:0.2.0"
+
+
+def test_image_recompiles_only_the_images(spec, tmp_path):
+    """`submit --image` compiles the pipeline for that image: every image of the project changes, nothing else."""
+    from pipeline.cloud.template import compile_for_image, load_template
+
+    committed = load_template(str(ROOT / VERTEX_YAML))
+    other = compile_for_image("vertex", IMAGE, str(tmp_path))
+    assert set(other.step_images()) == {IMAGE} and set(committed.step_images()) == {"taxifare:0.1.0"}
+    changed = [
+        name
+        for name, e in other.spec["deploymentSpec"]["executors"].items()
+        if e["container"]["image"] != committed.spec["deploymentSpec"]["executors"][name]["container"]["image"]
+    ]
+    assert changed and all(other.spec["deploymentSpec"]["executors"][n]["container"]["image"] == IMAGE for n in changed)
+    assert "exec-full-train" not in changed  # the custom-job launcher is google's image; the job's pool runs ours
+
+    def norm(template):  # the whole spec as text, the image written back to the committed one's
+        return json.dumps({k: v for k, v in template.spec.items() if k != "sdkVersion"}, sort_keys=True).replace(IMAGE, "taxifare:0.1.0")
+
+    assert norm(other) == norm(committed)
+
+
+def test_upload_names_the_projects_image_as_a_custom_serving_container(spec):
+    prepare = spec["root"]["dag"]["tasks"]["condition-1"]
+    tasks = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    serving = tasks["prepare-upload"]["inputs"]["parameters"]["serving_image"]["runtimeValue"]["constant"]
+    assert prepare and serving == "taxifare:0.1.0"  # the step image, pinned by version
+    assert vertex.serving_container_spec(IMAGE) == {
+        "imageUri": IMAGE,
+        "command": ["taxifare", "serve"],
+        "ports": [{"containerPort": 8080}],
+        "predictRoute": "/v1/models/taxifare:predict",
+        "healthRoute": "/v1/models/taxifare",
+    }
+    for unpinned in ("gcr.io/p/taxifare", "gcr.io/p/taxifare:latest"):
+        with pytest.raises(ValueError, match="not pinned"):
+            vertex.serving_container_spec(unpinned)
+    assert "tf2-cpu" not in (ROOT / VERTEX_YAML).read_text() and ":latest" not in (ROOT / VERTEX_YAML).read_text()
+
+
+def test_prepare_upload_writes_the_container_spec_into_the_artifact(tmp_path):
+    """The component's own function (what runs on Vertex) fills the UnmanagedContainerModel that ModelUploadOp reads."""
+    from kfp import dsl
+
+    from components.vertex_steps import prepare_upload
+
+    model, metrics, data = dsl.Model(uri="gs://b/model"), dsl.Metrics(uri="gs://b/m"), dsl.Dataset(uri="gs://b/test")
+    metrics.metadata["test_rmse"] = 3.25
+    data.metadata["content_hash"] = "ABCDEF0123456789"
+    out = dsl.Artifact(uri="gs://b/unmanaged")
+    labels = prepare_upload.python_func(model=model, verification=metrics, test_data=data, serving_image=IMAGE, unmanaged_model=out)
+    assert out.uri == "gs://b/model" and out.metadata["containerSpec"] == vertex.serving_container_spec(IMAGE)
+    assert labels == {vertex.RMSE_LABEL: "3250", vertex.DATA_LABEL: "abcdef0123456789"}

@@ -123,44 +123,50 @@ def check_kind(template: Template, engine: str) -> None:
     )
 
 
-def check_image(image: str, flag: str = "--image") -> str:
+def _image_problem(image: str) -> str | None:
+    """What keeps a cloud from pulling ``image`` at a fixed version, or ``None``."""
+    value = image.strip()
+    host, slash, rest = value.partition("/")
+    if not slash or not ("." in host or ":" in host or host == "localhost") or not rest:
+        return "names no registry host, so Vertex AI cannot pull it"
+    name, at, digest = rest.partition("@")
+    if at:
+        return None if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else "has a malformed digest (write @sha256:64 hex digits)"
+    last = name.rsplit("/", 1)[-1]
+    tag = last.rsplit(":", 1)[1] if ":" in last else ""
+    if not tag or tag == "latest":
+        return "is not pinned to a version (a tag such as :0.1.0, never :latest, or a @sha256 digest)"
+    return None
+
+
+def check_image(image: str) -> str:
     """An image a cloud can pull and a version can pin: ``REGISTRY_HOST/PATH:TAG`` (or ``@sha256:...``), tag not ``latest``.
 
     Raises:
         InputError: for an image without a registry host, without a tag, or tagged ``latest``.
     """
-    value = image.strip()
-    host, slash, rest = value.partition("/")
-    if not slash or not ("." in host or ":" in host or host == "localhost") or not rest:
+    problem = _image_problem(image)
+    if problem:
         raise InputError(
-            f"{flag} {image!r} names no registry host, so Vertex AI cannot pull it: push the image and pass "
-            "--image REGION-docker.pkg.dev/PROJECT/REPOSITORY/taxifare:VERSION"
+            f"--image {image!r} {problem}: push the image and pass --image REGION-docker.pkg.dev/PROJECT/REPOSITORY/taxifare:VERSION"
         )
-    name, at, digest = rest.partition("@")
-    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
-    if at and re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-        return value
-    if not tag or tag == "latest" or at:
-        raise InputError(
-            f"{flag} {image!r} is not pinned to a version: give it a version tag such as :0.1.0 (never :latest) or a @sha256 digest"
-        )
-    return value
+    return image.strip()
 
 
 def check_step_images(template: Template) -> None:
-    """Every step image of a template sent to Vertex AI must be pullable and pinned (:func:`check_image`).
+    """Every step image of a template sent to Vertex AI must be pullable and pinned.
 
     Raises:
         InputError: naming the image and how to fix it (``--image`` compiles the pipeline for another one).
     """
     for image in template.step_images():
-        try:
-            check_image(image, flag="step image")
-        except InputError as exc:
+        problem = _image_problem(image)
+        if problem:
             raise InputError(
-                f"{exc} (the template {template.path!r} runs its steps in {image!r}; --image REGISTRY/PATH:TAG compiles it "
-                "for your pushed image)"
-            ) from exc
+                f"the template {template.path!r} runs its steps in {image!r}, which {problem}: push the image "
+                "(docs/cloud.md) and pass --image REGION-docker.pkg.dev/PROJECT/REPOSITORY/taxifare:VERSION, which compiles "
+                "the pipeline for it"
+            )
 
 
 def compile_for_image(kind: str, image: str, directory: str) -> Template:
