@@ -245,6 +245,16 @@ def test_submit_to_kubeflow(kfp_server):
     assert f"{kfp_server.url}/#/runs/details/run-1" in out.getvalue()
 
 
+def test_submit_to_kubeflow_with_image_compiles_the_local_pipeline_for_it(kfp_server, capsys):
+    assert cli.main(["submit", "--kfp-host", kfp_server.url, "--image", "taxifare:0.2.0", "--param", "train_steps=5"]) == 0, (
+        capsys.readouterr()
+    )
+    run = next(b for m, p, b in kfp_server.received if m == "POST" and p == "/apis/v2beta1/runs")
+    images = {e["container"]["image"] for e in run["pipeline_spec"]["deploymentSpec"]["executors"].values()}
+    assert images == {"taxifare:0.2.0"} and run["pipeline_spec"]["pipelineInfo"]["name"] == "taxifare"
+    assert run["runtime_config"]["parameters"] == {"train_steps": 5}
+
+
 def test_recurring_run_on_kubeflow_with_six_field_cron(kfp_server, capsys):
     base = ["--kfp-host", kfp_server.url]
     code = cli.main(

@@ -286,6 +286,8 @@ def test_bucket_names(value, ok):
         ("library/taxifare:0.1.0", False),
         ("gcr.io/p/taxifare", False),
         ("gcr.io/p/taxifare:latest", False),
+        ("localhost:5000/taxifare", False),
+        ("gcr.io/p/taxifare@sha256:abc", False),
     ],
 )
 def test_images_need_a_registry_and_a_version(image, ok):
@@ -294,6 +296,13 @@ def test_images_need_a_registry_and_a_version(image, ok):
     else:
         with pytest.raises(settings.InputError):
             check_image(image)
+
+
+def test_kubeflow_images_need_a_version_but_no_registry():
+    assert check_image("taxifare:0.2.0", registry=False) == "taxifare:0.2.0"
+    for image in ("taxifare", "taxifare:latest"):
+        with pytest.raises(settings.InputError, match="not pinned"):
+            check_image(image, registry=False)
 
 
 @pytest.mark.parametrize(

@@ -83,9 +83,17 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default="taxifare", help="Kubeflow experiment of the runs (default %(default)s; --kfp-host only)")
 
 
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``setup``, ``submit`` and ``schedule`` on a subparsers object."""
-    fmt = argparse.RawDescriptionHelpFormatter
+    _add_setup(subparsers)
+    _add_submit(subparsers)
+    _add_schedule(subparsers)
+
+
+def _add_setup(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     setup = subparsers.add_parser(
         "setup",
         help="create the bucket and grant the run accounts access to it",
@@ -95,7 +103,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
             "jobs' service accounts. Nothing project-wide changes. --dry-run prints the plan."
         ),
         epilog=_ENV_HELP,
-        formatter_class=fmt,
+        formatter_class=_FMT,
     )
     setup.add_argument("--project", help="project that owns the bucket (default: $GOOGLE_CLOUD_PROJECT)")
     setup.add_argument("--region", help="Vertex AI region the pipelines run in (default: $TAXIFARE_REGION)")
@@ -110,6 +118,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     setup.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
 
+
+def _add_submit(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     submit = subparsers.add_parser(
         "submit",
         help="run the compiled pipeline on Vertex AI Pipelines (or Kubeflow with --kfp-host)",
@@ -118,7 +128,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
             "it ends. With --kfp-host the run goes to a self-hosted Kubeflow Pipelines instead."
         ),
         epilog=_ENV_HELP,
-        formatter_class=fmt,
+        formatter_class=_FMT,
     )
     _add_run_options(submit)
     _add_cloud(submit)
@@ -128,12 +138,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--poll-seconds", type=float, default=15.0, help="seconds between status polls with --wait, above 0 (default %(default)s)"
     )
 
+
+def _add_schedule(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     schedule = subparsers.add_parser(
         "schedule",
         help="scheduled retraining: create, list, pause, resume, delete",
         description="Manage scheduled runs: Vertex AI PipelineJobSchedules, or Kubeflow recurring runs with --kfp-host.",
         epilog=_ENV_HELP,
-        formatter_class=fmt,
+        formatter_class=_FMT,
     )
     sched_sub = schedule.add_subparsers(dest="schedule_command", required=True, metavar="{create,list,pause,resume,delete}")
     create = sched_sub.add_parser(
@@ -145,7 +157,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
             "controller's zone (--kfp-timezone, UTC by default) because recurring runs have none of their own."
         ),
         epilog=_ENV_HELP,
-        formatter_class=fmt,
+        formatter_class=_FMT,
     )
     create.add_argument("--cron", required=True, help="five-field cron, e.g. '0 6 * * *' (06:00 daily), optionally 'TZ=Area/City ...'")
     create.add_argument("--display-name", help="the schedule's name (default: <pipeline>-schedule)")

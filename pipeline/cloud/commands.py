@@ -35,7 +35,7 @@ def _template(args: argparse.Namespace, engine: str, scratch: contextlib.ExitSta
     if args.image:
         if args.template:
             raise InputError("pass --template or --image, not both: --image compiles the project's pipeline for that image")
-        image = check_image(args.image)
+        image = check_image(args.image, registry=engine == "vertex")
         from pipeline.cloud.template import compile_for_image
 
         return compile_for_image(engine, image, scratch.enter_context(tempfile.TemporaryDirectory(prefix="taxifare-submit-")))

@@ -123,13 +123,13 @@ def check_kind(template: Template, engine: str) -> None:
     )
 
 
-def _image_problem(image: str) -> str | None:
-    """What keeps a cloud from pulling ``image`` at a fixed version, or ``None``."""
+def _image_problem(image: str, registry: bool = True) -> str | None:
+    """What keeps a cloud from pulling ``image`` at a fixed version (its registry host only when ``registry``), or ``None``."""
     value = image.strip()
     host, slash, rest = value.partition("/")
-    if not slash or not ("." in host or ":" in host or host == "localhost") or not rest:
+    if registry and (not slash or not ("." in host or ":" in host or host == "localhost") or not rest):
         return "names no registry host, so Vertex AI cannot pull it"
-    name, at, digest = rest.partition("@")
+    name, at, digest = value.partition("@")
     if at:
         return None if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else "has a malformed digest (write @sha256:64 hex digits)"
     last = name.rsplit("/", 1)[-1]
@@ -139,13 +139,17 @@ def _image_problem(image: str) -> str | None:
     return None
 
 
-def check_image(image: str) -> str:
+def check_image(image: str, registry: bool = True) -> str:
     """An image a cloud can pull and a version can pin: ``REGISTRY_HOST/PATH:TAG`` (or ``@sha256:...``), tag not ``latest``.
 
+    Args:
+        image: the image reference.
+        registry: require a registry host (Vertex AI); a Kubeflow cluster may have the image loaded.
+
     Raises:
-        InputError: for an image without a registry host, without a tag, or tagged ``latest``.
+        InputError: for an image without a registry host (when required), without a tag, or tagged ``latest``.
     """
-    problem = _image_problem(image)
+    problem = _image_problem(image, registry)
     if problem:
         raise InputError(
             f"--image {image!r} {problem}: push the image and pass --image REGION-docker.pkg.dev/PROJECT/REPOSITORY/taxifare:VERSION"
