@@ -206,6 +206,7 @@ def _fresh(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
 
 
+@pytest.mark.slow  # two fresh processes importing the Vertex SDK, and google-auth's probe retries: ~20 s here
 def test_a_local_endpoint_asks_neither_the_metadata_server_nor_storage(tmp_path, vertex_template):
     """The probe and the SDK's bucket check would go to these recorders; with a loopback endpoint they stay silent."""
     metadata, storage = _Recorder(), _Recorder()
