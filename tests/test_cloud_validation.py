@@ -324,3 +324,14 @@ def test_template_kinds():
     assert load_template(LOCAL_TEMPLATE).kind == "kubeflow"
     committed = load_template(COMMITTED_VERTEX)
     assert committed.kind == "vertex" and committed.step_images() == ["taxifare:0.1.0"]
+
+
+def test_image_compile_leaves_nothing_behind_when_a_later_check_fails(tmp_path, monkeypatch, no_credentials, capsys):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.main([*SUBMIT, "--image", IMAGE, "--param", "train_steps=-5"]) == 2
+    assert "train_steps must be a positive integer" in capsys.readouterr().err
+    assert cli.main([*SUBMIT, "--image", IMAGE]) == 2  # compiled, then no credentials
+    assert "no Google Cloud credentials found" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
