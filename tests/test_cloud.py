@@ -201,11 +201,13 @@ def test_schedule_lifecycle_on_vertex(vertex_server, where, vertex_template):
 
 def test_cli_schedule_create_and_list(vertex_server, where, vertex_template, capsys):
     base = ["--project", "test-project", "--region", "us-central1", "--api-endpoint", vertex_server.endpoint, "--anonymous"]
-    create = ["schedule", "create", "--template", vertex_template, "--cron", "30 5 * * *", "--pipeline-root", _root()]
+    create = ["schedule", "create", "--image", IMAGE, "--cron", "30 5 * * *", "--pipeline-root", _root()]
     code = cli.main([*create, "--max-concurrent-runs", "1", "--start-time", "2026-12-01T01:00:00+01:00", *base])
     assert code == 0, capsys.readouterr()
     sent = vertex_server.requests("CreateSchedule")[0].schedule
     assert sent.cron == "30 5 * * *" and sent.start_time.isoformat().startswith("2026-12-01T00:00:00")
+    spec = type(sent.create_pipeline_job_request.pipeline_job).to_dict(sent.create_pipeline_job_request.pipeline_job)["pipeline_spec"]
+    assert spec["deploymentSpec"]["executors"]["exec-stage-data"]["container"]["image"] == IMAGE  # compiled for --image
     assert cli.main(["schedule", "list", *base]) == 0
     assert "'30 5 * * *'" in capsys.readouterr().out
 
