@@ -59,17 +59,17 @@ CASES = [
     # --param: the same checks as taxifare run
     ([*SUBMIT, "--param", "train_steps=-5"], "train_steps must be a positive integer"),
     ([*SUBMIT, "--param", "hidden_units=abc"], "hidden_units must be positive layer sizes"),
-    ([*SUBMIT, "--param", "learning_rate=nan"], "learning_rate=nan is not a finite number"),
-    ([*SUBMIT, "--param", "max_rmse=inf"], "max_rmse=inf is not a finite number"),
+    ([*SUBMIT, "--param", "learning_rate=nan"], ("learning_rate", "finite number")),
+    ([*SUBMIT, "--param", "max_rmse=inf"], ("max_rmse", "finite number")),
     ([*SUBMIT, "--param", "max_rmse=-1"], "max_rmse must be a positive number"),
     ([*SUBMIT, "--param", "source="], "source is empty"),
     ([*SUBMIT, "--param", "eval_fraction=0.7"], "eval_fraction must be between 0 and 0.5"),
-    ([*SUBMIT, "--param", "train_steps=many"], "train_steps='many' is not an integer"),
+    ([*SUBMIT, "--param", "train_steps=many"], ("train_steps", "'many'")),
     ([*SUBMIT, "--param", "nope=1"], "no parameter 'nope'"),
     ([*SUBMIT, "--param", "x"], "is not NAME=VALUE"),
-    ([*SUBMIT, "--param", "replica_count=0"], "replica_count=0 must be at least 1"),
-    ([*SUBMIT, "--param", "traffic_percentage=101"], "traffic_percentage=101 must be between 1 and 100"),
-    ([*SUBMIT, "--param", "min_replicas=3", "--param", "max_replicas=2"], "must not be below min_replicas"),
+    ([*SUBMIT, "--param", "replica_count=0"], "replica_count must be a positive integer"),
+    ([*SUBMIT, "--param", "traffic_percentage=101"], ("traffic_percentage", "101")),
+    ([*SUBMIT, "--param", "min_replicas=3", "--param", "max_replicas=2"], ("min_replicas (3)", "max_replicas (2)")),
     # names and formats
     (["submit", "--region", "us-central1", "--pipeline-root", "gs://b-1/r"], "missing project: pass --project or set GOOGLE_CLOUD_PROJECT"),
     (["submit", "--project", "test-project", "--pipeline-root", "gs://b-1/r"], "missing region: pass --region or set TAXIFARE_REGION"),
@@ -150,7 +150,8 @@ def test_bad_input_is_one_line_exit_2_before_any_request(argv, message, vertex_t
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert message in err, err
+    for fragment in (message,) if isinstance(message, str) else message:
+        assert fragment in err, err
 
 
 def test_nothing_reaches_a_reachable_engine(vertex_template, no_credentials, capsys):

@@ -200,18 +200,3 @@ def test_upload_names_the_projects_image_as_a_custom_serving_container(spec):
         with pytest.raises(ValueError, match="not pinned"):
             vertex.serving_container_spec(unpinned)
     assert "tf2-cpu" not in (ROOT / VERTEX_YAML).read_text() and ":latest" not in (ROOT / VERTEX_YAML).read_text()
-
-
-def test_prepare_upload_writes_the_container_spec_into_the_artifact(tmp_path):
-    """The component's own function (what runs on Vertex) fills the UnmanagedContainerModel that ModelUploadOp reads."""
-    from kfp import dsl
-
-    from components.vertex_steps import prepare_upload
-
-    model, metrics, data = dsl.Model(uri="gs://b/model"), dsl.Metrics(uri="gs://b/m"), dsl.Dataset(uri="gs://b/test")
-    metrics.metadata["test_rmse"] = 3.25
-    data.metadata["content_hash"] = "ABCDEF0123456789"
-    out = dsl.Artifact(uri="gs://b/unmanaged")
-    labels = prepare_upload.python_func(model=model, verification=metrics, test_data=data, serving_image=IMAGE, unmanaged_model=out)
-    assert out.uri == "gs://b/model" and out.metadata["containerSpec"] == vertex.serving_container_spec(IMAGE)
-    assert labels == {vertex.RMSE_LABEL: "3250", vertex.DATA_LABEL: "abcdef0123456789"}

@@ -12,7 +12,6 @@ image, so ``submit --image`` needs no edited YAML.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -214,51 +213,28 @@ def _convert(name: str, value: str, kind: str) -> Any:
 
 
 def check_parameters(template: Template, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``--param`` values converted to the template's types and checked as ``taxifare run`` checks them.
+    """``--param`` values checked as ``taxifare run`` checks them and converted to their types.
+
+    The checks are the parameter table's (:func:`pipeline.parameters.checked`, for the template's
+    target); a name must be a parameter of the template (or a front-door setting of the table,
+    such as ``max_model_params``, which is checked and not sent). A template parameter the table
+    does not know is converted to the template's type.
+
+    Returns:
+        The values the pipeline takes, by name.
 
     Raises:
         InputError: an unknown name, a value of the wrong type, or a value the pipeline would refuse.
     """
-    converted = coerce_parameters(template, values)
-    check_params(converted)
-    return converted
+    from pipeline import parameters
 
-
-def check_params(values: Mapping[str, Any]) -> None:
-    """The shared parameter checks (those of ``taxifare run``) on the parameters given.
-
-    Parameters not given keep the template's defaults and are not checked again.
-
-    Raises:
-        InputError: naming the parameter and a valid value.
-    """
-    from pipeline.pipeline import check_arguments, parameter_docs
-
-    for name, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InputError(f"parameter {name}={value} is not a finite number: give a number such as 0.003")
-    shared = parameter_docs()
-    check_arguments({name: value for name, value in values.items() if name in shared})
-    _check_vertex_only(values)
-
-
-#: Checks of the parameters only the Vertex pipeline has: (test, message).
-_VERTEX_ONLY: dict[str, tuple[Any, str]] = {
-    "replica_count": (lambda v: v >= 1, "must be at least 1 (training machines)"),
-    "accelerator_count": (lambda v: v >= 0, "must be 0 or more"),
-    "min_replicas": (lambda v: v >= 1, "must be at least 1"),
-    "max_replicas": (lambda v: v >= 1, "must be at least 1"),
-    "traffic_percentage": (lambda v: 1 <= v <= 100, "must be between 1 and 100"),
-    "machine_type": (lambda v: bool(re.fullmatch(r"[a-z0-9][a-z0-9-]*", v)), "is not a machine type such as n1-standard-4"),
-    "deploy_machine_type": (lambda v: bool(re.fullmatch(r"[a-z0-9][a-z0-9-]*", v)), "is not a machine type such as n1-standard-2"),
-    "model_display_name": (lambda v: bool(v.strip()) and len(v) <= 128, "must be 1-128 characters"),
-    "endpoint_display_name": (lambda v: bool(v.strip()) and len(v) <= 128, "must be 1-128 characters"),
-}
-
-
-def _check_vertex_only(values: Mapping[str, Any]) -> None:
-    for name, value in values.items():
-        if name in _VERTEX_ONLY and not _VERTEX_ONLY[name][0](value):
-            raise InputError(f"parameter {name}={value!r} {_VERTEX_ONLY[name][1]}")
-    if "min_replicas" in values and "max_replicas" in values and values["max_replicas"] < values["min_replicas"]:
-        raise InputError(f"max_replicas ({values['max_replicas']}) must not be below min_replicas ({values['min_replicas']})")
+    target = parameters.VERTEX if template.kind == "vertex" else parameters.LOCAL
+    table = {p.name: p for p in parameters.for_target(target, pipeline_only=False)}
+    types = template.parameter_types
+    known = set(types) | {name for name, p in table.items() if not p.in_pipeline}
+    for name in values:
+        if name not in known:
+            raise InputError(f"the pipeline has no parameter {name!r}: use one of {', '.join(sorted(known))}")
+    checked = parameters.checked({n: v for n, v in values.items() if n in table}, target)
+    others = coerce_parameters(template, {n: v for n, v in values.items() if n not in table})
+    return {n: v for n, v in {**checked, **others}.items() if n in types}
