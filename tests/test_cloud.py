@@ -257,6 +257,26 @@ def test_submit_to_kubeflow_with_image_compiles_the_local_pipeline_for_it(kfp_se
     assert run["runtime_config"]["parameters"] == {"train_steps": 5}
 
 
+def test_submit_passes_the_fingerprint_of_the_data_the_sources_hold_now(kfp_server, tmp_path, capsys):
+    """Changed files change the data_fingerprint parameter, so stage_data's cache misses (issue 12)."""
+    fingerprint = pytest.importorskip("components.impl.fingerprint")  # comes with the data_fingerprint parameter
+    if "data_fingerprint" not in load_template(TEMPLATE).parameter_types:
+        pytest.skip("the pipeline has no data_fingerprint parameter yet")
+    data = tmp_path / "trips.csv"
+    data.write_text("12.5,-73.99,40.75,-73.98,40.76,1,k1\n")
+    argv = ["submit", "--kfp-host", kfp_server.url, "--param", f"source={data}"]
+
+    def sent() -> str:
+        assert cli.main(argv) == 0, capsys.readouterr()
+        run = [b for m, p, b in kfp_server.received if m == "POST" and p == "/apis/v2beta1/runs"][-1]
+        return run["runtime_config"]["parameters"]["data_fingerprint"]
+
+    first = sent()
+    assert first == fingerprint.data_fingerprint(str(data)) and sent() == first
+    data.write_text("37.5,-73.99,40.75,-73.98,40.76,1,k1\n")  # the fares tripled: same size, new time
+    assert sent() != first
+
+
 def test_recurring_run_on_kubeflow_with_six_field_cron(kfp_server, capsys):
     base = ["--kfp-host", kfp_server.url]
     code = cli.main(

@@ -200,3 +200,10 @@ def test_upload_names_the_projects_image_as_a_custom_serving_container(spec):
         with pytest.raises(ValueError, match="not pinned"):
             vertex.serving_container_spec(unpinned)
     assert "tf2-cpu" not in (ROOT / VERTEX_YAML).read_text() and ":latest" not in (ROOT / VERTEX_YAML).read_text()
+
+
+def test_a_schedules_runs_key_stage_data_on_their_own_scheduled_time(spec):
+    """Each scheduled run's stage_data gets the run's scheduled time: windows move with it, and its cache key differs per run."""
+    stage = spec["root"]["dag"]["tasks"]["stage-data"]["inputs"]["parameters"]
+    assert stage["scheduled_time"]["runtimeValue"]["constant"] == "{{$.pipeline_job_schedule_time_utc}}"
+    assert stage["window_days"]["componentInputParameter"] == "window_days"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -18,7 +19,16 @@ from typing import Any
 
 from pipeline.cloud import settings as s
 from pipeline.cloud.cron import cron_to_kfp, validate_cron
-from pipeline.cloud.template import DEFAULT_TEMPLATES, Template, check_image, check_kind, check_parameters, check_step_images, load_template
+from pipeline.cloud.template import (
+    DEFAULT_TEMPLATES,
+    Template,
+    check_image,
+    check_kind,
+    check_parameters,
+    check_step_images,
+    load_template,
+    with_fingerprint,
+)
 from trainer.storage import InputError
 
 
@@ -142,12 +152,16 @@ def submit(args: argparse.Namespace) -> int:
 
             run_args = _kubeflow_run(args, host, scratch)
             host = kubeflow.check_host(host)
-            kubeflow.submit(kubeflow.connect(host, args.kfp_token), host, run_name=args.display_name, **run_args)
+            client = kubeflow.connect(host, args.kfp_token)
+            run_args["parameters"] = with_fingerprint(run_args["template"], run_args["parameters"])
+            kubeflow.submit(client, host, run_name=args.display_name, **run_args)
             return 0
         from pipeline.cloud import vertex_jobs
 
         location, run = _vertex_run(args, scratch)
-        job = vertex_jobs.submit(_where(args, location), run, wait=args.wait, poll_seconds=args.poll_seconds)
+        where = _where(args, location)
+        run = dataclasses.replace(run, parameters=with_fingerprint(run.template, run.parameters))
+        job = vertex_jobs.submit(where, run, wait=args.wait, poll_seconds=args.poll_seconds)
     if args.wait:
         return 0 if job.state.name == "PIPELINE_STATE_SUCCEEDED" else 1
     return 0

@@ -51,6 +51,12 @@ class Template:
         params = self.spec["root"].get("inputDefinitions", {}).get("parameters", {})
         return {name: p.get("parameterType", "STRING") for name, p in params.items()}
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The pipeline's parameter defaults (those it has)."""
+        params = self.spec["root"].get("inputDefinitions", {}).get("parameters", {})
+        return {name: p["defaultValue"] for name, p in params.items() if "defaultValue" in p}
+
     def executor_images(self) -> list[str]:
         """The image of every executor of the spec."""
         executors = self.spec.get("deploymentSpec", {}).get("executors", {})
@@ -170,6 +176,32 @@ def check_step_images(template: Template) -> None:
                 "(docs/cloud.md) and pass --image REGION-docker.pkg.dev/PROJECT/REPOSITORY/taxifare:VERSION, which compiles "
                 "the pipeline for it"
             )
+
+
+def with_fingerprint(template: Template, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` plus ``data_fingerprint`` of what the sources resolve to now, when the pipeline takes one.
+
+    The fingerprint (:func:`components.impl.fingerprint.data_fingerprint`: local files' sizes and
+    times, ``gs://`` generations, window bounds) keys stage_data's cache on the data, not only on
+    the source's text. Lists ``gs://`` folders: call it after the credentials are found. A value
+    given with ``--param data_fingerprint=`` is kept.
+
+    Raises:
+        InputError: a source that resolves to no file.
+    """
+    if "data_fingerprint" not in template.parameter_types or values.get("data_fingerprint"):
+        return dict(values)
+    from components.impl.fingerprint import data_fingerprint
+
+    merged = {**template.defaults, **values}
+    fingerprint = data_fingerprint(
+        str(merged.get("source", "")),
+        str(merged.get("eval_source", "")),
+        str(merged.get("test_source", "")),
+        window_days=int(merged.get("window_days", 0)),
+        scheduled_time=str(merged.get("scheduled_time", "")),
+    )
+    return {**values, "data_fingerprint": fingerprint}
 
 
 def compile_for_image(kind: str, image: str, directory: str) -> Template:
