@@ -22,7 +22,7 @@ from pipeline.cloud import cron as cloud_cron
 from pipeline.cloud import kubeflow, vertex_jobs
 from pipeline.cloud.template import load_template
 from pipeline.cloud.vertex_jobs import Location, Run, Schedule
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = str(ROOT / "compiled" / "taxifare_pipeline.yaml")

@@ -29,7 +29,7 @@ from pipeline.cloud.template import (
     load_template,
     with_fingerprint,
 )
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 
 def _env(value: str | None, name: str) -> str | None:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from pipeline.cloud.settings import is_loopback
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 _CREDENTIALS_FIX = (

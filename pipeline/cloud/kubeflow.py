@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from pipeline.cloud.template import Template
 from pipeline.cloud.vertex_jobs import ScheduleInfo
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 _HEALTHZ = "/apis/v2beta1/healthz"
 

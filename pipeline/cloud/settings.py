@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 #: Regions where Vertex AI runs pipelines, custom jobs and endpoints: the regional locations of
 #: google-cloud-aiplatform 1.165 (``constants.base.SUPPORTED_REGIONS`` without ``global``, which
