@@ -100,11 +100,10 @@ def _vertex_run(args: argparse.Namespace, scratch: contextlib.ExitStack) -> tupl
     return location, run
 
 
-def _kubeflow_run(args: argparse.Namespace, host: str, scratch: contextlib.ExitStack) -> dict[str, Any]:
-    """Every check of a Kubeflow run or recurring run; returns the keyword arguments of :mod:`pipeline.cloud.kubeflow`."""
+def _kubeflow_run(args: argparse.Namespace, scratch: contextlib.ExitStack) -> dict[str, Any]:
+    """Every check of a Kubeflow run or recurring run (the host checked before); keyword arguments of :mod:`pipeline.cloud.kubeflow`."""
     from pipeline.cloud import kubeflow
 
-    kubeflow.check_host(host)
     root = kubeflow.check_root(_env(args.pipeline_root, "TAXIFARE_PIPELINE_ROOT"))
     account = s.check_kubernetes_account(_env(args.service_account, "TAXIFARE_SERVICE_ACCOUNT"))
     template = _template(args, "kubeflow", scratch)
@@ -150,8 +149,8 @@ def submit(args: argparse.Namespace) -> int:
         if host:
             from pipeline.cloud import kubeflow
 
-            run_args = _kubeflow_run(args, host, scratch)
             host = kubeflow.check_host(host)
+            run_args = _kubeflow_run(args, scratch)
             client = kubeflow.connect(host, args.kfp_token)
             run_args["parameters"] = with_fingerprint(run_args["template"], run_args["parameters"])
             kubeflow.submit(client, host, run_name=args.display_name, **run_args)
@@ -178,8 +177,8 @@ def _schedule_create(args: argparse.Namespace, host: str | None) -> int:
     when = {"display_name": args.display_name, "max_concurrent_runs": args.max_concurrent_runs, "start_time": start, "end_time": end}
     with contextlib.ExitStack() as scratch:
         if host:
-            run_args = _kubeflow_run(args, host, scratch)
             host = kubeflow.check_host(host)
+            run_args = _kubeflow_run(args, scratch)
             made = kubeflow.create_schedule(kubeflow.connect(host, args.kfp_token), cron=cron, **run_args, **when)
             print(f"created recurring run {made.recurring_run_id}")
             return 0
