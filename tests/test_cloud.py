@@ -254,7 +254,7 @@ def test_submit_to_kubeflow_with_image_compiles_the_local_pipeline_for_it(kfp_se
     run = next(b for m, p, b in kfp_server.received if m == "POST" and p == "/apis/v2beta1/runs")
     images = {e["container"]["image"] for e in run["pipeline_spec"]["deploymentSpec"]["executors"].values()}
     assert images == {"taxifare:0.2.0"} and run["pipeline_spec"]["pipelineInfo"]["name"] == "taxifare"
-    assert run["runtime_config"]["parameters"] == {"train_steps": 5}
+    assert run["runtime_config"]["parameters"]["train_steps"] == 5
 
 
 def test_submit_passes_the_fingerprint_of_the_data_the_sources_hold_now(kfp_server, tmp_path, capsys):

@@ -185,10 +185,9 @@ def test_image_recompiles_only_the_images(spec, tmp_path):
 
 
 def test_upload_names_the_projects_image_as_a_custom_serving_container(spec):
-    prepare = spec["root"]["dag"]["tasks"]["condition-1"]
-    tasks = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    serving = tasks["prepare-upload"]["inputs"]["parameters"]["serving_image"]["runtimeValue"]["constant"]
-    assert prepare and serving == "taxifare:0.1.0"  # the step image, pinned by version
+    (prepare,) = [t for c in spec["components"].values() for n, t in c.get("dag", {}).get("tasks", {}).items() if n == "prepare-upload"]
+    serving = prepare["inputs"]["parameters"]["serving_image"]["runtimeValue"]["constant"]
+    assert serving == "taxifare:0.1.0"  # the step image, pinned by version
     assert vertex.serving_container_spec(IMAGE) == {
         "imageUri": IMAGE,
         "command": ["taxifare", "serve"],
