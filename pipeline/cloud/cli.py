@@ -80,7 +80,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="run every step even when an earlier run has its outputs")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="a Vertex resource label, repeatable")
     parser.add_argument("--network", help="VPC network to peer with: projects/NUMBER/global/networks/NAME")
-    parser.add_argument("--experiment", default="taxifare", help="Kubeflow experiment of the runs (default %(default)s; --kfp-host only)")
+    parser.add_argument(
+        "--experiment",
+        help="experiment the runs join: on Vertex AI a Vertex AI Experiment (compare runs in the console; default: none), "
+        "on Kubeflow (--kfp-host) a Kubeflow experiment (default: taxifare)",
+    )
 
 
 _FMT = argparse.RawDescriptionHelpFormatter

@@ -29,6 +29,7 @@ from pipeline.cloud.template import (
     load_template,
     with_fingerprint,
 )
+from pipeline.experiments import DEFAULT_EXPERIMENT, check_experiment
 from trainer.errors import InputError
 
 
@@ -86,6 +87,7 @@ def _vertex_run(args: argparse.Namespace, scratch: contextlib.ExitStack) -> tupl
     account = s.check_service_account(_env(args.service_account, "TAXIFARE_SERVICE_ACCOUNT"))
     network = s.check_network(args.network)
     labels = s.check_labels(s.parse_pairs(args.label, "--label"))
+    experiment = check_experiment(args.experiment) if getattr(args, "experiment", None) else None
     template = _template(args, "vertex", scratch)
     run = Run(
         template=template,
@@ -96,6 +98,7 @@ def _vertex_run(args: argparse.Namespace, scratch: contextlib.ExitStack) -> tupl
         labels=labels,
         network=network,
         display_name=args.display_name,
+        experiment=experiment,
     )
     return location, run
 
@@ -113,7 +116,7 @@ def _kubeflow_run(args: argparse.Namespace, scratch: contextlib.ExitStack) -> di
         "pipeline_root": root,
         "enable_caching": False if args.no_cache else None,
         "service_account": account,
-        "experiment": args.experiment,
+        "experiment": args.experiment or DEFAULT_EXPERIMENT,
     }
 
 

@@ -51,6 +51,8 @@ class Run:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     network: str | None = None
     display_name: str | None = None
+    #: The Vertex AI Experiment the run joins (checked); ``None``: none.
+    experiment: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +110,11 @@ def pipeline_job(where: Location, run: Run, *, job_id: str | None = None) -> Any
 
 
 def _create(job: Any, where: Location, run: Run) -> None:
+    if run.experiment:  # the SDK's submit path: it creates the experiment and adds the run to it
+        from pipeline.experiments import submit_in_experiment
+
+        submit_in_experiment(job, run.experiment, service_account=run.service_account, network=run.network)
+        return
     if not where.local:
         job.submit(service_account=run.service_account, network=run.network)
         return
