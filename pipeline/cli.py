@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "train":
         from trainer import task
 
-        return task.main(argv[1:])
+        task.run(argv[1:])  # ends the process (see trainer.task.run)
     args = build_parser().parse_args(argv)
     from serving.cli import COMMANDS as SERVING_COMMANDS
 
