@@ -91,6 +91,17 @@ def verify(verify_op: Any, stage: Any, train: Any, params: dict[str, Any], **tar
     )
 
 
+def pipeline(steps: Callable[[dict[str, Any]], None], *, image: str, target: str, name: str, summary: str, description: str) -> Any:
+    """The ``@dsl.pipeline`` of ``target`` whose body runs ``steps(params)`` inside the run-summary exit handler.
+
+    Its signature and docstring (parameters, defaults, descriptions) come from :mod:`pipeline.parameters`.
+    """
+    from pipeline import parameters
+
+    func = parameters.pipeline_function(with_run_summary(steps, image), target=target, name=f"taxifare_{target}", summary=summary)
+    return dsl.pipeline(name=name, description=description)(func)
+
+
 def with_run_summary(steps: Callable[[dict[str, Any]], None], image: str) -> Callable[[dict[str, Any]], None]:
     """The pipeline body: ``steps(params)`` inside :func:`exit_handler`, whose exit task runs in ``image``."""
     from components.run_summary import run_summary

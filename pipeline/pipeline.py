@@ -77,12 +77,7 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
                 .set_caching_options(False)  # a side effect: never skipped by the cache
             )
 
-    func = parameters.pipeline_function(
-        dag.with_run_summary(steps, image),
-        target=parameters.LOCAL,
-        name="taxifare_pipeline",
-        summary="Train and deploy the taxi-fare model.",
+    description = "Stage NYC taxi trips, smoke-train, train, verify the export and deploy it when it is better."
+    return dag.pipeline(
+        steps, image=image, target=parameters.LOCAL, name=name, summary="Train and deploy the taxi-fare model.", description=description
     )
-    return dsl.pipeline(
-        name=name, description="Stage NYC taxi trips, smoke-train, train, verify the export and deploy it when it is better."
-    )(func)

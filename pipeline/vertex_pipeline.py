@@ -85,15 +85,9 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
             model = _upload(prepared, lookup, p)
             _deploy(model, lookup, p)
 
-    func = parameters.pipeline_function(
-        dag.with_run_summary(steps, image),
-        target=parameters.VERTEX,
-        name="taxifare_vertex",
-        summary="Train on Vertex AI and deploy the taxi-fare model.",
-    )
-    return dsl.pipeline(
-        name=name, description="Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
-    )(func)
+    description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
+    summary = "Train on Vertex AI and deploy the taxi-fare model."
+    return dag.pipeline(steps, image=image, target=parameters.VERTEX, name=name, summary=summary, description=description)
 
 
 def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any, p: dict[str, Any]) -> Any:
