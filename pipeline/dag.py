@@ -10,6 +10,7 @@ time, the project, the deployed model).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kfp import dsl
@@ -88,6 +89,30 @@ def verify(verify_op: Any, stage: Any, train: Any, params: dict[str, Any], **tar
         .set_display_name("Verify export")
         .set_caching_options(False)
     )
+
+
+def pipeline(steps: Callable[[dict[str, Any]], None], *, image: str, target: str, name: str, summary: str, description: str) -> Any:
+    """The ``@dsl.pipeline`` of ``target`` whose body runs ``steps(params)`` inside the run-summary exit handler.
+
+    Its signature and docstring (parameters, defaults, descriptions) come from :mod:`pipeline.parameters`.
+    """
+    from pipeline import parameters
+
+    func = parameters.pipeline_function(with_run_summary(steps, image), target=target, name=f"taxifare_{target}", summary=summary)
+    return dsl.pipeline(name=name, description=description)(func)
+
+
+def with_run_summary(steps: Callable[[dict[str, Any]], None], image: str) -> Callable[[dict[str, Any]], None]:
+    """The pipeline body: ``steps(params)`` inside :func:`exit_handler`, whose exit task runs in ``image``."""
+    from components.run_summary import run_summary
+
+    summary_op = with_image(run_summary, image)
+
+    def body(params: dict[str, Any]) -> None:
+        with exit_handler(summary_op, params):
+            steps(params)
+
+    return body
 
 
 def exit_handler(summary_op: Any, params: dict[str, Any]) -> dsl.ExitHandler:

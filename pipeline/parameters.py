@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from trainer import checks
+from trainer import checks, validation
 from trainer.errors import InputError
 
 LOCAL = "local"
@@ -70,7 +70,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("datetime_layout", bool, False, checks.boolean, "generate the layout with pickup_datetime (when source is 'synthetic')."),
     _p("eval_fraction", float, 0.1, checks.split_fraction, "share of source rows carved out for eval."),
     _p("test_fraction", float, 0.1, checks.split_fraction, "share of source rows carved out for test."),
-    _p("max_bad_fraction", float, 0.1, checks.unit_fraction,
+    _p("max_bad_fraction", float, validation.MAX_BAD_FRACTION, checks.unit_fraction,
        "stop at stage_data when a larger share of rows is malformed or out of range."),
     _p("window_days", int, 0, checks.non_negative_int,
        "with a source folder of dt=YYYY-MM-DD partitions, or 'bigquery', the days of trips before the run's scheduled time "

@@ -14,7 +14,6 @@ from kfp import dsl
 from components.common import DEFAULT_IMAGE
 from components.deploy import deploy
 from components.full_train import full_train
-from components.run_summary import run_summary
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.verify_export import verify_export
@@ -40,12 +39,6 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
     stage_op, smoke_op, train_op, verify_op, deploy_op = (
         with_image(c, image) for c in (stage_data, smoke_train, full_train, verify_export, deploy)
     )
-
-    summary_op = with_image(run_summary, image)
-
-    def body(p: dict[str, Any]) -> None:
-        with dag.exit_handler(summary_op, p):
-            steps(p)
 
     def steps(p: dict[str, Any]) -> None:
         stage, smoke = dag.stage_and_smoke(
@@ -84,9 +77,7 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
                 .set_caching_options(False)  # a side effect: never skipped by the cache
             )
 
-    func = parameters.pipeline_function(
-        body, target=parameters.LOCAL, name="taxifare_pipeline", summary="Train and deploy the taxi-fare model."
+    description = "Stage NYC taxi trips, smoke-train, train, verify the export and deploy it when it is better."
+    return dag.pipeline(
+        steps, image=image, target=parameters.LOCAL, name=name, summary="Train and deploy the taxi-fare model.", description=description
     )
-    return dsl.pipeline(
-        name=name, description="Stage NYC taxi trips, smoke-train, train, verify the export and deploy it when it is better."
-    )(func)

@@ -25,7 +25,6 @@ from kfp import dsl
 
 from components.common import DEFAULT_IMAGE
 from components.full_train import full_train
-from components.run_summary import run_summary
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.verify_export import verify_export
@@ -51,12 +50,6 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
     stage_op, smoke_op, verify_op = (with_image(c, image) for c in (stage_data, smoke_train, verify_export))
     train_job_op = create_custom_training_job_from_component(with_image(full_train, image), display_name="taxifare-full-train")
     pools_template = json.dumps(train_job_op.component_spec.inputs["worker_pool_specs"].default)
-
-    summary_op = with_image(run_summary, image)
-
-    def body(p: dict[str, Any]) -> None:
-        with dag.exit_handler(summary_op, p):
-            steps(p)
 
     def steps(p: dict[str, Any]) -> None:
         stage, smoke = dag.stage_and_smoke(
@@ -92,12 +85,9 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
             model = _upload(prepared, lookup, p)
             _deploy(model, lookup, p)
 
-    func = parameters.pipeline_function(
-        body, target=parameters.VERTEX, name="taxifare_vertex", summary="Train on Vertex AI and deploy the taxi-fare model."
-    )
-    return dsl.pipeline(
-        name=name, description="Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
-    )(func)
+    description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
+    summary = "Train on Vertex AI and deploy the taxi-fare model."
+    return dag.pipeline(steps, image=image, target=parameters.VERTEX, name=name, summary=summary, description=description)
 
 
 def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any, p: dict[str, Any]) -> Any:

@@ -20,6 +20,7 @@ COMPONENT_MODULES = [
     "components.impl.contracts",
     "pipeline.parameters",
     "trainer.checks",
+    "trainer.validation",
 ]
 HEAVY = ("tensorflow", "keras", "pandas", "numpy", "pyarrow", "matplotlib", "google.cloud.aiplatform")
 
