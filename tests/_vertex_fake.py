@@ -27,8 +27,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+_PAIR: list[tuple[bytes, bytes]] = []
+
+
 def self_signed(directory: str) -> tuple[bytes, bytes, str]:
-    """A key, a certificate for 127.0.0.1 and the certificate's path."""
+    """A key, a certificate for 127.0.0.1 and the certificate's path.
+
+    One pair per test process: gRPC reads its default roots (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) once
+    per process, when it first opens a TLS channel, so every local TLS server must present the same
+    certificate for the test modules to run in any order.
+    """
+    if _PAIR:
+        key_pem, cert_pem = _PAIR[0]
+        path = os.path.join(directory, "vertex-fake-ca.pem")
+        with open(path, "wb") as fh:
+            fh.write(cert_pem)
+        return key_pem, cert_pem, path
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -51,6 +65,7 @@ def self_signed(directory: str) -> tuple[bytes, bytes, str]:
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _PAIR.append((key_pem, cert_pem))
     path = os.path.join(directory, "vertex-fake-ca.pem")
     with open(path, "wb") as fh:
         fh.write(cert_pem)
