@@ -1,0 +1,392 @@
+"""Data drift: per-feature statistics of a split, and how far a new training split moved from the deployed model's.
+
+``stage_data`` adds :func:`describe` to each split's ``columns`` metadata: per feature the
+count, quantiles and a histogram over **fixed bin edges** (:func:`bin_edges`, derived from
+:mod:`trainer.schema`'s ranges and location grid), so any two data sets share their bins and
+can be compared without the rows. The deployed version keeps its training split's statistics
+(:data:`STATS_FILE`, written by deploy from :func:`stats_document`), and the ``check_drift``
+step compares a new run's training split with them (:func:`compare`):
+
+* per feature, the Jensen-Shannon divergence (base 2, so 0 = the same distribution, 1 = no
+  overlap) between the two normalised histograms; numeric features and the label alike;
+* the step line names the features that moved most; above ``max_drift`` (off when 0) the run
+  stops before training with one line naming them and how to accept the new data.
+
+TF-free: numpy and pyarrow only; no kfp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+#: The file holding a deployed version's training statistics, beside the version's SavedModel.
+STATS_FILE = "train_stats.json"
+#: Version of the statistics document.
+STATS_FORMAT = 1
+#: Quantiles kept per feature.
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+#: Rows kept (a uniform sample) to compute quantiles: exact up to this many rows.
+QUANTILE_SAMPLE = 100_000
+#: How many features the step line names.
+TOP = 3
+
+
+class DriftError(ValueError):
+    """The training data moved further from the deployed model's than ``max_drift`` allows."""
+
+
+def bin_edges(feature: str) -> list[float]:
+    """The fixed histogram edges of ``feature``, from :mod:`trainer.schema` (shared by every data set).
+
+    Coordinates: the model's location grid (about 2.5 km cells over New York) plus one bin on
+    each side out to the valid range; passengers: one bin per count; the fare: 24 bins evenly
+    spaced on a log scale over its valid range (a $1 step matters at $5, not at $150).
+    """
+    import numpy as np
+
+    from trainer import schema
+
+    r = schema.RANGES[feature]
+    if feature in ("pickuplon", "dropofflon"):
+        return [r.low, *schema.GRID_LON, r.high]
+    if feature in ("pickuplat", "dropofflat"):
+        return [r.low, *schema.GRID_LAT, r.high]
+    if feature == schema.PASSENGERS:
+        return [v + 0.5 for v in range(int(r.low) - 1, int(r.high) + 1)]
+    return [round(float(v), 4) for v in np.geomspace(r.low, r.high, 25)]
+
+
+def features() -> tuple[str, ...]:
+    """The columns described and compared: the label and the numeric features."""
+    from trainer import schema
+
+    return (schema.LABEL, *schema.NUMERIC_FEATURES)
+
+
+class _Accumulator:
+    """Streaming histogram counts and a bounded uniform sample (bottom-k by random priority) of one column."""
+
+    def __init__(self, edges: list[float], seed: int) -> None:
+        import numpy as np
+
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.counts = np.zeros(len(edges) - 1, dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+        self.sample = np.empty(0, dtype=np.float64)
+        self.priority = np.empty(0, dtype=np.float64)
+
+    def add(self, values: Any) -> None:
+        import numpy as np
+
+        counts, _ = np.histogram(np.clip(values, self.edges[0], self.edges[-1]), bins=self.edges)
+        self.counts += counts
+        self.sample = np.concatenate([self.sample, values])
+        self.priority = np.concatenate([self.priority, self.rng.random(len(values))])
+        if len(self.sample) > QUANTILE_SAMPLE:
+            keep = np.argpartition(self.priority, QUANTILE_SAMPLE)[:QUANTILE_SAMPLE]
+            self.sample, self.priority = self.sample[keep], self.priority[keep]
+
+    def as_dict(self) -> dict[str, Any]:
+        import numpy as np
+
+        quantiles = np.quantile(self.sample, QUANTILES) if len(self.sample) else [math.nan] * len(QUANTILES)
+        return {
+            "count": int(self.counts.sum()),
+            "quantiles": {f"p{round(q * 100):02d}": round(float(v), 6) for q, v in zip(QUANTILES, quantiles, strict=True)},
+            "histogram": {"edges": [float(e) for e in self.edges], "counts": [int(c) for c in self.counts]},
+        }
+
+
+def describe(path: str, columns: tuple[str, ...], *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Count, quantiles and fixed-bin histogram of each feature of a staged, headerless CSV split.
+
+    Args:
+        path: a staged split's CSV file (valid rows only, columns in ``columns`` order).
+        columns: the file's column names (the layout's :attr:`~trainer.schema.Variant.columns`).
+        seed: seed of the quantile sample (quantiles are exact up to :data:`QUANTILE_SAMPLE` rows).
+
+    Returns:
+        ``{feature: {"count", "quantiles": {"p01"...}, "histogram": {"edges", "counts"}}}``.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    wanted = features()
+    acc = {name: _Accumulator(bin_edges(name), seed + i) for i, name in enumerate(wanted)}
+    read = pacsv.ReadOptions(column_names=list(columns), block_size=4 << 20)
+    convert = pacsv.ConvertOptions(include_columns=list(wanted), column_types={name: pa.float64() for name in wanted})
+    with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
+        for batch in reader:
+            for name in wanted:
+                acc[name].add(batch.column(name).to_numpy(zero_copy_only=False))
+    return {name: a.as_dict() for name, a in acc.items()}
+
+
+def merge_columns(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``base`` (min/mean/max per column) with ``extra``'s keys added per column."""
+    return {name: {**base.get(name, {}), **extra.get(name, {})} for name in {**base, **extra}}
+
+
+def stats_document(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The statistics kept with a deployed version (:data:`STATS_FILE`), from the train split's artifact metadata."""
+    return {
+        "format": STATS_FORMAT,
+        "rows": metadata.get("rows"),
+        "variant": metadata.get("variant"),
+        "content_hash": metadata.get("content_hash", ""),
+        "columns": metadata.get("columns", {}),
+    }
+
+
+def write_stats(metadata: dict[str, Any], directory: str) -> str:
+    """Write :func:`stats_document` of ``metadata`` as ``directory/train_stats.json`` (through a temporary name)."""
+    path = os.path.join(directory, STATS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(stats_document(metadata), fh, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def read_stats(path: str) -> dict[str, Any] | None:
+    """A statistics document from a file (local, ``/gcs/`` or ``gs://``), or ``None`` when there is none or it is unreadable."""
+    from trainer import storage
+
+    try:
+        with storage.open_binary(path) as fh:
+            document = json.loads(fh.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    except Exception as exc:  # google.api_core NotFound and friends on gs://
+        if type(exc).__name__ in ("NotFound", "Forbidden"):
+            return None
+        raise
+    return document if isinstance(document, dict) and isinstance(document.get("columns"), dict) else None
+
+
+def read_deployed_stats(serving_root: str, model_name: str) -> tuple[str, dict[str, Any] | None]:
+    """The newest deployed version's training statistics: ``(version, document or None)``; ``("", None)`` when nothing is deployed.
+
+    Uses ``serving.layout.deployed_train_stats`` when the serving package provides it.
+    """
+    if not serving_root:
+        return "", None
+    model_dir = os.path.join(serving_root, model_name)
+    try:
+        from serving import layout  # type: ignore[attr-defined]
+
+        reader = layout.deployed_train_stats
+    except (ImportError, AttributeError):
+        reader = None
+    from components.impl.deploy import latest_version_dir
+
+    latest = latest_version_dir(serving_root, model_name)
+    if not latest:
+        return "", None
+    if reader is not None:
+        return os.path.basename(latest), reader(model_dir)
+    return os.path.basename(latest), read_stats(os.path.join(latest, STATS_FILE))
+
+
+def js_divergence(p_counts: list[int], q_counts: list[int]) -> float:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) of two histograms over the same bins."""
+    import numpy as np
+
+    p = np.asarray(p_counts, dtype=np.float64)
+    q = np.asarray(q_counts, dtype=np.float64)
+    if p.sum() <= 0 or q.sum() <= 0:
+        return math.nan
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+
+    def kl(a: Any, b: Any) -> float:
+        mask = a > 0
+        return float(np.sum(a[mask] * np.log2(a[mask] / b[mask])))
+
+    return max(0.0, min(1.0, 0.5 * kl(p, m) + 0.5 * kl(q, m)))
+
+
+@dataclasses.dataclass
+class FeatureDrift:
+    """How one feature moved."""
+
+    feature: str
+    divergence: float
+    current: dict[str, Any]
+    reference: dict[str, Any]
+
+
+@dataclasses.dataclass
+class DriftResult:
+    """The comparison of a training split with the deployed version's."""
+
+    features: list[FeatureDrift]
+    reference_version: str = ""
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def ranked(self) -> list[FeatureDrift]:
+        """Features by divergence, largest first."""
+        return sorted(self.features, key=lambda f: -f.divergence)
+
+    def over(self, max_drift: float) -> list[FeatureDrift]:
+        """The features whose divergence exceeds ``max_drift`` (none when the gate is off, ``max_drift`` 0)."""
+        if max_drift <= 0:
+            return []
+        return [f for f in self.ranked() if f.divergence > max_drift]
+
+    @property
+    def largest(self) -> float:
+        """The largest divergence (0 when nothing was compared)."""
+        return max((f.divergence for f in self.features), default=0.0)
+
+    def line(self, top: int = TOP) -> str:
+        """The step line: the features that moved most."""
+        if not self.features:
+            return "no feature could be compared"
+        moved = ", ".join(f"{f.feature} {f.divergence:.3f}" for f in self.ranked()[:top])
+        return f"largest drift vs deployed version {self.reference_version or '?'} (Jensen-Shannon): {moved}"
+
+    def as_metrics(self) -> dict[str, float]:
+        """``{"drift_<feature>": divergence, "drift_max": largest}`` (for a Metrics artifact)."""
+        return {**{f"drift_{f.feature}": round(f.divergence, 6) for f in self.features}, "drift_max": round(self.largest, 6)}
+
+
+def compare(current: dict[str, Any], reference: dict[str, Any], *, reference_version: str = "") -> DriftResult:
+    """Per-feature Jensen-Shannon divergence of the current training statistics from the reference's.
+
+    Args:
+        current: the new train split's ``columns`` metadata (or a :func:`stats_document`).
+        reference: the deployed version's statistics document (or its ``columns``).
+        reference_version: the deployed version, for messages.
+
+    Returns:
+        The divergences; features whose histograms are missing or use other bin edges are
+        listed in ``skipped`` (statistics written before histograms existed).
+    """
+    cur = current.get("columns", current)
+    ref = reference.get("columns", reference)
+    result = DriftResult(features=[], reference_version=reference_version)
+    for name in features():
+        a, b = (cur.get(name) or {}).get("histogram"), (ref.get(name) or {}).get("histogram")
+        if not a or not b or [round(e, 6) for e in a["edges"]] != [round(e, 6) for e in b["edges"]]:
+            result.skipped.append(name)
+            continue
+        divergence = js_divergence(a["counts"], b["counts"])
+        if math.isnan(divergence):
+            result.skipped.append(name)
+            continue
+        result.features.append(FeatureDrift(name, divergence, cur[name], ref[name]))
+    return result
+
+
+def gate(result: DriftResult, max_drift: float) -> None:
+    """Stop when any feature moved more than ``max_drift`` (0 = off).
+
+    Raises:
+        DriftError: one line naming the features, their divergence and how to accept the new data.
+    """
+    over = result.over(max_drift)
+    if not over:
+        return
+    named = ", ".join(f"{f.feature} {f.divergence:.3f}" for f in over)
+    accept = math.ceil(result.largest * 1000) / 1000
+    raise DriftError(
+        f"the training data moved away from what deployed version {result.reference_version or '?'} learned from: {named} "
+        f"(Jensen-Shannon divergence above --max-drift {max_drift:g}); training stopped. If the new data is right, "
+        f"accept it by running again with --max-drift {accept:g} or higher (0 turns the gate off)"
+    )
+
+
+def check_max_drift(value: Any) -> float:
+    """``max_drift`` as a float: 0 (off) or a divergence in (0, 1].
+
+    Raises:
+        InputError: for a value that is not a number, negative or above 1.
+    """
+    from trainer.storage import InputError
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or number > 1:
+        raise InputError(
+            f"max_drift must be 0 (off) or a Jensen-Shannon divergence between 0 and 1 such as 0.1 (got {value!r})"
+        )
+    return number
+
+
+def report_rows(result: DriftResult) -> list[dict[str, Any]]:
+    """The drift table of the verification report, largest first: per feature the divergence,
+    both means and medians, and both normalised histograms over the shared bins (for a plot)."""
+    rows = []
+    for f in result.ranked():
+        hist_now, hist_then = f.current["histogram"], f.reference["histogram"]
+        total_now, total_then = sum(hist_now["counts"]) or 1, sum(hist_then["counts"]) or 1
+        rows.append(
+            {
+                "feature": f.feature,
+                "divergence": f.divergence,
+                "mean_now": f.current.get("mean"),
+                "mean_deployed": f.reference.get("mean"),
+                "median_now": f.current.get("quantiles", {}).get("p50"),
+                "median_deployed": f.reference.get("quantiles", {}).get("p50"),
+                "edges": hist_now["edges"],
+                "share_now": [c / total_now for c in hist_now["counts"]],
+                "share_deployed": [c / total_then for c in hist_then["counts"]],
+            }
+        )
+    return rows
+
+
+def check(
+    train_metadata: dict[str, Any],
+    *,
+    serving_root: str = "",
+    model_name: str = "",
+    deployed_stats_uri: str = "",
+    max_drift: float = 0.0,
+) -> DriftResult | None:
+    """The work of the ``check_drift`` step: compare, print the step line, stop above ``max_drift``.
+
+    Args:
+        train_metadata: the staged train split's artifact metadata.
+        serving_root: local deployments (``<serving_root>/<model_name>/<version>/train_stats.json``).
+        model_name: the served model under ``serving_root``.
+        deployed_stats_uri: on Vertex, the deployed model's artifact folder (its ``train_stats.json``);
+            empty locally.
+        max_drift: the largest divergence allowed for any feature; 0 = report only.
+
+    Returns:
+        The comparison, or ``None`` when there is nothing deployed (or it kept no statistics).
+
+    Raises:
+        DriftError: above ``max_drift``.
+    """
+    from components.common import local_path, summary
+
+    max_drift = check_max_drift(max_drift)
+    if deployed_stats_uri:
+        version = deployed_stats_uri.rstrip("/").rsplit("/", 1)[-1]
+        reference = read_stats(local_path(deployed_stats_uri.rstrip("/") + "/" + STATS_FILE))
+    else:
+        version, reference = read_deployed_stats(serving_root, model_name)
+    if reference is None:
+        why = f"deployed version {version} kept no training statistics" if version else "nothing deployed yet"
+        summary("check_drift", f"no comparison: {why}", compared=0)
+        return None
+    result = compare(train_metadata, reference, reference_version=version)
+    over = result.over(max_drift)
+    summary(
+        "check_drift",
+        result.line() + (f"; {len(over)} above --max-drift {max_drift:g}" if over else ""),
+        compared=len(result.features),
+        largest=round(result.largest, 6),
+        **{f"drift_{f.feature}": round(f.divergence, 6) for f in result.ranked()[:TOP]},
+    )
+    gate(result, max_drift)
+    return result
