@@ -98,4 +98,3 @@ def test_gcs_objects_by_generation_on_the_emulator(gcs):
     assert data_fingerprint("gs://fp/taxi/*.csv") == before
     upload(gcs, "gs://fp/taxi/a.csv", ROW.format("a") * 3)  # same bytes, a new generation
     assert data_fingerprint("gs://fp/taxi/*.csv") != before
-

@@ -314,15 +314,16 @@ def check_max_drift(value: Any) -> float:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number) or number < 0 or number > 1:
-        raise InputError(
-            f"max_drift must be 0 (off) or a Jensen-Shannon divergence between 0 and 1 such as 0.1 (got {value!r})"
-        )
+        raise InputError(f"max_drift must be 0 (off) or a Jensen-Shannon divergence between 0 and 1 such as 0.1 (got {value!r})")
     return number
 
 
 def report_rows(result: DriftResult) -> list[dict[str, Any]]:
-    """The drift table of the verification report, largest first: per feature the divergence,
-    both means and medians, and both normalised histograms over the shared bins (for a plot)."""
+    """The drift table of the verification report, largest first.
+
+    Per feature: the divergence, both means and medians, and both normalised histograms over
+    the shared bins (for a plot).
+    """
     rows = []
     for f in result.ranked():
         hist_now, hist_then = f.current["histogram"], f.reference["histogram"]
