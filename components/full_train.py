@@ -43,7 +43,10 @@ def full_train(
     copy_export(result["export_dir"], model.path)
     from components.impl.contracts import ModelInfo
 
-    model.metadata.update(ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"]).to_metadata())
+    hyperparameters = {"hidden_units": hidden_units, "learning_rate": learning_rate, "batch_size": batch_size}  # the tune step's set
+    model.metadata.update(
+        ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"], hyperparameters=hyperparameters).to_metadata()
+    )
     import json
 
     figures = {key: float(result[key]) for key in ("rmse", "steps", "examples_per_second", "eval_examples", "train_seconds")}

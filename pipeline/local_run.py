@@ -37,6 +37,7 @@ _CACHED = re.compile(r"Task ([\w-]+) cache hit(?: \(key=(\w+)\))?")
 _SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
 _RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
 _TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
+_TUNE_PROGRESS = re.compile(r"\btrial \d+/\d+: .*best so far.*$")
 #: Seconds between two progress lines of a training step.
 PROGRESS_EVERY = 10.0
 _TRACEBACK = "Traceback (most recent call last):"
@@ -165,6 +166,8 @@ class StepTracker(io.TextIOBase):
             self.console(
                 f"  ... {m.group(1).replace('-', '_'):<14} failed attempt {m.group(2)}/{m.group(3)}; retrying (resumes from checkpoints)"
             )
+        elif self.current and (m := _TUNE_PROGRESS.search(line)):  # one line per tuning trial, never throttled
+            self.console(f"  ... {self.current:<14} {m.group(0)}")
         elif self.current and (m := _TRAIN_PROGRESS.search(line)):
             now = time.monotonic()
             if now - self._last_progress >= PROGRESS_EVERY:
