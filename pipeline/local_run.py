@@ -282,6 +282,16 @@ def _run_local(
     # but explicit ints stay ints (42), and its cache key tells them apart, so a run with
     # defaults and one with the same values given would never share cached steps.
     arguments = {**parameters.defaults(parameters.LOCAL), **arguments}
+    if not arguments.get("data_fingerprint"):  # key stage_data's cache on the data the sources hold now
+        from components.impl.fingerprint import data_fingerprint
+
+        arguments["data_fingerprint"] = data_fingerprint(
+            arguments["source"],
+            arguments["eval_source"],
+            arguments["test_source"],
+            window_days=arguments["window_days"],
+            scheduled_time=arguments["scheduled_time"],
+        )
     start, started_at = time.monotonic(), time.time()
     before = set(runs.list_run_dirs(pipeline_root))
     with open(log_path, "a", encoding="utf-8") as log:
