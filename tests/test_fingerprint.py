@@ -98,3 +98,55 @@ def test_gcs_objects_by_generation_on_the_emulator(gcs):
     assert data_fingerprint("gs://fp/taxi/*.csv") == before
     upload(gcs, "gs://fp/taxi/a.csv", ROW.format("a") * 3)  # same bytes, a new generation
     assert data_fingerprint("gs://fp/taxi/*.csv") != before
+
+
+@pytest.mark.e2e
+@pytest.mark.slow  # three kfp.local runs of the whole DAG: about 3 minutes here
+def test_tripled_fares_retrain_and_the_drift_gate_through_kfp_local(tmp_path, real_train):
+    """The issue's case: same glob, one file's fares tripled -> stage_data, smoke_train, full_train run again."""
+    from pipeline.local_run import run_local
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = real_train.read_text().splitlines(keepends=True)
+    (data / "a.csv").write_text("".join(rows[: len(rows) // 2]))
+    (data / "b.csv").write_text("".join(rows[len(rows) // 2 :]))
+    serving = tmp_path / "serving"
+
+    def run(**extra):
+        lines: list[str] = []
+        result = run_local(
+            {"source": str(data / "*.csv"), "train_steps": 100, "smoke_steps": 5, "serving_root": str(serving), **extra},
+            pipeline_root=str(tmp_path / "root"),
+            log_path=str(tmp_path / "run.log"),
+            console=lines.append,
+        )
+        return result, lines
+
+    first, lines = run()
+    assert first.ok, (first.failed_step, lines)
+    assert first.steps["full_train"].status == "succeeded" and first.steps["deploy"].status == "succeeded"
+    assert first.steps["check_drift"].summary == "no comparison: nothing deployed yet"
+    assert (serving / "taxifare" / "1" / "train_stats.json").exists()  # the statistics travel with the version
+
+    again, lines = run()  # untouched data: still cached
+    assert again.ok, (again.failed_step, lines)
+    assert [again.steps[s].status for s in ("stage_data", "smoke_train", "tune", "full_train")] == ["cached"] * 4
+    assert again.steps["check_drift"].status == "succeeded"  # never cached
+    assert again.steps["check_drift"].figures["largest"] == 0.0
+
+    a = data / "a.csv"
+    a.write_text("".join(",".join([f"{float(r.split(',')[0]) * 3:.2f}", *r.split(",")[1:]]) for r in a.read_text().splitlines(True)))
+    gated, lines = run(max_drift=0.05)
+    assert not gated.ok and gated.failed_step == "check_drift"
+    assert gated.steps["stage_data"].status == "succeeded"  # the new data missed the cache
+    error = gated.steps["check_drift"].error
+    assert "fare_amount" in error and "pickuplon" not in error and "--max-drift" in error, error
+    assert gated.steps["full_train"].status != "succeeded" and not (serving / "taxifare" / "2").exists()
+
+    accepted, lines = run()  # accept the new data: drift gate off (the default)
+    assert accepted.ok, (accepted.failed_step, lines)
+    assert accepted.steps["stage_data"].status == "cached"  # staged by the gated run, same data
+    assert accepted.steps["smoke_train"].status == "succeeded" and accepted.steps["full_train"].status == "succeeded"
+    assert "fare_amount" in accepted.steps["check_drift"].summary
+    assert accepted.figure("full_train", "rmse") != pytest.approx(first.figure("full_train", "rmse"), abs=0.01)
