@@ -258,7 +258,10 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
         for choice in parse_space(merged["tuning_space"]).hidden_units:  # every size tuning may try fits the limit too
             units = checks.hidden_units("tuning_space hidden_units", choice)
             layout = merged["datetime_layout"]
-            checks.check_model_size(units, limit=merged["max_model_params"], datetime_layout=layout, flag=_limit_flag(target))
+            try:
+                checks.check_model_size(units, limit=merged["max_model_params"], datetime_layout=layout, flag=_limit_flag(target))
+            except InputError as exc:
+                raise InputError(f"tuning_space: {exc}") from None
     if target == VERTEX and merged["min_replicas"] > merged["max_replicas"]:
         raise InputError(f"min_replicas ({merged['min_replicas']}) is above max_replicas ({merged['max_replicas']}): raise max_replicas")
     return out

@@ -159,3 +159,38 @@ def test_best_of_vertex_trials():
     assert len(best.trials) == 2
     with pytest.raises(RuntimeError, match="no trial of the tuning job reported the metric 'rmse'"):
         tune.best_of_trials([trial("3", None, "32,16", 0.02, 128.0)])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--tuning-trials", "1"],
+            "error: tuning_trials must be 0 (no tuning) or at least 2 trials to compare (got 1): e.g. --tuning-trials 8",
+        ),
+        (["--tuning-trials", "4", "--tuning-space", "learning_rate=0.1..0.01"], "error: tuning_space: learning_rate '0.1..0.01' leaves"),
+        (["--tuning-space", "batch_size=0"], "error: tuning_space: batch_size leaves no valid value"),
+        (["--tuning-trials", "2", "--tuning-space", "hidden_units=100000,100000"], "error: tuning_space: hidden_units 100000,100000 makes"),
+        (["--max-drift", "-1"], "error: max_drift must be 0 (off) or a Jensen-Shannon divergence between 0 and 1"),
+        (["--max-drift", "nan"], "error: max_drift must be 0 (off)"),
+    ],
+)
+def test_bad_tuning_or_drift_flags_stop_taxifare_run_in_one_line(tmp_path, capsys, flags, message):
+    from pipeline.cli import main
+
+    assert main(["run", "--pipeline-root", str(tmp_path / "root"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "root").exists()  # nothing ran, nothing was created
+
+
+def test_vertex_params_are_checked_the_same_way():
+    from pipeline import parameters
+
+    with pytest.raises(InputError, match="tuning_trials must be 0"):
+        parameters.check_params({"tuning_trials": "1"}, target=parameters.VERTEX)
+    with pytest.raises(InputError, match="tuning_parallel_trials must be a positive"):
+        parameters.check_params({"tuning_parallel_trials": "0"}, target=parameters.VERTEX)
+    with pytest.raises(InputError, match="max_drift must be 0"):
+        parameters.check_params({"max_drift": "lots"}, target=parameters.VERTEX)
+    parameters.check_params({"tuning_trials": "8", "tuning_parallel_trials": "2", "max_drift": "0.1"}, target=parameters.VERTEX)
