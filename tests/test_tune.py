@@ -194,3 +194,78 @@ def test_vertex_params_are_checked_the_same_way():
     with pytest.raises(InputError, match="max_drift must be 0"):
         parameters.check_params({"max_drift": "lots"}, target=parameters.VERTEX)
     parameters.check_params({"tuning_trials": "8", "tuning_parallel_trials": "2", "max_drift": "0.1"}, target=parameters.VERTEX)
+
+
+def test_best_trial_reads_the_tuning_job_from_a_vertex_job_service_on_loopback():
+    """The best_trial step's read: GetHyperparameterTuningJob over gRPC with the official message types."""
+    from concurrent import futures
+
+    import grpc
+    from google.cloud import aiplatform_v1
+    from google.cloud.aiplatform_v1.services.job_service.transports import JobServiceGrpcTransport
+    from google.cloud.aiplatform_v1.types import job_service
+
+    name = "projects/p/locations/europe-west4/hyperparameterTuningJobs/123"
+    pools = tune.vertex_worker_pool_specs(
+        "taxifare:1", "gs://b/r/train_data", "gs://b/r/eval_data", steps=100, seed=1, machine_type="n1-standard-4"
+    )
+    job = aiplatform_v1.HyperparameterTuningJob(
+        {
+            "name": name,
+            "display_name": "taxifare-tune",
+            "study_spec": {"metrics": tune.vertex_study_metrics(), "parameters": tune.vertex_study_parameters("")},
+            "max_trial_count": 3,
+            "parallel_trial_count": 1,
+            "trial_job_spec": {"worker_pool_specs": pools},
+            "trials": [
+                {
+                    "id": str(i),
+                    "state": "SUCCEEDED",
+                    "parameters": [
+                        {"parameter_id": "hidden_units", "value": units},
+                        {"parameter_id": "learning_rate", "value": rate},
+                        {"parameter_id": "train_batch_size", "value": batch},
+                    ],
+                    "final_measurement": {"step_count": 100, "metrics": [{"metric_id": "rmse", "value": rmse}]},
+                }
+                for i, (units, rate, batch, rmse) in enumerate(
+                    [("64,32", 0.003, 512.0, 5.2), ("128,64", 0.0071, 256.0, 4.9), ("32,16", 0.02, 1024.0, 5.6)], start=1
+                )
+            ],
+        }
+    )
+    asked: list[str] = []
+
+    def get(request, context):
+        asked.append(request.name)
+        if request.name != name:
+            context.abort(grpc.StatusCode.NOT_FOUND, request.name)
+        return job
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.unary_unary_rpc_method_handler(
+        get,
+        request_deserializer=job_service.GetHyperparameterTuningJobRequest.deserialize,
+        response_serializer=aiplatform_v1.HyperparameterTuningJob.serialize,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.JobService", {"GetHyperparameterTuningJob": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        client = aiplatform_v1.JobServiceClient(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel(f"127.0.0.1:{port}")))
+        # what HyperparameterTuningJobRunOp writes to its gcp_resources output
+        resources = json.dumps(
+            {
+                "resources": [
+                    {"resourceType": "HyperparameterTuningJob", "resourceUri": f"https://europe-west4-aiplatform.googleapis.com/v1/{name}"}
+                ]
+            }
+        )
+        best = tune.best_of_trials(tune.fetch_trials(resources, client=client))
+    finally:
+        server.stop(grace=None)
+    assert asked == [name]
+    assert (best.hidden_units, best.learning_rate, best.batch_size, best.rmse) == ("128,64", 0.0071, 256, pytest.approx(4.9))
+    assert [t["trial"] for t in best.trials] == ["1", "2", "3"]
