@@ -10,7 +10,7 @@ blessed: the SavedModel as an ``UnmanagedContainerModel`` served by the project'
 custom serving container running ``taxifare serve``), ``ModelUploadOp`` (a new version of the
 existing model when there is one), an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
 
-check_drift compares the staged training split with the ``train_stats.json`` kept in the
+check_drift compares the staged training split with the ``assets.extra/taxifare_train_stats.json`` kept in the
 deployed model's artifact folder (full_train writes it beside the SavedModel, so the uploaded
 model carries its training statistics). With ``tuning_trials`` > 0 a Vertex hyperparameter
 tuning job (``HyperparameterTuningJobRunOp``) runs the trainer's image for the trials and the
@@ -77,7 +77,7 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
             scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
             bigquery_project=PROJECT,
             drift_op=with_image(check_drift, image),
-            # the deployed model's artifact folder holds the train_stats.json full_train wrote beside the SavedModel
+            # the deployed model's artifact folder holds the training statistics full_train wrote into the SavedModel folder
             drift_inputs={
                 "serving_root": "",
                 "model_name": p["model_display_name"],

@@ -127,7 +127,7 @@ def test_tripled_fares_retrain_and_the_drift_gate_through_kfp_local(tmp_path, re
     assert first.ok, (first.failed_step, lines)
     assert first.steps["full_train"].status == "succeeded" and first.steps["deploy"].status == "succeeded"
     assert first.steps["check_drift"].summary == "no comparison: nothing deployed yet"
-    assert (serving / "taxifare" / "1" / "train_stats.json").exists()  # the statistics travel with the version
+    assert (serving / "taxifare" / "1" / "assets.extra" / "taxifare_train_stats.json").exists()  # the statistics travel with the version
 
     again, lines = run()  # untouched data: still cached
     assert again.ok, (again.failed_step, lines)

@@ -23,8 +23,9 @@ import math
 import os
 from typing import Any
 
-#: The file holding a deployed version's training statistics, beside the version's SavedModel.
-STATS_FILE = "train_stats.json"
+#: The file holding a model's (and so a deployed version's) training statistics, inside its SavedModel
+#: folder (the serving layout's ``TRAIN_STATS_FILE``; TF Serving ignores ``assets.extra``).
+STATS_FILE = os.path.join("assets.extra", "taxifare_train_stats.json")
 #: Version of the statistics document.
 STATS_FORMAT = 1
 #: Quantiles kept per feature.
@@ -143,8 +144,9 @@ def stats_document(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_stats(metadata: dict[str, Any], directory: str) -> str:
-    """Write :func:`stats_document` of ``metadata`` as ``directory/train_stats.json`` (through a temporary name)."""
+    """Write :func:`stats_document` of ``metadata`` as ``directory/`` :data:`STATS_FILE` (through a temporary name)."""
     path = os.path.join(directory, STATS_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(stats_document(metadata), fh, indent=1)
@@ -169,9 +171,10 @@ def read_stats(path: str) -> dict[str, Any] | None:
 
 
 def read_deployed_stats(serving_root: str, model_name: str) -> tuple[str, dict[str, Any] | None]:
-    """The newest deployed version's training statistics: ``(version, document or None)``; ``("", None)`` when nothing is deployed.
+    """The served version's training statistics: ``(version, document or None)``; ``("", None)`` when nothing is deployed.
 
-    Uses ``serving.layout.deployed_train_stats`` when the serving package provides it.
+    Uses the serving layout (``serving.layout.served_version_dir`` and ``deployed_train_stats``:
+    the version the default route serves) when the serving package provides it, else the newest version.
     """
     if not serving_root:
         return "", None
@@ -179,16 +182,15 @@ def read_deployed_stats(serving_root: str, model_name: str) -> tuple[str, dict[s
     try:
         from serving import layout  # type: ignore[attr-defined]
 
-        reader = layout.deployed_train_stats
+        served = layout.served_version_dir(model_dir)
+        return (os.path.basename(served), layout.deployed_train_stats(model_dir)) if served else ("", None)
     except (ImportError, AttributeError):
-        reader = None
+        pass
     from components.impl.deploy import latest_version_dir
 
     latest = latest_version_dir(serving_root, model_name)
     if not latest:
         return "", None
-    if reader is not None:
-        return os.path.basename(latest), reader(model_dir)
     return os.path.basename(latest), read_stats(os.path.join(latest, STATS_FILE))
 
 
@@ -356,9 +358,9 @@ def check(
 
     Args:
         train_metadata: the staged train split's artifact metadata.
-        serving_root: local deployments (``<serving_root>/<model_name>/<version>/train_stats.json``).
+        serving_root: local deployments (``<serving_root>/<model_name>/<version>/`` :data:`STATS_FILE`).
         model_name: the served model under ``serving_root``.
-        deployed_stats_uri: on Vertex, the deployed model's artifact folder (its ``train_stats.json``);
+        deployed_stats_uri: on Vertex, the deployed model's artifact folder (its :data:`STATS_FILE`);
             empty locally.
         max_drift: the largest divergence allowed for any feature; 0 = report only.
 
@@ -373,7 +375,7 @@ def check(
     max_drift = check_max_drift(max_drift)
     if deployed_stats_uri:
         version = deployed_stats_uri.rstrip("/").rsplit("/", 1)[-1]
-        reference = read_stats(local_path(deployed_stats_uri.rstrip("/") + "/" + STATS_FILE))
+        reference = read_stats(os.path.join(local_path(deployed_stats_uri.rstrip("/")), STATS_FILE))
     else:
         version, reference = read_deployed_stats(serving_root, model_name)
     if reference is None:
