@@ -152,3 +152,14 @@ def test_stage_data_writes_the_statistics(tmp_path):
     assert fare["min"] <= fare["quantiles"]["p50"] <= fare["max"]
     json.dumps(staged["train"].metadata)  # artifact metadata must be JSON
     assert os.listdir(out["train"]) == ["data.csv"]
+
+
+def test_report_section_shows_both_distributions(tmp_path, data):
+    version = tmp_path / "serving" / "taxifare" / "2"
+    version.mkdir(parents=True)
+    drift.write_stats({"rows": 20_000, "variant": "lab", "columns": data["deployed"]}, str(version))
+    html = drift.report_section({"columns": data["fares"]}, serving_root=str(tmp_path / "serving"), model_name="taxifare", max_drift=0.05)
+    assert html.index("fare_amount") < html.index("pickuplon")  # largest first
+    assert html.count("<svg") == len(drift.features()) and "deployed version 2" in html
+    assert "fare_amount</td><td>0.1" in html and "(above max_drift)" in html and "--max-drift" in html
+    assert "No comparison" in drift.report_section({"columns": data["fares"]}, serving_root=str(tmp_path / "none"), model_name="taxifare")

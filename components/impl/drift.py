@@ -370,14 +370,10 @@ def check(
     Raises:
         DriftError: above ``max_drift``.
     """
-    from components.common import local_path, summary
+    from components.common import summary
 
     max_drift = check_max_drift(max_drift)
-    if deployed_stats_uri:
-        version = deployed_stats_uri.rstrip("/").rsplit("/", 1)[-1]
-        reference = read_stats(os.path.join(local_path(deployed_stats_uri.rstrip("/")), STATS_FILE))
-    else:
-        version, reference = read_deployed_stats(serving_root, model_name)
+    version, reference = reference_stats(serving_root=serving_root, model_name=model_name, deployed_stats_uri=deployed_stats_uri)
     if reference is None:
         why = f"deployed version {version} kept no training statistics" if version else "nothing deployed yet"
         summary("check_drift", f"no comparison: {why}", compared=0)
@@ -393,3 +389,71 @@ def check(
     )
     gate(result, max_drift)
     return result
+
+
+def reference_stats(*, serving_root: str = "", model_name: str = "", deployed_stats_uri: str = "") -> tuple[str, dict[str, Any] | None]:
+    """The deployed version's training statistics, locally (``serving_root``) or on Vertex (its artifact folder)."""
+    from components.common import local_path
+
+    if deployed_stats_uri:
+        version = deployed_stats_uri.rstrip("/").rsplit("/", 1)[-1]
+        return version, read_stats(os.path.join(local_path(deployed_stats_uri.rstrip("/")), STATS_FILE))
+    return read_deployed_stats(serving_root, model_name)
+
+
+def _bars_svg(row: dict[str, Any], width: int = 360, height: int = 90) -> str:
+    """Both distributions of one feature as paired bars over the shared bins (inline SVG, no plotting library)."""
+    n = len(row["share_now"])
+    top = max([*row["share_now"], *row["share_deployed"], 1e-9])
+    slot = width / n
+    bars = []
+    for i, (now, then) in enumerate(zip(row["share_now"], row["share_deployed"], strict=True)):
+        for j, (share, colour) in enumerate(((then, "#9aa5b1"), (now, "#d9480f"))):
+            h = share / top * (height - 12)
+            bars.append(
+                f'<rect x="{i * slot + j * slot / 2:.1f}" y="{height - h:.1f}" width="{max(slot / 2 - 0.5, 0.5):.1f}" '
+                f'height="{h:.1f}" fill="{colour}"><title>bin {row["edges"][i]:g}..{row["edges"][i + 1]:g}: '
+                f"{'deployed' if j == 0 else 'now'} {share:.1%}</title></rect>"
+            )
+    label = f"{row['feature']}: deployed (grey) vs now (orange)"
+    return f'<svg width="{width}" height="{height}" role="img" aria-label="{label}">{"".join(bars)}</svg>'
+
+
+def report_html(result: DriftResult | None, max_drift: float = 0.0) -> str:
+    """The report's drift section: a table (largest first) and both distributions per feature, or a line saying why none."""
+    import html
+
+    if result is None:
+        why = "No comparison: nothing deployed, or the deployed version kept no training statistics."
+        return f"<section id='drift'><h2>Data drift</h2><p>{why}</p></section>"
+    rows = report_rows(result)
+
+    def fmt(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+    body = "".join(
+        f"<tr><td>{html.escape(r['feature'])}</td><td>{r['divergence']:.3f}"
+        f"{' (above max_drift)' if max_drift > 0 and r['divergence'] > max_drift else ''}</td>"
+        f"<td>{fmt(r['mean_deployed'])} → {fmt(r['mean_now'])}</td><td>{fmt(r['median_deployed'])} → {fmt(r['median_now'])}</td>"
+        f"<td>{_bars_svg(r)}</td></tr>"
+        for r in rows
+    )
+    note = (
+        "Jensen-Shannon divergence (base 2; 0 = same distribution, 1 = no overlap) of this run's training split "
+        f"against the training data of deployed version {html.escape(result.reference_version or '?')}, over bins fixed by the schema. "
+        "Grey: deployed; orange: now. If the new data is right, accept it by running again with a higher --max-drift (or 0)."
+    )
+    return (
+        f"<section id='drift'><h2>Data drift</h2><p>{note}</p><table><tr><th>feature</th><th>divergence</th>"
+        f"<th>mean (deployed → now)</th><th>median (deployed → now)</th><th>distributions</th></tr>{body}</table></section>"
+    )
+
+
+def report_section(
+    train_metadata: dict[str, Any], *, serving_root: str = "", model_name: str = "", deployed_stats_uri: str = "", max_drift: float = 0.0
+) -> str:
+    """The drift section of the verification report, in one call (never raises for a missing reference)."""
+    version, reference = reference_stats(serving_root=serving_root, model_name=model_name, deployed_stats_uri=deployed_stats_uri)
+    if reference is None:
+        return report_html(None)
+    return report_html(compare(train_metadata, reference, reference_version=version), max_drift)
