@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from components.impl import drift
+from components.impl import drift, statistics
 from components.impl.stage_data import stage
 from trainer import schema, synthetic
 from trainer.schema import Variant
@@ -40,27 +40,27 @@ def data(tmp_path_factory):
     deployed = _generated(tmp, "deployed", seed=1)
     fresh = _generated(tmp, "fresh", seed=2)  # new trips from the same distribution
     return {
-        "deployed": drift.describe(deployed, LAB),
-        "fresh": drift.describe(fresh, LAB),
-        "fares": drift.describe(_shifted(fresh, str(tmp / "fares.csv"), fare_factor=1.5), LAB),
-        "pickups": drift.describe(_shifted(fresh, str(tmp / "pickups.csv"), pickup_shift=0.03), LAB),
+        "deployed": statistics.describe(deployed, LAB),
+        "fresh": statistics.describe(fresh, LAB),
+        "fares": statistics.describe(_shifted(fresh, str(tmp / "fares.csv"), fare_factor=1.5), LAB),
+        "pickups": statistics.describe(_shifted(fresh, str(tmp / "pickups.csv"), pickup_shift=0.03), LAB),
     }
 
 
 def test_bins_are_fixed_by_the_schema_and_cover_the_valid_ranges():
-    for name in drift.features():
-        edges = drift.bin_edges(name)
+    for name in statistics.features():
+        edges = statistics.bin_edges(name)
         assert edges == sorted(edges) and len(set(edges)) == len(edges)
         assert edges[0] <= schema.RANGES[name].low and edges[-1] >= schema.RANGES[name].high
-    assert drift.bin_edges("pickuplon")[1:-1] == list(schema.GRID_LON)
-    assert len(drift.bin_edges(schema.PASSENGERS)) - 1 == 9
+    assert statistics.bin_edges("pickuplon")[1:-1] == list(schema.GRID_LON)
+    assert len(statistics.bin_edges(schema.PASSENGERS)) - 1 == 9
 
 
 def test_describe_counts_every_row_and_gets_quantiles_right(tmp_path):
     values = np.linspace(3.0, 103.0, 1001)
     path = tmp_path / "split.csv"
     path.write_text("".join(f"{v:.4f},-73.98,40.75,-73.95,40.78,2,k{i}\n" for i, v in enumerate(values)))
-    stats = drift.describe(str(path), LAB)
+    stats = statistics.describe(str(path), LAB)
     fare = stats["fare_amount"]
     assert fare["count"] == 1001 and sum(fare["histogram"]["counts"]) == 1001
     assert fare["quantiles"]["p50"] == pytest.approx(53.0)
@@ -70,7 +70,7 @@ def test_describe_counts_every_row_and_gets_quantiles_right(tmp_path):
 
 def test_same_distribution_is_not_flagged(data):
     result = drift.compare(data["fresh"], data["deployed"], reference_version="3")
-    assert len(result.features) == len(drift.features()) and not result.skipped
+    assert len(result.features) == len(statistics.features()) and not result.skipped
     assert result.largest < 0.01, result.line()
     assert drift.compare(data["deployed"], data["deployed"]).largest == 0.0
     drift.gate(result, 0.05)  # does not raise
@@ -107,9 +107,9 @@ def test_bad_threshold_is_one_line(value):
 
 
 def test_statistics_without_histograms_are_skipped_not_failed(data):
-    old = {name: {"min": 1.0, "mean": 2.0, "max": 3.0} for name in drift.features()}
+    old = {name: {"min": 1.0, "mean": 2.0, "max": 3.0} for name in statistics.features()}
     result = drift.compare(data["fresh"], old)
-    assert result.features == [] and result.skipped == list(drift.features())
+    assert result.features == [] and result.skipped == list(statistics.features())
     assert result.line() == "no feature could be compared"
 
 
@@ -160,6 +160,6 @@ def test_report_section_shows_both_distributions(tmp_path, data):
     drift.write_stats({"rows": 20_000, "variant": "lab", "columns": data["deployed"]}, str(version))
     html = drift.report_section({"columns": data["fares"]}, serving_root=str(tmp_path / "serving"), model_name="taxifare", max_drift=0.05)
     assert html.index("fare_amount") < html.index("pickuplon")  # largest first
-    assert html.count("<svg") == len(drift.features()) and "deployed version 2" in html
+    assert html.count("<svg") == len(statistics.features()) and "deployed version 2" in html
     assert "fare_amount</td><td>0.1" in html and "(above max_drift)" in html and "--max-drift" in html
     assert "No comparison" in drift.report_section({"columns": data["fares"]}, serving_root=str(tmp_path / "none"), model_name="taxifare")

@@ -1,9 +1,9 @@
 """Data drift: per-feature statistics of a split, and how far a new training split moved from the deployed model's.
 
-``stage_data`` adds :func:`describe` to each split's ``columns`` metadata: per feature the
-count, quantiles and a histogram over **fixed bin edges** (:func:`bin_edges`, derived from
-:mod:`trainer.schema`'s ranges and location grid), so any two data sets share their bins and
-can be compared without the rows. The deployed version keeps its training split's statistics
+``stage_data`` adds :func:`components.impl.statistics.describe` to each split's ``columns``
+metadata: per feature the count, quantiles and a histogram over **fixed bin edges**
+(derived from :mod:`trainer.schema`'s ranges and location grid), so any two data sets share
+their bins and can be compared without the rows. The deployed version keeps its training split's statistics
 (:data:`STATS_FILE`, written by deploy from :func:`stats_document`), and the ``check_drift``
 step compares a new run's training split with them (:func:`compare`):
 
@@ -28,108 +28,12 @@ from typing import Any
 STATS_FILE = os.path.join("assets.extra", "taxifare_train_stats.json")
 #: Version of the statistics document.
 STATS_FORMAT = 1
-#: Quantiles kept per feature.
-QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-#: Rows kept (a uniform sample) to compute quantiles: exact up to this many rows.
-QUANTILE_SAMPLE = 100_000
 #: How many features the step line names.
 TOP = 3
 
 
 class DriftError(ValueError):
     """The training data moved further from the deployed model's than ``max_drift`` allows."""
-
-
-def bin_edges(feature: str) -> list[float]:
-    """The fixed histogram edges of ``feature``, from :mod:`trainer.schema` (shared by every data set).
-
-    Coordinates: the model's location grid (about 2.5 km cells over New York) plus one bin on
-    each side out to the valid range; passengers: one bin per count; the fare: 24 bins evenly
-    spaced on a log scale over its valid range (a $1 step matters at $5, not at $150).
-    """
-    import numpy as np
-
-    from trainer import schema
-
-    r = schema.RANGES[feature]
-    if feature in ("pickuplon", "dropofflon"):
-        return [r.low, *schema.GRID_LON, r.high]
-    if feature in ("pickuplat", "dropofflat"):
-        return [r.low, *schema.GRID_LAT, r.high]
-    if feature == schema.PASSENGERS:
-        return [v + 0.5 for v in range(int(r.low) - 1, int(r.high) + 1)]
-    return [round(float(v), 4) for v in np.geomspace(r.low, r.high, 25)]
-
-
-def features() -> tuple[str, ...]:
-    """The columns described and compared: the label and the numeric features."""
-    from trainer import schema
-
-    return (schema.LABEL, *schema.NUMERIC_FEATURES)
-
-
-class _Accumulator:
-    """Streaming histogram counts and a bounded uniform sample (bottom-k by random priority) of one column."""
-
-    def __init__(self, edges: list[float], seed: int) -> None:
-        import numpy as np
-
-        self.edges = np.asarray(edges, dtype=np.float64)
-        self.counts = np.zeros(len(edges) - 1, dtype=np.int64)
-        self.rng = np.random.default_rng(seed)
-        self.sample = np.empty(0, dtype=np.float64)
-        self.priority = np.empty(0, dtype=np.float64)
-
-    def add(self, values: Any) -> None:
-        import numpy as np
-
-        counts, _ = np.histogram(np.clip(values, self.edges[0], self.edges[-1]), bins=self.edges)
-        self.counts += counts
-        self.sample = np.concatenate([self.sample, values])
-        self.priority = np.concatenate([self.priority, self.rng.random(len(values))])
-        if len(self.sample) > QUANTILE_SAMPLE:
-            keep = np.argpartition(self.priority, QUANTILE_SAMPLE)[:QUANTILE_SAMPLE]
-            self.sample, self.priority = self.sample[keep], self.priority[keep]
-
-    def as_dict(self) -> dict[str, Any]:
-        import numpy as np
-
-        quantiles = np.quantile(self.sample, QUANTILES) if len(self.sample) else [math.nan] * len(QUANTILES)
-        return {
-            "count": int(self.counts.sum()),
-            "quantiles": {f"p{round(q * 100):02d}": round(float(v), 6) for q, v in zip(QUANTILES, quantiles, strict=True)},
-            "histogram": {"edges": [float(e) for e in self.edges], "counts": [int(c) for c in self.counts]},
-        }
-
-
-def describe(path: str, columns: tuple[str, ...], *, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Count, quantiles and fixed-bin histogram of each feature of a staged, headerless CSV split.
-
-    Args:
-        path: a staged split's CSV file (valid rows only, columns in ``columns`` order).
-        columns: the file's column names (the layout's :attr:`~trainer.schema.Variant.columns`).
-        seed: seed of the quantile sample (quantiles are exact up to :data:`QUANTILE_SAMPLE` rows).
-
-    Returns:
-        ``{feature: {"count", "quantiles": {"p01"...}, "histogram": {"edges", "counts"}}}``.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    wanted = features()
-    acc = {name: _Accumulator(bin_edges(name), seed + i) for i, name in enumerate(wanted)}
-    read = pacsv.ReadOptions(column_names=list(columns), block_size=4 << 20)
-    convert = pacsv.ConvertOptions(include_columns=list(wanted), column_types={name: pa.float64() for name in wanted})
-    with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
-        for batch in reader:
-            for name in wanted:
-                acc[name].add(batch.column(name).to_numpy(zero_copy_only=False))
-    return {name: a.as_dict() for name, a in acc.items()}
-
-
-def merge_columns(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``base`` (min/mean/max per column) with ``extra``'s keys added per column."""
-    return {name: {**base.get(name, {}), **extra.get(name, {})} for name in {**base, **extra}}
 
 
 def stats_document(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -272,6 +176,8 @@ def compare(current: dict[str, Any], reference: dict[str, Any], *, reference_ver
     cur = current.get("columns", current)
     ref = reference.get("columns", reference)
     result = DriftResult(features=[], reference_version=reference_version)
+    from components.impl.statistics import features
+
     for name in features():
         a, b = (cur.get(name) or {}).get("histogram"), (ref.get(name) or {}).get("histogram")
         if not a or not b or [round(e, 6) for e in a["edges"]] != [round(e, 6) for e in b["edges"]]:

@@ -200,15 +200,9 @@ def tune_local(
     if trials == 0:
         return Tuned(*given)
     check_tuning(trials, space)
-    import shutil
-
     import optuna
 
-    from components.impl.full_train import data_pattern, parse_hidden_units
-    from trainer.model import TrainConfig, train_and_evaluate
-
     searched = parse_space(space)
-    steps = trial_steps(train_steps)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, trials)))
     units, rate, batch = given
@@ -225,25 +219,7 @@ def tune_local(
             "batch_size": trial.suggest_categorical("batch_size", list(searched.batch_size)),
         }
         out = os.path.join(work_dir, f"trial-{trial.number}")
-        try:
-            result = train_and_evaluate(
-                TrainConfig(
-                    train_data_paths=data_pattern(train_path),
-                    eval_data_paths=data_pattern(eval_path),
-                    output_dir=out,
-                    train_steps=steps,
-                    train_batch_size=int(params["batch_size"]),
-                    hidden_units=parse_hidden_units(str(params["hidden_units"])),
-                    learning_rate=float(params["learning_rate"]),
-                    seed=seed,
-                    steps_per_loop=min(100, steps),
-                    validate_data=False,
-                ),
-                progress=lambda line: None,
-            )
-            rmse = float(result.metrics["rmse"])
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+        rmse = _run_trial(train_path, eval_path, out, params, steps=trial_steps(train_steps), seed=seed)
         records.append({"trial": trial.number + 1, **params, METRIC: rmse})
         return rmse if math.isfinite(rmse) else math.inf
 
@@ -267,6 +243,34 @@ def tune_local(
         trials=records,
         tuned=True,
     )
+
+
+def _run_trial(train_path: str, eval_path: str, out: str, params: dict[str, Any], *, steps: int, seed: int) -> float:
+    """One short training with ``params``; its eval RMSE. Leaves nothing under ``out``."""
+    import shutil
+
+    from components.impl.full_train import data_pattern, parse_hidden_units
+    from trainer.model import TrainConfig, train_and_evaluate
+
+    try:
+        result = train_and_evaluate(
+            TrainConfig(
+                train_data_paths=data_pattern(train_path),
+                eval_data_paths=data_pattern(eval_path),
+                output_dir=out,
+                train_steps=steps,
+                train_batch_size=int(params["batch_size"]),
+                hidden_units=parse_hidden_units(str(params["hidden_units"])),
+                learning_rate=float(params["learning_rate"]),
+                seed=seed,
+                steps_per_loop=min(100, steps),
+                validate_data=False,
+            ),
+            progress=lambda line: None,
+        )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return float(result.metrics["rmse"])
 
 
 def write_record(tuned: Tuned, path: str) -> None:
