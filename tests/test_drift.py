@@ -11,8 +11,8 @@ import pytest
 from components.impl import drift, statistics
 from components.impl.stage_data import stage
 from trainer import schema, synthetic
+from trainer.errors import InputError
 from trainer.schema import Variant
-from trainer.storage import InputError
 
 LAB = Variant.LAB.columns
 
@@ -120,7 +120,7 @@ def test_check_reads_the_deployed_version_and_gates(tmp_path, data, capsys):
     assert json.loads((version / drift.STATS_FILE).read_text())["format"] == drift.STATS_FORMAT
     same = drift.check({"columns": data["fresh"]}, serving_root=str(tmp_path / "serving"), model_name="taxifare", max_drift=0.05)
     assert same is not None and same.reference_version == "4"
-    assert "largest drift vs deployed version 4" in capsys.readouterr().out
+    assert "largest drift vs deployed version 4" in "".join(capsys.readouterr())
     with pytest.raises(drift.DriftError, match="fare_amount"):
         drift.check({"columns": data["fares"]}, serving_root=str(tmp_path / "serving"), model_name="taxifare", max_drift=0.05)
     # Vertex: the deployed model's artifact folder
@@ -129,10 +129,10 @@ def test_check_reads_the_deployed_version_and_gates(tmp_path, data, capsys):
 
 def test_check_with_nothing_deployed_reports_and_passes(tmp_path, capsys):
     assert drift.check({"columns": {}}, serving_root=str(tmp_path), model_name="taxifare", max_drift=0.01) is None
-    assert "nothing deployed yet" in capsys.readouterr().out
+    assert "nothing deployed yet" in "".join(capsys.readouterr())
     (tmp_path / "taxifare" / "1").mkdir(parents=True)
     assert drift.check({"columns": {}}, serving_root=str(tmp_path), model_name="taxifare", max_drift=0.01) is None
-    assert "deployed version 1 kept no training statistics" in capsys.readouterr().out
+    assert "deployed version 1 kept no training statistics" in "".join(capsys.readouterr())
 
 
 def test_report_rows_hold_both_distributions(data):

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from components.impl import tune
-from trainer.storage import InputError
+from trainer.errors import InputError
 
 
 def test_default_space():
@@ -269,3 +269,19 @@ def test_best_trial_reads_the_tuning_job_from_a_vertex_job_service_on_loopback()
     assert asked == [name]
     assert (best.hidden_units, best.learning_rate, best.batch_size, best.rmse) == ("128,64", 0.0071, 256, pytest.approx(4.9))
     assert [t["trial"] for t in best.trials] == ["1", "2", "3"]
+
+
+def test_taxifare_run_shows_every_trial_line(tmp_path):
+    import io
+
+    from pipeline import local_run
+
+    console: list[str] = []
+    tracker = local_run.StepTracker(io.StringIO(), console.append, str(tmp_path))
+    tracker.write("Executing task 'tune'\n")
+    tracker.write("    trial 1/2: eval RMSE $5.093 (hidden_units 64,32, ...); best so far $5.093 (trial 1)\n")  # as kfp.local indents it
+    tracker.write("    trial 2/2: eval RMSE $4.670 (hidden_units 128,64, ...); best so far $4.670 (trial 2)\n")
+    assert console[1:] == [
+        "  ... tune           trial 1/2: eval RMSE $5.093 (hidden_units 64,32, ...); best so far $5.093 (trial 1)",
+        "  ... tune           trial 2/2: eval RMSE $4.670 (hidden_units 128,64, ...); best so far $4.670 (trial 2)",
+    ]

@@ -215,7 +215,7 @@ def check_max_drift(value: Any) -> float:
     Raises:
         InputError: for a value that is not a number, negative or above 1.
     """
-    from trainer.storage import InputError
+    from trainer.errors import InputError
 
     try:
         number = float(value)

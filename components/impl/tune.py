@@ -63,7 +63,7 @@ def parse_space(text: str) -> SearchSpace:
         InputError: one line naming the dimension that leaves no valid value, or the syntax error.
     """
     from components.impl.full_train import parse_hidden_units
-    from trainer.storage import InputError
+    from trainer.errors import InputError
 
     example = f"write it like {DEFAULT_SPACE!r}"
     given: dict[str, str] = {}
@@ -122,7 +122,7 @@ def check_tuning(trials: Any, space: str, parallel_trials: Any = 1) -> None:
     Raises:
         InputError: a negative or single trial, a bad parallel count, a space with no valid value.
     """
-    from trainer.storage import InputError
+    from trainer.errors import InputError
 
     try:
         count = int(trials)
