@@ -101,7 +101,7 @@ def test_gcs_objects_by_generation_on_the_emulator(gcs):
 
 
 @pytest.mark.e2e
-@pytest.mark.slow  # three kfp.local runs of the whole DAG: about 3 minutes here
+@pytest.mark.slow  # four kfp.local runs of the whole DAG: 4-7 minutes on this 2-core machine
 def test_tripled_fares_retrain_and_the_drift_gate_through_kfp_local(tmp_path, real_train):
     """The issue's case: same glob, one file's fares tripled -> stage_data, smoke_train, full_train run again."""
     from pipeline.local_run import run_local
