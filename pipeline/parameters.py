@@ -253,7 +253,9 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
     hidden = checks.hidden_units("hidden_units", merged["hidden_units"])
     checks.check_model_size(hidden, limit=merged["max_model_params"], datetime_layout=merged["datetime_layout"], flag=_limit_flag(target))
     if merged["tuning_trials"]:
-        from components.impl.tune import parse_space
+        from components.impl.tune import check_tuning, parse_space
+
+        check_tuning(merged["tuning_trials"], merged["tuning_space"], merged.get("tuning_parallel_trials", 1))
 
         for choice in parse_space(merged["tuning_space"]).hidden_units:  # every size tuning may try fits the limit too
             units = checks.hidden_units("tuning_space hidden_units", choice)

@@ -193,6 +193,8 @@ def test_vertex_params_are_checked_the_same_way():
         parameters.check_params({"tuning_parallel_trials": "0"}, target=parameters.VERTEX)
     with pytest.raises(InputError, match="max_drift must be 0"):
         parameters.check_params({"max_drift": "lots"}, target=parameters.VERTEX)
+    with pytest.raises(InputError, match=r"tuning_parallel_trials \(4\) is above tuning_trials \(2\)"):
+        parameters.check_params({"tuning_trials": "2", "tuning_parallel_trials": "4"}, target=parameters.VERTEX)
     parameters.check_params({"tuning_trials": "8", "tuning_parallel_trials": "2", "max_drift": "0.1"}, target=parameters.VERTEX)
 
 

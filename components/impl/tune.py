@@ -136,6 +136,8 @@ def check_tuning(trials: Any, space: str, parallel_trials: Any = 1) -> None:
         parallel = 0
     if parallel < 1:
         raise InputError(f"tuning_parallel_trials must be a positive number of trials run at once (got {parallel_trials!r})")
+    if count and parallel > count:
+        raise InputError(f"tuning_parallel_trials ({parallel}) is above tuning_trials ({count}): run at most {count} at once")
     parse_space(space)
 
 
