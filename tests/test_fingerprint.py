@@ -150,3 +150,6 @@ def test_tripled_fares_retrain_and_the_drift_gate_through_kfp_local(tmp_path, re
     assert accepted.steps["smoke_train"].status == "succeeded" and accepted.steps["full_train"].status == "succeeded"
     assert "fare_amount" in accepted.steps["check_drift"].summary
     assert accepted.figure("full_train", "rmse") != pytest.approx(first.figure("full_train", "rmse"), abs=0.01)
+    reports = sorted((tmp_path / "root").glob("taxifare-*/verify-export/report"), key=os.path.getmtime)
+    page = reports[-1].read_text()  # the verification report shows both distributions, the fare first
+    assert "<h2>Data drift</h2>" in page and page.index("<td>fare_amount</td>") < page.index("<td>pickuplon</td>")

@@ -363,3 +363,9 @@ def report_section(
     if reference is None:
         return report_html(None)
     return report_html(compare(train_metadata, reference, reference_version=version), max_drift)
+
+
+def with_section(page: str, section: str) -> str:
+    """``page`` (an HTML document) with ``section`` added at the end of its body."""
+    at = page.rfind("</body>")
+    return page[:at] + section + page[at:] if at >= 0 else page + section
