@@ -63,7 +63,9 @@ def test_the_steps_with_the_expected_data_edges(spec):
             "producerTask": "tune",
             "outputParameterKey": name,
         }
-    assert tasks["stage-data"]["inputs"]["parameters"]["data_fingerprint"] == {"componentInputParameter": "data_fingerprint"}
+    assert tasks["stage-data"]["inputs"]["parameters"]["data_fingerprint"] == {
+        "componentInputParameter": "pipelinechannel--data_fingerprint"
+    }
     assert producer(tasks["verify-export"], "model") == ("full-train", "model")
     assert producer(tasks["verify-export"], "test_data") == ("stage-data", "test_data")
     assert producer(tasks["verify-export"], "tensorboard") == ("full-train", "tensorboard")

@@ -106,11 +106,11 @@ def test_deploy_chain_is_under_the_blessed_condition(spec):
 
 
 def test_tuning_is_a_vertex_tuning_job_whose_best_trial_feeds_the_training_job(spec):
-    branches = spec["components"]["comp-condition-branches-1"]["dag"]
-    tuning, given = branches["tasks"]["condition-2"], branches["tasks"]["condition-3"]
+    branches = spec["components"]["comp-condition-branches-2"]["dag"]
+    tuning, given = branches["tasks"]["condition-3"], branches["tasks"]["condition-4"]
     assert tuning["triggerPolicy"]["condition"] == "int(inputs.parameter_values['pipelinechannel--tuning_trials']) > 0"
-    assert "tune" in spec["components"]["comp-condition-3"]["dag"]["tasks"] and given["triggerPolicy"]["condition"].startswith("!(")
-    inner = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert "tune" in spec["components"]["comp-condition-4"]["dag"]["tasks"] and given["triggerPolicy"]["condition"].startswith("!(")
+    inner = spec["components"]["comp-condition-3"]["dag"]["tasks"]
     job = inner["hyperparameter-tuning-job"]["inputs"]["parameters"]
     assert job["max_trial_count"] == {"componentInputParameter": "pipelinechannel--tuning_trials"}
     assert job["parallel_trial_count"] == {"componentInputParameter": "pipelinechannel--tuning_parallel_trials"}
@@ -124,12 +124,12 @@ def test_tuning_is_a_vertex_tuning_job_whose_best_trial_feeds_the_training_job(s
     assert "google_cloud_pipeline_components.container.v1.hyperparameter_tuning_job.launcher" in " ".join(executor["command"])
     oneofs = branches["outputs"]["parameters"]
     for i, name in enumerate(("hidden_units", "learning_rate", "batch_size"), start=1):
-        selectors = oneofs[f"pipelinechannel--condition-branches-1-oneof-{i}"]["valueFromOneof"]["parameterSelectors"]
+        selectors = oneofs[f"pipelinechannel--condition-branches-2-oneof-{i}"]["valueFromOneof"]["parameterSelectors"]
         assert [s["outputParameterKey"] for s in selectors] == [f"pipelinechannel--best-trial-{name}", f"pipelinechannel--tune-{name}"]
-        given_to_job = spec["root"]["dag"]["tasks"]["full-train"]["inputs"]["parameters"][name]["taskOutputParameter"]
+        given_to_job = steps(spec)["full-train"]["inputs"]["parameters"][name]["taskOutputParameter"]
         assert given_to_job == {
-            "outputParameterKey": f"pipelinechannel--condition-branches-1-oneof-{i}",
-            "producerTask": "condition-branches-1",
+            "outputParameterKey": f"pipelinechannel--condition-branches-2-oneof-{i}",
+            "producerTask": "condition-branches-2",
         }
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["tuning_trials"]["defaultValue"] == 0 and params["tuning_parallel_trials"]["defaultValue"] == 1
@@ -253,7 +253,7 @@ def test_a_schedules_runs_key_stage_data_on_their_own_scheduled_time(spec):
     assert stage["window_days"]["componentInputParameter"].endswith("window_days")
 def test_each_scheduled_run_keys_stage_data_on_its_own_window_and_the_data_fingerprint(spec):
     """A schedule's runs all carry the parameters of its creation; what moves is the scheduled time."""
-    stage = spec["root"]["dag"]["tasks"]["stage-data"]["inputs"]["parameters"]
+    stage = steps(spec)["stage-data"]["inputs"]["parameters"]
     assert stage["scheduled_time"]["runtimeValue"]["constant"] == "{{$.pipeline_job_schedule_time_utc}}"
-    assert stage["data_fingerprint"] == {"componentInputParameter": "data_fingerprint"}
-    assert stage["window_days"] == {"componentInputParameter": "window_days"}
+    assert stage["data_fingerprint"] == {"componentInputParameter": "pipelinechannel--data_fingerprint"}
+    assert stage["window_days"] == {"componentInputParameter": "pipelinechannel--window_days"}
