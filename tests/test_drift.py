@@ -116,6 +116,7 @@ def test_statistics_without_histograms_are_skipped_not_failed(data):
 def test_check_reads_the_deployed_version_and_gates(tmp_path, data, capsys):
     version = tmp_path / "serving" / "taxifare" / "4"
     version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")  # a complete version, as the serving layout counts them
     drift.write_stats({"rows": 20_000, "variant": "lab", "columns": data["deployed"]}, str(version))
     assert json.loads((version / drift.STATS_FILE).read_text())["format"] == drift.STATS_FORMAT
     same = drift.check({"columns": data["fresh"]}, serving_root=str(tmp_path / "serving"), model_name="taxifare", max_drift=0.05)
@@ -131,6 +132,7 @@ def test_check_with_nothing_deployed_reports_and_passes(tmp_path, capsys):
     assert drift.check({"columns": {}}, serving_root=str(tmp_path), model_name="taxifare", max_drift=0.01) is None
     assert "nothing deployed yet" in "".join(capsys.readouterr())
     (tmp_path / "taxifare" / "1").mkdir(parents=True)
+    (tmp_path / "taxifare" / "1" / "saved_model.pb").write_bytes(b"")
     assert drift.check({"columns": {}}, serving_root=str(tmp_path), model_name="taxifare", max_drift=0.01) is None
     assert "deployed version 1 kept no training statistics" in "".join(capsys.readouterr())
 
@@ -157,6 +159,7 @@ def test_stage_data_writes_the_statistics(tmp_path):
 def test_report_section_shows_both_distributions(tmp_path, data):
     version = tmp_path / "serving" / "taxifare" / "2"
     version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")  # a complete version, as the serving layout counts them
     drift.write_stats({"rows": 20_000, "variant": "lab", "columns": data["deployed"]}, str(version))
     html = drift.report_section({"columns": data["fares"]}, serving_root=str(tmp_path / "serving"), model_name="taxifare", max_drift=0.05)
     assert html.index("fare_amount") < html.index("pickuplon")  # largest first
