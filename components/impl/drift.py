@@ -322,7 +322,10 @@ def _bars_svg(row: dict[str, Any], width: int = 360, height: int = 90) -> str:
                 f"{'deployed' if j == 0 else 'now'} {share:.1%}</title></rect>"
             )
     label = f"{row['feature']}: deployed (grey) vs now (orange)"
-    return f'<svg width="{width}" height="{height}" role="img" aria-label="{label}">{"".join(bars)}</svg>'
+    return (
+        f'<svg viewBox="0 0 {width} {height}" style="width:100%;max-width:{width}px;height:auto" role="img" '
+        f'aria-label="{label}">{"".join(bars)}</svg>'
+    )
 
 
 def report_html(result: DriftResult | None, max_drift: float = 0.0) -> str:
@@ -350,8 +353,9 @@ def report_html(result: DriftResult | None, max_drift: float = 0.0) -> str:
         "Grey: deployed; orange: now. If the new data is right, accept it by running again with a higher --max-drift (or 0)."
     )
     return (
-        f"<section id='drift'><h2>Data drift</h2><p>{note}</p><table><tr><th>feature</th><th>divergence</th>"
-        f"<th>mean (deployed → now)</th><th>median (deployed → now)</th><th>distributions</th></tr>{body}</table></section>"
+        f"<section id='drift'><h2>Data drift</h2><p>{note}</p><div style='overflow-x:auto'><table><tr><th>feature</th>"
+        f"<th>divergence</th><th>mean (deployed → now)</th><th>median (deployed → now)</th><th>distributions</th></tr>{body}"
+        "</table></div></section>"
     )
 
 
