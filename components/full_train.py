@@ -42,8 +42,13 @@ def full_train(
         sys.exit(0)
     copy_export(result["export_dir"], model.path)
     from components.impl.contracts import ModelInfo
+    from components.impl.drift import write_stats
 
-    model.metadata.update(ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"]).to_metadata())
+    write_stats(dict(train_data.metadata), model.path)  # the training data's statistics travel with the model (drift checks)
+    hyperparameters = {"hidden_units": hidden_units, "learning_rate": learning_rate, "batch_size": batch_size}  # the tune step's set
+    model.metadata.update(
+        ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"], hyperparameters=hyperparameters).to_metadata()
+    )
     import json
 
     figures = {key: float(result[key]) for key in ("rmse", "steps", "examples_per_second", "eval_examples", "train_seconds")}

@@ -22,11 +22,16 @@ def stage_data(
     window_days: int,
     scheduled_time: str,
     bigquery_project: str,
+    data_fingerprint: str,
     train_data: dsl.Output[dsl.Dataset],
     eval_data: dsl.Output[dsl.Dataset],
     test_data: dsl.Output[dsl.Dataset],
 ):
-    """Validate the source rows and write the train, eval and test splits with their statistics."""
+    """Validate the source rows and write the train, eval and test splits with their statistics.
+
+    ``data_fingerprint`` (what the sources resolved to when the run started) is not read: it is
+    an input so that kfp's cache keys this step on the data, not only on the source's path.
+    """
     from components.impl.stage_data import stage
 
     outputs = {"train": train_data, "eval": eval_data, "test": test_data}
@@ -48,3 +53,4 @@ def stage_data(
     )
     for name, artifact in outputs.items():
         artifact.metadata.update(staged[name].metadata)
+        artifact.metadata["data_fingerprint"] = data_fingerprint

@@ -53,7 +53,12 @@ def verify_export(
     for key, value in verification.finite_metrics().items():
         metrics.log_metric(key, value)
     metrics.metadata.update(verification.to_metadata())
-    write_report(report.path, verdict.report_html)
+    from components.impl.drift import report_section, with_section
+
+    drift = report_section(
+        dict(train_data.metadata), serving_root=serving_root, model_name=model_name, deployed_stats_uri=deployed_model_uri
+    )
+    write_report(report.path, with_section(verdict.report_html, drift))  # ends with the training data against the deployed model's
     with open(metrics.path, "w") as fh:
         json.dump({"blessed": verdict.blessed, "reason": verdict.reason, **verdict.metrics}, fh, default=str)
     return verdict.blessed

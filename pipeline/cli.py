@@ -84,7 +84,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "run",
         help="run the whole pipeline on this machine (kfp.local)",
         description=(
-            "Run stage_data -> smoke_train -> full_train -> verify_export -> deploy on this machine with kfp.local "
+            "Run stage_data -> check_drift -> smoke_train -> tune -> full_train -> verify_export -> deploy on this machine with kfp.local "
             "(one process per step, no Docker, cache on). Prints one line per step and a summary; the full log goes to a file."
         ),
     )

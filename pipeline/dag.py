@@ -1,4 +1,4 @@
-"""The DAG body both targets share: stage_data -> smoke_train -> (full_train) -> verify_export.
+"""The DAG body both targets share: stage_data -> check_drift -> smoke_train -> (tune) -> (full_train) -> verify_export.
 
 :mod:`pipeline.pipeline` (kfp.local, Kubeflow) and :mod:`pipeline.vertex_pipeline` (Vertex AI)
 call these helpers inside their ``@dsl.pipeline`` function, with the pipeline parameters as
@@ -29,9 +29,14 @@ STAGE_PARAMS = (
     "test_fraction",
     "max_bad_fraction",
     "window_days",
+    "data_fingerprint",
 )
 #: full_train's inputs that are pipeline parameters of the same name.
 TRAIN_PARAMS = ("train_steps", "batch_size", "hidden_units", "learning_rate", "seed")
+#: The hyperparameters the tune step hands to full training (its outputs, full_train's inputs).
+TUNED = ("hidden_units", "learning_rate", "batch_size")
+#: The tune step's inputs that are pipeline parameters of the same name.
+TUNE_PARAMS = ("tuning_trials", "tuning_space", "train_steps", *TUNED, "seed")
 
 
 def with_image(component: Any, image: str) -> Any:
@@ -41,28 +46,68 @@ def with_image(component: Any, image: str) -> Any:
     return dsl.component(component.python_func, base_image=image, install_kfp_package=False)
 
 
-def stage_and_smoke(stage_op: Any, smoke_op: Any, params: dict[str, Any], *, scheduled_time: Any, bigquery_project: Any) -> tuple[Any, Any]:
-    """The stage_data task, and the smoke_train task on its train and eval splits."""
+def stage_and_smoke(
+    stage_op: Any,
+    smoke_op: Any,
+    params: dict[str, Any],
+    *,
+    scheduled_time: Any,
+    bigquery_project: Any,
+    drift_op: Any,
+    drift_inputs: dict[str, Any],
+) -> tuple[Any, Any]:
+    """The stage_data task, the check_drift gate on its train split, and the smoke_train task on the splits.
+
+    Args:
+        stage_op: the stage_data component.
+        smoke_op: the smoke_train component.
+        params: the pipeline parameters.
+        scheduled_time: stage_data's scheduled time (a parameter locally, the schedule's time on Vertex).
+        bigquery_project: the project of a BigQuery export.
+        drift_op: the check_drift component.
+        drift_inputs: ``serving_root``, ``model_name`` and ``deployed_stats_uri`` as the target provides them.
+    """
     stage = stage_op(
         **{name: params[name] for name in STAGE_PARAMS}, scheduled_time=scheduled_time, bigquery_project=bigquery_project
     ).set_display_name("Stage data")
-    smoke = smoke_op(
-        train_data=stage.outputs["train_data"],
-        eval_data=stage.outputs["eval_data"],
-        smoke_steps=params["smoke_steps"],
-        hidden_units=params["hidden_units"],
-        learning_rate=params["learning_rate"],
-        seed=params["seed"],
-    ).set_display_name("Smoke training")
+    drift = (
+        drift_op(train_data=stage.outputs["train_data"], max_drift=params["max_drift"], **drift_inputs)
+        .set_display_name("Check drift")
+        .set_caching_options(False)  # compares with what is deployed now
+    )
+    smoke = (
+        smoke_op(
+            train_data=stage.outputs["train_data"],
+            eval_data=stage.outputs["eval_data"],
+            smoke_steps=params["smoke_steps"],
+            hidden_units=params["hidden_units"],
+            learning_rate=params["learning_rate"],
+            seed=params["seed"],
+        )
+        .set_display_name("Smoke training")
+        .after(drift)
+    )
     return stage, smoke
 
 
-def train_inputs(stage: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """full_train's inputs: the staged splits and the training parameters."""
+def tuned_locally(tune_op: Any, stage: Any, smoke: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The tune step (an Optuna search, or the given set passed through when tuning_trials is 0) and its best set."""
+    tune = tune_op(
+        train_data=stage.outputs["train_data"],
+        eval_data=stage.outputs["eval_data"],
+        **{name: params[name] for name in TUNE_PARAMS},
+    ).set_display_name("Tune")
+    tune.after(smoke)
+    return {name: tune.outputs[name] for name in TUNED}
+
+
+def train_inputs(stage: Any, params: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    """full_train's inputs: the staged splits, the training parameters and the tuned hyperparameters."""
     return {
         "train_data": stage.outputs["train_data"],
         "eval_data": stage.outputs["eval_data"],
         **{name: params[name] for name in TRAIN_PARAMS},
+        **tuned,
     }
 
 

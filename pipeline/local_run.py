@@ -37,6 +37,7 @@ _CACHED = re.compile(r"Task ([\w-]+) cache hit(?: \(key=(\w+)\))?")
 _SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
 _RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
 _TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
+_TUNE_PROGRESS = re.compile(r"\btrial \d+/\d+: .*best so far.*$")
 #: Seconds between two progress lines of a training step.
 PROGRESS_EVERY = 10.0
 _TRACEBACK = "Traceback (most recent call last):"
@@ -165,6 +166,8 @@ class StepTracker(io.TextIOBase):
             self.console(
                 f"  ... {m.group(1).replace('-', '_'):<14} failed attempt {m.group(2)}/{m.group(3)}; retrying (resumes from checkpoints)"
             )
+        elif self.current and (m := _TUNE_PROGRESS.search(line)):  # one line per tuning trial, never throttled
+            self.console(f"  ... {self.current:<14} {m.group(0)}")
         elif self.current and (m := _TRAIN_PROGRESS.search(line)):
             now = time.monotonic()
             if now - self._last_progress >= PROGRESS_EVERY:
@@ -279,6 +282,16 @@ def _run_local(
     # but explicit ints stay ints (42), and its cache key tells them apart, so a run with
     # defaults and one with the same values given would never share cached steps.
     arguments = {**parameters.defaults(parameters.LOCAL), **arguments}
+    if not arguments.get("data_fingerprint"):  # key stage_data's cache on the data the sources hold now
+        from components.impl.fingerprint import data_fingerprint
+
+        arguments["data_fingerprint"] = data_fingerprint(
+            arguments["source"],
+            arguments["eval_source"],
+            arguments["test_source"],
+            window_days=arguments["window_days"],
+            scheduled_time=arguments["scheduled_time"],
+        )
     start, started_at = time.monotonic(), time.time()
     before = set(runs.list_run_dirs(pipeline_root))
     with open(log_path, "a", encoding="utf-8") as log:

@@ -58,6 +58,26 @@ def _p(name: str, type_: type, default: Any, check: Callable[[str, Any], Any], h
     return Parameter(name, type_, default, help, check, **kw)
 
 
+def _max_drift(name: str, value: Any) -> float:
+    from components.impl.drift import check_max_drift
+
+    return check_max_drift(value)
+
+
+def _tuning_trials(name: str, value: Any) -> int:
+    from components.impl.tune import check_tuning
+
+    check_tuning(value, "")
+    return int(value)
+
+
+def _tuning_space(name: str, value: Any) -> str:
+    from components.impl.tune import parse_space
+
+    parse_space(str(value))
+    return str(value)
+
+
 PARAMETERS: tuple[Parameter, ...] = (
     # The data.
     _p("source", str, "synthetic", checks.source,
@@ -79,6 +99,9 @@ PARAMETERS: tuple[Parameter, ...] = (
        "the end of the data window, RFC 3339 (e.g. 2026-11-28T06:00:00Z); empty for now. (kfp.local cannot resolve the "
        "schedule-time placeholder, so the local pipeline takes it as a parameter; on Vertex it is the schedule's time.)",
        targets=(LOCAL,)),
+    _p("data_fingerprint", str, "", checks.text,
+       "a fingerprint of what the sources resolve to (file sizes and times, gs:// generations, window bounds), computed by "
+       "taxifare run, submit and schedule: stage_data's cache keys on the data, not only on its path.", run_flag=False),
     _p("bigquery_project", str, "", checks.text,
        "the project that runs the BigQuery export of source 'bigquery'; empty for the credentials' project "
        "(on Vertex: the pipeline's project).", targets=(LOCAL,)),
@@ -91,6 +114,17 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("max_model_params", int, checks.MAX_MODEL_PARAMS, checks.positive_int,
        "the largest model (in parameters, from hidden_units and the embeddings) accepted before any step runs.",
        in_pipeline=False),
+    _p("max_drift", float, 0.0, _max_drift,
+       "stop before training when a feature's Jensen-Shannon divergence from the deployed model's training data is above "
+       "this (0 to 1); 0 only reports the drift."),
+    _p("tuning_trials", int, 0, _tuning_trials,
+       "trials of the hyperparameter search before full training (hidden_units, learning_rate, batch_size); 0 for none, "
+       "else at least 2."),
+    _p("tuning_space", str, "", _tuning_space,
+       "the search space, e.g. 'hidden_units=32,16|64,32|128,64; learning_rate=0.0003..0.03; batch_size=128|256|512|1024' "
+       "(the default when empty; give only the dimensions to change)."),
+    _p("tuning_parallel_trials", int, 1, checks.positive_int, "trials the Vertex hyperparameter tuning job runs at once.",
+       targets=(VERTEX,)),
     # Vertex training machines.
     _p("machine_type", str, "n1-standard-4", checks.machine_type, "machine type of each training replica.", targets=(VERTEX,)),
     _p("accelerator_type", str, "", checks.text, "accelerator of each training replica, e.g. NVIDIA_TESLA_T4; empty for none.",
@@ -218,6 +252,18 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
     checks.synthetic_rows(merged["source"], merged["synthetic_rows"])
     hidden = checks.hidden_units("hidden_units", merged["hidden_units"])
     checks.check_model_size(hidden, limit=merged["max_model_params"], datetime_layout=merged["datetime_layout"], flag=_limit_flag(target))
+    if merged["tuning_trials"]:
+        from components.impl.tune import check_tuning, parse_space
+
+        check_tuning(merged["tuning_trials"], merged["tuning_space"], merged.get("tuning_parallel_trials", 1))
+
+        for choice in parse_space(merged["tuning_space"]).hidden_units:  # every size tuning may try fits the limit too
+            units = checks.hidden_units("tuning_space hidden_units", choice)
+            layout = merged["datetime_layout"]
+            try:
+                checks.check_model_size(units, limit=merged["max_model_params"], datetime_layout=layout, flag=_limit_flag(target))
+            except InputError as exc:
+                raise InputError(f"tuning_space: {exc}") from None
     if target == VERTEX and merged["min_replicas"] > merged["max_replicas"]:
         raise InputError(f"min_replicas ({merged['min_replicas']}) is above max_replicas ({merged['max_replicas']}): raise max_replicas")
     return out

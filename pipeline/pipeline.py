@@ -1,4 +1,4 @@
-"""The taxifare DAG: stage_data -> smoke_train -> full_train -> verify_export -> deploy (if blessed).
+"""The taxifare DAG: stage_data -> check_drift -> smoke_train -> tune -> full_train -> verify_export -> deploy (if blessed).
 
 :func:`create_pipeline` is a pure factory: every setting is an argument (the image at
 compile time; everything else a pipeline parameter, declared with its default and
@@ -11,11 +11,13 @@ from typing import Any
 
 from kfp import dsl
 
+from components.check_drift import check_drift
 from components.common import DEFAULT_IMAGE
 from components.deploy import deploy
 from components.full_train import full_train
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
+from components.tune import tune
 from components.verify_export import verify_export
 from pipeline import dag, parameters
 from pipeline.dag import with_image
@@ -23,7 +25,7 @@ from pipeline.dag import with_image
 __all__ = ["PIPELINE_NAME", "STEPS", "create_pipeline", "with_image"]
 
 PIPELINE_NAME = "taxifare"
-STEPS = ("stage-data", "smoke-train", "full-train", "verify-export", "deploy")
+STEPS = ("stage-data", "check-drift", "smoke-train", "tune", "full-train", "verify-export", "deploy")
 
 
 def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> Any:
@@ -36,16 +38,23 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
     Returns:
         A ``@dsl.pipeline`` function, ready to compile or run with ``kfp.local``.
     """
-    stage_op, smoke_op, train_op, verify_op, deploy_op = (
-        with_image(c, image) for c in (stage_data, smoke_train, full_train, verify_export, deploy)
+    stage_op, drift_op, smoke_op, tune_op, train_op, verify_op, deploy_op = (
+        with_image(c, image) for c in (stage_data, check_drift, smoke_train, tune, full_train, verify_export, deploy)
     )
 
     def steps(p: dict[str, Any]) -> None:
         stage, smoke = dag.stage_and_smoke(
-            stage_op, smoke_op, p, scheduled_time=p["scheduled_time"], bigquery_project=p["bigquery_project"]
+            stage_op,
+            smoke_op,
+            p,
+            scheduled_time=p["scheduled_time"],
+            bigquery_project=p["bigquery_project"],
+            drift_op=drift_op,
+            drift_inputs={"serving_root": p["serving_root"], "model_name": p["model_name"], "deployed_stats_uri": ""},
         )
+        tuned = dag.tuned_locally(tune_op, stage, smoke, p)
         train = (
-            train_op(**dag.train_inputs(stage, p))
+            train_op(**dag.train_inputs(stage, p, tuned))
             .set_display_name("Full training")
             .after(smoke)
             .set_retry(num_retries=2, backoff_duration="10s")

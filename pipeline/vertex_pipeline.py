@@ -10,6 +10,13 @@ blessed: the SavedModel as an ``UnmanagedContainerModel`` served by the project'
 custom serving container running ``taxifare serve``), ``ModelUploadOp`` (a new version of the
 existing model when there is one), an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
 
+check_drift compares the staged training split with the ``assets.extra/taxifare_train_stats.json`` kept in the
+deployed model's artifact folder (full_train writes it beside the SavedModel, so the uploaded
+model carries its training statistics). With ``tuning_trials`` > 0 a Vertex hyperparameter
+tuning job (``HyperparameterTuningJobRunOp``) runs the trainer's image for the trials and the
+best trial's hidden units, learning rate and batch size go into the custom training job; with
+0, the tune step passes the given ones through.
+
 Project and location are never baked in: the Vertex ops take the pipeline's own project and
 location placeholders, resolved by Vertex when the run starts.
 """
@@ -20,13 +27,16 @@ from typing import Any
 from google_cloud_pipeline_components import _placeholders
 from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
 from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
+from google_cloud_pipeline_components.v1.hyperparameter_tuning_job import HyperparameterTuningJobRunOp
 from google_cloud_pipeline_components.v1.model import ModelUploadOp
 from kfp import dsl
 
+from components.check_drift import check_drift
 from components.common import DEFAULT_IMAGE
 from components.full_train import full_train
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
+from components.tune import best_trial, tune, tuning_job_spec
 from components.verify_export import verify_export
 from components.vertex_steps import lookup_deployment, prepare_upload, training_worker_pools
 from pipeline import dag, parameters
@@ -52,10 +62,6 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
     pools_template = json.dumps(train_job_op.component_spec.inputs["worker_pool_specs"].default)
 
     def steps(p: dict[str, Any]) -> None:
-        stage, smoke = dag.stage_and_smoke(
-            stage_op, smoke_op, p, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, bigquery_project=PROJECT
-        )
-        train = _train_job(train_job_op, with_image(training_worker_pools, image), pools_template, stage, p).after(smoke)
         lookup = with_image(lookup_deployment, image)(
             project=PROJECT,
             location=LOCATION,
@@ -64,6 +70,22 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
             traffic_percentage=p["traffic_percentage"],
         ).set_display_name("Find deployed model")
         lookup.set_caching_options(False)
+        stage, smoke = dag.stage_and_smoke(
+            stage_op,
+            smoke_op,
+            p,
+            scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+            bigquery_project=PROJECT,
+            drift_op=with_image(check_drift, image),
+            # the deployed model's artifact folder holds the training statistics full_train wrote into the SavedModel folder
+            drift_inputs={
+                "serving_root": "",
+                "model_name": p["model_display_name"],
+                "deployed_stats_uri": lookup.outputs["deployed_model_uri"],
+            },
+        )
+        tuned = _tuned(image, stage, smoke, p)
+        train = _train_job(train_job_op, with_image(training_worker_pools, image), pools_template, stage, p, tuned).after(smoke)
         verify = dag.verify(
             verify_op,
             stage,
@@ -90,7 +112,42 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
     return dag.pipeline(steps, image=image, target=parameters.VERTEX, name=name, summary=summary, description=description)
 
 
-def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any, p: dict[str, Any]) -> Any:
+def _tuned(image: str, stage: Any, smoke: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """With tuning_trials > 0, a Vertex hyperparameter tuning job of the trainer's image and its best trial; else the given set."""
+    with dsl.If(p["tuning_trials"] > 0, name="tuning"):
+        spec = (
+            with_image(tuning_job_spec, image)(
+                train_data=stage.outputs["train_data"],
+                eval_data=stage.outputs["eval_data"],
+                image=image,
+                machine_type=p["machine_type"],
+                tuning_trials=p["tuning_trials"],
+                tuning_space=p["tuning_space"],
+                train_steps=p["train_steps"],
+                seed=p["seed"],
+            )
+            .set_display_name("Tuning job spec")
+            .after(smoke)
+        )
+        job = HyperparameterTuningJobRunOp(
+            display_name="taxifare-tune",
+            base_output_directory=dsl.PIPELINE_ROOT_PLACEHOLDER,
+            worker_pool_specs=spec.outputs["worker_pool_specs"],
+            study_spec_metrics=spec.outputs["study_spec_metrics"],
+            study_spec_parameters=spec.outputs["study_spec_parameters"],
+            max_trial_count=p["tuning_trials"],
+            parallel_trial_count=p["tuning_parallel_trials"],
+            service_account=p["training_service_account"],
+            project=PROJECT,
+            location=LOCATION,
+        ).set_display_name("Tune (Vertex hyperparameter tuning job)")
+        best = with_image(best_trial, image)(gcp_resources=job.outputs["gcp_resources"]).set_display_name("Best trial")
+    with dsl.Else(name="no-tuning"):
+        given = dag.tuned_locally(with_image(tune, image), stage, smoke, p)  # tuning_trials is 0 here: passes the given set through
+    return {name: dsl.OneOf(best.outputs[name], given[name]) for name in dag.TUNED}
+
+
+def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any, p: dict[str, Any], tuned: dict[str, Any]) -> Any:
     """The worker pools for this run's machine settings, and full_train as a Vertex custom job on them."""
     pools = pools_op(
         template=pools_template,
@@ -100,7 +157,7 @@ def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any
         replica_count=p["replica_count"],
     ).set_display_name("Training machines")
     return train_job_op(
-        **dag.train_inputs(stage, p),
+        **dag.train_inputs(stage, p, tuned),
         worker_pool_specs=pools.output,
         service_account=p["training_service_account"],
         tensorboard=p["tensorboard"],

@@ -64,12 +64,14 @@ def test_stage_data_wrapper_writes_each_split_and_its_statistics(tmp_path, monke
     stage_data.python_func(
         source="synthetic", eval_source="", test_source="", synthetic_rows=1000, seed=1, datetime_layout=False,
         eval_fraction=0.1, test_fraction=0.1, max_bad_fraction=0.1, window_days=0, scheduled_time="", bigquery_project="",
+        data_fingerprint="fp-1",
         train_data=outs["train"], eval_data=outs["eval"], test_data=outs["test"],
     )  # fmt: skip
     stats = {name: DatasetStats.from_metadata(a.metadata) for name, a in outs.items()}
     assert sum(s.rows for s in stats.values()) == 1000
     assert {name: s.split for name, s in stats.items()} == {"train": "train", "eval": "eval", "test": "test"}
     assert all((tmp_path / name / "data.csv").exists() for name in outs)
+    assert outs["train"].metadata["data_fingerprint"] == "fp-1"  # what the cache was keyed on
     written = StepSummary.read(str(tmp_path / "summaries"), "stage_data")
     assert written and {k: written.figures[k] for k in outs} == {name: s.rows for name, s in stats.items()}
 

@@ -30,7 +30,7 @@ def run(tmp_path: Path, **arguments):
 def test_runs_deploys_then_refuses_a_worse_model(tmp_path):
     first, lines, serving = run(tmp_path)
     assert first.ok, (first.failed_step, lines)
-    assert [r.status for r in first.steps.values()] == ["succeeded"] * 6  # the five steps and the exit step, run_summary
+    assert [r.status for r in first.steps.values()] == ["succeeded"] * 8  # the seven steps and the exit step, run_summary
     assert first.figure("run_summary", "status") == "SUCCEEDED"
     assert first.figure("verify_export", "blessed") is True
     assert first.figure("deploy", "version") == 1

@@ -48,13 +48,24 @@ def producer(task: dict, input_name: str) -> tuple[str, str]:
     return art["producerTask"], art["outputArtifactKey"]
 
 
-def test_five_steps_with_the_expected_data_edges(spec):
+def test_the_steps_with_the_expected_data_edges(spec):
     tasks = steps(spec)
-    assert set(tasks) == {"stage-data", "smoke-train", "full-train", "verify-export", "condition-2"}
+    assert set(tasks) == {"stage-data", "check-drift", "smoke-train", "tune", "full-train", "verify-export", "condition-2"}
+    assert producer(tasks["check-drift"], "train_data") == ("stage-data", "train_data")
+    assert "check-drift" in tasks["smoke-train"]["dependentTasks"]  # the drift gate stops the run before any training
+    assert tasks["check-drift"]["cachingOptions"] == {}  # compares with what is deployed now
     assert producer(tasks["smoke-train"], "train_data") == ("stage-data", "train_data")
     assert producer(tasks["full-train"], "train_data") == ("stage-data", "train_data")
     assert producer(tasks["full-train"], "eval_data") == ("stage-data", "eval_data")
-    assert "smoke-train" in tasks["full-train"]["dependentTasks"]
+    assert "smoke-train" in tasks["tune"]["dependentTasks"]
+    for name in ("hidden_units", "learning_rate", "batch_size"):  # full training takes the tune step's set
+        assert tasks["full-train"]["inputs"]["parameters"][name]["taskOutputParameter"] == {
+            "producerTask": "tune",
+            "outputParameterKey": name,
+        }
+    assert tasks["stage-data"]["inputs"]["parameters"]["data_fingerprint"] == {
+        "componentInputParameter": "pipelinechannel--data_fingerprint"
+    }
     assert producer(tasks["verify-export"], "model") == ("full-train", "model")
     assert producer(tasks["verify-export"], "test_data") == ("stage-data", "test_data")
     assert producer(tasks["verify-export"], "tensorboard") == ("full-train", "tensorboard")

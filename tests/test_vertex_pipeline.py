@@ -32,10 +32,24 @@ def steps(spec: dict) -> dict:
 
 def test_steps_and_edges(spec):
     tasks = steps(spec)
-    assert {"stage-data", "smoke-train", "training-worker-pools", "full-train", "lookup-deployment", "verify-export", "condition-2"} == set(
-        tasks
-    )
-    assert set(tasks["full-train"]["dependentTasks"]) == {"smoke-train", "stage-data", "training-worker-pools"}
+    assert {
+        "stage-data",
+        "check-drift",
+        "smoke-train",
+        "condition-branches-2",  # tuning (a Vertex hyperparameter tuning job) or the given set
+        "training-worker-pools",
+        "full-train",
+        "lookup-deployment",
+        "verify-export",
+        "condition-5",  # blessed
+    } == set(tasks)
+    assert set(tasks["full-train"]["dependentTasks"]) == {"smoke-train", "stage-data", "training-worker-pools", "condition-branches-2"}
+    drift_inputs = tasks["check-drift"]["inputs"]["parameters"]
+    assert drift_inputs["deployed_stats_uri"]["taskOutputParameter"] == {
+        "outputParameterKey": "deployed_model_uri",
+        "producerTask": "lookup-deployment",
+    }
+    assert "check-drift" in tasks["smoke-train"]["dependentTasks"] and tasks["check-drift"]["cachingOptions"] == {}
     wps = tasks["full-train"]["inputs"]["parameters"]["worker_pool_specs"]["taskOutputParameter"]
     assert wps == {"outputParameterKey": "Output", "producerTask": "training-worker-pools"}
     verify_inputs = tasks["verify-export"]["inputs"]
@@ -68,10 +82,10 @@ def test_machine_settings_are_pipeline_parameters(spec):
 
 
 def test_deploy_chain_is_under_the_blessed_condition(spec):
-    cond = steps(spec)["condition-2"]
+    cond = steps(spec)["condition-5"]
     assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--verify-export-Output'] == true"
-    text = yaml.safe_dump(spec["components"]["comp-condition-2"])
-    assert "prepare-upload" in text and "condition-branches-3" in text and "condition-branches-6" in text
+    text = yaml.safe_dump(spec["components"]["comp-condition-5"])
+    assert "prepare-upload" in text and "condition-branches-6" in text and "condition-branches-9" in text
     uploads = [c for name, c in spec["components"].items() if name.startswith("comp-model-upload")]
     deploys = [c for name, c in spec["components"].items() if name.startswith("comp-model-deploy")]
     assert len(uploads) == 2 and len(deploys) == 2 and "comp-endpoint-create" in spec["components"]
@@ -89,6 +103,36 @@ def test_deploy_chain_is_under_the_blessed_condition(spec):
         if "parent_model" in t.get("inputs", {}).get("artifacts", {})
     ]
     assert len(parents) == 1
+
+
+def test_tuning_is_a_vertex_tuning_job_whose_best_trial_feeds_the_training_job(spec):
+    branches = spec["components"]["comp-condition-branches-2"]["dag"]
+    tuning, given = branches["tasks"]["condition-3"], branches["tasks"]["condition-4"]
+    assert tuning["triggerPolicy"]["condition"] == "int(inputs.parameter_values['pipelinechannel--tuning_trials']) > 0"
+    assert "tune" in spec["components"]["comp-condition-4"]["dag"]["tasks"] and given["triggerPolicy"]["condition"].startswith("!(")
+    inner = spec["components"]["comp-condition-3"]["dag"]["tasks"]
+    job = inner["hyperparameter-tuning-job"]["inputs"]["parameters"]
+    assert job["max_trial_count"] == {"componentInputParameter": "pipelinechannel--tuning_trials"}
+    assert job["parallel_trial_count"] == {"componentInputParameter": "pipelinechannel--tuning_parallel_trials"}
+    for name in ("worker_pool_specs", "study_spec_parameters", "study_spec_metrics"):
+        assert job[name]["taskOutputParameter"] == {"outputParameterKey": name, "producerTask": "tuning-job-spec"}
+    assert inner["tuning-job-spec"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == "taxifare:0.1.0"  # the trainer's image
+    assert (
+        inner["best-trial"]["inputs"]["parameters"]["gcp_resources"]["taskOutputParameter"]["producerTask"] == "hyperparameter-tuning-job"
+    )
+    executor = spec["deploymentSpec"]["executors"]["exec-hyperparameter-tuning-job"]["container"]
+    assert "google_cloud_pipeline_components.container.v1.hyperparameter_tuning_job.launcher" in " ".join(executor["command"])
+    oneofs = branches["outputs"]["parameters"]
+    for i, name in enumerate(("hidden_units", "learning_rate", "batch_size"), start=1):
+        selectors = oneofs[f"pipelinechannel--condition-branches-2-oneof-{i}"]["valueFromOneof"]["parameterSelectors"]
+        assert [s["outputParameterKey"] for s in selectors] == [f"pipelinechannel--best-trial-{name}", f"pipelinechannel--tune-{name}"]
+        given_to_job = steps(spec)["full-train"]["inputs"]["parameters"][name]["taskOutputParameter"]
+        assert given_to_job == {
+            "outputParameterKey": f"pipelinechannel--condition-branches-2-oneof-{i}",
+            "producerTask": "condition-branches-2",
+        }
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["tuning_trials"]["defaultValue"] == 0 and params["tuning_parallel_trials"]["defaultValue"] == 1
 
 
 def test_no_project_ids_or_credentials_baked_in(spec):
@@ -207,3 +251,4 @@ def test_a_schedules_runs_key_stage_data_on_their_own_scheduled_time(spec):
     stage = task["inputs"]["parameters"]
     assert stage["scheduled_time"]["runtimeValue"]["constant"] == "{{$.pipeline_job_schedule_time_utc}}"
     assert stage["window_days"]["componentInputParameter"].endswith("window_days")
+    assert stage["data_fingerprint"]["componentInputParameter"].endswith("data_fingerprint")  # frozen at schedule creation

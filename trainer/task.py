@@ -122,15 +122,24 @@ def _training_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     )
 
 
+def _layer_sizes(text: str) -> list[int]:
+    """``"64"`` or ``"64,32"`` (one argument, the form Vertex hyperparameter tuning passes) -> layer sizes."""
+    try:
+        return [int(u) for u in text.split(",") if u.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not layer sizes such as 64 32 or 64,32") from None
+
+
 def _model_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     """The model flags (defaults ``d``)."""
     model = p.add_argument_group("model")
     model.add_argument(
         "--hidden_units",
-        type=int,
+        type=_layer_sizes,
         nargs="+",
-        default=list(d["hidden_units"]),
-        help=f"sizes of the hidden layers, e.g. --hidden_units 64 32 (default: {' '.join(map(str, d['hidden_units']))})",
+        default=[list(d["hidden_units"])],
+        help="sizes of the hidden layers: --hidden_units 64 32, or --hidden_units=64,32 as tuning passes them "
+        f"(default: {' '.join(map(str, d['hidden_units']))})",
     )
     model.add_argument(
         "--embedding_dim",
@@ -194,7 +203,7 @@ def config_from_args(args: argparse.Namespace, output_dir: str) -> TrainConfig:
         train_batch_size=args.train_batch_size,
         eval_batch_size=args.eval_batch_size,
         eval_steps=args.eval_steps,
-        hidden_units=tuple(args.hidden_units),
+        hidden_units=tuple(u for group in args.hidden_units for u in group),
         learning_rate=args.learning_rate,
         embedding_dim=args.embedding_dim,
         cross_embedding_dim=args.cross_embedding_dim,

@@ -68,14 +68,19 @@ class ModelInfo:
     variant: str = ""
     framework: str = "tensorflow"
     smoke: bool = False
+    #: The hyperparameters it trained with (``hidden_units``, ``learning_rate``, ``batch_size``:
+    #: the tune step's best set when tuning is on).
+    hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, Any]:
-        """The artifact metadata (``variant`` and ``smoke`` only when set)."""
+        """The artifact metadata (``variant``, ``smoke`` and ``hyperparameters`` only when set)."""
         out: dict[str, Any] = {"framework": self.framework, "rmse": self.rmse, "steps": self.steps}
         if self.variant:
             out["variant"] = self.variant
         if self.smoke:
             out["smoke"] = True
+        if self.hyperparameters:
+            out["hyperparameters"] = dict(self.hyperparameters)
         return out
 
     @classmethod

@@ -7,7 +7,8 @@ row's ``key`` (the same row always lands in the same split, whatever the file or
 
 Every row is validated against :mod:`trainer.schema`; each split is written as CSV into its
 ``Dataset`` artifact (a directory), and its statistics go into the artifact's metadata: row
-count, dropped rows per reason, min/mean/max per column, a content hash.
+count, dropped rows per reason, per feature min/mean/max, count, quantiles and a histogram over
+fixed bins (:func:`components.impl.statistics.describe`, for the drift check), a content hash.
 """
 
 import dataclasses
@@ -260,6 +261,7 @@ def _describe(split: str, writer: _SplitWriter, variant: Any, origin: Any, sourc
     Raises:
         InputError: the split is empty.
     """
+    from components.impl import statistics
     from trainer import validation
 
     rows = writer.counts[split]
@@ -280,7 +282,7 @@ def _describe(split: str, writer: _SplitWriter, variant: Any, origin: Any, sourc
         dropped_rows=origin.bad,
         dropped={k: v for k, v in origin.dropped.items() if v},
         dropped_examples=origin.examples[:3],
-        columns=stats.as_dict()["columns"],
+        columns=statistics.merge_columns(stats.as_dict()["columns"], statistics.describe(data_path, variant.columns)),
         content_hash=validation.content_hash([data_path]),
         file_pattern=DATA_FILE,
     )

@@ -1,0 +1,38 @@
+"""The check_drift step as a kfp component: a thin wrapper of :mod:`components.impl.drift`.
+
+Compares the staged training split's statistics with those the deployed version was trained
+on (Jensen-Shannon divergence per feature); stops the run before training when a feature moved
+more than ``max_drift`` (0 = report only). Never cached: it compares with what is deployed now.
+"""
+
+from kfp import dsl
+
+from components.common import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def check_drift(
+    train_data: dsl.Input[dsl.Dataset],
+    serving_root: str,
+    model_name: str,
+    deployed_stats_uri: str,
+    max_drift: float,
+    drift: dsl.Output[dsl.Metrics],
+):
+    """Compare the training split with the deployed model's training data; stop above max_drift."""
+    import json
+
+    from components.impl.drift import check
+
+    result = check(
+        dict(train_data.metadata),
+        serving_root=serving_root,
+        model_name=model_name,
+        deployed_stats_uri=deployed_stats_uri,
+        max_drift=max_drift,
+    )
+    figures = result.as_metrics() if result else {}
+    for key, value in figures.items():
+        drift.log_metric(key, value)
+    with open(drift.path, "w") as fh:  # a file too, so the artifact exists on disk
+        json.dump({"reference_version": result.reference_version if result else "", **figures}, fh)
