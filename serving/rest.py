@@ -260,13 +260,14 @@ class _Connection(asyncio.Protocol):
                 if self.buf.startswith(b"PRI * HTTP/2"):
                     self._fail(505, "HTTP/2 is not supported on this port: use HTTP/1.1 (gRPC has its own port)")
                     return
+                line_end = self.buf.find(b"\r\n", 0, limits.max_request_line + 2)
+                if line_end < 0 and len(self.buf) > limits.max_request_line:
+                    self._fail(414, f"the request line is longer than the limit of {limits.max_request_line} bytes")
+                    return
                 end = self.buf.find(b"\r\n\r\n")
                 if end < 0:
-                    line_end = self.buf.find(b"\r\n")
                     first = self.buf if line_end < 0 else self.buf[:line_end]
-                    if len(first) > limits.max_request_line:
-                        self._fail(414, f"the request line is longer than the limit of {limits.max_request_line} bytes")
-                    elif len(self.buf) > limits.max_header_bytes:
+                    if len(self.buf) > limits.max_header_bytes:
                         self._fail(431, f"the request head is longer than the limit of {limits.max_header_bytes} bytes")
                     elif any(b < 0x20 or b > 0x7E for b in bytes(first[:64])):
                         self._fail(400, "the request line holds binary data: this port speaks HTTP/1.1")
