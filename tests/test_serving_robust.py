@@ -121,7 +121,12 @@ MALFORMED = [
     ("too many headers", b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 150 + b"\r\n", 431, "header lines"),
     ("malformed header", b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header"),
     ("POST without Content-Length", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length"),
-    ("chunked body", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411, "chunked"),
+    (
+        "chunked body",
+        b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        411,
+        "chunked",
+    ),
     ("body over the limit", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n{", 413, "limit"),
     ("bad Content-Length", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400, "not a byte count"),
     ("two Content-Lengths", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "two"),
@@ -250,7 +255,9 @@ def grpc_request(dtype) -> predict_pb2.PredictRequest:
     return request
 
 
-@pytest.mark.parametrize(("dtype", "name"), [(np.int32, "DT_INT32"), (np.int64, "DT_INT64"), (np.float16, "DT_HALF"), (np.float64, "DT_DOUBLE")])
+@pytest.mark.parametrize(
+    ("dtype", "name"), [(np.int32, "DT_INT32"), (np.int64, "DT_INT64"), (np.float16, "DT_HALF"), (np.float64, "DT_DOUBLE")]
+)
 def test_grpc_refuses_non_float_inputs_as_tf_serving_does(served, dtype, name):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(served.channel)
     with pytest.raises(grpc.RpcError) as err:
