@@ -196,7 +196,7 @@ def main() -> int:
                 return lambda: fn(**tensors)["fare_amount"].numpy()
 
             def rest(port: int, body: bytes = body, batch: int = batch) -> Callable[[], Callable[[], None]]:
-                def make() -> Callable[[], None]:
+                def factory() -> Callable[[], None]:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                     headers = {"Content-Type": "application/json"}
 
@@ -208,10 +208,10 @@ def main() -> int:
 
                     return call
 
-                return make
+                return factory
 
             def grpc_call(port: int, request: predict_pb2.PredictRequest = request, batch: int = batch) -> Callable[[], Callable[[], None]]:
-                def make() -> Callable[[], None]:
+                def factory() -> Callable[[], None]:
                     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 
                     def call() -> None:
@@ -220,7 +220,7 @@ def main() -> int:
 
                     return call
 
-                return make
+                return factory
 
             for clients in client_counts:
                 cells: list[tuple[str, Callable[[], Callable[[], None]], int | None, str | None]] = [("in-process", inproc, None, None)]
