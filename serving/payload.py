@@ -9,8 +9,10 @@ limits, and raises :class:`RequestError` with a message that names the problem a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -202,9 +204,9 @@ def columns_from_instances(instances: Any, features: Sequence[Feature], limits: 
     names = [f.name for f in features]
     expected_set = set(names)
     if all(f.kind == "float" for f in features):
-        fast = _numeric_rows(instances, names, expected_set)
+        fast = _numeric_rows(instances, tuple(names), limits)
         if fast is not None:
-            return {f.name: check_column(f, fast[:, j], limits) for j, f in enumerate(features)}
+            return {name: fast[j] for j, name in enumerate(names)}
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
             raise RequestError(f"instance {i} must be an object like {json.dumps(schema.TEST_INSTANCE)}, got {_type_name(row)}")
@@ -214,19 +216,45 @@ def columns_from_instances(instances: Any, features: Sequence[Feature], limits: 
 
 
 _NUMBER_TYPES = frozenset((int, float))
+_BOUNDS: dict[tuple[tuple[str, ...], bool], tuple[np.ndarray, np.ndarray, Any]] = {}
 
 
-def _numeric_rows(instances: list[Any], names: list[str], expected_set: set[str]) -> np.ndarray | None:
-    """An ``(n, features)`` float64 array when every row is a dict of exactly ``names`` holding numbers; else ``None``."""
-    if not all(type(row) is dict and row.keys() == expected_set for row in instances):
+def _bounds(names: tuple[str, ...], check_ranges: bool) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Per-feature low and high bounds (infinite when unchecked) and an item getter, cached."""
+    key = (names, check_ranges)
+    if key not in _BOUNDS:
+        low = np.array([schema.RANGES[n].low if check_ranges and n in schema.RANGES else -np.inf for n in names])
+        high = np.array([schema.RANGES[n].high if check_ranges and n in schema.RANGES else np.inf for n in names])
+        _BOUNDS[key] = (low, high, operator.itemgetter(*names))
+    return _BOUNDS[key]
+
+
+def _numeric_rows(instances: list[Any], names: tuple[str, ...], limits: Limits) -> np.ndarray | None:
+    """Valid numeric rows as a C-contiguous ``(features, n)`` float32 array, checked in numpy.
+
+    ``None`` when anything is off (a row that is not an object of exactly ``names``, a value
+    that is not a number, NaN, a value out of range): the caller's per-value checks then find
+    the problem and name it.
+    """
+    low, high, getter = _bounds(names, limits.check_ranges)
+    try:
+        if set(map(len, instances)) != {len(names)}:
+            return None
+        rows = list(map(getter, instances)) if len(names) > 1 else [(v,) for v in map(getter, instances)]
+    except (KeyError, TypeError):
         return None
-    flat = [row[name] for row in instances for name in names]
+    if set(map(type, instances)) != {dict}:
+        return None
+    flat = list(itertools.chain.from_iterable(rows))
     if not _NUMBER_TYPES.issuperset(map(type, flat)):
         return None
     try:
-        return np.array(flat, dtype=np.float64).reshape(len(instances), len(names))
+        arr = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(len(rows), len(names))
     except OverflowError:
         return None
+    if not ((arr >= low) & (arr <= high)).all():  # also False for NaN
+        return None
+    return np.ascontiguousarray(arr.T, dtype=np.float32)
 
 
 def columns_from_inputs(inputs: Any, features: Sequence[Feature], limits: Limits) -> dict[str, np.ndarray]:
