@@ -391,10 +391,12 @@ class _Exchange:
         self.google = False
         self.examples = 0
         self.status_code = "OK"
+        self.close_after = False
 
     def run(self) -> None:
         try:
             if self.conn.over_limit:
+                self.close_after = True
                 self.server.metrics.shed("REST", "connections")
                 raise Overloaded(f"the server has {self.server.http.max_connections} connections open (its limit): retry shortly")
             self.route()
@@ -566,7 +568,7 @@ class _Exchange:
         if self.app.log_requests:
             r = self.request
             access_log.info('REST %s "%s %s" %s %.2fms%s', self.conn.peer, r.method, r.target[:200], status, elapsed * 1000, self.note)
-        self.conn.write_answer(self.request, status, data, headers, close=False)
+        self.conn.write_answer(self.request, status, data, headers, close=self.close_after)
 
 
 class RestServer:

@@ -106,7 +106,7 @@ def tls_client_hello() -> bytes:
 
 
 def post(path: str, body: bytes, extra: bytes = b"") -> bytes:
-    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n" % (path.encode(), len(body), extra) + body
+    return b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n" % (path.encode(), len(body), extra) + body
 
 
 MALFORMED = [
@@ -130,9 +130,9 @@ MALFORMED = [
     ("body over the limit", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n{", 413, "limit"),
     ("bad Content-Length", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400, "not a byte count"),
     ("two Content-Lengths", b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "two"),
-    ("PUT", b"PUT " + PREDICT.encode() + b" HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "not PUT"),
-    ("DELETE", b"DELETE /v1/models/taxifare HTTP/1.1\r\n\r\n", 405, "not DELETE"),
-    ("unknown method", b"BREW /healthz HTTP/1.1\r\n\r\n", 501, "BREW"),
+    ("PUT", b"PUT " + PREDICT.encode() + b" HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 405, "not PUT"),
+    ("DELETE", b"DELETE /v1/models/taxifare HTTP/1.1\r\nConnection: close\r\n\r\n", 405, "not DELETE"),
+    ("unknown method", b"BREW /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 501, "BREW"),
 ]
 
 
@@ -185,7 +185,7 @@ def test_burst_of_100_new_connections_is_served_never_reset(served):
     def client() -> None:
         try:
             barrier.wait()
-            answer = exchange(served.port, post(PREDICT, BODY, b"Connection: close\r\n"), timeout=30)
+            answer = exchange(served.port, post(PREDICT, BODY), timeout=30)
             outcome: object = status_of(answer)
         except Exception as exc:  # a reset or a timeout: the failure this test is about
             outcome = repr(exc)
@@ -316,3 +316,23 @@ def test_bad_serve_flags_are_refused_in_one_line(tmp_path, capsys, flags, messag
     code = taxifare(["serve", "--model-base-path", str(tmp_path), *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_connections_over_the_limit_are_answered_503_not_dropped(model_dir, tmp_path):
+    base = tmp_path / "taxifare"
+    publish(model_dir, base, 1)
+    config = ServerConfig(str(base), rest_port=0, grpc_port=0, poll_interval=0.1, http=HttpLimits(max_connections=2))
+    with ModelServer(config) as server:
+        assert server.wait_available(60)
+        held = [socket.create_connection(("127.0.0.1", server.rest_port)) for _ in range(2)]
+        try:
+            time.sleep(0.2)
+            answer = exchange(server.rest_port, post(PREDICT, BODY))
+            assert status_of(answer) == 503 and b"Retry-After: 1" in answer
+            assert "connections open" in json_body(answer)["error"]
+            assert server.metrics.count("load_shed_count", {"entrypoint": "REST", "reason": "connections"}) == 1
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.2)
+        assert status_of(exchange(server.rest_port, post(PREDICT, BODY))) == 200
