@@ -294,6 +294,7 @@ class _Connection(asyncio.Protocol):
             del self.buf[: request.length]
             self.request = request
             self.busy = True
+            self.server.in_flight += 1
             if self.timer is not None:
                 self.timer.cancel()
             _Exchange(self, request, body).run()
@@ -323,8 +324,8 @@ class _Connection(asyncio.Protocol):
     def write_answer(self, request: _Request | None, status: int, body: bytes, headers: dict[str, str], close: bool) -> None:
         """Write one answer; then read the next request or close."""
         transport = self.transport
+        self._not_busy()
         if transport is None or transport.is_closing():
-            self.busy = False
             return
         close = close or request is None or not request.keep_alive or self.server.draining or self.eof
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -335,7 +336,6 @@ class _Connection(asyncio.Protocol):
         )
         send_body = request is None or request.method != "HEAD"
         transport.write(head.encode("latin-1") + body if send_body else head.encode("latin-1"))
-        self.busy = False
         self.request = None
         if close:
             self._linger()
@@ -355,8 +355,12 @@ class _Connection(asyncio.Protocol):
         what = request_line.decode("latin-1", "replace") if request_line else "-"
         access_log.info('REST %s "%s" %d error=%r', self.peer, what[:120], status, message[:200])
         body = orjson.dumps({"error": message})
-        self.busy = False
         self.write_answer(None, status, body, {"Content-Type": "application/json"}, close=True)
+
+    def _not_busy(self) -> None:
+        if self.busy:
+            self.busy = False
+            self.server.in_flight -= 1
 
     def _linger(self) -> None:
         """Close after the answer, reading (and dropping) what the client still sends for up to 2 s."""
@@ -507,6 +511,11 @@ class _Exchange:
         def done(values: np.ndarray | None, error: BaseException | None) -> None:
             loop.call_soon_threadsafe(self.finish_predict, servable, rows, vertex, values, error)
 
+        if self.server.in_flight == 1:  # the only request in flight: no hand-over to a model thread
+            inline = self.server.scheduler.run_inline(servable, columns, size)
+            if inline is not None:
+                self.finish_predict(servable, rows, vertex, *inline)
+                return
         self.server.scheduler.submit(servable, columns, size, done)
 
     def finish_predict(
@@ -592,6 +601,7 @@ class RestServer:
         self.http = http
         self.draining = False
         self.conns: set[_Connection] = set()
+        self.in_flight = 0  # requests received and not answered yet (event-loop thread only)
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
