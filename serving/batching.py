@@ -83,6 +83,9 @@ class Scheduler:
         self._queue: collections.deque[_Task] = collections.deque()
         self._queued_examples = 0
         self._busy = 0  # model calls running (threads and inline)
+        self._warm_gen = 0
+        self._warm_fn: Callable[[], object] | None = None
+        self._warm_left = 0
         self._cond = threading.Condition()
         self._closing = False
         count = params.num_batch_threads if params.enabled else threads
@@ -171,12 +174,23 @@ class Scheduler:
             self.metrics.shed("model", reason)
 
     # -- model threads -----------------------------------------------------------------------
-    def _take(self) -> list[_Task] | None:
-        """The next batch (``None`` when closing); called with the lock held."""
+    def warm_threads(self, fn: Callable[[], object], timeout: float = 60.0) -> None:
+        """Run ``fn`` once on every model thread (TensorFlow's first call on a thread is slow)."""
+        with self._cond:
+            self._warm_fn = fn
+            self._warm_gen += 1
+            self._warm_left = len(self._threads)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._warm_left <= 0 or self._closing, timeout)
+
+    def _take(self, gen: int) -> list[_Task] | None:
+        """The next batch (``None`` when closing, ``[]`` to look again); called with the lock held."""
         p = self.params
         while not self._queue:
             if self._closing:
                 return None
+            if self._warm_gen != gen:
+                return []
             self._cond.wait()
         head = self._queue[0]
         if p.enabled and p.batch_timeout_micros > 0:
@@ -212,9 +226,21 @@ class Scheduler:
         return batch
 
     def _run(self) -> None:
+        gen = 0
         while True:
             with self._cond:
-                batch = self._take()
+                warm = self._warm_fn if self._warm_gen != gen else None
+                gen = self._warm_gen
+                batch = [] if warm is not None else self._take(gen)
+            if warm is not None:
+                try:
+                    warm()
+                except Exception as exc:  # the version's own warm-up reports real failures
+                    log.warning("warm-up of a model thread failed: %s: %s", type(exc).__name__, str(exc)[:200])
+                with self._cond:
+                    self._warm_left -= 1
+                    self._cond.notify_all()
+                continue
             if batch is None:
                 return
             if batch:

@@ -118,6 +118,8 @@ class ModelServer:
             self.metrics.warmup(path, time.monotonic() - started, ok=False)
             raise
         self.metrics.warmup(path, getattr(servable, "warmup_seconds", time.monotonic() - started), ok=True)
+        if hasattr(servable, "warm_up"):
+            self.scheduler.warm_threads(servable.warm_up)  # before the version serves: no slow first call per thread
         return servable
 
     def start(self) -> ModelServer:
