@@ -511,7 +511,7 @@ class _Exchange:
         def done(values: np.ndarray | None, error: BaseException | None) -> None:
             loop.call_soon_threadsafe(self.finish_predict, servable, rows, vertex, values, error)
 
-        if self.server.in_flight == 1:  # the only request in flight: no hand-over to a model thread
+        if self.server.in_flight == 1 and len(self.server.conns) == 1:  # a lone client: no hand-over to a model thread
             inline = self.server.scheduler.run_inline(servable, columns, size)
             if inline is not None:
                 self.finish_predict(servable, rows, vertex, *inline)
