@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.cli import add_commands as add_serving_commands
 
     add_serving_commands(sub)
-    from pipeline.cloud_cli import add_commands as add_cloud_commands
+    from pipeline.cloud.cli import add_commands as add_cloud_commands
 
     add_cloud_commands(sub)
     _add_data(sub)
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "train":
         from trainer import task
 
-        return task.main(argv[1:])
+        task.run(argv[1:])  # ends the process (see trainer.task.run)
     args = build_parser().parse_args(argv)
     from serving.cli import COMMANDS as SERVING_COMMANDS
 
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_serving(args)
     if args.command in ("setup", "submit", "schedule"):
-        from pipeline.cloud_cli import run as run_cloud
+        from pipeline.cloud.cli import run as run_cloud
 
         return run_cloud(args)
     from trainer.errors import InputError

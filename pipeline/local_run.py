@@ -394,7 +394,7 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
         lines.append("Nothing deployed.")
     train_dir = _find_output(result.pipeline_root, "full-train", "tensorboard")
     if train_dir:
-        lines.append(f"Loss curves:  tensorboard --logdir {train_dir}")
+        lines.append(f"Loss curves:  tensorboard --logdir {os.path.join(train_dir, 'tensorboard')}")  # runs named train and eval
     report = os.path.join(result.run_dir, "verify-export", "report.html") if result.run_dir else ""
     if report and os.path.exists(report):
         lines.append(f"Verification report (HTML): {report}")

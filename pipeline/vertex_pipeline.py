@@ -6,9 +6,9 @@ parameters and their defaults are the ``vertex`` rows of :mod:`pipeline.paramete
 (``create_custom_training_job_from_component``): machine type, accelerators and replica count
 are pipeline parameters (turned into the job's worker pools at run time), as are the service
 account, the Vertex TensorBoard instance and restart on worker restart. Deployment, only when
-blessed: the SavedModel as an ``UnmanagedContainerModel`` with the prebuilt TF2 prediction
-container, ``ModelUploadOp`` (a new version of the existing model when there is one), an
-existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
+blessed: the SavedModel as an ``UnmanagedContainerModel`` served by the project's own image (a
+custom serving container running ``taxifare serve``), ``ModelUploadOp`` (a new version of the
+existing model when there is one), an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
 
 Project and location are never baked in: the Vertex ops take the pipeline's own project and
 location placeholders, resolved by Vertex when the run starts.
@@ -25,12 +25,11 @@ from kfp import dsl
 
 from components.common import DEFAULT_IMAGE
 from components.full_train import full_train
-from components.impl.vertex import SERVING_IMAGE
 from components.run_summary import run_summary
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.verify_export import verify_export
-from components.vertex import lookup_deployment, prepare_upload, training_worker_pools
+from components.vertex_steps import lookup_deployment, prepare_upload, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
 
@@ -39,14 +38,16 @@ PROJECT = _placeholders.PROJECT_ID_PLACEHOLDER
 LOCATION = _placeholders.LOCATION_PLACEHOLDER
 
 
-def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str = SERVING_IMAGE, name: str = PIPELINE_NAME) -> Any:
+def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None = None, name: str = PIPELINE_NAME) -> Any:
     """Build the Vertex pipeline function whose steps run in ``image``.
 
     Args:
         image: the project's image (every step, and the custom training job).
-        serving_image: the prediction container the model is uploaded with.
+        serving_image: the custom serving container the model is uploaded with (default: ``image``,
+            started as ``taxifare serve``; see components.impl.vertex_steps.serving_container_spec).
         name: the pipeline's name.
     """
+    serving_image = serving_image or image
     stage_op, smoke_op, verify_op = (with_image(c, image) for c in (stage_data, smoke_train, verify_export))
     train_job_op = create_custom_training_job_from_component(with_image(full_train, image), display_name="taxifare-full-train")
     pools_template = json.dumps(train_job_op.component_spec.inputs["worker_pool_specs"].default)

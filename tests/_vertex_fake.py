@@ -7,6 +7,9 @@
   traffic split) with the official message types of google-cloud-aiplatform.
   The SDK's gRPC transport always opens a TLS channel, so the server has a self-signed
   certificate for 127.0.0.1 and ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` points gRPC at it.
+* :class:`VertexRestServer`: plain HTTP on 127.0.0.1 speaking the same PipelineService over
+  Vertex's REST mapping (``POST /v1/{parent}/pipelineJobs?pipelineJobId=``, ``GET /v1/{name}``),
+  what the SDK sends with ``api_transport="rest"``.
 * :class:`KfpServer`: HTTP speaking enough of the Kubeflow Pipelines v2beta1 REST API for
   ``kfp.Client``: healthz, experiments, runs, recurring runs.
 """
@@ -239,6 +242,60 @@ class VertexServer:
     def stop(self) -> None:
         """Stop serving."""
         self.server.stop(grace=None)
+
+
+class VertexRestServer:
+    """Vertex AI's PipelineService over REST (create and get a pipeline job); records what it creates."""
+
+    def __init__(self) -> None:
+        from google.cloud.aiplatform_v1.types import pipeline_job, pipeline_state
+
+        self.created: list[tuple[str, Any]] = []
+        self.jobs: dict[str, Any] = {}
+        owner = self
+        PJ = pipeline_job.PipelineJob
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: str) -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                url = urlsplit(self.path)
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                owner.created.append((self.path, body))
+                job = PJ.from_json(json.dumps(body), ignore_unknown_fields=True)
+                job_id = parse_qs(url.query).get("pipelineJobId", [uuid.uuid4().hex[:8]])[0]
+                job.name = f"{url.path.removeprefix('/v1/').removesuffix('/pipelineJobs')}/pipelineJobs/{job_id}"
+                job.state = pipeline_state.PipelineState.PIPELINE_STATE_PENDING
+                owner.jobs[job.name] = job
+                self._reply(200, PJ.to_json(job))
+
+            def do_GET(self) -> None:
+                job = owner.jobs.get(self.path.split("?", 1)[0].removeprefix("/v1/"))
+                if job is None:
+                    return self._reply(404, json.dumps({"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}))
+                job.state = pipeline_state.PipelineState.PIPELINE_STATE_SUCCEEDED
+                return self._reply(200, PJ.to_json(job))
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 class KfpServer:

@@ -65,3 +65,17 @@ def run_python(code: str, *args: str, timeout: float = 120.0):
     import subprocess
 
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
+
+
+@pytest.fixture
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials that cannot be found, and no cloud settings in the environment.
+
+    GOOGLE_APPLICATION_CREDENTIALS names a missing file, so google.auth fails at once (without
+    it, it would ask the GCE metadata server: tests/test_cloud_validation.py runs that case in a
+    fresh process with the probe pointed at a closed loopback port).
+    """
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    for name in ("GOOGLE_CLOUD_PROJECT", "TAXIFARE_REGION", "TAXIFARE_PIPELINE_ROOT", "TAXIFARE_BUCKET", "TAXIFARE_KFP_HOST"):
+        monkeypatch.delenv(name, raising=False)

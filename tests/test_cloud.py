@@ -1,10 +1,10 @@
 """submit / schedule / setup against local servers speaking the real protocols.
 
-Vertex AI: the SDK's gRPC transport against tests/_vertex_fake.VertexServer (TLS on 127.0.0.1).
-Kubeflow: kfp.Client against tests/_vertex_fake.KfpServer (v2beta1 REST). GCS: fake-gcs-server.
-The SDK checks the pipeline root's bucket through google-cloud-storage on submit, so every
-submit uses a fresh bucket name on the emulator (an existing bucket would make the SDK ask
-Cloud Resource Manager for the project number, which must not leave this machine).
+Vertex AI: the SDK's gRPC transport against tests/_vertex_fake.VertexServer (TLS on 127.0.0.1),
+and its REST transport against tests/_vertex_fake.VertexRestServer (plain HTTP). Kubeflow:
+kfp.Client against tests/_vertex_fake.KfpServer (v2beta1 REST). GCS: fake-gcs-server. With a
+loopback endpoint, submit skips the SDK's pipeline-root bucket check (it would ask
+storage.googleapis.com and Cloud Resource Manager), so no storage is involved.
 """
 
 from __future__ import annotations
@@ -15,14 +15,27 @@ import uuid
 from pathlib import Path
 
 import pytest
-from _vertex_fake import KfpServer, VertexServer, self_signed
+from _vertex_fake import KfpServer, VertexRestServer, VertexServer, self_signed
 
-from pipeline import cli, vertex
+from pipeline import cli
+from pipeline.cloud import cron as cloud_cron
+from pipeline.cloud import kubeflow, vertex_jobs
+from pipeline.cloud.template import load_template
+from pipeline.cloud.vertex_jobs import Location, Run, Schedule
 from trainer.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = str(ROOT / "compiled" / "taxifare_pipeline.yaml")
 SA = "runner@test-project.iam.gserviceaccount.com"
+IMAGE = "us-central1-docker.pkg.dev/test-project/taxifare/taxifare:0.1.0"
+
+
+@pytest.fixture(scope="module")
+def vertex_template(tmp_path_factory) -> str:
+    """The Vertex pipeline compiled for an image in a registry (the committed one names taxifare:0.1.0)."""
+    from pipeline.compile import compile_pipeline
+
+    return compile_pipeline(str(tmp_path_factory.mktemp("tpl") / "taxifare_vertex.yaml"), image=IMAGE, target="vertex")
 
 
 @pytest.fixture(scope="module")
@@ -37,52 +50,50 @@ def vertex_server(tmp_path_factory):
 
 
 @pytest.fixture
-def cloud(vertex_server, gcs, monkeypatch):
-    """Settings of a Vertex call on the local servers; no Google Cloud credentials around."""
+def where(vertex_server) -> Location:
+    """A Vertex location on the local server; no Google Cloud credentials around."""
     from google.auth.credentials import AnonymousCredentials
 
     vertex_server.received.clear()
-    return {
-        "project": "test-project",
-        "region": "us-central1",
-        "api_endpoint": vertex_server.endpoint,
-        "credentials": AnonymousCredentials(),
-    }
+    return Location("test-project", "us-central1", api_endpoint=vertex_server.endpoint, credentials=AnonymousCredentials())
 
 
 def _root() -> str:
     return f"gs://root-{uuid.uuid4().hex[:12]}/pipeline"
 
 
-def test_submit_sends_template_root_parameters_account_labels(vertex_server, cloud):
+def _run(template: str, **settings) -> Run:
+    return Run(template=load_template(template), pipeline_root=settings.pop("pipeline_root", _root()), **settings)
+
+
+def test_submit_sends_template_root_parameters_account_labels(vertex_server, where, vertex_template):
     out = io.StringIO()
     root = _root()
-    job = vertex.submit(
-        TEMPLATE,
+    params = {"train_steps": 300, "learning_rate": 0.01, "source": "gs://data/taxi/*.csv", "datetime_layout": True}
+    run = _run(
+        vertex_template,
         pipeline_root=root,
-        parameters={"train_steps": "300", "learning_rate": "0.01", "source": "gs://data/taxi/*.csv", "datetime_layout": "true"},
+        parameters=params,
         service_account=SA,
         enable_caching=False,
         labels={"team": "fares"},
         network="projects/123/global/networks/vpc",
         display_name="nightly",
-        job_id="taxifare-test-1",
-        out=out,
-        **cloud,
     )
+    job = vertex_jobs.submit(where, run, job_id="taxifare-test-1", out=out)
     (request,) = vertex_server.requests("CreatePipelineJob")
     sent = request.pipeline_job
     assert request.parent == "projects/test-project/locations/us-central1"
     assert request.pipeline_job_id == "taxifare-test-1"
     assert sent.display_name == "nightly"
-    assert sent.pipeline_spec["pipelineInfo"]["name"] == "taxifare"
+    assert sent.pipeline_spec["pipelineInfo"]["name"] == "taxifare-vertex"
     spec = type(sent).to_dict(sent)["pipeline_spec"]
     steps = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]  # the steps run inside the exit handler
     assert "full-train" in steps and "run-summary" in spec["root"]["dag"]["tasks"]
     assert sent.runtime_config.gcs_output_directory == root
-    params = dict(sent.runtime_config.parameter_values)
-    assert params["train_steps"] == 300 and params["learning_rate"] == 0.01
-    assert params["source"] == "gs://data/taxi/*.csv" and params["datetime_layout"] is True
+    sent_params = dict(sent.runtime_config.parameter_values)
+    assert sent_params["train_steps"] == 300 and sent_params["learning_rate"] == 0.01
+    assert sent_params["source"] == "gs://data/taxi/*.csv" and sent_params["datetime_layout"] is True
     assert sent.service_account == SA
     assert sent.network == "projects/123/global/networks/vpc"
     assert sent.labels["team"] == "fares"
@@ -93,10 +104,10 @@ def test_submit_sends_template_root_parameters_account_labels(vertex_server, clo
     assert "console.cloud.google.com/vertex-ai/locations/us-central1/pipelines/runs/taxifare-test-1?project=test-project" in out.getvalue()
 
 
-def test_wait_streams_step_states_until_the_end(vertex_server, cloud):
-    job = vertex.submit(TEMPLATE, pipeline_root=_root(), service_account=SA, out=io.StringIO(), **cloud)
+def test_wait_streams_step_states_until_the_end(vertex_server, where, vertex_template):
+    job = vertex_jobs.submit(where, _run(vertex_template, service_account=SA), out=io.StringIO())
     out = io.StringIO()
-    state = vertex.watch(job, poll_seconds=0, out=out, sleep=lambda s: None)
+    state = vertex_jobs.watch(job, poll_seconds=0, out=out, sleep=lambda s: None)
     assert state == "PIPELINE_STATE_SUCCEEDED"
     lines = out.getvalue().splitlines()
     assert "  step stage-data: RUNNING" in lines and "  step stage-data: SUCCEEDED" in lines
@@ -107,33 +118,24 @@ def test_wait_streams_step_states_until_the_end(vertex_server, cloud):
     assert len(vertex_server.requests("GetPipelineJob")) >= 4
 
 
-def test_cli_submit_end_to_end(vertex_server, cloud, capsys):
-    code = cli.main(
-        [
-            "submit",
-            "--template",
-            TEMPLATE,
-            "--project",
-            "test-project",
-            "--region",
-            "us-central1",
-            "--pipeline-root",
-            _root(),
-            "--param",
-            "train_steps=50",
-            "--label",
-            "env=test",
-            "--service-account",
-            SA,
-            "--no-cache",
-            "--api-endpoint",
-            vertex_server.endpoint,
-            "--anonymous",
-            "--wait",
-            "--poll-seconds",
-            "0",
-        ]
-    )
+def _submit_argv(endpoint: str, *more: str) -> list[str]:
+    return [
+        "submit",
+        "--project",
+        "test-project",
+        "--region",
+        "us-central1",
+        "--pipeline-root",
+        _root(),
+        "--api-endpoint",
+        endpoint,
+        *more,
+    ]
+
+
+def test_cli_submit_end_to_end(vertex_server, where, vertex_template, capsys):
+    argv = _submit_argv(vertex_server.endpoint, "--template", vertex_template, "--param", "train_steps=50", "--label", "env=test")
+    code = cli.main([*argv, "--service-account", SA, "--no-cache", "--anonymous", "--wait", "--poll-seconds", "0.01"])
     out = capsys.readouterr().out
     assert code == 0, out
     (request,) = vertex_server.requests("CreatePipelineJob")
@@ -141,21 +143,34 @@ def test_cli_submit_end_to_end(vertex_server, cloud, capsys):
     assert "pipeline: PIPELINE_STATE_SUCCEEDED" in out and "console: https://console.cloud.google.com/" in out
 
 
-def test_schedule_lifecycle_on_vertex(vertex_server, cloud):
+def test_cli_submit_over_rest_to_a_plain_http_endpoint(capsys, monkeypatch, vertex_template):
+    """--api-transport rest: the SDK's REST transport reaches a plain-HTTP local endpoint (no --anonymous needed there)."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    server = VertexRestServer()
+    try:
+        argv = _submit_argv(server.url, "--template", vertex_template, "--api-transport", "rest", "--param", "train_steps=70")
+        assert cli.main(argv) == 0, capsys.readouterr()
+        ((path, body),) = server.created
+        assert path.startswith("/v1/projects/test-project/locations/us-central1/pipelineJobs")
+        assert body["runtimeConfig"]["parameterValues"]["train_steps"] == 70
+        assert body["pipelineSpec"]["pipelineInfo"]["name"] == "taxifare-vertex"
+        assert "submitted projects/test-project/locations/us-central1/pipelineJobs/" in capsys.readouterr().out
+    finally:
+        server.stop()
+
+
+def test_schedule_lifecycle_on_vertex(vertex_server, where, vertex_template):
     root = _root()
-    sched = vertex.create_schedule(
-        TEMPLATE,
-        pipeline_root=root,
+    run = _run(vertex_template, pipeline_root=root, parameters={"train_steps": 1000}, service_account=SA)
+    when = Schedule(
         cron="TZ=America/New_York 0 6 * * 1-5",
-        parameters={"train_steps": "1000"},
         display_name="weekday-retrain",
-        service_account=SA,
         max_concurrent_runs=2,
         start_time="2026-12-01T06:00:00Z",
-        end_time="2027-06-01T00:00:00+02:00",
+        end_time="2027-05-31T22:00:00Z",
         max_run_count=100,
-        **cloud,
     )
+    sched = vertex_jobs.create_schedule(where, run, when)
     (request,) = vertex_server.requests("CreateSchedule")
     s = request.schedule
     assert s.cron == "TZ=America/New_York 0 6 * * 1-5"
@@ -168,41 +183,31 @@ def test_schedule_lifecycle_on_vertex(vertex_server, cloud):
     assert job.runtime_config.gcs_output_directory == root
     assert dict(job.runtime_config.parameter_values)["train_steps"] == 1000
     assert job.service_account == SA
-    assert job.pipeline_spec["pipelineInfo"]["name"] == "taxifare"
+    assert job.pipeline_spec["pipelineInfo"]["name"] == "taxifare-vertex"
 
     schedule_id = sched.resource_name.rsplit("/", 1)[1]
-    listed = vertex.list_schedules(**cloud)
+    listed = vertex_jobs.list_schedules(where)
     assert [(i.display_name, i.state, i.cron) for i in listed] == [("weekday-retrain", "ACTIVE", "TZ=America/New_York 0 6 * * 1-5")]
-    vertex.pause_schedule(schedule_id, **cloud)
-    assert vertex.list_schedules(**cloud)[0].state == "PAUSED"
-    vertex.resume_schedule(sched.resource_name, catch_up=False, **cloud)
+    vertex_jobs.change_schedule(where, schedule_id, "pause")
+    assert vertex_jobs.list_schedules(where)[0].state == "PAUSED"
+    vertex_jobs.change_schedule(where, sched.resource_name, "resume", catch_up=False)
     (resume,) = vertex_server.requests("ResumeSchedule")
     assert resume.name == sched.resource_name and resume.catch_up is False
-    assert vertex.list_schedules(**cloud)[0].state == "ACTIVE"
-    vertex.delete_schedule(schedule_id, **cloud)
+    assert vertex_jobs.list_schedules(where)[0].state == "ACTIVE"
+    vertex_jobs.change_schedule(where, schedule_id, "delete")
     assert vertex_server.requests("DeleteSchedule")[0].name == sched.resource_name
-    assert vertex.list_schedules(**cloud) == []
+    assert vertex_jobs.list_schedules(where) == []
 
 
-def test_cli_schedule_create_and_list(vertex_server, cloud, capsys):
+def test_cli_schedule_create_and_list(vertex_server, where, vertex_template, capsys):
     base = ["--project", "test-project", "--region", "us-central1", "--api-endpoint", vertex_server.endpoint, "--anonymous"]
-    code = cli.main(
-        [
-            "schedule",
-            "create",
-            "--template",
-            TEMPLATE,
-            "--cron",
-            "30 5 * * *",
-            "--pipeline-root",
-            _root(),
-            "--max-concurrent-runs",
-            "1",
-            *base,
-        ]
-    )
+    create = ["schedule", "create", "--image", IMAGE, "--cron", "30 5 * * *", "--pipeline-root", _root()]
+    code = cli.main([*create, "--max-concurrent-runs", "1", "--start-time", "2026-12-01T01:00:00+01:00", *base])
     assert code == 0, capsys.readouterr()
-    assert vertex_server.requests("CreateSchedule")[0].schedule.cron == "30 5 * * *"
+    sent = vertex_server.requests("CreateSchedule")[0].schedule
+    assert sent.cron == "30 5 * * *" and sent.start_time.isoformat().startswith("2026-12-01T00:00:00")
+    spec = type(sent.create_pipeline_job_request.pipeline_job).to_dict(sent.create_pipeline_job_request.pipeline_job)["pipeline_spec"]
+    assert spec["deploymentSpec"]["executors"]["exec-stage-data"]["container"]["image"] == IMAGE  # compiled for --image
     assert cli.main(["schedule", "list", *base]) == 0
     assert "'30 5 * * *'" in capsys.readouterr().out
 
@@ -219,10 +224,11 @@ def kfp_server():
 
 def test_submit_to_kubeflow(kfp_server):
     out = io.StringIO()
-    result = vertex.submit_kfp(
-        TEMPLATE,
+    result = kubeflow.submit(
+        kubeflow.connect(kfp_server.url),
         kfp_server.url,
-        {"train_steps": "70", "source": "gs://d/*.csv"},
+        load_template(TEMPLATE),
+        {"train_steps": 70, "source": "gs://d/*.csv"},
         pipeline_root="gs://kfp-root/p",
         enable_caching=False,
         service_account="pipeline-runner",
@@ -239,6 +245,36 @@ def test_submit_to_kubeflow(kfp_server):
     assert run["runtime_config"]["pipeline_root"] == "gs://kfp-root/p"
     assert run["service_account"] == "pipeline-runner"
     assert f"{kfp_server.url}/#/runs/details/run-1" in out.getvalue()
+
+
+def test_submit_to_kubeflow_with_image_compiles_the_local_pipeline_for_it(kfp_server, capsys):
+    assert cli.main(["submit", "--kfp-host", kfp_server.url, "--image", "taxifare:0.2.0", "--param", "train_steps=5"]) == 0, (
+        capsys.readouterr()
+    )
+    run = next(b for m, p, b in kfp_server.received if m == "POST" and p == "/apis/v2beta1/runs")
+    images = {e["container"]["image"] for e in run["pipeline_spec"]["deploymentSpec"]["executors"].values()}
+    assert images == {"taxifare:0.2.0"} and run["pipeline_spec"]["pipelineInfo"]["name"] == "taxifare"
+    assert run["runtime_config"]["parameters"]["train_steps"] == 5
+
+
+def test_submit_passes_the_fingerprint_of_the_data_the_sources_hold_now(kfp_server, tmp_path, capsys):
+    """Changed files change the data_fingerprint parameter, so stage_data's cache misses (issue 12)."""
+    fingerprint = pytest.importorskip("components.impl.fingerprint")  # comes with the data_fingerprint parameter
+    if "data_fingerprint" not in load_template(TEMPLATE).parameter_types:
+        pytest.skip("the pipeline has no data_fingerprint parameter yet")
+    data = tmp_path / "trips.csv"
+    data.write_text("12.5,-73.99,40.75,-73.98,40.76,1,k1\n")
+    argv = ["submit", "--kfp-host", kfp_server.url, "--param", f"source={data}"]
+
+    def sent() -> str:
+        assert cli.main(argv) == 0, capsys.readouterr()
+        run = [b for m, p, b in kfp_server.received if m == "POST" and p == "/apis/v2beta1/runs"][-1]
+        return run["runtime_config"]["parameters"]["data_fingerprint"]
+
+    first = sent()
+    assert first == fingerprint.data_fingerprint(str(data)) and sent() == first
+    data.write_text("37.5,-73.99,40.75,-73.98,40.76,1,k1\n")  # the fares tripled: same size, new time
+    assert sent() != first
 
 
 def test_recurring_run_on_kubeflow_with_six_field_cron(kfp_server, capsys):
@@ -295,13 +331,13 @@ def test_recurring_run_on_kubeflow_with_six_field_cron(kfp_server, capsys):
     ],
 )
 def test_cron_to_kfp(cron, kfp):
-    assert vertex.cron_to_kfp(cron) == kfp
+    assert cloud_cron.cron_to_kfp(cron) == kfp
 
 
 def test_kfp_refuses_a_zone_the_controller_does_not_use():
     with pytest.raises(InputError, match="controller's time zone"):
-        vertex.cron_to_kfp("TZ=America/New_York 0 6 * * *")
-    assert vertex.cron_to_kfp("TZ=America/New_York 0 6 * * *", controller_timezone="America/New_York") == "0 0 6 * * *"
+        cloud_cron.cron_to_kfp("TZ=America/New_York 0 6 * * *")
+    assert cloud_cron.cron_to_kfp("TZ=America/New_York 0 6 * * *", controller_timezone="America/New_York") == "0 0 6 * * *"
 
 
 @pytest.mark.parametrize(
@@ -323,98 +359,8 @@ def test_kfp_refuses_a_zone_the_controller_does_not_use():
 )
 def test_malformed_cron_is_one_clear_line(cron, message):
     with pytest.raises(InputError, match=message) as info:
-        vertex.validate_cron(cron)
+        cloud_cron.validate_cron(cron)
     assert "\n" not in str(info.value)
-
-
-# ------------------------------------------------------------------ bad input, before any request
-
-
-@pytest.fixture
-def no_credentials(monkeypatch, tmp_path):
-    """Credentials that cannot be found: GOOGLE_APPLICATION_CREDENTIALS names a missing file.
-
-    (google.auth then fails at once; without the variable it would ask the GCE metadata
-    server, whose address it reads at import time: that case runs in a fresh process below.)
-    """
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    for name in ("GOOGLE_CLOUD_PROJECT", "TAXIFARE_REGION", "TAXIFARE_PIPELINE_ROOT", "TAXIFARE_BUCKET", "TAXIFARE_KFP_HOST"):
-        monkeypatch.delenv(name, raising=False)
-
-
-_SUBMIT = ["submit", "--project", "p", "--region", "r", "--pipeline-root", "gs://bkt/r"]
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (
-            ["submit", "--region", "us-central1", "--pipeline-root", "gs://bkt/r"],
-            "missing project: pass --project or set GOOGLE_CLOUD_PROJECT",
-        ),
-        (["submit", "--project", "p", "--pipeline-root", "gs://bkt/r"], "missing region: pass --region or set TAXIFARE_REGION"),
-        (["submit", "--project", "p", "--region", "r"], "missing pipeline root: pass --pipeline-root or set TAXIFARE_PIPELINE_ROOT"),
-        (["submit", "--project", "p", "--region", "r", "--pipeline-root", "/tmp/root"], "is not on Cloud Storage"),
-        ([*_SUBMIT, "--param", "nope=1"], "no parameter 'nope'"),
-        (
-            [*_SUBMIT, "--param", "train_steps=many"],
-            "train_steps='many' is not an integer",
-        ),
-        ([*_SUBMIT, "--param", "x"], "is not NAME=VALUE"),
-        ([*_SUBMIT, "--label", "Team=x"], "not a valid label"),
-        (_SUBMIT, "gcloud auth application-default login"),
-        ([*_SUBMIT, "--anonymous"], "--anonymous is only for"),
-        (["schedule", "create", "--cron", "0 6 * *", "--project", "p", "--region", "r", "--pipeline-root", "gs://bkt/r"], "not 5"),
-        (
-            ["schedule", "create", "--cron", "0 6 * * *", "--start-time", "2027-01-01T00:00:00Z", "--end-time", "2026-01-01T00:00:00Z"],
-            "is not after --start-time",
-        ),
-        (["schedule", "create", "--cron", "0 6 * * *", "--start-time", "tomorrow"], "not an RFC 3339 time"),
-        (["schedule", "list", "--project", "p", "--region", "r"], "gcloud auth application-default login"),
-        (["schedule", "pause", "s1", "--region", "r"], "missing project"),
-        (["submit", "--kfp-host", "localhost:8080"], "is not a URL"),
-        (["setup", "--project", "p", "--region", "us-central1"], "missing bucket: pass --bucket or set TAXIFARE_BUCKET"),
-        (["setup", "--project", "p", "--region", "us-central1", "--bucket", "Bad_Bucket!"], "not a valid bucket name"),
-        (["setup", "--project", "p", "--region", "us-central1", "--bucket", "b-1"], "missing service account"),
-        (["setup", "--project", "p", "--region", "us-central1", "--bucket", "b-1", "--service-account", "x"], "not an e-mail"),
-    ],
-)
-def test_bad_input_is_one_line_before_any_request(argv, message, no_credentials, capsys):
-    if "--template" not in argv and (argv[0] == "submit" or argv[1:2] == ["create"]):
-        argv = [*argv, "--template", TEMPLATE]
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert message in err
-
-
-def test_no_credentials_at_all_in_a_fresh_process(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
-    # No gcloud configuration, and no metadata server: the check and the fallback stay on this machine.
-    env.update(CLOUDSDK_CONFIG=str(tmp_path), NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
-    argv = ["schedule", "list", "--project", "p", "--region", "us-central1"]
-    proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: no Google Cloud credentials found: run `gcloud auth application-default login`")
-    assert proc.stderr.count("\n") == 1
-
-
-def test_missing_template_names_the_fix(no_credentials, capsys):
-    assert cli.main(["submit", "--template", "compiled/none.yaml", "--project", "p", "--region", "r", "--pipeline-root", "gs://bkt/r"]) == 2
-    assert "compile it first" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ setup
@@ -425,7 +371,7 @@ def test_setup_plan_is_bucket_level_and_least_privilege(capsys, no_credentials):
         [
             "setup",
             "--project",
-            "p",
+            "test-project",
             "--region",
             "europe-west4",
             "--bucket",
@@ -505,15 +451,17 @@ def test_setup_creates_the_bucket_and_grants_on_it(gcs_server, monkeypatch):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    from pipeline import cloud_setup
+    from pipeline.cloud import setup as cloud_setup
 
     proxy = _IamProxy(gcs_server.url)
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         client = storage.Client(project="p", credentials=AnonymousCredentials())
         name = f"setup-{uuid.uuid4().hex[:10]}"
-        plan = cloud_setup.plan_setup("p", "us-central1", name, "runner@p.iam.gserviceaccount.com", "trainer@p.iam.gserviceaccount.com")
-        done = cloud_setup.apply_setup(plan, project="p", client=client)
+        plan = cloud_setup.plan_setup(
+            "test-project", "us-central1", name, "runner@p.iam.gserviceaccount.com", "trainer@p.iam.gserviceaccount.com"
+        )
+        done = cloud_setup.apply_setup(plan, project="test-project", client=client)
         assert done[0] == f"created bucket gs://{name} in US"
         assert client.bucket(name).exists()
         (policy,) = proxy.set_calls
@@ -523,7 +471,7 @@ def test_setup_creates_the_bucket_and_grants_on_it(gcs_server, monkeypatch):
                 ["serviceAccount:runner@p.iam.gserviceaccount.com", "serviceAccount:trainer@p.iam.gserviceaccount.com"],
             )
         ]
-        again = cloud_setup.apply_setup(plan, project="p", client=client)  # idempotent
+        again = cloud_setup.apply_setup(plan, project="test-project", client=client)  # idempotent
         assert again[0] == f"bucket gs://{name} exists: kept as it is"
         assert all("already has" in line for line in again[1:])
         assert len(proxy.set_calls) == 1

@@ -16,7 +16,7 @@ COMPONENT_MODULES = [
     "components.full_train",
     "components.verify_export",
     "components.deploy",
-    "components.vertex",
+    "components.vertex_steps",
     "components.impl.contracts",
     "pipeline.parameters",
     "trainer.checks",
@@ -99,8 +99,8 @@ def test_deploy_wrapper_records_the_verdict_the_model_and_the_data_hash(tmp_path
 def test_prepare_upload_wrapper_labels_the_model_with_its_rmse_and_data(tmp_path):
     from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel
 
-    from components.impl.vertex import rmse_from_labels
-    from components.vertex import prepare_upload
+    from components.impl.vertex_steps import rmse_from_labels, serving_container_spec
+    from components.vertex_steps import prepare_upload
 
     unmanaged = UnmanagedContainerModel(uri=str(tmp_path / "unmanaged"))
     labels = prepare_upload.python_func(
@@ -111,7 +111,9 @@ def test_prepare_upload_wrapper_labels_the_model_with_its_rmse_and_data(tmp_path
         unmanaged_model=unmanaged,
     )
     assert rmse_from_labels(labels) == 2.345 and labels["taxifare-test-data"] == "cd" * 8
-    assert unmanaged.uri == "gs://bucket/model" and unmanaged.metadata["containerSpec"] == {"imageUri": "us-docker.pkg.dev/x/y:1"}
+    assert unmanaged.uri == "gs://bucket/model"
+    assert unmanaged.metadata["containerSpec"] == serving_container_spec("us-docker.pkg.dev/x/y:1")
+    assert unmanaged.metadata["containerSpec"]["command"] == ["taxifare", "serve"]
 
 
 def test_contracts_round_trip():

@@ -58,3 +58,29 @@ def test_a_submitted_run_joins_the_experiment(server, gcs):
 def test_bad_experiment_names_are_refused_before_any_call(name):
     with pytest.raises(InputError, match="lowercase letters, digits and hyphens"):
         experiments.check_experiment(name)
+
+
+def test_taxifare_submit_experiment_joins_the_run_to_it(server, gcs, tmp_path, capsys):
+    from pipeline import cli
+    from pipeline.compile import compile_pipeline
+
+    template = compile_pipeline(str(tmp_path / "taxifare_vertex.yaml"), image="us-docker.pkg.dev/p/r/taxifare:0.1.0", target="vertex")
+    argv = ["submit", "--project", "test-project", "--region", "us-central1", "--template", template]
+    argv += ["--pipeline-root", f"gs://root-{uuid.uuid4().hex[:12]}/pipeline", "--api-endpoint", server.endpoint, "--anonymous"]
+    argv += ["--service-account", "runner@test-project.iam.gserviceaccount.com", "--experiment", "taxifare-cli"]
+    assert cli.main(argv) == 0, capsys.readouterr()
+    store = "projects/test-project/locations/us-central1/metadataStores/default"
+    experiment = server.contexts[f"{store}/contexts/taxifare-cli"]
+    [job] = [
+        r.pipeline_job for m, r in server.received if m == "CreatePipelineJob" and r.pipeline_job_id in server.children[experiment.name][0]
+    ]
+    assert job.service_account == "runner@test-project.iam.gserviceaccount.com"
+
+
+def test_taxifare_submit_refuses_a_bad_experiment_name_in_one_line(capsys):
+    from pipeline import cli
+
+    argv = ["submit", "--project", "test-project", "--region", "us-central1", "--pipeline-root", "gs://bucket-x/p"]
+    assert cli.main([*argv, "--image", "us-docker.pkg.dev/p/r/taxifare:0.1.0", "--experiment", "Bad_Name"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lowercase letters, digits and hyphens" in err[0]

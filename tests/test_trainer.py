@@ -169,3 +169,94 @@ def test_help_documents_every_flag():
         assert action.help, action.option_strings
         for flag in action.option_strings:
             assert flag in proc.stdout
+
+
+NO_TF = """
+import sys
+from trainer.task import main
+code = main(sys.argv[1:])
+print("tensorflow imported:", "tensorflow" in sys.modules)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shuffle_buffer", "0"], "--shuffle_buffer must be a positive integer (got 0)"),
+        (["--l2", "-1"], "--l2 must be 0 (off) or a small positive penalty"),
+        (["--l2", "nan"], "--l2 must be 0 (off) or a small positive penalty"),
+        (["--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off)"),
+        (["--output_dir", "{file}"], "is a file: pass a directory"),
+        (["--output_dir", "{file}/sub"], "which is a file: pass a directory"),
+        (["--output_dir", "/sys/taxifare-out"], "is not writable (/sys: Permission denied)"),
+        (["--output_dir", "gs://my bucket/out"], "'my bucket' is not a valid Cloud Storage bucket name"),
+        (["--output_dir", "gs://UPPER/out"], "'UPPER' is not a valid Cloud Storage bucket name"),
+    ],
+)
+def test_bad_settings_are_refused_before_tensorflow_loads(tmp_path, small_data, args, message):
+    (tmp_path / "afile").write_text("x")
+    args = [a.replace("{file}", str(tmp_path / "afile")) for a in args]
+    base = ["--train_data_paths", str(small_data["train"]), "--eval_data_paths", str(small_data["valid"]), "--output_dir", str(tmp_path)]
+    proc = run_python(NO_TF, *base, *args, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: ") and message in line, line
+    assert "tensorflow imported: False" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing created
+
+
+def test_eval_curve_has_a_point_every_eval_every_steps_and_runs_named_train_and_eval(trained_model):
+    from components.impl.verify_export import read_loss_curve
+
+    out = Path(trained_model.export_dir).parents[2]
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == ["eval", "train"]
+    curve = read_loss_curve(str(out))["eval"]
+    assert [step for step, _ in curve] == [100, 200, 300]  # default --eval_every_steps 100: 20 points for 2,000 steps
+
+
+@pytest.mark.slow
+def test_best_checkpoint_is_exported_and_early_stopping_stops(tmp_path, small_data):
+    from components.impl.verify_export import read_loss_curve
+
+    config = TrainConfig(
+        str(small_data["train"]), str(small_data["valid"]), str(tmp_path), train_steps=5000, train_batch_size=64,
+        learning_rate=0.03, steps_per_loop=10, eval_every_steps=10, early_stopping_patience=3, seed=2,
+    )  # fmt: skip
+    result = train_and_evaluate(config, progress=lambda line: None)
+    m = json.loads((Path(result.export_dir) / "metrics.json").read_text())
+    curve = read_loss_curve(str(tmp_path))["eval"]
+    best_step, best_rmse = min(curve, key=lambda p: p[1])
+    assert m["stopped_early"] and m["steps"] < 5000
+    assert [step for step, _ in curve][-4:] == [m["steps"] - 30, m["steps"] - 20, m["steps"] - 10, m["steps"]]
+    assert min(rmse for _, rmse in curve[-3:]) >= best_rmse  # three evaluations in a row without a better one
+    assert m["exported_step"] == best_step == m["steps"] - 30
+    assert m["rmse"] == pytest.approx(best_rmse, abs=1e-4)
+    assert m["rmse"] <= m["last_step_rmse"]
+    assert f"best eval RMSE {m['rmse']:.4f} at step {best_step}; the last step {m['steps']}" in m["export_reason"]
+    # The exported model is the best step's: its predictions give the best RMSE on the eval data again.
+    from trainer.stock_check import stock_predict
+
+    rows = np.loadtxt(small_data["valid"], delimiter=",", usecols=range(6))
+    instances = [dict(zip(schema.NUMERIC_FEATURES, map(float, r[1:]), strict=True)) for r in rows]
+    stock = stock_predict(result.export_dir, instances)
+    assert stock.ok, stock.error
+    assert float(np.sqrt(np.mean((np.array(stock.fares) - rows[:, 0]) ** 2))) == pytest.approx(best_rmse, abs=1e-3)
+
+
+def test_an_error_after_training_started_exits_2_with_the_line_last(tmp_path, small_data):
+    # The training iterator's threads are running when the evaluation finds no valid row: the
+    # process must still end with the error line and exit code 2 (not abort with 134).
+    bad = tmp_path / "eval.csv"
+    bad.write_text("12.0,0,0,0,0,1,0\n" * 20)
+    data = {"train": small_data["train"], "valid": bad}
+    proc = subprocess.run(
+        trainer_cmd(data, tmp_path / "out", 5, "--no_validate", "--steps_per_loop", "5"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == "error: the evaluation data holds no valid row: check --eval_data_paths"
+    assert "terminate called" not in proc.stderr and "Traceback" not in proc.stderr

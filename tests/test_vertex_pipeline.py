@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from components.impl import vertex
+from components.impl import vertex_steps as vertex
 from components.impl.verify_export import verify
 from pipeline.compile import VERTEX_YAML, compile_pipeline
 
@@ -158,3 +158,52 @@ def test_verify_uses_the_recorded_rmse_when_the_deployed_model_is_unreadable(tra
     better = verify(trained_model.export_dir, outs["test"], deployed_rmse=99.0, **common)
     assert better.metrics["deployed_rmse"] == 99.0
     assert "deployed $99.00" in better.reason or not better.blessed
+
+
+IMAGE = "europe-west4-docker.pkg.dev/p/taxifare/taxifare:0.2.0"
+
+
+def test_image_recompiles_only_the_images(spec, tmp_path):
+    """`submit --image` compiles the pipeline for that image: every image of the project changes, nothing else."""
+    from pipeline.cloud.template import compile_for_image, load_template
+
+    committed = load_template(str(ROOT / VERTEX_YAML))
+    other = compile_for_image("vertex", IMAGE, str(tmp_path))
+    assert set(other.step_images()) == {IMAGE} and set(committed.step_images()) == {"taxifare:0.1.0"}
+    changed = [
+        name
+        for name, e in other.spec["deploymentSpec"]["executors"].items()
+        if e["container"]["image"] != committed.spec["deploymentSpec"]["executors"][name]["container"]["image"]
+    ]
+    assert changed and all(other.spec["deploymentSpec"]["executors"][n]["container"]["image"] == IMAGE for n in changed)
+    assert "exec-full-train" not in changed  # the custom-job launcher is google's image; the job's pool runs ours
+
+    def norm(template):  # the whole spec as text, the image written back to the committed one's
+        return json.dumps({k: v for k, v in template.spec.items() if k != "sdkVersion"}, sort_keys=True).replace(IMAGE, "taxifare:0.1.0")
+
+    assert norm(other) == norm(committed)
+
+
+def test_upload_names_the_projects_image_as_a_custom_serving_container(spec):
+    (prepare,) = [t for c in spec["components"].values() for n, t in c.get("dag", {}).get("tasks", {}).items() if n == "prepare-upload"]
+    serving = prepare["inputs"]["parameters"]["serving_image"]["runtimeValue"]["constant"]
+    assert serving == "taxifare:0.1.0"  # the step image, pinned by version
+    assert vertex.serving_container_spec(IMAGE) == {
+        "imageUri": IMAGE,
+        "command": ["taxifare", "serve"],
+        "ports": [{"containerPort": 8080}],
+        "predictRoute": "/v1/models/taxifare:predict",
+        "healthRoute": "/v1/models/taxifare",
+    }
+    for unpinned in ("gcr.io/p/taxifare", "gcr.io/p/taxifare:latest"):
+        with pytest.raises(ValueError, match="not pinned"):
+            vertex.serving_container_spec(unpinned)
+    assert "tf2-cpu" not in (ROOT / VERTEX_YAML).read_text() and ":latest" not in (ROOT / VERTEX_YAML).read_text()
+
+
+def test_a_schedules_runs_key_stage_data_on_their_own_scheduled_time(spec):
+    """Each scheduled run's stage_data gets the run's scheduled time: windows move with it, and its cache key differs per run."""
+    (task,) = [t for c in spec["components"].values() for n, t in c.get("dag", {}).get("tasks", {}).items() if n == "stage-data"]
+    stage = task["inputs"]["parameters"]
+    assert stage["scheduled_time"]["runtimeValue"]["constant"] == "{{$.pipeline_job_schedule_time_utc}}"
+    assert stage["window_days"]["componentInputParameter"].endswith("window_days")

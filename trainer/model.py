@@ -1,19 +1,22 @@
-"""The taxi-fare model: Keras wide-and-deep network, training loop with resume, export.
+"""The taxi-fare model: Keras wide-and-deep network, training loop with resume, best-model export.
 
 ``train_and_evaluate`` is what ``python -m trainer.task``, the pipeline's training steps and
-a Vertex custom job all call. It
+a Vertex custom job all call. In order, it
 
 * validates the data files (counts and reports bad rows, stops when too many are bad),
-* builds the model (feature engineering inside it, see :mod:`trainer.features`),
-* restores the latest checkpoint under ``output_dir`` when there is one, so a run killed
+* builds the model (feature engineering inside it, see :mod:`trainer.features`) and
+  restores the latest checkpoint under ``output_dir`` when there is one, so a run killed
   and started again continues where it stopped (managed training restarts preempted
   workers this way),
 * trains for ``train_steps`` optimizer steps, writing TensorBoard scalars (loss, RMSE,
-  examples/s) and checkpoints,
-* evaluates RMSE on the evaluation files and exports a SavedModel whose
-  ``serving_default`` signature takes the raw features by name and returns
-  ``fare_amount``, to ``<output_dir>/export/exporter/<timestamp>/`` through a temporary
-  directory and a rename, with ``metrics.json`` inside it.
+  examples/s, runs ``train`` and ``eval`` under ``<output_dir>/tensorboard``) and
+  checkpoints, and evaluates RMSE on the evaluation files every ``eval_every_steps`` steps
+  and at the end, keeping the best checkpoint by eval RMSE (:mod:`trainer.best`) and
+  stopping early when ``early_stopping_patience`` evaluations in a row did not improve,
+* exports the best model (not the last step's, when an earlier evaluation was better) as a
+  SavedModel whose ``serving_default`` signature takes the raw features by name and returns
+  ``fare_amount`` (:mod:`trainer.export`), to ``<output_dir>/export/exporter/<timestamp>/``,
+  with ``metrics.json`` saying which step was exported and why.
 """
 
 from __future__ import annotations
@@ -25,83 +28,41 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from trainer import features, inputs, schema, validation
+from trainer.best import BestCheckpoint
+from trainer.config import TrainConfig
 from trainer.errors import InputError
+from trainer.export import EXPORT_SUBDIR, METRICS_FILE, PROCESS_START, export_model, latest_export, remove_stale_exports
 from trainer.schema import Variant
+
+__all__ = [
+    "EXPORT_SUBDIR",
+    "METRICS_FILE",
+    "PROCESS_START",
+    "TrainConfig",
+    "TrainResult",
+    "build_model",
+    "export_model",
+    "latest_export",
+    "remove_stale_exports",
+    "train_and_evaluate",
+]
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-EXPORT_SUBDIR = os.path.join("export", "exporter")
 CHECKPOINT_SUBDIR = "checkpoints"
+BEST_SUBDIR = "best"
 TENSORBOARD_SUBDIR = "tensorboard"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run needs; the CLI flags of ``trainer.task`` map onto it."""
-
-    train_data_paths: str
-    eval_data_paths: str
-    output_dir: str
-    train_steps: int = 5000
-    train_batch_size: int = 512
-    eval_batch_size: int = 2048
-    eval_steps: int | None = None
-    hidden_units: Sequence[int] = (64, 32)
-    learning_rate: float = 0.003
-    embedding_dim: int = 4
-    cross_embedding_dim: int = 4
-    dropout: float = 0.0
-    l2: float = 1e-5
-    shuffle_buffer: int = 50_000
-    steps_per_loop: int = 100
-    checkpoint_every_steps: int = 500
-    eval_every_steps: int = 1000
-    max_bad_fraction: float = validation.MAX_BAD_FRACTION
-    seed: int | None = None
-    validate_data: bool = True
-    #: Also write the TensorBoard logs here (Vertex sets AIP_TENSORBOARD_LOG_DIR and uploads
-    #: from it to a Vertex TensorBoard); they are copied under output_dir at the end too.
-    extra_tensorboard_dir: str | None = None
-
-    def check(self) -> None:
-        """Reject settings that cannot work, with the flag to fix.
-
-        Raises:
-            InputError: for a bad value.
-        """
-        positive = {
-            "--train_steps": self.train_steps,
-            "--train_batch_size": self.train_batch_size,
-            "--eval_batch_size": self.eval_batch_size,
-            "--steps_per_loop": self.steps_per_loop,
-            "--checkpoint_every_steps": self.checkpoint_every_steps,
-            "--eval_every_steps": self.eval_every_steps,
-            "--embedding_dim": self.embedding_dim,
-            "--cross_embedding_dim": self.cross_embedding_dim,
-        }
-        for flag, value in positive.items():
-            if value <= 0:
-                raise InputError(f"{flag} must be a positive integer (got {value})")
-        if self.eval_steps is not None and self.eval_steps <= 0:
-            raise InputError(f"--eval_steps must be positive, or omitted to use all evaluation data (got {self.eval_steps})")
-        if not self.hidden_units or any(u <= 0 for u in self.hidden_units):
-            raise InputError(f"--hidden_units must be one or more positive layer sizes, e.g. 64 32 (got {list(self.hidden_units)})")
-        if not 0 < self.learning_rate < 10 or not math.isfinite(self.learning_rate):
-            raise InputError(f"--learning_rate must be a small positive number such as 0.003 (got {self.learning_rate})")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"--dropout must be in [0, 1) (got {self.dropout})")
-        if not 0 <= self.max_bad_fraction <= 1:
-            raise InputError(f"--max_bad_fraction must be between 0 and 1 (got {self.max_bad_fraction})")
-        if not self.output_dir:
-            raise InputError("--output_dir is required (a local directory or gs:// URI)")
+#: Real evaluation rows written into the export's warm-up file.
+WARMUP_SAMPLE = 100
+#: Evaluation files up to this size (CSV bytes) are decoded once and kept in memory.
+EVAL_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -182,7 +143,7 @@ def make_evaluator(model: keras.Model) -> Callable[[tf.data.Dataset, int | None]
     batches, or all of it).
     """
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # batches differ in size (bad rows dropped, the last one): one trace for all
     def batch_sse(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pred = tf.squeeze(model(x, training=False), -1)
         return tf.reduce_sum(tf.square(tf.cast(pred, tf.float64) - tf.cast(y, tf.float64))), tf.size(y)
@@ -200,134 +161,75 @@ def make_evaluator(model: keras.Model) -> Callable[[tf.data.Dataset, int | None]
     return evaluate
 
 
-def _process_start() -> float:
-    """When this process started (seconds since the epoch; import time where /proc is missing)."""
-    try:
-        with open("/proc/self/stat") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
+@dataclasses.dataclass
+class _Data:
+    """The files of a run, their layout and (when validated) their reports."""
+
+    train_files: list[str]
+    eval_files: list[str]
+    variant: Variant
+    train_report: validation.ScanReport | None = None
+    eval_report: validation.ScanReport | None = None
 
 
-#: When this process started: ``.tmp-*`` exports last written before that are leftovers.
-PROCESS_START = _process_start()
+@dataclasses.dataclass
+class _Run:
+    """The model being trained and everything that saves, restores and evaluates it."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    checkpoint: tf.train.Checkpoint
+    manager: tf.train.CheckpointManager
+    ckpt_dir: str
+    best: BestCheckpoint
+    train_loop: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+    evaluate: Callable[[], dict[str, float]]
+    eval_ds: tf.data.Dataset
+    tb_dir: str
 
 
-def remove_stale_exports(export_base: str) -> list[str]:
-    """Remove ``.tmp-*`` exports under ``export_base`` left by an earlier process (a killed export).
+@dataclasses.dataclass
+class _Outcome:
+    """What the training loop did."""
 
-    A temporary export is stale when it was last written before this process started and the
-    process named in it (``.tmp-<stamp>-<pid>``) is not running here; exports of a live
-    process are never touched. Returns the folders removed.
-    """
-    removed = []
-    for path in tf.io.gfile.glob(os.path.join(export_base, ".tmp-*")):
-        pid = path.rstrip("/").rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        if tf.io.gfile.stat(path).mtime_nsec / 1e9 >= PROCESS_START:
-            continue
-        tf.io.gfile.rmtree(path)
-        removed.append(path)
-    if removed:
-        log.info("removed %d unfinished export(s) of earlier runs: %s", len(removed), ", ".join(removed))
-    return removed
+    step: int
+    start_step: int
+    seen: int
+    train_seconds: float
+    train_rmse: float
+    last_eval: dict[str, float]
+    evaluations: int
+    stopped_early: bool
+    eval_seconds: float = 0.0
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def export_model(model: keras.Model, variant: Variant, export_base: str, metrics: dict[str, Any]) -> str:
-    """Write a SavedModel with the raw-feature ``serving_default`` signature.
-
-    Written to ``<export_base>/.tmp-<ts>/`` then renamed to ``<export_base>/<ts>/``, so a
-    reader never sees a partial export. ``metrics`` goes into ``metrics.json`` inside it.
-
-    Returns:
-        The final export directory.
-    """
-    specs = [tf.TensorSpec([None], tf.float32, name=name) for name in schema.NUMERIC_FEATURES]
-    if variant is Variant.DATETIME:
-        specs.append(tf.TensorSpec([None], tf.string, name=schema.DATETIME))
-    names = variant.features
-
-    class Serving(tf.Module):
-        def __init__(self, keras_model: keras.Model) -> None:
-            super().__init__()
-            self.model = keras_model
-
-        @tf.function(input_signature=specs)
-        def serve(self, *args: tf.Tensor) -> dict[str, tf.Tensor]:
-            pred = self.model(dict(zip(names, args, strict=True)), training=False)
-            return {schema.LABEL: tf.squeeze(pred, -1)}
-
-    module = Serving(model)
-    tf.io.gfile.makedirs(export_base)
-    remove_stale_exports(export_base)
-    stamp = str(int(time.time()))
-    while tf.io.gfile.exists(os.path.join(export_base, stamp)):
-        stamp = str(int(stamp) + 1)
-    tmp = os.path.join(export_base, f".tmp-{stamp}-{os.getpid()}")
-    final = os.path.join(export_base, stamp)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
-    with tf.io.gfile.GFile(os.path.join(tmp, METRICS_FILE), "w") as fh:
-        json.dump({**metrics, "variant": variant.value, "features": list(names)}, fh, indent=2)
-    tf.io.gfile.rename(tmp, final, overwrite=False)
-    return final
-
-
-def latest_export(output_dir: str) -> str | None:
-    """The newest complete export under ``output_dir`` (``None`` when there is none)."""
-    base = os.path.join(output_dir, EXPORT_SUBDIR)
-    if not tf.io.gfile.isdir(base):
-        return None
-    stamps = sorted((d.rstrip("/") for d in tf.io.gfile.listdir(base) if d.rstrip("/").isdigit()), key=int)
-    return os.path.join(base, stamps[-1]) if stamps else None
-
-
-def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | None = None) -> TrainResult:
-    """Train (resuming from checkpoints), evaluate and export; see the module docstring.
-
-    Args:
-        config: the run's settings.
-        progress: called with one human-readable line per logging interval.
-
-    Raises:
-        InputError: bad settings, no matching file, too many bad rows.
-    """
-    config.check()
-    say = progress or log.info
+def check_data(config: TrainConfig, say: Callable[[str], None]) -> _Data:
+    """Expand the file patterns, detect the layout and (unless turned off) validate every row."""
     train_files = validation.storage.expand(config.train_data_paths, what="training data")
     eval_files = validation.storage.expand(config.eval_data_paths, what="evaluation data")
-    variant = validation.detect_layout(train_files, what="training data")
+    data = _Data(train_files, eval_files, validation.detect_layout(train_files, what="training data"))
     eval_variant = validation.detect_layout(eval_files, what="evaluation data")
-    if eval_variant is not variant:
-        raise InputError(f"training data is in the {variant.value} layout but evaluation data in the {eval_variant.value} layout: use one")
-    train_report = eval_report = None
+    if eval_variant is not data.variant:
+        raise InputError(
+            f"training data is in the {data.variant.value} layout but evaluation data in the {eval_variant.value} layout: use one"
+        )
     if config.validate_data:
         t0 = time.monotonic()
-        train_report = validation.scan(train_files, what="training data", max_bad_fraction=config.max_bad_fraction, variant=variant)
-        eval_report = validation.scan(eval_files, what="evaluation data", max_bad_fraction=config.max_bad_fraction, variant=variant)
-        say(f"data checked in {time.monotonic() - t0:.1f}s: train {train_report.summary()}; eval {eval_report.summary()}")
+        scan = dict(max_bad_fraction=config.max_bad_fraction, variant=data.variant)
+        data.train_report = validation.scan(train_files, what="training data", **scan)  # type: ignore[arg-type]
+        data.eval_report = validation.scan(eval_files, what="evaluation data", **scan)  # type: ignore[arg-type]
+        say(f"data checked in {time.monotonic() - t0:.1f}s: train {data.train_report.summary()}; eval {data.eval_report.summary()}")
+    return data
 
+
+def build_run(config: TrainConfig, data: _Data, say: Callable[[str], None]) -> _Run:
+    """Build the model, the optimizer, the datasets and the train step; resume from the latest checkpoint."""
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     strategy = _strategy()
     workers = strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build_model(variant, config)
+        model = build_model(data.variant, config)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
         optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -338,13 +240,17 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         say(f"resuming from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}")
+    best = BestCheckpoint(model, os.path.join(ckpt_dir, BEST_SUBDIR), config.early_stopping_patience)
 
     train_ds = inputs.make_dataset(
-        train_files, variant, config.train_batch_size, training=True, shuffle_buffer=config.shuffle_buffer, seed=config.seed
+        data.train_files, data.variant, config.train_batch_size, training=True, shuffle_buffer=config.shuffle_buffer, seed=config.seed
     )
-    eval_ds = inputs.make_dataset(eval_files, variant, config.eval_batch_size, training=False)
+    eval_ds = inputs.make_dataset(data.eval_files, data.variant, config.eval_batch_size, training=False)
+    if config.eval_steps:
+        eval_ds = eval_ds.take(config.eval_steps)
+    if sum(tf.io.gfile.stat(f).length for f in data.eval_files) <= EVAL_CACHE_BYTES:
+        eval_ds = eval_ds.cache()  # decoded once, then every evaluation reads memory
     iterator = iter(strategy.experimental_distribute_dataset(train_ds))
-    evaluate = make_evaluator(model)
 
     def step_fn(x: dict[str, tf.Tensor], y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -366,81 +272,168 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
             count += strategy.reduce("SUM", n, axis=None)
         return sse, count
 
+    evaluator = make_evaluator(model)
     tb_dir = config.extra_tensorboard_dir or os.path.join(config.output_dir, TENSORBOARD_SUBDIR)
-    train_writer = tf.summary.create_file_writer(os.path.join(tb_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(tb_dir, "eval"))
-    step = int(optimizer.iterations.numpy())
-    start_step = step
-    seen = 0
+    return _Run(model, optimizer, checkpoint, manager, ckpt_dir, best, train_loop, lambda: evaluator(eval_ds, None), eval_ds, tb_dir)
+
+
+def train(run: _Run, config: TrainConfig, say: Callable[[str], None]) -> _Outcome:
+    """Train to ``train_steps``, evaluating every ``eval_every_steps`` and at the end; stop early when patience runs out."""
+    train_writer = tf.summary.create_file_writer(os.path.join(run.tb_dir, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(run.tb_dir, "eval"))
+    step = start_step = last_saved = int(run.optimizer.iterations.numpy())
+    out = _Outcome(step, start_step, 0, 0.0, math.nan, {}, 0, False)
+    last_eval_step = step
     t_start = time.monotonic()
-    train_rmse = math.nan
-    last_saved = step
-    while step < config.train_steps:
-        n_steps = min(config.steps_per_loop, config.train_steps - step)
+    eval_seconds = 0.0
+    while step < config.train_steps and not out.stopped_early:
+        n_steps = min(config.steps_per_loop, config.train_steps - step, max(1, last_eval_step + config.eval_every_steps - step))
         t0 = time.monotonic()
-        sse, count = train_loop(tf.constant(n_steps))
+        sse, count = run.train_loop(tf.constant(n_steps))
         dt = time.monotonic() - t0
         mse = float(sse) / max(float(count), 1.0)
         if not math.isfinite(mse):
             raise FloatingPointError(f"training loss is {mse} at step {step + n_steps}: lower --learning_rate")
-        step = int(optimizer.iterations.numpy())
-        seen += int(count)
-        train_rmse = math.sqrt(mse)
+        step = int(run.optimizer.iterations.numpy())
+        out.seen += int(count)
+        out.train_rmse = math.sqrt(mse)
         rate = float(count) / dt if dt > 0 else 0.0
         with train_writer.as_default(step=step):
             tf.summary.scalar("loss", mse)
-            tf.summary.scalar("rmse", train_rmse)
+            tf.summary.scalar("rmse", out.train_rmse)
             tf.summary.scalar("examples_per_second", rate)
-        say(f"step {step}/{config.train_steps}  loss {mse:.3f}  rmse {train_rmse:.3f}  {rate:,.0f} examples/s")
-        if step - last_saved >= config.checkpoint_every_steps or step >= config.train_steps:
-            manager.save(checkpoint_number=step)
+        say(f"step {step}/{config.train_steps}  loss {mse:.3f}  rmse {out.train_rmse:.3f}  {rate:,.0f} examples/s")
+        if step - last_eval_step >= config.eval_every_steps or step >= config.train_steps:
+            t0 = time.monotonic()
+            _evaluate(run, out, step, eval_writer, say)
+            eval_seconds += time.monotonic() - t0
+            last_eval_step = step
+        if step - last_saved >= config.checkpoint_every_steps or step >= config.train_steps or out.stopped_early:
+            run.manager.save(checkpoint_number=step)
+            run.best.flush()
             last_saved = step
-        if step % config.eval_every_steps == 0 and step < config.train_steps:
-            ev = evaluate(eval_ds, config.eval_steps)
-            with eval_writer.as_default(step=step):
-                tf.summary.scalar("loss", ev["mse"])
-                tf.summary.scalar("rmse", ev["rmse"])
-            say(f"step {step}: eval rmse {ev['rmse']:.3f} on {ev['examples']} examples")
-    train_seconds = time.monotonic() - t_start
-    if manager.latest_checkpoint is None or last_saved != step:
-        manager.save(checkpoint_number=step)
-
-    ev = evaluate(eval_ds, config.eval_steps)
-    with eval_writer.as_default(step=step):
-        tf.summary.scalar("loss", ev["mse"])
-        tf.summary.scalar("rmse", ev["rmse"])
+    out.step = step
+    out.train_seconds = time.monotonic() - t_start - eval_seconds
+    out.eval_seconds = eval_seconds
+    if run.manager.latest_checkpoint is None or last_saved != step:
+        run.manager.save(checkpoint_number=step)
+    if not out.last_eval:  # nothing left to train (a finished run started again): evaluate what is there
+        _evaluate(run, out, step, eval_writer, say)
+    run.best.flush()
     train_writer.flush()
     eval_writer.flush()
-    if config.extra_tensorboard_dir and is_chief():
-        for split in ("train", "eval"):
-            src = os.path.join(tb_dir, split)
-            for name in tf.io.gfile.listdir(src) if tf.io.gfile.isdir(src) else []:
-                dst = os.path.join(config.output_dir, TENSORBOARD_SUBDIR, split)
-                tf.io.gfile.makedirs(dst)
-                tf.io.gfile.copy(os.path.join(src, name), os.path.join(dst, name), overwrite=True)
+    return out
+
+
+def _evaluate(run: _Run, out: _Outcome, step: int, writer: Any, say: Callable[[str], None]) -> None:
+    ev = run.evaluate()
+    with writer.as_default(step=step):
+        tf.summary.scalar("loss", ev["mse"])
+        tf.summary.scalar("rmse", ev["rmse"])
+    improved = run.best.update(step, ev["rmse"])
+    out.last_eval, out.evaluations = ev, out.evaluations + 1
+    out.stopped_early = run.best.should_stop
+    note = "  (best so far)" if improved else f"  (best {run.best.state.rmse:.3f} at step {run.best.state.step})"
+    say(f"step {step}: eval rmse {ev['rmse']:.3f} on {ev['examples']} examples{note}")
+    if out.stopped_early:
+        say(f"stopping early at step {step}: no better eval RMSE in the last {run.best.patience} evaluations")
+
+
+def choose_model(run: _Run, out: _Outcome) -> dict[str, Any]:
+    """Load the best checkpoint into the model when it beats the last step; the exported model's figures.
+
+    Returns:
+        ``rmse`` and ``eval_examples`` of the model to export, ``exported_step`` and
+        ``export_reason`` (best eval RMSE at step N vs the last step M).
+    """
+    last = out.last_eval
+    best = run.best.state
+    if best.step != out.step and best.rmse < last["rmse"] and run.best.restore():
+        ev = run.evaluate()
+        reason = f"best eval RMSE {ev['rmse']:.4f} at step {best.step}; the last step {out.step} had {last['rmse']:.4f}"
+        return {"rmse": ev["rmse"], "eval_examples": ev["examples"], "exported_step": best.step, "export_reason": reason}
+    reason = f"the last step {out.step} has the best eval RMSE ({last['rmse']:.4f})"
+    return {"rmse": last["rmse"], "eval_examples": last["examples"], "exported_step": out.step, "export_reason": reason}
+
+
+def collect_metrics(config: TrainConfig, data: _Data, out: _Outcome, chosen: dict[str, Any]) -> dict[str, Any]:
+    """The figures of the run that go into ``metrics.json`` (and the pipeline's Metrics)."""
     metrics: dict[str, Any] = {
-        "rmse": ev["rmse"],
-        "eval_examples": ev["examples"],
-        "steps": step,
-        "steps_this_run": step - start_step,
-        "train_rmse_last": train_rmse,
-        "train_examples_this_run": seen,
-        "examples_per_second": seen / train_seconds if train_seconds > 0 and seen else 0.0,
-        "train_seconds": train_seconds,
+        **chosen,
+        "steps": out.step,
+        "steps_this_run": out.step - out.start_step,
+        "last_step_rmse": out.last_eval["rmse"],
+        "stopped_early": out.stopped_early,
+        "evaluations_this_run": out.evaluations,
+        "train_rmse_last": out.train_rmse,
+        "train_examples_this_run": out.seen,
+        "examples_per_second": out.seen / out.train_seconds if out.train_seconds > 0 and out.seen else 0.0,
+        "train_seconds": out.train_seconds,
+        "eval_seconds": out.eval_seconds,
         "batch_size": config.train_batch_size,
         "hidden_units": list(config.hidden_units),
         "learning_rate": config.learning_rate,
+        "early_stopping_patience": config.early_stopping_patience,
     }
-    if train_report is not None and eval_report is not None:
-        metrics["train_rows"] = train_report.valid
-        metrics["train_dropped_rows"] = train_report.bad
-        metrics["eval_dropped_rows"] = eval_report.bad
-    if not is_chief():
+    if data.train_report is not None and data.eval_report is not None:
+        metrics["train_rows"] = data.train_report.valid
+        metrics["train_dropped_rows"] = data.train_report.bad
+        metrics["eval_dropped_rows"] = data.eval_report.bad
+    return metrics
+
+
+def sample_instances(eval_ds: tf.data.Dataset, n: int = WARMUP_SAMPLE) -> list[dict[str, Any]]:
+    """The first ``n`` valid evaluation rows as raw-feature instances (for the warm-up file)."""
+    rows: list[dict[str, Any]] = []
+    for x, _ in eval_ds:
+        cols = {k: v.numpy() for k, v in x.items()}
+        for i in range(len(cols[schema.NUMERIC_FEATURES[0]])):
+            rows.append({k: (v[i].decode() if isinstance(v[i], bytes) else float(v[i])) for k, v in cols.items()})
+            if len(rows) >= n:
+                return rows
+    return rows
+
+
+def copy_tensorboard(config: TrainConfig, run: _Run) -> None:
+    """Copy the logs written to ``extra_tensorboard_dir`` (Vertex's) under ``output_dir`` too."""
+    if not config.extra_tensorboard_dir or not is_chief():
+        return
+    for split in ("train", "eval"):
+        src = os.path.join(run.tb_dir, split)
+        for name in tf.io.gfile.listdir(src) if tf.io.gfile.isdir(src) else []:
+            dst = os.path.join(config.output_dir, TENSORBOARD_SUBDIR, split)
+            tf.io.gfile.makedirs(dst)
+            tf.io.gfile.copy(os.path.join(src, name), os.path.join(dst, name), overwrite=True)
+
+
+def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | None = None) -> TrainResult:
+    """Check the data, train (resuming) with periodic evaluation, keep the best model and export it.
+
+    See the module docstring.
+
+    Args:
+        config: the run's settings.
+        progress: called with one human-readable line per logging interval.
+
+    Raises:
+        InputError: bad settings, no matching file, too many bad rows.
+        FloatingPointError: the training loss is not finite.
+    """
+    config.check()
+    say = progress or log.info
+    data = check_data(config, say)
+    run = build_run(config, data, say)
+    outcome = train(run, config, say)
+    chosen = choose_model(run, outcome)
+    copy_tensorboard(config, run)
+    metrics = collect_metrics(config, data, outcome, chosen)
+    sample = sample_instances(run.eval_ds)
+    if not is_chief():  # workers export to a scratch directory and drop it (MultiWorkerMirroredStrategy rule)
         scratch = os.path.join(config.output_dir, ".worker-export")
-        export_dir = export_model(model, variant, scratch, metrics)
+        export_model(run.model, data.variant, scratch, metrics, sample)
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        return TrainResult(export_dir="", metrics=metrics, variant=variant)
-    export_dir = export_model(model, variant, os.path.join(config.output_dir, EXPORT_SUBDIR), metrics)
-    say(f"eval rmse {ev['rmse']:.3f} on {ev['examples']} examples after {step} steps; exported to {export_dir}")
-    return TrainResult(export_dir=export_dir, metrics=metrics, variant=variant, train_report=train_report, eval_report=eval_report)
+        shutil.rmtree(run.ckpt_dir, ignore_errors=True)
+        return TrainResult(export_dir="", metrics=metrics, variant=data.variant)
+    export_dir = export_model(run.model, data.variant, os.path.join(config.output_dir, EXPORT_SUBDIR), metrics, sample)
+    say(f"eval rmse {metrics['rmse']:.3f} on {metrics['eval_examples']} examples, {metrics['export_reason']}; exported to {export_dir}")
+    return TrainResult(export_dir, metrics, data.variant, data.train_report, data.eval_report)

@@ -12,6 +12,7 @@ import fnmatch
 import glob
 import gzip
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -29,6 +30,33 @@ def split_gcs(uri: str) -> tuple[str, str]:
     if not bucket:
         raise InputError(f"{uri!r} names no bucket: write gs://BUCKET/path")
     return bucket, name
+
+
+#: Cloud Storage bucket names: lowercase letters, digits, '-', '_' and '.', starting and ending
+#: with a letter or digit; 3-63 characters, or up to 222 when dotted (each part at most 63).
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*[a-z0-9]")
+
+
+def check_bucket_name(bucket: str, *, what: str = "bucket") -> str:
+    """Check a Cloud Storage bucket name locally (no request) and return it.
+
+    Raises:
+        InputError: when it is not a valid bucket name (a space, upper case, an IP address...).
+    """
+    valid = (
+        bool(_BUCKET_NAME.fullmatch(bucket))
+        and 3 <= len(bucket) <= (222 if "." in bucket else 63)
+        and ".." not in bucket
+        and not bucket.startswith("goog")
+        and not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket)
+        and all(0 < len(part) <= 63 for part in bucket.split("."))
+    )
+    if not valid:
+        raise InputError(
+            f"{what}: {bucket!r} is not a valid Cloud Storage bucket name: use 3-63 lowercase letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (e.g. gs://my-project-taxifare/path)"
+        )
+    return bucket
 
 
 def _gcs_client() -> Any:

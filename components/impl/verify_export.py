@@ -10,7 +10,10 @@ In the step's own process (a fresh one, as any step) it loads the SavedModel, ch
   there is one (the candidate must be strictly better),
 
 and, when asked, serves the candidate with ``taxifare serve`` in its own process and checks
-that REST and gRPC answers equal the in-process predictions (infra validation).
+that REST and gRPC answers equal the in-process predictions (infra validation). Always, it
+runs the candidate with stock TF Serving's graph-mode loader in a process of its own
+(:mod:`trainer.stock_check`) and checks that it answers what TF2 and the served model answer:
+an export the real server cannot run is not blessed.
 
 The verdict is ``blessed`` with a reason, a ``Metrics`` artifact, and an HTML report that the
 pipeline UI renders (drawn by :mod:`components.impl.report`).
@@ -26,6 +29,9 @@ from components.common import local_path, summary
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
 DOLLARS_PER_KM = 2.616
 BATCH = 4096
+#: Largest difference accepted between the stock loader's answers and TF2's or the served ones.
+STOCK_TOLERANCE = 1e-4
+STOCK_CHECK = "stock TF Serving loader (graph mode) runs it and agrees with TF2 and the served answers"
 
 
 @dataclasses.dataclass
@@ -134,6 +140,33 @@ def read_loss_curve(training_dir: str) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+def stock_loader_check(
+    model_path: str, fn: Any, instances: list[dict[str, Any]], served: dict[str, list[float]]
+) -> tuple[bool, str, float]:
+    """Run ``instances`` through the graph-mode loader (own process); compare with TF2 (``fn``) and ``served``.
+
+    Returns:
+        ``(ok, detail, max_abs_diff)``.
+    """
+    import numpy as np
+
+    from trainer import schema
+    from trainer.stock_check import stock_predict
+
+    result = stock_predict(model_path, instances)
+    if not result.ok:
+        return False, f"the graph-mode loader fails: {result.error}", math.inf
+    stock = np.asarray(result.fares, dtype=np.float64)
+    feats = {k: np.array([row[k] for row in instances], dtype=object if k == schema.DATETIME else np.float32) for k in instances[0]}
+    answers = {"TF2": predict(fn, feats), **{name: np.asarray(v, dtype=np.float64) for name, v in served.items() if v is not None}}
+    diffs = {name: float(np.max(np.abs(stock - other))) if len(other) == len(stock) else math.inf for name, other in answers.items()}
+    worst = max(diffs.values())
+    detail = ", ".join(f"{name} max diff {d:.2g}" for name, d in diffs.items())
+    if not np.all(np.isfinite(stock)):
+        return False, f"the graph-mode loader answers non-finite fares ({detail})", worst
+    return worst <= STOCK_TOLERANCE, f"{len(stock)} instances in {result.seconds:.1f}s: {detail} (tolerance {STOCK_TOLERANCE})", worst
+
+
 def verify(
     model_path: str,
     test_path: str,
@@ -168,8 +201,10 @@ def verify(
 
     from components.impl.deploy import latest_version_dir
     from trainer import schema
+    from trainer.export import check_export_dir
     from trainer.schema import Variant
 
+    check_export_dir(model_path, what="the candidate model")
     checks: list[tuple[str, bool, str]] = []
     metrics: dict[str, Any] = {}
     variant, feats, label = load_split(test_path)
@@ -234,12 +269,17 @@ def verify(
     else:
         checks.append(("strictly better than the deployed model", True, "nothing deployed yet"))
 
+    sample = [{k: (str(v[i]) if k == schema.DATETIME else float(v[i])) for k, v in feats.items()} for i in range(min(20, len(label)))]
+    served: dict[str, list[float]] = {}
     if infra_validation:
         from serving import infra
 
-        sample = [{k: (str(v[i]) if k == schema.DATETIME else float(v[i])) for k, v in feats.items()} for i in range(min(20, len(label)))]
         result = infra.validate(model_path, [dict(instance), *sample])
         checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
+        served = {"REST": result.rest_predictions, "gRPC": result.grpc_predictions}  # type: ignore[dict-item]
+    if not problems:
+        stock_ok, stock_detail, metrics["stock_loader_max_diff"] = stock_loader_check(model_path, fn, [dict(instance), *sample], served)
+        checks.append((STOCK_CHECK, stock_ok, stock_detail))
 
     failed = [name + f" ({detail})" for name, ok, detail in checks if not ok]
     blessed = not failed

@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipeline.vertex import check_bucket_name, require
+from pipeline.cloud.settings import VERTEX_REGIONS, check_bucket_name, check_project, check_region, check_service_account
 from trainer.errors import InputError
 
 #: The role each run's account gets on the bucket (see the module docstring).
 OBJECT_ROLE = "roles/storage.objectUser"
 _MULTI_REGIONS = {"us": "US", "northamerica": "US", "southamerica": "US", "europe": "EU", "asia": "ASIA", "australia": "ASIA"}
+#: Bucket locations besides the regions: the multi-regions and the predefined dual-regions.
+_LOCATIONS = frozenset({"US", "EU", "ASIA", "NAM4", "EUR4", "EUR5", "EUR7", "EUR8", "ASIA1"})
 
 
 def default_location(region: str) -> str:
@@ -58,13 +60,22 @@ class Action:
         return f"grant {self.role} on gs://{self.bucket} to {self.member}"
 
 
-def _member(account: str) -> str:
-    account = account.strip()
-    if account.startswith(("serviceAccount:", "user:", "group:")):
-        return account
-    if "@" not in account:
-        raise InputError(f"service account {account!r} is not an e-mail address: write NAME@PROJECT.iam.gserviceaccount.com")
-    return f"serviceAccount:{account}"
+def _member(account: str, flag: str) -> str:
+    return f"serviceAccount:{check_service_account(account.strip().removeprefix('serviceAccount:'), flag=flag)}"
+
+
+def check_location(location: str | None) -> str | None:
+    """A bucket location: a region, a multi-region (``US``, ``EU``, ``ASIA``) or a predefined dual-region.
+
+    Raises:
+        InputError: for anything else.
+    """
+    if location is None:
+        return None
+    value = location.strip().upper()
+    if value not in _LOCATIONS and value.lower() not in VERTEX_REGIONS:
+        raise InputError(f"--location {location!r} is not a bucket location: use US, EU, ASIA or a region such as us-central1")
+    return value
 
 
 def plan_setup(
@@ -84,13 +95,15 @@ def plan_setup(
         The bucket creation (done only when the bucket is missing), then one grant per account.
 
     Raises:
-        InputError: a missing project, region, bucket or account, or a malformed one.
+        InputError: a missing or malformed project, region, bucket, location or account.
     """
-    require(project=project, region=region)
+    check_project(project)
+    check_region(region)
     name = check_bucket_name(bucket)
+    location = check_location(location)
     if not pipeline_sa or not pipeline_sa.strip():
         raise InputError("missing service account: pass --service-account NAME@PROJECT.iam.gserviceaccount.com (the pipeline's account)")
-    members = dict.fromkeys(_member(a) for a in (pipeline_sa, training_sa or pipeline_sa))
+    members = dict.fromkeys([_member(pipeline_sa, "--service-account"), _member(training_sa or pipeline_sa, "--training-service-account")])
     actions = [Action("create_bucket", name, location=location or default_location(region))]
     actions += [Action("grant", name, role=OBJECT_ROLE, member=m) for m in members]
     return actions
@@ -111,7 +124,7 @@ def apply_setup(actions: list[Action], *, project: str, client: Any = None, out:
     if client is None:
         from google.cloud import storage
 
-        from pipeline.vertex import default_credentials
+        from pipeline.cloud.credentials import default_credentials
 
         client = storage.Client(project=project, credentials=default_credentials())
     done: list[str] = []

@@ -1,4 +1,4 @@
-"""The Vertex AI pieces of the cloud variant, as plain functions.
+"""The Vertex AI pieces of the cloud variant, as plain functions (the steps of :mod:`components.vertex_steps`).
 
 * :func:`worker_pool_specs` turns the machine settings (pipeline parameters) into the
   ``worker_pool_specs`` of the Vertex custom job that runs full_train: one chief pool, plus a
@@ -7,6 +7,9 @@
   so a run uploads a new *version* of an existing model and deploys to an existing endpoint.
 * :func:`upload_labels` / :func:`rmse_from_labels` carry the deployed model's test RMSE and data
   hash in its labels, so verify_export can compare a candidate with what is deployed.
+* :func:`serving_container_spec`: how Vertex AI starts the project's own image as a custom
+  serving container (``taxifare serve`` under Vertex's ``AIP_*`` variables; docs/cloud.md says why
+  not the prebuilt TF container).
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from typing import Any
 #: Label keys written on every uploaded model version.
 RMSE_LABEL = "taxifare-test-rmse-milli"
 DATA_LABEL = "taxifare-test-data"
-#: The prebuilt TensorFlow 2 prediction container that serves the SavedModel on Vertex.
-SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+#: The serving container's port: Vertex AI sets ``AIP_HTTP_PORT`` to it and probes it.
+SERVING_PORT = 8080
+#: The routes Vertex AI sends predictions and health checks to (``AIP_PREDICT_ROUTE``,
+#: ``AIP_HEALTH_ROUTE``): TF Serving's REST routes of the model, which ``taxifare serve`` answers.
+PREDICT_ROUTE = "/v1/models/taxifare:predict"
+HEALTH_ROUTE = "/v1/models/taxifare"
 
 
 def worker_pool_specs(
@@ -57,6 +64,29 @@ def worker_pool_specs(
         workers["replica_count"] = replica_count - 1
         pools.append(workers)
     return pools
+
+
+def serving_container_spec(image: str) -> dict[str, Any]:
+    """The ``containerSpec`` (Vertex ``ModelContainerSpec``, camelCase) of a model served by the project's image.
+
+    ``taxifare serve`` with no flags reads ``AIP_HTTP_PORT``, ``AIP_PREDICT_ROUTE``,
+    ``AIP_HEALTH_ROUTE`` and ``AIP_STORAGE_URI`` (the ``gs://`` copy Vertex makes of the uploaded
+    SavedModel), which Vertex sets from this spec and the model's artifact URI.
+
+    Raises:
+        ValueError: for an image not pinned to a version (no tag, or ``:latest``).
+    """
+    name = image.rsplit("/", 1)[-1]
+    tag = name.rsplit(":", 1)[1] if ":" in name.split("@", 1)[0] else ""
+    if "@sha256:" not in image and tag in ("", "latest"):
+        raise ValueError(f"serving image {image!r} is not pinned to a version: tag it, e.g. :0.1.0 (never :latest)")
+    return {
+        "imageUri": image,
+        "command": ["taxifare", "serve"],
+        "ports": [{"containerPort": SERVING_PORT}],
+        "predictRoute": PREDICT_ROUTE,
+        "healthRoute": HEALTH_ROUTE,
+    }
 
 
 def _aiplatform(project: str, location: str) -> Any:

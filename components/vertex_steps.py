@@ -1,4 +1,4 @@
-"""The Vertex-only steps of the cloud variant: thin wrappers of :mod:`components.impl.vertex`.
+"""The Vertex-only steps of the cloud variant: thin wrappers of :mod:`components.impl.vertex_steps`.
 
 They run in the project's image on Vertex AI Pipelines (not with kfp.local: they call the
 Vertex API).
@@ -15,7 +15,7 @@ from components.common import DEFAULT_IMAGE
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def training_worker_pools(template: str, machine_type: str, accelerator_type: str, accelerator_count: int, replica_count: int) -> list:
     """The full_train custom job's worker pools for the machine settings of this run."""
-    from components.impl.vertex import worker_pool_specs
+    from components.impl.vertex_steps import worker_pool_specs
 
     return worker_pool_specs(template, machine_type, accelerator_type, accelerator_count, replica_count)
 
@@ -35,7 +35,7 @@ def lookup_deployment(
     """Find the model (for a new version) and the endpoint by display name; the deployed model's RMSE; the new traffic split."""
     from typing import NamedTuple
 
-    from components.impl.vertex import api_uri, current_traffic, find_endpoint, find_model, rmse_from_labels, traffic_split
+    from components.impl.vertex_steps import api_uri, current_traffic, find_endpoint, find_model, rmse_from_labels, traffic_split
 
     model = find_model(project, location, model_display_name)
     if model:
@@ -68,12 +68,12 @@ def prepare_upload(
     serving_image: str,
     unmanaged_model: dsl.Output[UnmanagedContainerModel],
 ) -> dict:
-    """The SavedModel as an UnmanagedContainerModel for ModelUploadOp; returns the labels to upload with."""
+    """The SavedModel as an UnmanagedContainerModel served by ``serving_image``; returns the labels to upload with."""
     from components.impl.contracts import DatasetStats, Verification
-    from components.impl.vertex import upload_labels
+    from components.impl.vertex_steps import serving_container_spec, upload_labels
 
     unmanaged_model.uri = model.uri
-    unmanaged_model.metadata["containerSpec"] = {"imageUri": serving_image}
+    unmanaged_model.metadata["containerSpec"] = serving_container_spec(serving_image)
     return upload_labels(
         Verification.from_metadata(verification.metadata).test_rmse, DatasetStats.from_metadata(test_data.metadata).content_hash
     )

@@ -1,0 +1,130 @@
+"""The trainer's settings and their checks (standard library only, so bad input is refused before TensorFlow loads).
+
+:class:`TrainConfig` is what ``python -m trainer.task``, the pipeline's training steps and a
+Vertex custom job fill in; :meth:`TrainConfig.check` refuses, with the flag to fix, any value
+that cannot work, including an ``--output_dir`` that is a file, is read-only or names an
+invalid Cloud Storage bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+
+from trainer import storage, validation
+from trainer.errors import InputError
+
+#: Defaults shared by the CLI flags (trainer/task.py) and the dataclass below.
+TRAIN_STEPS = 5000
+TRAIN_BATCH_SIZE = 512
+LEARNING_RATE = 0.003
+HIDDEN_UNITS = (64, 32)
+EVAL_EVERY_STEPS = 100
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; the CLI flags of ``trainer.task`` map onto it."""
+
+    train_data_paths: str
+    eval_data_paths: str
+    output_dir: str
+    train_steps: int = TRAIN_STEPS
+    train_batch_size: int = TRAIN_BATCH_SIZE
+    eval_batch_size: int = 2048
+    eval_steps: int | None = None
+    hidden_units: Sequence[int] = HIDDEN_UNITS
+    learning_rate: float = LEARNING_RATE
+    embedding_dim: int = 4
+    cross_embedding_dim: int = 4
+    dropout: float = 0.0
+    l2: float = 1e-5
+    shuffle_buffer: int = 50_000
+    steps_per_loop: int = 100
+    checkpoint_every_steps: int = 500
+    #: Evaluate on the evaluation data every this many steps (and at the end): the eval curve,
+    #: the best checkpoint and early stopping all use these evaluations.
+    eval_every_steps: int = EVAL_EVERY_STEPS
+    #: Stop after this many evaluations in a row without a better eval RMSE; 0 = never stop early.
+    early_stopping_patience: int = 0
+    max_bad_fraction: float = validation.MAX_BAD_FRACTION
+    seed: int | None = None
+    validate_data: bool = True
+    #: Also write the TensorBoard logs here (Vertex sets AIP_TENSORBOARD_LOG_DIR and uploads
+    #: from it to a Vertex TensorBoard); they are copied under output_dir at the end too.
+    extra_tensorboard_dir: str | None = None
+
+    def check(self) -> None:
+        """Reject settings that cannot work, with the flag to fix.
+
+        Raises:
+            InputError: for a bad value.
+        """
+        positive = {
+            "--train_steps": self.train_steps,
+            "--train_batch_size": self.train_batch_size,
+            "--eval_batch_size": self.eval_batch_size,
+            "--steps_per_loop": self.steps_per_loop,
+            "--checkpoint_every_steps": self.checkpoint_every_steps,
+            "--eval_every_steps": self.eval_every_steps,
+            "--embedding_dim": self.embedding_dim,
+            "--cross_embedding_dim": self.cross_embedding_dim,
+            "--shuffle_buffer": self.shuffle_buffer,
+        }
+        for flag, value in positive.items():
+            if value <= 0:
+                raise InputError(f"{flag} must be a positive integer (got {value})")
+        if self.eval_steps is not None and self.eval_steps <= 0:
+            raise InputError(f"--eval_steps must be positive, or omitted to use all evaluation data (got {self.eval_steps})")
+        if self.early_stopping_patience < 0:
+            raise InputError(f"--early_stopping_patience must be 0 (off) or a number of evaluations (got {self.early_stopping_patience})")
+        if not self.hidden_units or any(u <= 0 for u in self.hidden_units):
+            raise InputError(f"--hidden_units must be one or more positive layer sizes, e.g. 64 32 (got {list(self.hidden_units)})")
+        if not math.isfinite(self.learning_rate) or not 0 < self.learning_rate < 10:
+            raise InputError(f"--learning_rate must be a small positive number such as 0.003 (got {self.learning_rate})")
+        if not math.isfinite(self.dropout) or not 0 <= self.dropout < 1:
+            raise InputError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if not math.isfinite(self.l2) or self.l2 < 0:
+            raise InputError(f"--l2 must be 0 (off) or a small positive penalty such as 1e-5 (got {self.l2})")
+        if not math.isfinite(self.max_bad_fraction) or not 0 <= self.max_bad_fraction <= 1:
+            raise InputError(f"--max_bad_fraction must be between 0 and 1 (got {self.max_bad_fraction})")
+        check_output_dir(self.output_dir)
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Refuse an output directory the trainer could not write, before any work.
+
+    Local: a path that is a file (or under one), or whose nearest existing directory is not
+    writable. ``gs://``: an invalid bucket name (checked locally, no request is made).
+
+    Raises:
+        InputError: naming the problem and the fix.
+    """
+    if not output_dir:
+        raise InputError("--output_dir is required (a local directory or gs:// URI)")
+    if storage.is_gcs(output_dir):
+        bucket, _ = storage.split_gcs(output_dir)
+        storage.check_bucket_name(bucket, what="--output_dir")
+        return
+    path = os.path.abspath(os.path.expanduser(output_dir))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == path else f"is under {probe}, which is a file"
+        raise InputError(f"--output_dir {output_dir} {where}: pass a directory (it is created when missing)")
+    fix = "pass a directory you can write"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"--output_dir {output_dir} is not writable ({probe} is read-only for this user): {fix}")
+    try:  # a read-only file system passes os.access for root: try for real
+        fd, name = tempfile.mkstemp(prefix=".taxifare-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise InputError(f"--output_dir {output_dir} is not writable ({probe}: {exc.strerror}): {fix}") from None
