@@ -1,21 +1,27 @@
-"""Serving benchmark: REST and gRPC against the in-process call of the same SavedModel.
+"""Serving benchmark: REST and gRPC, batching on and off, against the in-process call of the same SavedModel.
 
 In one run, on one SavedModel (``--model-dir``, or a freshly exported model with the
 project's signature; latency does not depend on the weights):
 
 * **in-process**: ``loaded.signatures["serving_default"](**tensors)`` with the tensors
-  built beforehand: the limit;
+  built beforehand, called by the same number of client threads: the limit;
 * **REST**: ``POST /v1/models/taxifare:predict`` with ``{"instances": [...]}`` over a
   keep-alive HTTP/1.1 connection per client (body serialised once; the answer is parsed);
 * **gRPC**: ``PredictionService.Predict`` with the stock stub and a prebuilt
-  ``PredictRequest`` (one channel per client; the answer tensor is decoded),
+  ``PredictRequest`` (one channel per client; the answer tensor is decoded);
 
-for 1-instance and 100-instance requests, with 1 and 8 concurrent clients (threads in this
-process; the server is ``python -m serving serve --quiet`` in its own process, on
-loopback). Each cell runs ``--seconds`` after a warm-up. Prints p50/p99 latency, instances/s,
-the p50 difference to in-process and the throughput ratio.
+each against two servers started side by side (``python -m serving serve --quiet``, each in
+its own process, on loopback): batching **off** (the default) and batching **on**
+(``--enable-batching``, TF Serving's default parameters), and optionally a third, **before**
+(``--baseline-src DIR``: the ``serving`` package of an older checkout, e.g. extracted with
+``git archive``), for 100-instance requests with 1 and 8 concurrent clients and 1-instance
+requests with 1, 8 and 32 clients (threads in this process). Each cell runs ``--seconds``
+after a warm-up. Printed per cell: p50/p99 latency, instances/s, the throughput ratio to
+in-process with the same clients, and the CPU used by the client (this process) and by the
+server process as a share of the machine (100% = every core busy), so a ratio is read with
+who had the cores. The batching server's batch sizes are read from its own metrics.
 
-Run: ``.venv/bin/python bench/bench_serving.py`` (about 2 minutes).
+Run: ``.venv/bin/python bench/bench_serving.py`` (about 3 minutes).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +41,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import psutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,12 +72,12 @@ def rows(n: int) -> list[dict[str, float]]:
     ]
 
 
-def run_cell(make_call: Callable[[], Callable[[], None]], clients: int, seconds: float) -> tuple[list[float], float]:
-    """Latencies (s) of every call and the wall time, ``clients`` threads for ``seconds``."""
+def run_cell(make_call: Callable[[], Callable[[], None]], clients: int, seconds: float, server_pid: int | None) -> dict[str, float]:
+    """Latencies of every call, the wall time and the CPU shares, ``clients`` threads for ``seconds``."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     calls = [make_call() for _ in range(clients)]
     for call in calls:  # warm-up (connections, first calls)
-        for _ in range(20):
+        for _ in range(10):
             call()
     barrier = threading.Barrier(clients + 1)
     stop = [0.0]
@@ -87,18 +95,71 @@ def run_cell(make_call: Callable[[], Callable[[], None]], clients: int, seconds:
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
+    me = psutil.Process()
+    server = psutil.Process(server_pid) if server_pid else None
+    cpu0, server0 = me.cpu_times(), server.cpu_times() if server else None
     start = time.perf_counter()
     stop[0] = start + seconds
     barrier.wait()
     for t in threads:
         t.join()
-    return [x for lat in latencies for x in lat], time.perf_counter() - start
+    wall = time.perf_counter() - start
+    cpu1, server1 = me.cpu_times(), server.cpu_times() if server else None
+    cores = os.cpu_count() or 1
+    flat = [x for lat in latencies for x in lat]
+    out = {
+        "p50_ms": float(np.percentile(flat, 50) * 1000),
+        "p99_ms": float(np.percentile(flat, 99) * 1000),
+        "requests": len(flat),
+        "wall": wall,
+        "client_cpu": ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (wall * cores),
+        "server_cpu": 0.0,
+    }
+    if server0 is not None and server1 is not None:
+        out["server_cpu"] = ((server1.user + server1.system) - (server0.user + server0.system)) / (wall * cores)
+    return out
+
+
+def start_server(work: str, name: str, base: str, extra: list[str], src: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    ports_file = os.path.join(work, f"ports-{name}.json")
+    cmd = [sys.executable, "-m", "serving", "serve", "--model-base-path", base, "--rest-port", "0", "--grpc-port", "0"]
+    cmd += ["--quiet", "--poll-interval", "0.2", "--ports-file", ports_file, *extra]
+    env = {**os.environ, "PYTHONPATH": src}
+    with open(os.path.join(work, f"server-{name}.log"), "wb") as log:
+        server = subprocess.Popen(cmd, cwd=src, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    deadline = time.monotonic() + 120
+    while True:
+        if os.path.exists(ports_file):
+            with open(ports_file) as fh:
+                ports = json.load(fh)
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", ports["rest_port"], timeout=5)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    return server, ports
+            except OSError:
+                pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"server {name} did not start; see {work}/server-{name}.log")
+        time.sleep(0.2)
+
+
+def batch_sizes(port: int) -> tuple[float, float]:
+    """``(batches, examples)`` processed so far by a batching server, from its metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/monitoring/prometheus/metrics")
+    text = conn.getresponse().read().decode()
+    count = re.search(r"^:tensorflow:serving:batching_session:processed_batch_size_count\{[^}]*\} (\S+)$", text, re.M)
+    total = re.search(r"^:tensorflow:serving:batching_session:processed_batch_size_sum\{[^}]*\} (\S+)$", text, re.M)
+    return (float(count.group(1)) if count else 0.0, float(total.group(1)) if total else 0.0)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="SavedModel to serve (default: export a fresh one)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell (default %(default)s)")
+    parser.add_argument("--baseline-src", help="a directory holding an older checkout's serving/ and trainer/ to measure as 'before'")
+    parser.add_argument("--json-out", help="also write the results to this JSON file")
     args = parser.parse_args()
 
     import grpc
@@ -112,31 +173,17 @@ def main() -> int:
     base = os.path.join(work, "models", "taxifare")
     os.makedirs(base)
     os.symlink(os.path.abspath(model_dir), os.path.join(base, "1"))
-    ports_file = os.path.join(work, "ports.json")
-    cmd = [sys.executable, "-m", "serving", "serve", "--model-base-path", base, "--rest-port", "0", "--grpc-port", "0"]
-    cmd += ["--quiet", "--poll-interval", "0.2", "--ports-file", ports_file]
-    with open(os.path.join(work, "server.log"), "wb") as log:
-        server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    load_before = os.getloadavg()
+    servers: dict[str, tuple[subprocess.Popen[bytes], dict[str, int]]] = {}
+    results = []
     try:
+        servers["off"] = start_server(work, "off", base, [], ROOT)
+        servers["on"] = start_server(work, "on", base, ["--enable-batching"], ROOT)
+        if args.baseline_src:
+            servers["before"] = start_server(work, "before", base, [], os.path.abspath(args.baseline_src))
         fn = tf.saved_model.load(model_dir).signatures["serving_default"]
-        deadline = time.monotonic() + 120
-        while True:
-            if os.path.exists(ports_file):
-                with open(ports_file) as fh:
-                    ports = json.load(fh)
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", ports["rest_port"], timeout=5)
-                    conn.request("GET", "/healthz")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start; see {work}/server.log")
-            time.sleep(0.2)
 
-        results = []
-        for batch in (1, 100):
+        for batch, client_counts in ((100, (1, 8)), (1, (1, 8, 32))):
             data = rows(batch)
             tensors = {k: tf.constant([r[k] for r in data], tf.float32) for k in schema.NUMERIC_FEATURES}
             body = json.dumps({"instances": data}).encode()
@@ -148,61 +195,80 @@ def main() -> int:
             def inproc(tensors: dict = tensors) -> Callable[[], None]:
                 return lambda: fn(**tensors)["fare_amount"].numpy()
 
-            def rest(body: bytes = body, batch: int = batch) -> Callable[[], None]:
-                conn = http.client.HTTPConnection("127.0.0.1", ports["rest_port"], timeout=30)
-                headers = {"Content-Type": "application/json"}
+            def rest(port: int, body: bytes = body, batch: int = batch) -> Callable[[], Callable[[], None]]:
+                def factory() -> Callable[[], None]:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    headers = {"Content-Type": "application/json"}
 
-                def call() -> None:
-                    conn.request("POST", "/v1/models/taxifare:predict", body=body, headers=headers)
-                    response = conn.getresponse()
-                    payload = response.read()
-                    assert response.status == 200 and len(json.loads(payload)["predictions"]) == batch, payload
+                    def call() -> None:
+                        conn.request("POST", "/v1/models/taxifare:predict", body=body, headers=headers)
+                        response = conn.getresponse()
+                        payload = response.read()
+                        assert response.status == 200 and len(json.loads(payload)["predictions"]) == batch, payload
 
-                return call
+                    return call
 
-            def grpc_call(request: predict_pb2.PredictRequest = request, batch: int = batch) -> Callable[[], None]:
-                stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{ports['grpc_port']}"))
+                return factory
 
-                def call() -> None:
-                    out = stub.Predict(request, timeout=30)
-                    assert len(tf.make_ndarray(out.outputs["fare_amount"])) == batch
+            def grpc_call(port: int, request: predict_pb2.PredictRequest = request, batch: int = batch) -> Callable[[], Callable[[], None]]:
+                def factory() -> Callable[[], None]:
+                    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 
-                return call
+                    def call() -> None:
+                        out = stub.Predict(request, timeout=30)
+                        assert len(tf.make_ndarray(out.outputs["fare_amount"])) == batch
 
-            for clients in (1, 8):
-                for name, make in (("in-process", inproc), ("REST", rest), ("gRPC", grpc_call)):
-                    lat, wall = run_cell(make, clients, args.seconds)
-                    results.append(
-                        {
-                            "mode": name,
-                            "batch": batch,
-                            "clients": clients,
-                            "p50_ms": float(np.percentile(lat, 50) * 1000),
-                            "p99_ms": float(np.percentile(lat, 99) * 1000),
-                            "inst_per_s": len(lat) * batch / wall,
-                            "requests": len(lat),
-                        }
+                    return call
+
+                return factory
+
+            for clients in client_counts:
+                cells: list[tuple[str, Callable[[], Callable[[], None]], int | None, str | None]] = [("in-process", inproc, None, None)]
+                for name in ("before", "off", "on"):
+                    if name in servers:
+                        proc, ports = servers[name]
+                        cells.append((f"REST {name}", rest(ports["rest_port"]), proc.pid, name))
+                        cells.append((f"gRPC {name}", grpc_call(ports["grpc_port"]), proc.pid, name))
+                for mode, make, pid, server_name in cells:
+                    before = batch_sizes(servers["on"][1]["rest_port"]) if server_name == "on" else None
+                    cell = run_cell(make, clients, args.seconds, pid)
+                    cell.update(mode=mode, batch=batch, clients=clients, inst_per_s=cell["requests"] * batch / cell["wall"])
+                    if before is not None:
+                        after = batch_sizes(servers["on"][1]["rest_port"])
+                        batches, examples = after[0] - before[0], after[1] - before[1]
+                        cell["mean_batch"] = examples / batches if batches else 0.0
+                    results.append(cell)
+                    print(
+                        f"  {mode:12s} batch {batch:3d} clients {clients:2d}: {cell['p50_ms']:.3f} ms p50, {cell['inst_per_s']:,.0f}/s",
+                        flush=True,
                     )
-                    print(f"  measured {name:10s} batch {batch:3d} clients {clients}: {results[-1]['p50_ms']:.3f} ms p50", flush=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in servers.values():
+            proc.wait(30)
+    load_after = os.getloadavg()
 
     base_of = {(r["batch"], r["clients"]): r for r in results if r["mode"] == "in-process"}
     print()
     machine = platform.processor() or platform.machine()
-    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, nproc {os.cpu_count()}, {machine}")
-    header = "| mode | batch | clients | p50 ms | p99 ms | instances/s | p50 - in-process | throughput / in-process |"
-    print(header)
-    print("|" + "---|" * 8)
+    mem = psutil.virtual_memory().total / 2**30
+    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, nproc {os.cpu_count()}, {machine}, {mem:.0f} GB")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
+    print("| mode | batch | clients | p50 ms | p99 ms | instances/s | / in-process | client CPU | server CPU | mean batch |")
+    print("|" + "---|" * 10)
     for r in results:
         ref = base_of[(r["batch"], r["clients"])]
-        diff = r["p50_ms"] - ref["p50_ms"]
         ratio = r["inst_per_s"] / ref["inst_per_s"]
+        server_cpu = f"{r['server_cpu']:.0%}" if r["mode"] != "in-process" else ""
+        mean_batch = f"{r['mean_batch']:.1f}" if "mean_batch" in r else ""
         print(
             f"| {r['mode']} | {r['batch']} | {r['clients']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['inst_per_s']:,.0f} | "
-            f"{'' if r['mode'] == 'in-process' else f'+{diff:.3f} ms'} | {ratio:.2f} |"
+            f"{ratio:.2f} | {r['client_cpu']:.0%} | {server_cpu} | {mean_batch} |"
         )
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({"results": results, "load": [load_before, load_after]}, fh, indent=1)
     return 0
 
 

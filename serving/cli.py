@@ -56,6 +56,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     serve.add_argument("--grpc-workers", type=int, default=8, help="gRPC worker threads (default %(default)s)")
     serve.add_argument("--quiet", action="store_true", help="no request log (one line per request on stderr otherwise)")
+    _add_performance_flags(serve)
     serve.add_argument("--ports-file", help="write the bound ports as JSON to this file once listening (useful with port 0)")
 
     predict = subparsers.add_parser(
@@ -189,6 +190,85 @@ def _rollback_endpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_performance_flags(serve: argparse.ArgumentParser) -> None:
+    """Batching (TF Serving's parameters, both spellings) and the server's limits."""
+    import os
+
+    perf = serve.add_argument_group("batching and limits (TF Serving's batching parameters and defaults; see docs/serving.md)")
+    perf.add_argument(
+        "--enable-batching",
+        "--enable_batching",
+        action="store_true",
+        help="merge concurrent predict requests into one model call (off by default, as in TF Serving)",
+    )
+    perf.add_argument(
+        "--max-batch-size", "--max_batch_size", type=int, default=1000, help="most instances in one merged model call (default %(default)s)"
+    )
+    perf.add_argument(
+        "--batch-timeout-micros",
+        "--batch_timeout_micros",
+        type=int,
+        default=0,
+        help="how long a batch may wait for more requests; 0: never wait, merge only what queued while busy (default %(default)s)",
+    )
+    perf.add_argument(
+        "--num-batch-threads",
+        "--num_batch_threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads running merged model calls (default: the number of CPUs, %(default)s here)",
+    )
+    perf.add_argument(
+        "--max-enqueued-batches",
+        "--max_enqueued_batches",
+        type=int,
+        default=10,
+        help="full batches that may wait before requests are refused with 503/RESOURCE_EXHAUSTED (default %(default)s)",
+    )
+    perf.add_argument(
+        "--rest-workers", type=int, default=8, help="threads running REST model calls when batching is off (default %(default)s)"
+    )
+    perf.add_argument(
+        "--max-queued-requests",
+        type=int,
+        default=128,
+        help="predict requests that may wait for a model thread (REST) or a worker (gRPC); more get 503/RESOURCE_EXHAUSTED "
+        "(default %(default)s)",
+    )
+    perf.add_argument(
+        "--max-connections", type=int, default=1024, help="open REST connections; requests on more are answered 503 (default %(default)s)"
+    )
+    perf.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client gets to send a whole request (head and body) before a 408 (default %(default)s)",
+    )
+    perf.add_argument(
+        "--keep-alive-timeout", type=float, default=30.0, help="seconds an idle keep-alive connection stays open (default %(default)s)"
+    )
+
+
+def _check_serve_args(args: argparse.Namespace) -> None:
+    """One line for each serve flag that cannot work."""
+    if not args.model_name or not args.model_name.strip() or "/" in args.model_name or ":" in args.model_name:
+        raise ValueError(f"--model-name {args.model_name!r} is not a model name: use letters, digits, '-' or '_' (like taxifare)")
+    if not args.grace >= 0:
+        raise ValueError(f"--grace must be 0 or more seconds, got {args.grace}")
+    _check_positive(
+        max_batch_size=args.max_batch_size,
+        num_batch_threads=args.num_batch_threads,
+        max_enqueued_batches=args.max_enqueued_batches,
+        rest_workers=args.rest_workers,
+        max_queued_requests=args.max_queued_requests,
+        max_connections=args.max_connections,
+        request_timeout=args.request_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+    )
+    if args.batch_timeout_micros < 0:
+        raise ValueError(f"--batch-timeout-micros must be 0 or more, got {args.batch_timeout_micros}")
+
+
 def _check_positive(**values: float) -> None:
     for flag, value in values.items():
         if value <= 0:
@@ -225,13 +305,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int | None, routes: tuple[str, str] | None) -> int:
     import logging
 
+    from serving.batching import BatchingParameters
+    from serving.http1 import HttpLimits
     from serving.payload import Limits
     from serving.server import ServerConfig, serve
 
     args.model_base_path, args.host, args.rest_port = base, host, 8501 if rest_port is None else rest_port
     if args.grpc_port is None:
         args.grpc_port = 0 if routes is not None else 8500
-
+    _check_serve_args(args)
     _check_positive(
         poll_interval=args.poll_interval, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, grpc_workers=args.grpc_workers
     )
@@ -251,6 +333,18 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
         grpc_workers=args.grpc_workers,
         grace=args.grace,
         vertex_routes=routes,
+        batching=BatchingParameters(
+            enabled=args.enable_batching,
+            max_batch_size=args.max_batch_size,
+            batch_timeout_micros=args.batch_timeout_micros,
+            num_batch_threads=args.num_batch_threads,
+            max_enqueued_batches=args.max_enqueued_batches,
+        ),
+        rest_workers=args.rest_workers,
+        max_queued_requests=args.max_queued_requests,
+        http=HttpLimits(
+            max_connections=args.max_connections, request_timeout=args.request_timeout, keep_alive_timeout=args.keep_alive_timeout
+        ),
     )
     return serve(config, ports_file=args.ports_file)
 

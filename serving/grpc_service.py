@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -21,13 +22,19 @@ import tensorflow as tf
 from google.protobuf import any_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
+from serving.batching import Overloaded, Scheduler
+from serving.metrics import METADATA_API, PREDICT_API, STATUS_API, ServingMetrics
 from serving.payload import RequestError, check_batch_size, check_column, check_names
 from serving.state import App
 
@@ -39,15 +46,6 @@ _CODES = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.FAILED_PRECONDITION,
     503: grpc.StatusCode.UNAVAILABLE,
-}
-_NUMERIC = {
-    types_pb2.DT_FLOAT,
-    types_pb2.DT_DOUBLE,
-    types_pb2.DT_HALF,
-    types_pb2.DT_INT32,
-    types_pb2.DT_INT64,
-    types_pb2.DT_INT16,
-    types_pb2.DT_INT8,
 }
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 
@@ -66,8 +64,12 @@ def tensor_to_array(name: str, proto: tensor_pb2.TensorProto, kind: str, max_bat
         RequestError: for a wrong dtype or shape, or content that does not match the shape.
     """
     expected = "DT_FLOAT" if kind == "float" else "DT_STRING"
-    if kind == "float" and proto.dtype not in _NUMERIC:
-        raise RequestError(f"input {name} must be a {expected} tensor (numbers), got {_dtype_name(proto.dtype)}")
+    if kind == "float" and proto.dtype != types_pb2.DT_FLOAT:
+        # as TF Serving: the signature's dtype, no conversion (int32 coordinates would be truncated)
+        raise RequestError(
+            f"input {name} must be a DT_FLOAT tensor (the signature's dtype), got {_dtype_name(proto.dtype)}: "
+            "send tf.make_tensor_proto(values, dtype=tf.float32)"
+        )
     if kind == "string" and proto.dtype != types_pb2.DT_STRING:
         raise RequestError(f"input {name} must be a {expected} tensor (date-time strings), got {_dtype_name(proto.dtype)}")
     dims = [d.size for d in proto.tensor_shape.dim]
@@ -92,9 +94,30 @@ def _array_to_tensor(values: np.ndarray) -> tensor_pb2.TensorProto:
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=arr.tobytes())
 
 
+class _Garbage:
+    """What the request deserializer returns for bytes that are not the expected protobuf."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _safe(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A deserializer that never raises (grpc would answer INTERNAL): the method answers INVALID_ARGUMENT."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:
+            return _Garbage(exc)
+
+    return deserialize
+
+
 class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, scheduler: Scheduler, metrics: ServingMetrics) -> None:
         self.app = app
+        self.scheduler = scheduler
+        self.metrics = metrics
 
     # -- helpers -------------------------------------------------------------------------------
     def _version(self, spec: Any) -> int | None:
@@ -114,32 +137,42 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             return self.app.manager.get(label=spec.version_label)
         return self.app.manager.get(self._version(spec))
 
-    def _run(self, method: str, context: grpc.ServicerContext, fn: Any) -> Any:
+    def _run(self, method: str, api: str, request: Any, context: grpc.ServicerContext, fn: Callable[[], tuple[Any, str, int]]) -> Any:
         started = time.perf_counter()
         note = ""
         code = "OK"
+        examples = 0
         try:
-            result, note = fn()
+            if isinstance(request, _Garbage):
+                raise RequestError(f"the request is not a valid {method} request protobuf: {str(request.error)[:200]}")
+            result, note, examples = fn()
             return result
         except RequestError as exc:
-            code = _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT).name
+            status = (
+                grpc.StatusCode.RESOURCE_EXHAUSTED
+                if isinstance(exc, Overloaded)
+                else _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            )
+            code = status.name
             note = f" error={str(exc)[:200]!r}"
-            context.abort(_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+            context.abort(status, str(exc))
         except Exception as exc:
             if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":  # raised by context.abort
                 raise
             code = "INTERNAL"
-            logging.getLogger("serving").exception("gRPC %s failed", method)
+            logging.getLogger("serving").error("gRPC %s failed: %s: %s", method, type(exc).__name__, str(exc)[:300])
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.request(api, "GRPC", code, elapsed, examples if code == "OK" else 0)
             if self.app.log_requests:
-                access_log.info("gRPC %s %s %s %.2fms%s", context.peer(), method, code, (time.perf_counter() - started) * 1000, note)
+                access_log.info("gRPC %s %s %s %.2fms%s", context.peer(), method, code, elapsed * 1000, note)
 
     # -- PredictionService --------------------------------------------------------------------------
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         """Predict the fare for the input tensors."""
 
-        def go() -> tuple[predict_pb2.PredictResponse, str]:
+        def go() -> tuple[predict_pb2.PredictResponse, str, int]:
             servable = self._servable(request.model_spec)
             if request.model_spec.signature_name not in ("", "serving_default"):
                 raise RequestError(f"signature {request.model_spec.signature_name!r} does not exist: the model has serving_default only")
@@ -154,11 +187,17 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             if len(set(sizes.values())) > 1:
                 detail = ", ".join(f"{k}: {v}" for k, v in sizes.items())
                 raise RequestError(f"the input tensors have different lengths ({detail}): send one value per instance for every feature")
-            check_batch_size(next(iter(sizes.values())), limits)
+            size = next(iter(sizes.values()))
+            check_batch_size(size, limits)
             unknown = [name for name in request.output_filter if name != servable.output_name]
             if unknown:
                 raise RequestError(f"output_filter names {', '.join(unknown)}: the only output is {servable.output_name}")
-            values = servable.predict(columns)
+            if self.scheduler.params.enabled:
+                values = self.scheduler.predict(servable, columns, size, timeout=context.time_remaining())
+            else:  # without batching the call runs on this gRPC thread, as in TF Serving
+                started = time.perf_counter()
+                values = servable.predict(columns)
+                self.metrics.runtime(time.perf_counter() - started)
             if not np.isfinite(values).all():
                 raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
             response = predict_pb2.PredictResponse()
@@ -166,14 +205,14 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             response.model_spec.version.value = servable.version
             response.model_spec.signature_name = "serving_default"
             response.outputs[servable.output_name].CopyFrom(_array_to_tensor(values))
-            return response, f" n={len(values)} v={servable.version}"
+            return response, f" n={len(values)} v={servable.version}", size
 
-        return self._run("Predict", context, go)
+        return self._run("Predict", PREDICT_API, request, context, go)
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext) -> Any:
         """The ``signature_def`` metadata of the serving (or requested) version."""
 
-        def go() -> tuple[Any, str]:
+        def go() -> tuple[Any, str, int]:
             servable = self._servable(request.model_spec)
             fields = list(request.metadata_field)
             if not fields:
@@ -187,15 +226,15 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             packed = any_pb2.Any()
             packed.Pack(servable.signature_def_map())
             response.metadata["signature_def"].CopyFrom(packed)
-            return response, f" v={servable.version}"
+            return response, f" v={servable.version}", 0
 
-        return self._run("GetModelMetadata", context, go)
+        return self._run("GetModelMetadata", METADATA_API, request, context, go)
 
     # -- ModelService -------------------------------------------------------------------------------
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext) -> Any:
         """Version states, as ``GET /v1/models/{name}`` answers them."""
 
-        def go() -> tuple[Any, str]:
+        def go() -> tuple[Any, str, int]:
             entries = self.app.manager.status(self._version(request.model_spec))
             response = get_model_status_pb2.GetModelStatusResponse()
             for entry in entries:
@@ -204,13 +243,49 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
                 status.state = _STATE.Value(entry["state"])
                 status.status.error_code = 0 if entry["status"]["error_code"] == "OK" else 2  # tensorflow.error.UNKNOWN
                 status.status.error_message = entry["status"]["error_message"]
-            return response, ""
+            return response, "", 0
 
-        return self._run("GetModelStatus", context, go)
+        return self._run("GetModelStatus", STATUS_API, request, context, go)
 
 
-def build_grpc_server(app: App, host: str, port: int, max_workers: int = 8) -> tuple[grpc.Server, int]:
-    """A started-ready (not started) gRPC server bound to ``host:port`` and the port it got.
+def _handlers(service: _Service) -> list[grpc.GenericRpcHandler]:
+    """The two services' method handlers (as the generated ``add_..._to_server`` builds them, with safe deserializers)."""
+
+    def handler(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=_safe(req.FromString), response_serializer=resp.SerializeToString
+        )
+
+    prediction = {
+        "Classify": handler(service.Classify, classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+        "Regress": handler(service.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+        "Predict": handler(service.Predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+        "MultiInference": handler(service.MultiInference, inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+        "GetModelMetadata": handler(
+            service.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest, get_model_metadata_pb2.GetModelMetadataResponse
+        ),
+    }
+    model = {
+        "GetModelStatus": handler(
+            service.GetModelStatus, get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse
+        ),
+        "HandleReloadConfigRequest": handler(
+            service.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest, model_management_pb2.ReloadConfigResponse
+        ),
+    }
+    return [
+        grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction),
+        grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model),
+    ]
+
+
+def build_grpc_server(
+    app: App, host: str, port: int, max_workers: int, *, scheduler: Scheduler, metrics: ServingMetrics, max_queued: int
+) -> tuple[grpc.Server, int]:
+    """A ready (not started) gRPC server bound to ``host:port`` and the port it got.
+
+    At most ``max_workers`` calls run at once and ``max_queued`` more wait; beyond that gRPC
+    answers ``RESOURCE_EXHAUSTED`` at once.
 
     Raises:
         OSError: when the address cannot be bound.
@@ -219,14 +294,13 @@ def build_grpc_server(app: App, host: str, port: int, max_workers: int = 8) -> t
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=max_workers + max_queued,
     )
-    service = _Service(app)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(service, server)
+    server.add_generic_rpc_handlers(_handlers(_Service(app, scheduler, metrics)))
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:
-        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
+        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc} (is another server on port {port}? use --grpc-port)") from None
     if not bound:
-        raise OSError(f"cannot listen for gRPC on {host}:{port} (in use?)")
+        raise OSError(f"cannot listen for gRPC on {host}:{port} (is another server on port {port}? use --grpc-port)")
     return server, bound

@@ -324,10 +324,12 @@ def _load_and_warm_up(path: str, version: int) -> Any:
 
     servable = Servable(path, version)
     servable.warm_up()
+    started = time.monotonic()
     try:
         count = warmup.replay(servable, path)
     except ValueError as exc:
         raise LoadError(f"version {version} failed its warm-up: {exc}") from None
+    servable.warmup_seconds += time.monotonic() - started  # the warm-up metric covers the file's requests too
     if count:
         log.info("version %d: replayed %d warm-up requests from %s", version, count, layout.WARMUP_FILE)
     return servable

@@ -1,15 +1,21 @@
-"""The REST front end: TF Serving's REST API, Vertex AI's predict API and a health check.
+"""The REST front end: TF Serving's REST API, Vertex AI's predict API, health and metrics.
 
-Built on :class:`http.server.ThreadingHTTPServer` (one thread per connection, HTTP/1.1
-keep-alive). Routes:
+The routes of the asyncio HTTP/1.1 server of :mod:`serving.http_server`. Model calls go to the
+:class:`serving.batching.Scheduler`'s threads, so the event loop never blocks on the model and
+the number of threads is fixed whatever the load. Routes (matched case-insensitively, as TF
+Serving does; label names themselves are kept as written in ``labels.json``):
 
-* ``GET  /v1/models/{name}[/versions/{v}|/labels/{label}]`` - version status;
-* ``GET  /v1/models/{name}[/versions/{v}|/labels/{label}]/metadata`` - signature and training metrics;
-* ``POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict`` - ``instances`` or ``inputs``;
+* ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]`` - version status;
+* ``GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata`` - signature and training metrics;
+* ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict`` - ``instances`` or ``inputs``;
 * ``POST /v1/projects/{p}/locations/{l}/endpoints/{e}:predict`` (also ``/v1/endpoints/{e}:predict``)
   - Vertex AI's body and answer;
 * ``GET  /v1/projects/{p}/locations/{l}/endpoints/{e}`` - a minimal Vertex endpoint resource;
-* ``GET  /healthz`` - 200 when a version is available, 503 before.
+* ``GET  /healthz`` - 200 when a version is available, 503 before (``FAILED`` and why when
+  no version could be loaded);
+* ``GET  /monitoring/prometheus/metrics`` - Prometheus metrics (:mod:`serving.metrics`);
+* under Vertex AI (``AIP_PREDICT_ROUTE``, ``AIP_HEALTH_ROUTE``, see :mod:`serving.aip`): those two
+  routes too, the predict one answering ``{"predictions": [...]}`` only.
 
 Errors are ``{"error": "..."}`` (Google's ``{"error": {"code", "message", "status"}}`` on the
 Vertex routes) with a 4xx status that fits the problem.
@@ -17,37 +23,46 @@ Vertex routes) with a 4xx status that fits the problem.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import re
-import socket
-import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from serving.payload import RequestError, parse_json, parse_predict_body, to_json_floats
+import numpy as np
+import orjson
+
+from serving import metrics as m
+from serving.batching import Overloaded
+from serving.http1 import Request
+from serving.http_server import Connection, HttpServer
+from serving.payload import RequestError, parse_json, parse_predict_body
 from serving.state import App
 
 access_log = logging.getLogger("serving.access")
+log = logging.getLogger("serving")
 
 _MODEL_RE = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?(?P<rest>/metadata|:[a-zA-Z]+)?$"
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?(?P<rest>/metadata|:[a-zA-Z]+)?$",
+    re.IGNORECASE,
+)
+_VERTEX_RE = re.compile(
+    r"^/v1(?:beta1)?/(?:projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/)?endpoints/(?P<endpoint>[^/:]+)(?P<rest>:[a-zA-Z]+)?$",
+    re.IGNORECASE,
 )
 _LABEL_RE = re.compile(r"^[a-zA-Z0-9_]+$")
-_VERTEX_RE = re.compile(
-    r"^/v1(?:beta1)?/(?:projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/)?endpoints/(?P<endpoint>[^/:]+)(?P<rest>:[a-zA-Z]+)?$"
-)
+_NO_MODEL_RE = re.compile(r"^/v1/models/?(?::[a-zA-Z]+)?$", re.IGNORECASE)
+_HEALTH = {"/healthz", "/health", "/v1/health"}
+METRICS_PATH = "/monitoring/prometheus/metrics"
 _GRPC_STATUS = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
     405: "INVALID_ARGUMENT",
     411: "INVALID_ARGUMENT",
     413: "INVALID_ARGUMENT",
+    422: "FAILED_PRECONDITION",
     503: "UNAVAILABLE",
 }
+_KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
 
 
 def _parse_version(text: str | None) -> int | None:
@@ -58,161 +73,110 @@ def _parse_version(text: str | None) -> int | None:
     return int(text)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: RestServer
-    protocol_version = "HTTP/1.1"
-    server_version = "taxifare-serving"
-    sys_version = ""
+class _Exchange:
+    """One request being answered: routing, the model call, the answer, the log line and metrics."""
 
-    # -- plumbing ------------------------------------------------------------------------------
-    def parse_request(self) -> bool:
-        self._started = time.perf_counter()
-        self._note = ""
-        self.server.mark(self.connection, busy=True)
-        return super().parse_request()
+    def __init__(self, conn: Connection, request: Request, body: bytes) -> None:
+        self.conn = conn
+        self.server = conn.server
+        self.app: App = conn.server.app
+        self.request = request
+        self.body = body
+        self.started = time.perf_counter()
+        self.note = ""
+        self.api = ""  # TF Serving's API name when this is a model request (counted in the metrics)
+        self.google = False
+        self.aip = False  # Vertex AI's AIP_PREDICT_ROUTE: the answer is {"predictions": [...]} only
+        self.examples = 0
+        self.status_code = "OK"
+        self.close_after = False
 
-    def handle_one_request(self) -> None:
+    def run(self) -> None:
         try:
-            super().handle_one_request()
-        finally:
-            self.server.mark(self.connection, busy=False)
-            if self.server.draining:
-                self.close_connection = True
+            if self.conn.over_limit:
+                self.close_after = True
+                self.server.metrics.shed("REST", "connections")
+                raise Overloaded(f"the server has {self.server.http.max_connections} connections open (its limit): retry shortly")
+            self.route()
+        except RequestError as exc:
+            self.error(exc)
+        except Exception as exc:  # a bug: answer 500 with one log line and the traceback once
+            log.exception("REST %s %s failed", self.request.method, self.request.path)
+            self.error(RequestError(f"internal error: {type(exc).__name__}: {str(exc)[:200]}", status=500))
 
-    def setup(self) -> None:
-        super().setup()
-        # headers and body go out as two writes: without this, Nagle's algorithm and the
-        # client's delayed ACK hold the body back ~40 ms on every keep-alive request
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.register(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.unregister(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        access_log.debug("REST %s %s", self.client_address[0], format % args)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        if self.server.app.log_requests:
-            elapsed = (time.perf_counter() - getattr(self, "_started", time.perf_counter())) * 1000
-            code_value = code.value if isinstance(code, HTTPStatus) else code
-            access_log.info('REST %s "%s %s" %s %.2fms%s', self.client_address[0], self.command, self.path, code_value, elapsed, self._note)
-
-    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, exc: RequestError, google: bool = False) -> None:
-        message = str(exc)
-        self._note = f" error={message[:200]!r}"
-        if google:
-            self._send(
-                exc.status, {"error": {"code": exc.status, "message": message, "status": _GRPC_STATUS.get(exc.status, "INVALID_ARGUMENT")}}
-            )
+    # -- routing ---------------------------------------------------------------------------------
+    def route(self) -> None:
+        request = self.request
+        method = request.method
+        path = request.path
+        lower = path.lower()
+        if method not in _KNOWN_METHODS:
+            raise RequestError(f"method {method} is not implemented: use GET, POST, HEAD or OPTIONS", status=501)
+        allowed: tuple[str, ...]
+        aip = self.app.vertex_routes or ("", "")  # AIP_PREDICT_ROUTE, AIP_HEALTH_ROUTE: exact paths
+        model = _MODEL_RE.match(path) if path not in aip else None
+        vertex = _VERTEX_RE.match(path) if model is None and path not in aip else None
+        if path == aip[0]:
+            allowed = ("POST",)
+        elif lower in _HEALTH or lower == METRICS_PATH or path == aip[1]:
+            allowed = ("GET", "HEAD")
+        elif model is not None:
+            allowed = ("POST",) if (model["rest"] or "").startswith(":") else ("GET", "HEAD")
+        elif vertex is not None:
+            self.google = True
+            allowed = ("POST",) if vertex["rest"] else ("GET", "HEAD")
+        elif _NO_MODEL_RE.match(path):
+            raise RequestError("Missing model name in request.", status=400)
+        elif path == "*" and method == "OPTIONS":
+            allowed = ("GET", "HEAD", "POST")
         else:
-            self._send(exc.status, {"error": message})
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True
-            raise RequestError("chunked request bodies are not supported: send a Content-Length", status=411)
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            raise RequestError("the request has no Content-Length header: send the JSON body with its length", status=411)
-        try:
-            length = int(length_text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            raise RequestError(f"Content-Length {length_text!r} is not a byte count") from None
-        limit = self.server.app.limits.max_body_bytes
-        if length > limit:
-            self.close_connection = True  # the unread body must not be taken for the next request
-            if length <= 4 * limit:  # read it, so the client sees the 413 rather than a reset connection
-                left = length
-                while left > 0:
-                    chunk = self.rfile.read(min(65536, left))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-            raise RequestError(
-                f"the body has {length} bytes, more than the limit of {limit}: split the batch into smaller requests", status=413
-            )
-        return self.rfile.read(length)
-
-    # -- routes --------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        google = False
-        try:
-            path = self.path.split("?", 1)[0]
-            if path in ("/healthz", "/health", "/v1/health") or (
-                self.server.app.vertex_routes and path == self.server.app.vertex_routes[1]
-            ):
-                self._health()
-                return
-            match = _MODEL_RE.match(path)
-            if match and match["rest"] in (None, "/metadata"):
-                version, label = self._model_version(match)
-                if match["rest"] == "/metadata":
-                    self._send(200, self.server.app.metadata(version, label))
-                else:
-                    version = self.server.app.manager.resolve(label) if label is not None else version
-                    self._send(200, {"model_version_status": self.server.app.manager.status(version)})
-                return
-            vertex = _VERTEX_RE.match(path)
-            if vertex and vertex["rest"] is None:
-                google = True
-                self._send(200, self.server.app.vertex_endpoint(vertex["project"], vertex["location"], vertex["endpoint"]))
-                return
-            if match or vertex:
-                raise RequestError(f"{path} takes POST, not GET", status=405)
-            raise RequestError(f"no such route: GET {path} (try GET /v1/models/{self.server.app.model_name})", status=404)
-        except RequestError as exc:
-            self._error(exc, google)
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        vertex = _VERTEX_RE.match(path)
-        try:
-            body = self._read_body()
-            match = _MODEL_RE.match(path)
-            if match and match["rest"] == ":predict":
-                version, label = self._model_version(match)
-                self._predict(body, version, label)
-                return
-            if self.server.app.vertex_routes and path == self.server.app.vertex_routes[0]:  # AIP_PREDICT_ROUTE
-                self._vertex_predict(body, None, None, "", aip=True)
-                return
-            if vertex and vertex["rest"] in (":predict", ":rawPredict"):
-                self._vertex_predict(body, vertex["project"], vertex["location"], vertex["endpoint"])
-                return
-            if match and match["rest"] in (":classify", ":regress"):
-                raise RequestError(f"{match['rest'][1:]} is not supported: this model has a predict signature only; POST to :predict")
-            if match or vertex:
+            hint = f"GET /v1/models/{self.app.model_name}" if method != "POST" else f"POST /v1/models/{self.app.model_name}:predict"
+            raise RequestError(f"no such route: {method} {path} (try {hint})", status=404)
+        allow = ", ".join((*allowed, "OPTIONS"))
+        if method == "OPTIONS":
+            self.answer(200, {"allow": [*allowed, "OPTIONS"]}, {"Allow": allow})
+            return
+        if method not in allowed:
+            takes = " or ".join(a for a in allowed if a != "HEAD")
+            self.error(RequestError(f"{path} takes {takes}, not {method}", status=405), {"Allow": allow})
+            return
+        if path == aip[0]:
+            self.api, self.aip = m.PREDICT_API, True
+            self.predict(self.app.manager.get(None), vertex=(None, None))
+        elif lower in _HEALTH or path == aip[1]:
+            self.health()
+        elif lower == METRICS_PATH:
+            self.conn.write_answer(request, 200, self.server.metrics.exposition(), {"Content-Type": m.CONTENT_TYPE}, close=False)
+        elif model is not None:
+            self.model_route(model)
+        elif vertex is not None:
+            if vertex["rest"] is None:
+                self.answer(200, self.app.vertex_endpoint(vertex["project"], vertex["location"], vertex["endpoint"]))
+            elif vertex["rest"].lower() in (":predict", ":rawpredict"):
+                self.api = m.PREDICT_API
+                self.predict(self.app.manager.get(None), vertex=(vertex["project"], vertex["location"]))
+            else:
                 raise RequestError(f"no such route: POST {path} (the method is :predict)", status=404)
-            raise RequestError(f"no such route: POST {path} (try POST /v1/models/{self.server.app.model_name}:predict)", status=404)
-        except RequestError as exc:
-            self._error(exc, google=bool(vertex))
 
-    def do_PUT(self) -> None:
-        self._error(RequestError(f"{self.path} does not take PUT: use GET or POST", status=405))
+    def model_route(self, match: re.Match[str]) -> None:
+        rest = (match["rest"] or "").lower()
+        self.api = m.PREDICT_API if rest.startswith(":") else (m.METADATA_API if rest == "/metadata" else m.STATUS_API)
+        version, label = self.model_version(match)
+        if rest == "/metadata":
+            self.answer(200, self.app.metadata(version, label))
+        elif rest == "":
+            version = self.app.manager.resolve(label) if label is not None else version
+            self.answer(200, {"model_version_status": self.app.manager.status(version)})
+        elif rest == ":predict":
+            self.predict(self.app.manager.get(version, label))
+        elif rest in (":classify", ":regress"):
+            raise RequestError(f"{rest[1:]} is not supported: this model has a predict signature only; POST to :predict")
+        else:
+            raise RequestError(f"no such route: POST {self.request.path} (the method is :predict)", status=404)
 
-    do_DELETE = do_PATCH = do_PUT
-
-    def _model_version(self, match: re.Match[str]) -> tuple[int | None, str | None]:
-        app = self.server.app
+    def model_version(self, match: re.Match[str]) -> tuple[int | None, str | None]:
+        """The (version, label) a model route names, for ``manager.get(version, label)``."""
+        app = self.app
         if match["name"] != app.model_name:
             raise RequestError(f"model {match['name']!r} is not served here: this server serves {app.model_name!r}", status=404)
         if match["label"] is not None:
@@ -221,83 +185,110 @@ class _Handler(BaseHTTPRequestHandler):
             return None, match["label"]
         return _parse_version(match["version"]), None
 
-    def _health(self) -> None:
-        app = self.server.app
+    def health(self) -> None:
+        app = self.app
         version = app.manager.current_version
-        status = 200 if version is not None and not self.server.draining else 503
-        state = "DRAINING" if self.server.draining else ("AVAILABLE" if version is not None else "LOADING")
-        self._send(status, {"status": state, "model": app.model_name, "version": None if version is None else str(version)})
+        if self.server.draining:
+            state = "DRAINING"
+        elif version is not None:
+            state = "AVAILABLE"
+        else:
+            state = "LOADING"
+        answer: dict[str, Any] = {"status": state, "model": app.model_name, "version": None if version is None else str(version)}
+        if version is None and not self.server.draining:
+            entries = app.manager.status()
+            failed = [e for e in entries if e["status"]["error_code"] != "OK"]
+            if entries and len(failed) == len(entries):
+                answer["status"] = "FAILED"
+                answer["error"] = "; ".join(f"version {e['version']}: {e['status']['error_message']}" for e in failed)
+        self.answer(200 if state == "AVAILABLE" else 503, answer)
 
-    def _predict(self, body: bytes, version: int | None, label: str | None = None) -> None:
-        app = self.server.app
-        servable = app.manager.get(version, label)
-        columns, rows, signature = parse_predict_body(parse_json(body), servable.features, app.limits)
+    # -- predict ---------------------------------------------------------------------------------
+    def predict(self, servable: Any, vertex: tuple[str | None, str | None] | None = None) -> None:
+        columns, rows, signature = parse_predict_body(parse_json(self.body), servable.features, self.app.limits, vertex=vertex is not None)
         if signature not in (None, "", "serving_default"):
             raise RequestError(f"signature {signature!r} does not exist: the model has serving_default only", status=400)
-        values = to_json_floats(servable.predict(columns))
-        self._note = f" n={len(values)} v={servable.version}"
-        headers = {"X-Model-Version": str(servable.version)}
-        self._send(200, {"predictions": values} if rows else {"outputs": values}, headers)
+        size = len(next(iter(columns.values())))
+        self.examples = size
+        loop = self.server.loop
 
-    def _vertex_predict(self, body: bytes, project: str | None, location: str | None, endpoint: str, aip: bool = False) -> None:
-        app = self.server.app
-        servable = app.manager.get(None)
-        columns, _, _ = parse_predict_body(parse_json(body), servable.features, app.limits, vertex=True)
-        values = to_json_floats(servable.predict(columns))
-        self._note = f" n={len(values)} v={servable.version} vertex"
-        answer = {"predictions": values, **({} if aip else app.vertex_model_fields(servable.version, project, location))}
-        self._send(200, answer, {"X-Model-Version": str(servable.version)})
+        def done(values: np.ndarray | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(self.finish_predict, servable, rows, vertex, values, error)
+
+        if self.server.in_flight == 1 and len(self.server.conns) == 1:  # a lone client: no hand-over to a model thread
+            inline = self.server.scheduler.run_inline(servable, columns, size)
+            if inline is not None:
+                self.finish_predict(servable, rows, vertex, *inline)
+                return
+        self.server.scheduler.submit(servable, columns, size, done)
+
+    def finish_predict(
+        self,
+        servable: Any,
+        rows: bool,
+        vertex: tuple[str | None, str | None] | None,
+        values: np.ndarray | None,
+        error: BaseException | None,
+    ) -> None:
+        try:
+            if error is not None:
+                raise error
+            assert values is not None
+            if not np.isfinite(values).all():
+                raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
+            out = values.astype(np.float64)
+            self.note = f" n={len(out)} v={servable.version}" + (" vertex" if vertex else "")
+            answer: dict[str, Any]
+            if self.aip:
+                answer = {"predictions": out}
+            elif vertex is not None:
+                answer = {"predictions": out, **self.app.vertex_model_fields(servable.version, *vertex)}
+            else:
+                answer = {"predictions": out} if rows else {"outputs": out}
+            self.answer(200, answer, {"X-Model-Version": str(servable.version)})
+        except RequestError as exc:
+            self.error(exc)
+        except Exception as exc:
+            log.error("REST predict failed in the model: %s: %s", type(exc).__name__, str(exc)[:300])
+            self.error(RequestError(f"the model failed: {type(exc).__name__}: {str(exc)[:200]}", status=500))
+
+    # -- answers ---------------------------------------------------------------------------------
+    def answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        self.done(status, data, {"Content-Type": "application/json", **(headers or {})})
+
+    def error(self, exc: RequestError, headers: dict[str, str] | None = None) -> None:
+        message = str(exc)
+        self.note = f" error={message[:200]!r}"
+        code = (
+            "RESOURCE_EXHAUSTED"
+            if isinstance(exc, Overloaded)
+            else _GRPC_STATUS.get(exc.status, "INTERNAL" if exc.status >= 500 else "INVALID_ARGUMENT")
+        )
+        headers = dict(headers or {})
+        if isinstance(exc, Overloaded):
+            headers["Retry-After"] = "1"
+        if self.google:
+            body: dict[str, Any] = {"error": {"code": exc.status, "message": message, "status": code}}
+        else:
+            body = {"error": message}
+        self.status_code = code
+        self.answer(exc.status, body, headers)
+
+    def done(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+        elapsed = time.perf_counter() - self.started
+        if self.api:
+            code = "OK" if status == 200 else self.status_code
+            self.server.metrics.request(self.api, "REST", code, elapsed, self.examples if status == 200 else 0)
+        if self.app.log_requests:
+            r = self.request
+            access_log.info('REST %s "%s %s" %s %.2fms%s', self.conn.peer, r.method, r.target[:200], status, elapsed * 1000, self.note)
+        self.conn.write_answer(self.request, status, data, headers, close=self.close_after)
 
 
-class RestServer(ThreadingHTTPServer):
-    """The HTTP server; :meth:`drain` stops it and lets requests in flight finish."""
+class RestServer(HttpServer):
+    """The REST server (see :class:`serving.http_server.HttpServer` for its arguments): TF Serving's routes."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], app: App) -> None:
-        self.app = app
-        self.draining = False
-        self._conns: dict[socket.socket, bool] = {}
-        self._conns_lock = threading.Condition()
-        super().__init__(address, _Handler)
-
-    def register(self, conn: socket.socket) -> None:
-        """Track a new connection (idle)."""
-        with self._conns_lock:
-            self._conns[conn] = False
-
-    def unregister(self, conn: socket.socket) -> None:
-        """Forget a closed connection."""
-        with self._conns_lock:
-            self._conns.pop(conn, None)
-            self._conns_lock.notify_all()
-
-    def mark(self, conn: socket.socket, *, busy: bool) -> None:
-        """Record whether a request is being handled on ``conn``."""
-        with self._conns_lock:
-            if conn in self._conns:
-                self._conns[conn] = busy
-            self._conns_lock.notify_all()
-
-    def drain(self, grace: float) -> bool:
-        """Stop accepting, close idle keep-alive connections, wait up to ``grace`` s for the rest.
-
-        Returns:
-            Whether every request in flight finished within the grace period.
-        """
-        self.draining = True
-        self.shutdown()
-        self.socket.close()
-        deadline = time.monotonic() + grace
-        with self._conns_lock:
-            while self._conns:
-                for conn, busy in list(self._conns.items()):
-                    if not busy:
-                        with contextlib.suppress(OSError):
-                            conn.shutdown(socket.SHUT_RDWR)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._conns_lock.wait(timeout=min(left, 0.1))
-        return True
+    def exchange(self, conn: Connection, request: Request, body: bytes) -> None:
+        """Answer one complete request."""
+        _Exchange(conn, request, body).run()

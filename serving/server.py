@@ -19,8 +19,13 @@ import signal
 import threading
 import time
 from types import FrameType, TracebackType
+from typing import Any
 
+from serving import manager as manager_module
+from serving.batching import BatchingParameters, Scheduler
+from serving.http1 import HttpLimits
 from serving.manager import ModelManager, list_versions
+from serving.metrics import ServingMetrics
 from serving.payload import Limits
 from serving.state import App
 
@@ -43,6 +48,10 @@ class ServerConfig:
     grace: float = 10.0
     #: Vertex AI's (predict, health) routes, answered beside the usual ones (``AIP_PREDICT_ROUTE``, ``AIP_HEALTH_ROUTE``).
     vertex_routes: tuple[str, str] | None = None
+    batching: BatchingParameters = dataclasses.field(default_factory=BatchingParameters)
+    rest_workers: int = 8
+    max_queued_requests: int = 128
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)
 
 
 def check_base_path(path: str, model_name: str) -> None:
@@ -74,24 +83,52 @@ class ModelServer:
         from serving.rest import RestServer
 
         self.config = config
-        self.manager = ModelManager(config.model_base_path, config.model_name, poll_interval=config.poll_interval)
+        self.metrics = ServingMetrics(config.model_name)
+        self.manager = ModelManager(config.model_base_path, config.model_name, poll_interval=config.poll_interval, loader=self._load)
         self.app = App(self.manager, config.limits, log_requests=config.log_requests, vertex_routes=config.vertex_routes)
-        self._rest = RestServer((config.host, config.rest_port), self.app)
+        self.scheduler = Scheduler(
+            config.batching, threads=config.rest_workers, max_queued=config.max_queued_requests, metrics=self.metrics
+        )
         try:
-            self._grpc, self.grpc_port = build_grpc_server(self.app, config.host, config.grpc_port, config.grpc_workers)
+            self._rest = RestServer((config.host, config.rest_port), self.app, self.scheduler, self.metrics, config.http)
+        except OSError:
+            self.scheduler.close()
+            raise
+        try:
+            self._grpc, self.grpc_port = build_grpc_server(
+                self.app,
+                config.host,
+                config.grpc_port,
+                config.grpc_workers,
+                scheduler=self.scheduler,
+                metrics=self.metrics,
+                max_queued=config.max_queued_requests,
+            )
         except OSError:
             self._rest.server_close()
+            self.scheduler.close()
             raise
         self.rest_port: int = self._rest.server_address[1]
-        self._rest_thread: threading.Thread | None = None
         self._stopped = False
+
+    def _load(self, path: str, version: int) -> Any:
+        """The manager's loader, timing the warm-up for the metrics."""
+        started = time.monotonic()
+        try:
+            servable = manager_module._load_and_warm_up(path, version)
+        except Exception:
+            self.metrics.warmup(path, time.monotonic() - started, ok=False)
+            raise
+        self.metrics.warmup(path, getattr(servable, "warmup_seconds", time.monotonic() - started), ok=True)
+        if hasattr(servable, "warm_up"):
+            self.scheduler.warm_threads(servable.warm_up)  # before the version serves: no slow first call per thread
+        return servable
 
     def start(self) -> ModelServer:
         """Start watching the base path and serving both protocols."""
         self.manager.start()
         self._grpc.start()
-        self._rest_thread = threading.Thread(target=self._rest.serve_forever, kwargs={"poll_interval": 0.2}, name="rest", daemon=True)
-        self._rest_thread.start()
+        self._rest.start()
         host = self.config.host
         log.info(
             "serving model %s from %s: REST on http://%s:%d, gRPC on %s:%d",
@@ -122,6 +159,7 @@ class ModelServer:
         grpc_done = self._grpc.stop(grace)
         rest_ok = self._rest.drain(grace)
         grpc_ok = grpc_done.wait(max(0.0, grace - (time.monotonic() - started)) + 1.0)
+        self.scheduler.close()
         self.manager.stop()
         log.info(
             "stopped (%s) in %.2fs", "all requests finished" if rest_ok and grpc_ok else "grace period over", time.monotonic() - started

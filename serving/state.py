@@ -29,7 +29,9 @@ class App:
         from google.protobuf import json_format
 
         servable = self.manager.get(version, label)
-        sig_map = json_format.MessageToDict(servable.signature_def_map(), preserving_proto_field_name=True)
+        sig_map = json_format.MessageToDict(
+            servable.signature_def_map(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
         return {
             "model_spec": {"name": self.model_name, "signature_name": "", "version": str(servable.version)},
             "metadata": {"signature_def": sig_map, "metrics": servable.metrics},

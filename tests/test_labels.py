@@ -126,6 +126,13 @@ def test_label_routes_over_rest_and_grpc(exports, expected, tmp_path, capsys):
         assert requests.get(f"{url}/labels/canary", timeout=10).json()["model_version_status"][0]["version"] == "3"
         missing = requests.post(f"{url}/labels/blue:predict", json=body, timeout=10)
         assert missing.status_code == 404 and "version label 'blue'" in missing.json()["error"]
+        mixed = f"http://127.0.0.1:{server.rest_port}/V1/Models/taxifare/LABELS/canary:Predict"  # routes match case-insensitively
+        answer = requests.post(mixed, json=body, timeout=10)
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "3"
+        bad = requests.get(f"{url}/labels/can-ary/metadata", timeout=10)
+        assert bad.status_code == 404 and "not a label name" in bad.json()["error"]
+        metrics = requests.get(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics", timeout=10).text
+        assert ':tensorflow:serving:request_count{model_name="taxifare",status="OK"}' in metrics
         states = {s["version"]: s["state"] for s in requests.get(url, timeout=10).json()["model_version_status"]}
         assert states == {"1": "AVAILABLE", "3": "AVAILABLE"}  # version 2: no route names it, never loaded
         assert taxifare(["versions", "--model-base-path", str(base), "--url", f"http://127.0.0.1:{server.rest_port}", "--json"]) == 0
