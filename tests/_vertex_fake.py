@@ -26,7 +26,6 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
 _PAIR: list[tuple[bytes, bytes]] = []
 
 
