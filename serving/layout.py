@@ -199,6 +199,18 @@ def default_version(versions: dict[int, str] | list[int], labels: dict[str, int]
     return numbers[-1] if numbers else None
 
 
+def comparison_order(found: list[VersionInfo], labels: dict[str, int]) -> list[VersionInfo]:
+    """The complete versions in the order a candidate is compared with them.
+
+    The version the default route serves first, then the other complete versions, newest
+    first: the first of them that can be scored is the one to beat (deploy and verify_export).
+    """
+    complete = {v.version: v for v in found if v.complete}
+    served = default_version(list(complete), labels)
+    order = ([served] if served is not None else []) + [n for n in sorted(complete, reverse=True) if n != served]
+    return [complete[n] for n in order]
+
+
 def served_version_dir(model_dir: str) -> str | None:
     """The directory of the version the default route serves, or ``None`` when there is none."""
     versions = list_versions(model_dir)

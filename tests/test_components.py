@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import pytest
 
 from components.impl import deploy, full_train, stage_data, verify_export
 from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, StepSummary
+from pipeline import parameters
 from trainer.errors import InputError
 
+#: verify()'s pipeline settings, at the pipeline's defaults.
+CHECKS = {name: parameters.BY_NAME[name].default for name in ("max_rmse", "model_name")}
 GOOD = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,{key}"
 
 
@@ -154,7 +158,7 @@ def stage_data_stats(staged):
 
 def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_path):
     result, out = trained
-    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), training_dir=out, max_rmse=10.0)
+    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), training_dir=out, **CHECKS)
     assert verdict.blessed, verdict.reason
     assert verdict.metrics["test_rmse"] < verdict.metrics["distance_rule_rmse"] < verdict.metrics["mean_predictor_rmse"]
     assert verdict.metrics["test_json_fare"] > 0
@@ -164,7 +168,7 @@ def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_pa
 
 def test_verify_refuses_above_the_threshold(trained, staged):
     result, _ = trained
-    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), max_rmse=0.5)
+    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), **{**CHECKS, "max_rmse": 0.5})
     assert not verdict.blessed
     assert "test RMSE at most max_rmse $0.50" in verdict.reason
 
@@ -173,10 +177,37 @@ def test_verify_compares_with_the_deployed_model(trained, staged, tmp_path):
     result, _ = trained
     serving = tmp_path / "serving"
     deploy.publish(result["export_dir"], str(serving), "taxifare", {"run": "first"})
-    verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), serving_root=str(serving))
+    verdict = verify_export.verify(
+        result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), serving_root=str(serving), **CHECKS
+    )
     # The same model is not strictly better than itself.
     assert not verdict.blessed and "strictly better than the deployed model" in verdict.reason
     assert verdict.metrics["deployed_rmse"] == pytest.approx(verdict.metrics["test_rmse"])
+
+
+def test_verify_skips_and_names_a_broken_served_version(trained, staged, tmp_path):
+    # As deploy's compare-and-publish: a served version that cannot be loaded is skipped and
+    # named, the comparison uses the next good one, and no "$inf" appears anywhere.
+    result, _ = trained
+    serving = tmp_path / "serving"
+    deploy.publish(result["export_dir"], str(serving), "taxifare", {"run": "good"})
+    broken = deploy.publish(result["export_dir"], str(serving), "taxifare", {"run": "broken"})
+    (Path(broken.path) / "saved_model.pb").write_bytes(b"not a SavedModel")
+    (serving / "taxifare" / "3").mkdir()  # a numbered folder with no saved_model.pb at all
+    assert deploy.latest_version_dir(str(serving), "taxifare") == broken.path  # the default route serves version 2
+    args = (result["export_dir"], staged["test"])
+    verdict = verify_export.verify(*args, train_fare_mean=fare_mean(staged), serving_root=str(serving), **CHECKS)
+    # The same model as version 1: not strictly better than the next good one.
+    assert not verdict.blessed and "inf" not in verdict.reason.lower()
+    detail = dict((name, d) for name, _, d in verdict.checks)["strictly better than the deployed model"]
+    assert "(version 1)" in detail and "version 2: cannot be loaded" in detail and "version 3: no saved_model.pb" in detail
+    assert verdict.metrics["deployed_rmse"] == pytest.approx(verdict.metrics["test_rmse"])
+
+    shutil.rmtree(serving / "taxifare" / "1")  # nothing good left: nothing deployed to compare with
+    verdict = verify_export.verify(*args, train_fare_mean=fare_mean(staged), serving_root=str(serving), **CHECKS)
+    assert verdict.blessed, verdict.reason
+    assert "nothing deployed" in verdict.reason and "version 2: cannot be loaded" in verdict.reason
+    assert "deployed_rmse" not in verdict.metrics and "$inf" not in verdict.reason + verdict.report_html
 
 
 def test_signature_check_names_the_problem(trained):

@@ -186,7 +186,7 @@ def test_verify_does_not_bless_an_export_the_stock_loader_cannot_run(lab_exports
     (test_dir / "data.csv").write_text(Path(data.paths["test"]).read_text())
     verdicts = {}
     for kind in ("old", "new"):
-        verdicts[kind] = verify_export.verify(exports[kind], str(test_dir), train_fare_mean=11.0, max_rmse=1e9)
+        verdicts[kind] = verify_export.verify(exports[kind], str(test_dir), train_fare_mean=11.0, max_rmse=1e9, model_name="taxifare")
     stock = {kind: next(c for c in v.checks if c[0] == verify_export.STOCK_CHECK) for kind, v in verdicts.items()}
     assert stock["new"][1], stock["new"]
     assert not stock["old"][1] and "Could not find variable" in stock["old"][2]

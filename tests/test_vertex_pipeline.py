@@ -196,7 +196,7 @@ def test_verify_uses_the_recorded_rmse_when_the_deployed_model_is_unreadable(tra
 
     outs = {s: str(tmp_path / s) for s in ("train", "eval", "test")}
     stage("synthetic", outs, synthetic_rows=1500, seed=4)
-    common = {"train_fare_mean": 11.0, "deployed_model_uri": "gs://no-such-bucket/model"}
+    common = {"train_fare_mean": 11.0, "deployed_model_uri": "gs://no-such-bucket/model", "max_rmse": 10.0, "model_name": "taxifare"}
     worse = verify(trained_model.export_dir, outs["test"], deployed_rmse=0.01, **common)
     assert not worse.blessed and "recorded at deploy" in worse.reason
     better = verify(trained_model.export_dir, outs["test"], deployed_rmse=99.0, **common)

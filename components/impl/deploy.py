@@ -106,11 +106,8 @@ def _reference(
     broken: list[str],
 ) -> tuple[int, float] | None:
     """The version to beat and its RMSE: the served one, else the next newest that can be scored."""
-    complete = {v.version: v for v in found if v.complete}
-    served = layout.default_version(list(complete), labels)
-    order = ([served] if served is not None else []) + [v for v in sorted(complete, reverse=True) if v != served]
-    for number in order:
-        info = complete[number]
+    for info in layout.comparison_order(found, labels):
+        number = info.version
         recorded = info.test_rmse
         if recorded is not None and test_data_hash and info.test_data_hash == test_data_hash:
             return number, recorded

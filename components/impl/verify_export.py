@@ -167,15 +167,42 @@ def stock_loader_check(
     return worst <= STOCK_TOLERANCE, f"{len(stock)} instances in {result.seconds:.1f}s: {detail} (tolerance {STOCK_TOLERANCE})", worst
 
 
+@dataclasses.dataclass
+class _Evidence:
+    """What verification has measured so far: the test split, the candidate's answers, the checks."""
+
+    variant: Any
+    feats: dict[str, Any]
+    label: Any
+    fn: Any
+    problems: list[str]
+    pred: Any = None
+    instance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    checks: list[tuple[str, bool, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Reference:
+    """The deployed model the candidate is compared with (``name`` '' when there is none)."""
+
+    name: str = ""
+    rmse: float | None = None
+    pred: Any = None
+    recorded: bool = False
+    #: Deployed versions skipped because they cannot be compared: ``"version 3: cannot be loaded (...)"``.
+    broken: list[str] = dataclasses.field(default_factory=list)
+
+
 def verify(
     model_path: str,
     test_path: str,
     *,
     train_fare_mean: float,
     training_dir: str = "",
-    max_rmse: float = 10.0,
+    max_rmse: float,
     serving_root: str = "",
-    model_name: str = "taxifare",
+    model_name: str,
     infra_validation: bool = False,
     deployed_model_uri: str = "",
     deployed_rmse: float = -1.0,
@@ -187,126 +214,214 @@ def verify(
         test_path: the staged test split directory.
         train_fare_mean: mean fare of the train split (the mean predictor's constant).
         training_dir: the training directory with TensorBoard logs ('' for no curve).
-        max_rmse: the absolute RMSE threshold in dollars.
+        max_rmse: the absolute RMSE threshold in dollars (the pipeline's ``max_rmse``).
         serving_root: where models are deployed ('' when nothing is deployed locally).
-        model_name: the deployed model's name under ``serving_root``.
+        model_name: the deployed model's name under ``serving_root`` (the pipeline's ``model_name``).
         infra_validation: also serve the model in its own process and compare answers.
         deployed_model_uri: the deployed model's SavedModel (on Vertex: the model registry's
             artifact URI, read through the ``/gcs/`` mount); takes precedence over ``serving_root``.
         deployed_rmse: the deployed model's test RMSE as recorded at deploy (Vertex labels),
             used when the deployed SavedModel cannot be read; negative for none.
     """
-    import numpy as np
-    import tensorflow as tf
-
-    from components.impl.deploy import latest_version_dir
-    from trainer import schema
     from trainer.export import check_export_dir
-    from trainer.schema import Variant
 
     check_export_dir(model_path, what="the candidate model")
-    checks: list[tuple[str, bool, str]] = []
-    metrics: dict[str, Any] = {}
+    ev = _load_candidate(model_path, test_path)
+    _check_predictions(ev)
+    _compare_with_baselines(ev, train_fare_mean, max_rmse)
+    reference = _deployed_reference(ev, serving_root, model_name, deployed_model_uri, deployed_rmse)
+    _compare_with_deployed(ev, reference)
+    _check_serving(ev, model_path, infra_validation)
+    return _conclude(ev, reference, train_fare_mean, training_dir)
+
+
+def _load_candidate(model_path: str, test_path: str) -> _Evidence:
+    """Load the test split and the candidate's ``serving_default``; check the signature against the schema."""
+    import tensorflow as tf
+
     variant, feats, label = load_split(test_path)
-    metrics["test_examples"] = len(label)
     fn = tf.saved_model.load(model_path).signatures["serving_default"]
-    problems = check_signature(fn, variant)
-    checks.append(
-        ("signature matches the schema", not problems, "; ".join(problems) or f"inputs {', '.join(variant.features)} -> fare_amount")
-    )
-    pred = predict(fn, feats) if not problems else np.full(len(label), np.nan)
-    finite = bool(np.all(np.isfinite(pred)) and np.all(pred > 0))
-    checks.append(
-        (
-            "test predictions are finite and positive",
-            finite,
-            f"min {np.nanmin(pred):.2f}, max {np.nanmax(pred):.2f}" if len(pred) else "no rows",
-        )
-    )
+    ev = _Evidence(variant, feats, label, fn, check_signature(fn, variant))
+    ev.metrics["test_examples"] = len(label)
+    detail = "; ".join(ev.problems) or f"inputs {', '.join(variant.features)} -> fare_amount"
+    ev.checks.append(("signature matches the schema", not ev.problems, detail))
+    return ev
 
-    instance = schema.TEST_INSTANCE_DATETIME if variant is Variant.DATETIME else schema.TEST_INSTANCE
+
+def _check_predictions(ev: _Evidence) -> None:
+    """Predict the test split and the lab's ``test.json`` instance: finite, positive fares."""
+    import numpy as np
+
+    from trainer import schema
+    from trainer.schema import Variant
+
+    ev.pred = predict(ev.fn, ev.feats) if not ev.problems else np.full(len(ev.label), np.nan)
+    finite = bool(np.all(np.isfinite(ev.pred)) and np.all(ev.pred > 0))
+    span = f"min {np.nanmin(ev.pred):.2f}, max {np.nanmax(ev.pred):.2f}" if len(ev.pred) else "no rows"
+    ev.checks.append(("test predictions are finite and positive", finite, span))
+
+    ev.instance = dict(schema.TEST_INSTANCE_DATETIME if ev.variant is Variant.DATETIME else schema.TEST_INSTANCE)
     lab_fare = math.nan
-    if not problems:
-        lab_feats = {k: np.array([instance[k]], dtype=object if k == schema.DATETIME else np.float32) for k in variant.features}
-        lab_fare = float(predict(fn, lab_feats)[0])
+    if not ev.problems:
+        lab_feats = {k: np.array([ev.instance[k]], dtype=object if k == schema.DATETIME else np.float32) for k in ev.variant.features}
+        lab_fare = float(predict(ev.fn, lab_feats)[0])
     lab_ok = math.isfinite(lab_fare) and lab_fare > 0
-    checks.append(("the lab's test.json instance gets a finite, positive fare", lab_ok, f"${lab_fare:.2f}"))
-    metrics["test_json_fare"] = lab_fare
+    ev.checks.append(("the lab's test.json instance gets a finite, positive fare", lab_ok, f"${lab_fare:.2f}"))
+    ev.metrics["test_json_fare"] = lab_fare
+    ev.metrics["test_rmse"] = rmse(ev.pred, ev.label) if finite else math.inf
 
-    model_rmse = rmse(pred, label) if finite else math.inf
-    rule_rmse = rmse(distance_rule(feats), label)
-    mean_rmse = rmse(np.full(len(label), train_fare_mean), label)
-    metrics.update({"test_rmse": model_rmse, "distance_rule_rmse": rule_rmse, "mean_predictor_rmse": mean_rmse})
-    checks.append((f"test RMSE at most max_rmse ${max_rmse:.2f}", model_rmse <= max_rmse, f"${model_rmse:.3f}"))
-    checks.append(("beats the distance rule (2.616 $/km)", model_rmse < rule_rmse, f"${model_rmse:.3f} vs ${rule_rmse:.3f}"))
-    checks.append(("beats the training-mean predictor", model_rmse < mean_rmse, f"${model_rmse:.3f} vs ${mean_rmse:.3f}"))
 
-    deployed: str | None = None
-    deployed_pred: Any = None
-    if deployed_model_uri:
-        deployed = local_path(deployed_model_uri)
-        if not os.path.exists(os.path.join(deployed, "saved_model.pb")):
-            deployed = None
-    else:
-        deployed = latest_version_dir(serving_root, model_name) if serving_root else None
-    if deployed:
+def _compare_with_baselines(ev: _Evidence, train_fare_mean: float, max_rmse: float) -> None:
+    """The absolute threshold, the distance rule and the training-mean predictor, on the same split."""
+    import numpy as np
+
+    model_rmse = ev.metrics["test_rmse"]
+    rule_rmse = rmse(distance_rule(ev.feats), ev.label)
+    mean_rmse = rmse(np.full(len(ev.label), train_fare_mean), ev.label)
+    ev.metrics.update({"distance_rule_rmse": rule_rmse, "mean_predictor_rmse": mean_rmse})
+    ev.checks.append((f"test RMSE at most max_rmse ${max_rmse:.2f}", model_rmse <= max_rmse, f"${model_rmse:.3f}"))
+    ev.checks.append(("beats the distance rule (2.616 $/km)", model_rmse < rule_rmse, f"${model_rmse:.3f} vs ${rule_rmse:.3f}"))
+    ev.checks.append(("beats the training-mean predictor", model_rmse < mean_rmse, f"${model_rmse:.3f} vs ${mean_rmse:.3f}"))
+
+
+def _score_deployed(ev: _Evidence, path: str) -> tuple[float, Any]:
+    """``(rmse, predictions)`` of a deployed SavedModel on the test split.
+
+    Raises:
+        ValueError: when it cannot be compared (not loadable, a signature the schema does not
+            match, or a non-finite RMSE); the message says why.
+    """
+    import tensorflow as tf
+
+    try:
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
+        raise ValueError(f"cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
+    problems = check_signature(fn, ev.variant)
+    if problems:
+        raise ValueError(f"not comparable: {'; '.join(problems)}")
+    try:
+        pred = predict(fn, ev.feats)
+    except (ValueError, tf.errors.OpError) as exc:
+        raise ValueError(f"cannot predict ({type(exc).__name__}: {str(exc)[:200]})") from None
+    value = rmse(pred, ev.label)
+    if not math.isfinite(value):
+        raise ValueError("scores a non-finite RMSE")
+    return value, pred
+
+
+def _deployed_reference(ev: _Evidence, serving_root: str, model_name: str, uri: str, recorded_rmse: float) -> _Reference:
+    """The deployed model to beat, chosen as deploy's compare-and-publish chooses it.
+
+    On Vertex (``uri``): the endpoint's model, else its RMSE recorded at deploy. Locally: the
+    version the default route serves, else the next newest complete version that can be scored;
+    broken versions (no ``saved_model.pb``, not loadable, not comparable) are skipped and named.
+    """
+    from serving import layout
+
+    ref = _Reference()
+    if uri:
+        path = local_path(uri)
+        if os.path.exists(os.path.join(path, layout.SAVED_MODEL)):
+            try:
+                value, pred = _score_deployed(ev, path)
+                return _Reference(f"version {os.path.basename(path)}", value, pred)
+            except ValueError as exc:
+                ref.broken.append(f"version {os.path.basename(path)}: {exc}")
+        if recorded_rmse >= 0:
+            ref.rmse, ref.recorded = recorded_rmse, True
+        return ref
+    if not serving_root:
+        return ref
+    model_dir = os.path.join(serving_root, model_name)
+    found = layout.scan(model_dir)
+    try:
+        labels = layout.read_labels(model_dir)
+    except layout.LayoutError:
+        labels = {}
+    ref.broken += [f"version {v.version}: {v.problem}" for v in found if not v.complete]
+    for info in layout.comparison_order(found, labels):
         try:
-            deployed_fn = tf.saved_model.load(deployed).signatures["serving_default"]
-            deployed_problems = check_signature(deployed_fn, variant)
-            deployed_pred = predict(deployed_fn, feats) if not deployed_problems else None
-            deployed_rmse = rmse(deployed_pred, label) if deployed_pred is not None else math.inf
-        except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
-            deployed_rmse, deployed_problems = math.inf, [f"cannot be loaded ({exc})"]
-        metrics["deployed_rmse"] = deployed_rmse
-        detail = f"${model_rmse:.3f} vs ${deployed_rmse:.3f} (version {os.path.basename(deployed)})"
-        if deployed_problems:
-            detail = f"deployed version {os.path.basename(deployed)} is not comparable: {'; '.join(deployed_problems)}"
-        checks.append(("strictly better than the deployed model", model_rmse < deployed_rmse, detail))
-    elif deployed_rmse >= 0:
-        metrics["deployed_rmse"] = deployed_rmse
-        detail = f"${model_rmse:.3f} vs ${deployed_rmse:.3f} (the deployed model's RMSE recorded at deploy)"
-        checks.append(("strictly better than the deployed model", model_rmse < deployed_rmse, detail))
-    else:
-        checks.append(("strictly better than the deployed model", True, "nothing deployed yet"))
+            value, pred = _score_deployed(ev, info.path)
+        except ValueError as exc:
+            ref.broken.append(f"version {info.version}: {exc}")
+            continue
+        ref.name, ref.rmse, ref.pred = f"version {info.version}", value, pred
+        break
+    return ref
 
-    sample = [{k: (str(v[i]) if k == schema.DATETIME else float(v[i])) for k, v in feats.items()} for i in range(min(20, len(label)))]
+
+def _compare_with_deployed(ev: _Evidence, ref: _Reference) -> None:
+    """The candidate must be strictly better than the deployed model, when one can be compared."""
+    name = "strictly better than the deployed model"
+    model_rmse = ev.metrics["test_rmse"]
+    skipped = f"; skipped broken {', '.join(ref.broken)}" if ref.broken else ""
+    if ref.rmse is None:
+        ev.checks.append((name, True, ("nothing comparable deployed" if ref.broken else "nothing deployed yet") + skipped))
+        return
+    ev.metrics["deployed_rmse"] = ref.rmse
+    source = "the deployed model's RMSE recorded at deploy" if ref.recorded else ref.name
+    ev.checks.append((name, model_rmse < ref.rmse, f"${model_rmse:.3f} vs ${ref.rmse:.3f} ({source}){skipped}"))
+
+
+def _check_serving(ev: _Evidence, model_path: str, infra_validation: bool) -> None:
+    """Infra validation (when asked) and stock TF Serving's graph-mode loader, on the lab instance and a sample."""
+    from trainer import schema
+
+    n = min(20, len(ev.label))
+    sample = [{k: (str(v[i]) if k == schema.DATETIME else float(v[i])) for k, v in ev.feats.items()} for i in range(n)]
     served: dict[str, list[float]] = {}
     if infra_validation:
         from serving import infra
 
-        result = infra.validate(model_path, [dict(instance), *sample])
-        checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
+        result = infra.validate(model_path, [dict(ev.instance), *sample])
+        ev.checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
         served = {"REST": result.rest_predictions, "gRPC": result.grpc_predictions}  # type: ignore[dict-item]
-    if not problems:
-        stock_ok, stock_detail, metrics["stock_loader_max_diff"] = stock_loader_check(model_path, fn, [dict(instance), *sample], served)
-        checks.append((STOCK_CHECK, stock_ok, stock_detail))
+    if not ev.problems:
+        stock_ok, stock_detail, ev.metrics["stock_loader_max_diff"] = stock_loader_check(
+            model_path, ev.fn, [dict(ev.instance), *sample], served
+        )
+        ev.checks.append((STOCK_CHECK, stock_ok, stock_detail))
 
-    failed = [name + f" ({detail})" for name, ok, detail in checks if not ok]
-    blessed = not failed
-    reason = (
-        f"test RMSE ${model_rmse:.2f} passes every check (distance rule ${rule_rmse:.2f}, mean ${mean_rmse:.2f}"
-        + (f", deployed ${metrics['deployed_rmse']:.2f})" if "deployed_rmse" in metrics else ", nothing deployed)")
-        if blessed
-        else "failed: " + "; ".join(failed)
+
+def _reason(ev: _Evidence, ref: _Reference) -> tuple[bool, str]:
+    """``(blessed, reason)``: every check passed, or the failed ones with their details."""
+    failed = [name + f" ({detail})" for name, ok, detail in ev.checks if not ok]
+    if failed:
+        return False, "failed: " + "; ".join(failed)
+    m = ev.metrics
+    deployed = f"deployed ${ref.rmse:.2f}" if ref.rmse is not None else "nothing deployed"
+    if ref.broken:  # say which version was compared with, and which were not
+        deployed += f" {ref.name}".rstrip() + f"; skipped broken {', '.join(ref.broken)}"
+    return True, (
+        f"test RMSE ${m['test_rmse']:.2f} passes every check (distance rule ${m['distance_rule_rmse']:.2f}, "
+        f"mean ${m['mean_predictor_rmse']:.2f}, {deployed})"
     )
-    curves = read_loss_curve(training_dir) if training_dir else {}
+
+
+def _conclude(ev: _Evidence, ref: _Reference, train_fare_mean: float, training_dir: str) -> Verdict:
+    """The verdict, its reason and the HTML report; the step's summary line."""
+    import numpy as np
+
     from components.impl.report import ReportInput, render_report
 
+    blessed, reason = _reason(ev, ref)
+    curves = read_loss_curve(training_dir) if training_dir else {}
     report = render_report(
         ReportInput(
             verdict_text=reason,
             blessed=blessed,
-            metrics=metrics,
-            checks=checks,
-            label=label,
-            pred=pred,
-            baselines={"distance rule": distance_rule(feats), "training mean": np.full(len(label), train_fare_mean)},
-            feats=feats,
+            metrics=ev.metrics,
+            checks=ev.checks,
+            label=ev.label,
+            pred=ev.pred,
+            baselines={"distance rule": distance_rule(ev.feats), "training mean": np.full(len(ev.label), train_fare_mean)},
+            feats=ev.feats,
             curves=curves,
-            deployed_name=f"version {os.path.basename(deployed)}" if deployed else "",
-            deployed_pred=deployed_pred,
-            deployed_rmse=metrics.get("deployed_rmse"),
+            deployed_name=ref.name,
+            deployed_pred=ref.pred,
+            deployed_rmse=ev.metrics.get("deployed_rmse"),
         )
     )
-    summary("verify_export", ("blessed: " if blessed else "NOT blessed: ") + reason, blessed=blessed, **{k: v for k, v in metrics.items()})
-    return Verdict(blessed=blessed, reason=reason, metrics=metrics, checks=checks, report_html=report)
+    summary("verify_export", ("blessed: " if blessed else "NOT blessed: ") + reason, blessed=blessed, **dict(ev.metrics))
+    return Verdict(blessed=blessed, reason=reason, metrics=ev.metrics, checks=ev.checks, report_html=report)
