@@ -7,7 +7,9 @@ In the step's own process (a fresh one, as any step) it loads the SavedModel, ch
 * an absolute threshold (``max_rmse``),
 * the course's distance rule (2.616 $/km) and the training-mean predictor on the same split,
 * the model currently deployed under ``serving_root/model_name`` on the same split, when
-  there is one (the candidate must be strictly better),
+  there is one (the candidate must be strictly better): as deploy's compare-and-publish
+  chooses it, the version the default route serves, else the next newest one that loads and
+  scores; broken versions are skipped and named in the reason (:mod:`serving.layout`),
 
 and, when asked, serves the candidate with ``taxifare serve`` in its own process and checks
 that REST and gRPC answers equal the in-process predictions (infra validation). Always, it
