@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from trainer.errors import OneLineParser
+
 
 def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     data = sub.add_parser("data", help="make or check data sets", description="Make or check taxi-trip CSV data sets.")
@@ -197,7 +199,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``taxifare`` parser with every subcommand."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="taxifare",
         description="Take the taxi-fare model from data to a verified, deployed model: locally or on Vertex AI.",
     )

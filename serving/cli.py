@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
+from trainer.errors import OneLineParser
 
 COMMANDS = ("serve", "predict", "versions", "label", "rollback")
 
@@ -389,6 +390,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m serving COMMAND ...``."""
-    parser = argparse.ArgumentParser(prog="python -m serving", description="Serve the taxifare model or call a server.")
+    parser = OneLineParser(prog="python -m serving", description="Serve the taxifare model or call a server.")
     add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     return run(parser.parse_args(argv))

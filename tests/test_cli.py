@@ -4,6 +4,7 @@ import argparse
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from pipeline.cli import build_parser
@@ -42,3 +43,32 @@ def test_compile_output_needs_one_target(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --output needs one --target (local or vertex)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["run", "--max-drift", "abc"], "--max-drift"),
+        (["run", "--train-steps", "1.5"], "--train-steps"),
+        (["serve", "--rest-port", "x"], "--rest-port"),
+        (["runs", "--no-such-flag"], "--no-such-flag"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_and_exit_2(argv, flag, capsys):
+    from pipeline.cli import main as taxifare_main
+
+    with pytest.raises(SystemExit) as exc:
+        taxifare_main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0] and "--help" in err[0], err
+
+
+def test_the_trainer_answers_a_bad_flag_value_in_one_line(capsys):
+    from trainer.task import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--train_steps", "x"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m trainer.task: error: argument --train_steps: invalid int value: 'x' (see python -m trainer.task --help)"]

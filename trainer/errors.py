@@ -1,4 +1,7 @@
-"""The project-wide error for user mistakes (standard library only)."""
+"""The project-wide error for user mistakes, and one-line command-line errors (standard library only)."""
+
+import argparse
+from typing import NoReturn
 
 
 class InputError(ValueError):
@@ -6,3 +9,15 @@ class InputError(ValueError):
 
     Its message names the problem and the fix; command lines print it without a traceback.
     """
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose usage errors are one line (not the whole usage block), exit code 2.
+
+    Subcommand parsers made by ``add_subparsers`` inherit the class, so every command of a CLI
+    built on it answers a bad flag value the same way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from trainer.errors import OneLineParser
+
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
 
@@ -159,7 +161,7 @@ def _model_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every flag documented)."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m trainer.task",
         description="Train the NYC taxi-fare model on CSV files, evaluate it and export a SavedModel.",
         epilog=_EPILOG,
