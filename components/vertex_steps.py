@@ -61,6 +61,21 @@ def lookup_deployment(
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def recheck_deployment(
+    project: str, location: str, model_display_name: str, deployed_model_uri: str, verification: dsl.Input[dsl.Metrics]
+) -> str:
+    """Read the deployed model again right before the upload and deploy: "true" when the candidate may still be deployed."""
+    from components.impl.contracts import Verification
+    from components.impl.vertex_steps import recheck_deployment as recheck
+
+    deploy, why = recheck(
+        project, location, model_display_name, deployed_model_uri, Verification.from_metadata(verification.metadata).test_rmse
+    )
+    print(why)
+    return "true" if deploy else "false"
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def prepare_upload(
     model: dsl.Input[dsl.Model],
     verification: dsl.Input[dsl.Metrics],

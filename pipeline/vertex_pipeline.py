@@ -6,7 +6,8 @@ parameters and their defaults are the ``vertex`` rows of :mod:`pipeline.paramete
 (``create_custom_training_job_from_component``): machine type, accelerators and replica count
 are pipeline parameters (turned into the job's worker pools at run time), as are the service
 account, the Vertex TensorBoard instance and restart on worker restart. Deployment, only when
-blessed: the SavedModel as an ``UnmanagedContainerModel`` served by the project's own image (a
+blessed and still better than the model deployed right before it (recheck_deployment reads it again,
+since another run may have deployed one meanwhile): the SavedModel as an ``UnmanagedContainerModel`` served by the project's own image (a
 custom serving container running ``taxifare serve``), ``ModelUploadOp`` (a new version of the
 existing model when there is one), an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
 
@@ -38,7 +39,7 @@ from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.tune import best_trial, tune, tuning_job_spec
 from components.verify_export import verify_export
-from components.vertex_steps import lookup_deployment, prepare_upload, training_worker_pools
+from components.vertex_steps import lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
 
@@ -98,14 +99,24 @@ def create_vertex_pipeline(image: str = DEFAULT_IMAGE, serving_image: str | None
             deployed_rmse=lookup.outputs["deployed_rmse"],
         )
         with dag.blessed(verify):
-            prepared = with_image(prepare_upload, image)(
-                model=train.outputs["model"],
+            # compare-and-publish: another run may have deployed a model since lookup_deployment looked
+            recheck = with_image(recheck_deployment, image)(
+                project=PROJECT,
+                location=LOCATION,
+                model_display_name=p["model_display_name"],
+                deployed_model_uri=lookup.outputs["deployed_model_uri"],
                 verification=verify.outputs["metrics"],
-                test_data=stage.outputs["test_data"],
-                serving_image=serving_image,
-            ).set_display_name("Prepare upload")
-            model = _upload(prepared, lookup, p)
-            _deploy(model, lookup, p)
+            ).set_display_name("Recheck deployed model")
+            recheck.set_caching_options(False)
+            with dsl.If(recheck.output == "true", name="still-better"):
+                prepared = with_image(prepare_upload, image)(
+                    model=train.outputs["model"],
+                    verification=verify.outputs["metrics"],
+                    test_data=stage.outputs["test_data"],
+                    serving_image=serving_image,
+                ).set_display_name("Prepare upload")
+                model = _upload(prepared, lookup, p)
+                _deploy(model, lookup, p)
 
     description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
     summary = "Train on Vertex AI and deploy the taxi-fare model."

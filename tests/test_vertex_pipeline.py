@@ -84,8 +84,19 @@ def test_machine_settings_are_pipeline_parameters(spec):
 def test_deploy_chain_is_under_the_blessed_condition(spec):
     cond = steps(spec)["condition-5"]
     assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--verify-export-Output'] == true"
-    text = yaml.safe_dump(spec["components"]["comp-condition-5"])
-    assert "prepare-upload" in text and "condition-branches-6" in text and "condition-branches-9" in text
+    blessed = spec["components"]["comp-condition-5"]["dag"]["tasks"]
+    # compare-and-publish: the deployed model is read again, and the upload/deploy chain runs only while the candidate still wins
+    assert set(blessed) == {"recheck-deployment", "condition-6"}
+    still = blessed["condition-6"]
+    assert still["taskInfo"]["name"] == "still-better" and still["dependentTasks"] == ["recheck-deployment"]
+    assert still["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--recheck-deployment-Output'] == 'true'"
+    recheck_inputs = blessed["recheck-deployment"]["inputs"]
+    assert recheck_inputs["parameters"]["deployed_model_uri"]["componentInputParameter"] == "pipelinechannel--lookup-deployment-deployed_model_uri"
+    inner = spec["components"]["comp-condition-6"]["dag"]["tasks"]
+    assert set(inner) == {"prepare-upload", "condition-branches-7", "condition-branches-10"}
+    tasks = lambda name: set(spec["components"][name]["dag"]["tasks"])  # noqa: E731
+    assert tasks("comp-condition-branches-7") == {"condition-8", "condition-9"}  # the two uploads, under still-better
+    assert "model-upload" in tasks("comp-condition-8") and "model-upload-2" in tasks("comp-condition-9")
     uploads = [c for name, c in spec["components"].items() if name.startswith("comp-model-upload")]
     deploys = [c for name, c in spec["components"].items() if name.startswith("comp-model-deploy")]
     assert len(uploads) == 2 and len(deploys) == 2 and "comp-endpoint-create" in spec["components"]

@@ -7,6 +7,8 @@
   so a run uploads a new *version* of an existing model and deploys to an existing endpoint.
 * :func:`upload_labels` / :func:`rmse_from_labels` carry the deployed model's test RMSE and data
   hash in its labels, so verify_export can compare a candidate with what is deployed.
+* :func:`recheck_deployment` reads the deployed model again right before the upload and deploy,
+  so a run never deploys a model no better than one another run deployed meanwhile.
 * :func:`serving_container_spec`: how Vertex AI starts the project's own image as a custom
   serving container (``taxifare serve`` under Vertex's ``AIP_*`` variables; docs/cloud.md says why
   not the prebuilt TF container).
@@ -158,3 +160,30 @@ def rmse_from_labels(labels: dict[str, str]) -> float | None:
     """The test RMSE recorded in a model's labels, or ``None``."""
     value = labels.get(RMSE_LABEL, "")
     return int(value) / 1000 if value.isdigit() else None
+
+
+def recheck_deployment(project: str, location: str, model_display_name: str, looked_up_uri: str, candidate_rmse: float) -> tuple[bool, str]:
+    """Whether the blessed candidate may still be deployed: the compare of the Vertex compare-and-publish.
+
+    Reads the deployed model again, right before the upload and deploy (the same look-up as
+    lookup_deployment: :func:`find_model` and its recorded RMSE). When it is still the one
+    verify_export compared with (same artifact URI), verify's blessing stands; when another run
+    deployed a model meanwhile, the candidate must be strictly better than its recorded test RMSE.
+
+    Returns:
+        (deploy or not, one line saying why).
+    """
+    model = find_model(project, location, model_display_name)
+    uri = model["uri"] if model else ""
+    if model is None or uri == looked_up_uri:
+        return True, f"deploying: the deployed model is still the one verify_export compared with ({uri or 'none'})"
+    now = rmse_from_labels(model["labels"])
+    name = f"{model['resource_name']} ({uri})"
+    if now is None:
+        return (
+            False,
+            f"not deployed: model {name} now serves with no recorded RMSE, so the candidate (${candidate_rmse:.2f}) cannot be compared",
+        )
+    if candidate_rmse < now:
+        return True, f"deploying: the candidate (${candidate_rmse:.2f}) beats model {name} deployed meanwhile (RMSE ${now:.2f})"
+    return False, f"not deployed: model {name} now serves with RMSE ${now:.2f} (candidate ${candidate_rmse:.2f})"
