@@ -4,7 +4,8 @@
   ``google.cloud.aiplatform.v1.PipelineService`` (CreatePipelineJob, GetPipelineJob) and
   ``ScheduleService`` (CreateSchedule, GetSchedule, ListSchedules, PauseSchedule,
   ResumeSchedule, DeleteSchedule), and ``EndpointService`` (GetEndpoint, UpdateEndpoint: the
-  traffic split) with the official message types of google-cloud-aiplatform.
+  traffic split) and ``ModelService`` (ListModels, by display name) with the official message types
+  of google-cloud-aiplatform.
   The SDK's gRPC transport always opens a TLS channel, so the server has a self-signed
   certificate for 127.0.0.1 and ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` points gRPC at it.
 * :class:`VertexRestServer`: plain HTTP on 127.0.0.1 speaking the same PipelineService over
@@ -180,6 +181,7 @@ class VertexServer:
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.PipelineService", pipeline_handlers),
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.ScheduleService", schedule_handlers),
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.EndpointService", self._endpoint_handlers(record, unary)),
+                grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.ModelService", self._model_handlers(record, unary)),
             )
         )
         self.port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
@@ -226,6 +228,40 @@ class VertexServer:
             "GetEndpoint": unary(get_endpoint, endpoint_service.GetEndpointRequest, E.serialize),
             "UpdateEndpoint": unary(update_endpoint, endpoint_service.UpdateEndpointRequest, E.serialize),
         }
+
+    def _model_handlers(self, record: Any, unary: Any) -> dict[str, Any]:
+        """ListModels over :attr:`models` (the ``display_name="..."`` filter; newest update first)."""
+        import re
+
+        from google.cloud.aiplatform_v1.types import model_service
+
+        self.models: list[Any] = []
+
+        def list_models(request: Any, context: Any) -> Any:
+            record("ListModels", request)
+            wanted = re.fullmatch(r'display_name="(.*)"', request.filter or "")
+            with self._lock:
+                found = [m for m in self.models if m.name.startswith(request.parent + "/") and (not wanted or m.display_name == wanted[1])]
+            found.sort(key=lambda m: m.update_time, reverse=True)
+            return model_service.ListModelsResponse(models=found)
+
+        return {"ListModels": unary(list_models, model_service.ListModelsRequest, model_service.ListModelsResponse.serialize)}
+
+    def upload_model(self, name: str, display_name: str, artifact_uri: str, labels: dict[str, str]) -> None:
+        """A model ``name`` whose default version now has ``artifact_uri`` and ``labels`` (a new upload replaces the old one)."""
+        import datetime as _dt
+
+        from google.cloud.aiplatform_v1.types import model as model_types
+
+        found = model_types.Model(
+            name=name,
+            display_name=display_name,
+            artifact_uri=artifact_uri,
+            labels=labels,
+            update_time=_dt.datetime.now(_dt.UTC),
+        )
+        with self._lock:
+            self.models = [m for m in self.models if m.name != name] + [found]
 
     def add_endpoint(self, name: str, deployed: list[tuple[str, str, int]], traffic_split: dict[str, int]) -> None:
         """An endpoint ``name`` with deployed models ``(id, display_name, created seconds ago)``."""

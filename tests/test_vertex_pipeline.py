@@ -91,7 +91,10 @@ def test_deploy_chain_is_under_the_blessed_condition(spec):
     assert still["taskInfo"]["name"] == "still-better" and still["dependentTasks"] == ["recheck-deployment"]
     assert still["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--recheck-deployment-Output'] == 'true'"
     recheck_inputs = blessed["recheck-deployment"]["inputs"]
-    assert recheck_inputs["parameters"]["deployed_model_uri"]["componentInputParameter"] == "pipelinechannel--lookup-deployment-deployed_model_uri"
+    assert (
+        recheck_inputs["parameters"]["deployed_model_uri"]["componentInputParameter"]
+        == "pipelinechannel--lookup-deployment-deployed_model_uri"
+    )
     inner = spec["components"]["comp-condition-6"]["dag"]["tasks"]
     assert set(inner) == {"prepare-upload", "condition-branches-7", "condition-branches-10"}
     tasks = lambda name: set(spec["components"][name]["dag"]["tasks"])  # noqa: E731
@@ -263,3 +266,51 @@ def test_a_schedules_runs_key_stage_data_on_their_own_scheduled_time(spec):
     assert stage["scheduled_time"]["runtimeValue"]["constant"] == "{{$.pipeline_job_schedule_time_utc}}"
     assert stage["window_days"]["componentInputParameter"].endswith("window_days")
     assert stage["data_fingerprint"]["componentInputParameter"].endswith("data_fingerprint")  # frozen at schedule creation
+
+
+@pytest.fixture
+def vertex_api(tmp_path, monkeypatch):
+    """The Vertex AI SDK pointed at the local Vertex API server (tests/_vertex_fake.py), anonymous."""
+    from _vertex_fake import VertexServer, self_signed
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+
+    key, cert, path = self_signed(str(tmp_path))
+    monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", path)  # read once per process, when gRPC first opens a TLS channel
+    server = VertexServer(key, cert)
+    aiplatform.init(project="test-project", location="us-central1", api_endpoint=server.endpoint, credentials=AnonymousCredentials())
+    yield server
+    server.stop()
+    aiplatform.initializer.global_config._api_endpoint = None  # the SDK's global settings back for the other tests
+    aiplatform.initializer.global_config._credentials = None
+
+
+MODEL = "projects/test-project/locations/us-central1/models/42"
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "candidate", "deploys", "message"),
+    [
+        (None, 3.50, True, "still the one verify_export compared with (gs://b/run-a/model)"),  # nobody deployed meanwhile
+        (3200, 3.50, False, f"not deployed: model {MODEL} (gs://b/run-b/model) now serves with RMSE $3.20 (candidate $3.50)"),
+        (3500, 3.50, False, "now serves with RMSE $3.50"),  # a tie is not better
+        (3900, 3.50, True, "beats model"),  # a worse model deployed meanwhile: the candidate still wins
+        ("", 3.50, False, "no recorded RMSE"),
+    ],
+)
+def test_recheck_reads_the_deployed_model_again_right_before_deploying(vertex_api, meanwhile, candidate, deploys, message):
+    # lookup_deployment saw run A's model (RMSE $4.00); the candidate was blessed against it
+    vertex_api.upload_model(MODEL, "taxifare", "gs://b/run-a/model", vertex.upload_labels(4.0, "abc"))
+    lookup = vertex.find_model("test-project", "us-central1", "taxifare")
+    assert lookup is not None and lookup["uri"] == "gs://b/run-a/model" and vertex.rmse_from_labels(lookup["labels"]) == 4.0
+    if meanwhile is not None:  # run B uploads and deploys its model while this run verifies
+        labels = {vertex.RMSE_LABEL: str(meanwhile)} if meanwhile else {}
+        vertex_api.upload_model(MODEL, "taxifare", "gs://b/run-b/model", labels)
+    deploy, why = vertex.recheck_deployment("test-project", "us-central1", "taxifare", lookup["uri"], candidate)
+    assert deploy is deploys and message in why and why.startswith("deploying: " if deploys else "not deployed: ")
+    assert vertex_api.requests("ListModels")[-1].filter == 'display_name="taxifare"'
+
+
+def test_recheck_with_no_model_yet_deploys(vertex_api):
+    deploy, why = vertex.recheck_deployment("test-project", "us-central1", "taxifare", "", 3.5)
+    assert deploy and "(none)" in why
