@@ -38,11 +38,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from trainer import warmup as trainer_warmup
+
 SAVED_MODEL = "saved_model.pb"
 DEPLOY_FILE = "taxifare_deploy.json"
 METRICS_FILE = "metrics.json"
 TRAIN_STATS_FILE = os.path.join("assets.extra", "taxifare_train_stats.json")
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_FILE = trainer_warmup.WARMUP_FILE
 LABELS_FILE = "labels.json"
 LOCK_FILE = ".deploy.lock"
 TMP_PREFIX = ".tmp-"

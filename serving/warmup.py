@@ -1,45 +1,29 @@
 """Warm-up from ``assets.extra/tf_serving_warmup_requests``, as TF Serving does.
 
 The file is a TFRecord of ``tensorflow.serving.PredictionLog`` records, each holding a
-``PredictRequest`` (TF Serving's SavedModel warm-up format, at most 1,000 records are read).
+``PredictRequest`` (TF Serving's SavedModel warm-up format, at most 1,000 records: more fail the load, as in TF Serving).
 When a version has it, every request is run once on the loaded version before it serves; a
 request the version cannot answer fails the load, as in TF Serving.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-from serving import layout
-
-#: TF Serving reads at most this many warm-up records.
-MAX_RECORDS = 1000
 
 
 def read_requests(version_dir: str) -> list[Any]:
     """The ``PredictRequest``s of the version's warm-up file (``[]`` when it has none).
 
-    Raises:
-        ValueError: when the file is not a TFRecord of PredictionLog records.
-    """
-    path = os.path.join(version_dir, layout.WARMUP_FILE)
-    if not os.path.exists(path):
-        return []
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
+    The trainer writes the file and reads it back with the same function
+    (:func:`trainer.warmup.read_warmup_requests`), so both agree on what a valid file is.
 
-    requests = []
-    try:
-        for i, raw in enumerate(tf.data.TFRecordDataset(path).take(MAX_RECORDS)):
-            log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
-            if log.WhichOneof("log_type") != "predict_log":
-                raise ValueError(f"record {i} is a {log.WhichOneof('log_type')}, not a predict_log")
-            requests.append(log.predict_log.request)
-    except (tf.errors.OpError, ValueError) as exc:
-        message = getattr(exc, "message", None) or str(exc)
-        raise ValueError(f"{path} is not a TFRecord of PredictionLog records: {message[:300]}") from None
-    return requests
+    Raises:
+        InputError: (a ``ValueError``) when the file is not a TFRecord of PredictionLog records,
+            or holds more than TF Serving's 1,000 records.
+    """
+    from trainer.warmup import read_warmup_requests
+
+    return read_warmup_requests(version_dir)
 
 
 def replay(servable: Any, version_dir: str) -> int:

@@ -172,5 +172,5 @@ def test_versions_warm_up_from_their_warmup_file(export, tmp_path, caplog):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "assets.extra").mkdir()
     (tmp_path / "junk" / layout.WARMUP_FILE).write_bytes(b"not a tfrecord at all")
-    with pytest.raises(ValueError, match="is not a TFRecord of PredictionLog records"):
+    with pytest.raises(ValueError, match="is not a TFRecord file of PredictionLog records"):
         warmup.read_requests(str(tmp_path / "junk"))
