@@ -13,7 +13,7 @@ Each server has its own registry (tests run several servers in one process).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import Metric
@@ -88,58 +88,48 @@ class ServingMetrics:
         self._counters.declare(PREFIX + "batching_session:wrapped_run_count", "Total count of run calls on the wrapped model (batches).")
         self._counters.declare(PREFIX + "load_shed_count", "Requests refused because a connection or queue limit was reached.")
         self.registry.register(self._counters)
-        r = self.registry
-        self.request_latency = Histogram(
-            PREFIX + "request_latency",
+
+        def histogram(name: str, text: str, labels: list[str], buckets: Sequence[float]) -> Histogram:
+            return Histogram(PREFIX + name, text, labels, buckets=buckets, registry=self.registry)
+
+        self.request_latency = histogram(
+            "request_latency",
             "Distribution of wall time (in microseconds) for TensorFlow Serving request.",
             ["API", "entrypoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.runtime_latency = Histogram(
-            PREFIX + "runtime_latency",
-            "Distribution of wall time (in microseconds) for TensorFlow runtime.",
-            ["API", "runtime"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.runtime_latency = histogram(
+            "runtime_latency", "Distribution of wall time (in microseconds) for TensorFlow runtime.", ["API", "runtime"], LATENCY_BUCKETS
         )
-        self.example_counts = Histogram(
-            PREFIX + "request_example_counts",
-            "The number of examples (instances) per predict request.",
-            ["model"],
-            buckets=SIZE_BUCKETS,
-            registry=r,
+        self.example_counts = histogram(
+            "request_example_counts", "The number of examples (instances) per predict request.", ["model"], SIZE_BUCKETS
         )
-        self.warmup_latency = Histogram(
-            PREFIX + "model_warmup_latency",
+        self.warmup_latency = histogram(
+            "model_warmup_latency",
             "Distribution of wall time (in microseconds) for warming up the model.",
             ["model_path", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.queuing_latency = Histogram(
-            PREFIX + "batching_session:queuing_latency",
+        self.queuing_latency = histogram(
+            "batching_session:queuing_latency",
             "Distribution of wall time spent (in microseconds) in queuing.",
             ["thread_pool_name"],
-            buckets=QUEUE_BUCKETS,
-            registry=r,
+            QUEUE_BUCKETS,
         )
-        self.input_batch_size = Histogram(
-            PREFIX + "batching_session:input_batch_size",
+        self.input_batch_size = histogram(
+            "batching_session:input_batch_size",
             "Tracks the batching input size (examples per request entering the batch queue).",
             ["thread_pool_name"],
-            buckets=SIZE_BUCKETS,
-            registry=r,
+            SIZE_BUCKETS,
         )
-        self.processed_batch_size = Histogram(
-            PREFIX + "batching_session:processed_batch_size",
+        self.processed_batch_size = histogram(
+            "batching_session:processed_batch_size",
             "Tracks the batch size processed by one model call (examples).",
             ["thread_pool_name"],
-            buckets=SIZE_BUCKETS,
-            registry=r,
+            SIZE_BUCKETS,
         )
-        self.open_connections = Gauge(PREFIX + "rest:open_connections", "Open REST connections.", registry=r)
-        self.queued_requests = Gauge(PREFIX + "queued_requests", "Predict requests waiting for a model thread.", registry=r)
+        self.open_connections = Gauge(PREFIX + "rest:open_connections", "Open REST connections.", registry=self.registry)
+        self.queued_requests = Gauge(PREFIX + "queued_requests", "Predict requests waiting for a model thread.", registry=self.registry)
 
     # -- recording -------------------------------------------------------------------------------
     def request(self, api: str, entrypoint: str, status: str, seconds: float, examples: int = 0) -> None:
