@@ -22,7 +22,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 FLAGS = (
     "--headless",
@@ -183,3 +186,18 @@ def check_page(found: dict[str, Any], width: int) -> None:
     for image in found["images"]:
         assert image["complete"] and image["naturalWidth"] > 0, f"image {image['alt']!r} did not load"
         assert 0 < image["width"] <= width, f"image {image['alt']!r} is {image['width']} px wide at {width} px"
+
+
+#: Where screenshots are kept (not committed).
+ARTIFACTS = Path(os.environ.get("TAXIFARE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "runs" / "test-artifacts")) / "browser"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module; skips with the reason when it is not installed."""
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip(SKIP_REASON)
+    b = Browser(binary, str(ARTIFACTS))
+    yield b
+    b.close()

@@ -9,28 +9,14 @@ kept under ``runs/test-artifacts/browser/`` (set ``TAXIFARE_TEST_ARTIFACTS`` to 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _browser import SKIP_REASON, Browser, check_page, chromium_binary
-from conftest import ROOT
+from _browser import check_page
 
 from components.impl import report, verify_export
 from trainer import synthetic
-
-ARTIFACTS = Path(os.environ.get("TAXIFARE_TEST_ARTIFACTS", ROOT / "runs" / "test-artifacts")) / "browser"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip(SKIP_REASON)
-    b = Browser(binary, str(ARTIFACTS))
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from _browser import SKIP_REASON, Browser, check_page, chromium_binary
-from conftest import ROOT
+from _browser import check_page
 
 from pipeline import runs
 from pipeline.cli import main
 from pipeline.local_run import StepRecord
-
-ARTIFACTS = Path(os.environ.get("TAXIFARE_TEST_ARTIFACTS", ROOT / "runs" / "test-artifacts")) / "browser"
 
 
 def fake_run_dir(root: Path, stamp: str) -> Path:
@@ -117,16 +114,6 @@ def test_bad_run_names_get_one_line(three, capsys, argv, message):
 def test_no_runs_yet(tmp_path, capsys):
     assert main(["runs", "--pipeline-root", str(tmp_path / "none")]) == 0
     assert "no runs yet" in capsys.readouterr().out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip(SKIP_REASON)
-    b = Browser(binary, str(ARTIFACTS))
-    yield b
-    b.close()
 
 
 @pytest.mark.parametrize("width", [390, 1280])
