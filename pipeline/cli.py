@@ -101,10 +101,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     comp = sub.add_parser(
         "compile",
-        help="write compiled/taxifare_pipeline.yaml and compiled/taxifare_vertex.yaml",
-        description="Compile the pipelines for the pipeline UI or for submission: the local/Kubeflow DAG and the Vertex AI variant.",
+        help="write compiled/taxifare_pipeline.yaml, compiled/taxifare_vertex.yaml and compiled/taxifare_vertex_email.yaml",
+        description="Compile the pipelines for the pipeline UI or for submission: the local/Kubeflow DAG, the Vertex AI variant, "
+        "and the Vertex AI variant inside Vertex's e-mail notification (its notify_emails parameter names the recipients).",
     )
-    comp.add_argument("--target", choices=["local", "vertex", "all"], default="all", help="which pipeline to compile (default %(default)s)")
+    from pipeline.compile import TARGETS
+
+    comp.add_argument(
+        "--target", choices=[*TARGETS, "all"], default="all", help="which pipeline to compile (default %(default)s: every one)"
+    )
     comp.add_argument("--output", default=None, help="the YAML to write, with one --target (default compiled/taxifare_<target>.yaml)")
     comp.add_argument("--image", default=None, help="container image of every step (default: the project's image name)")
 
@@ -186,12 +191,12 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from components.common import DEFAULT_IMAGE
-    from pipeline.compile import compile_pipeline
+    from pipeline.compile import TARGETS, compile_pipeline
     from trainer.errors import InputError
 
-    targets = ["local", "vertex"] if args.target == "all" else [args.target]
+    targets = list(TARGETS) if args.target == "all" else [args.target]
     if args.output and len(targets) > 1:
-        raise InputError("--output needs one --target (local or vertex)")
+        raise InputError(f"--output needs one --target ({', '.join(TARGETS)})")
     for target in targets:
         print(f"wrote {compile_pipeline(args.output, image=args.image or DEFAULT_IMAGE, target=target)}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from typing import Any
@@ -11,7 +12,10 @@ from trainer.storage import check_output_file, public_mode
 
 LOCAL_YAML = os.path.join("compiled", "taxifare_pipeline.yaml")
 VERTEX_YAML = os.path.join("compiled", "taxifare_vertex.yaml")
-TARGETS = ("local", "vertex")
+VERTEX_EMAIL_YAML = os.path.join("compiled", "taxifare_vertex_email.yaml")
+#: What each target compiles to by default.
+OUTPUTS = {"local": LOCAL_YAML, "vertex": VERTEX_YAML, "vertex-email": VERTEX_EMAIL_YAML}
+TARGETS = tuple(OUTPUTS)
 
 
 def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE, target: str = "local") -> str:
@@ -20,7 +24,8 @@ def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE,
     Args:
         out_path: the YAML to write (default: ``compiled/taxifare_<target>.yaml``).
         image: the image every step runs in.
-        target: ``local`` (the kfp.local / Kubeflow DAG) or ``vertex`` (custom job training, Vertex deployment).
+        target: ``local`` (the kfp.local / Kubeflow DAG), ``vertex`` (custom job training, Vertex deployment)
+            or ``vertex-email`` (the same inside Vertex AI's e-mail notification exit handler).
 
     Returns:
         The path written (mode 0644 under the usual umask).
@@ -33,10 +38,14 @@ def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE,
     from pipeline.pipeline import create_pipeline
     from pipeline.vertex_pipeline import create_vertex_pipeline
 
-    factories: dict[str, Any] = {"local": create_pipeline, "vertex": create_vertex_pipeline}
+    factories: dict[str, Any] = {
+        "local": create_pipeline,
+        "vertex": create_vertex_pipeline,
+        "vertex-email": functools.partial(create_vertex_pipeline, email=True),
+    }
     if target not in factories:
         raise ValueError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
-    out_path = out_path or (VERTEX_YAML if target == "vertex" else LOCAL_YAML)
+    out_path = out_path or OUTPUTS[target]
     check_output_file(out_path, "--output")
 
     directory = os.path.dirname(os.path.abspath(out_path))

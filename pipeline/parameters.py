@@ -162,6 +162,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("notify_webhook", str, "", checks.webhook_url,
        "a URL that receives each run's outcome as a JSON POST (status, failed step, its log tail; Slack-style 'text'); "
        "empty for none."),
+    _p("notify_emails", list, [], checks.email_recipients,
+       "up to three addresses Vertex AI e-mails each run's final status to (VertexNotificationEmailOp as the exit task "
+       "around the whole run); a parameter of the template compiled with the e-mail handler only "
+       "(`taxifare submit --notify-email`, `taxifare compile --target vertex-email`).",
+       targets=(VERTEX,), in_pipeline=False),
 )  # fmt: skip
 BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 
@@ -178,37 +183,44 @@ def defaults(target: str = LOCAL) -> dict[str, Any]:
     return {p.name: p.default_for(target) for p in for_target(target)}
 
 
-def signature(target: str) -> inspect.Signature:
-    """The ``target`` pipeline function's signature (typed keyword parameters with defaults)."""
+def _with_extra(target: str, extra: Iterable[str]) -> list[Parameter]:
+    return [*for_target(target), *(BY_NAME[name] for name in extra)]
+
+
+def signature(target: str, extra: Iterable[str] = ()) -> inspect.Signature:
+    """The ``target`` pipeline function's signature (typed keyword parameters with defaults), plus the ``extra`` rows."""
     return inspect.Signature(
         [
             inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default_for(target), annotation=p.type)
-            for p in for_target(target)
+            for p in _with_extra(target, extra)
         ],
         return_annotation=None,
     )
 
 
-def docstring(summary: str, target: str) -> str:
-    """A Google-style docstring with one ``Args:`` line per parameter of ``target``."""
+def docstring(summary: str, target: str, extra: Iterable[str] = ()) -> str:
+    """A Google-style docstring with one ``Args:`` line per parameter of ``target`` (and of the ``extra`` rows)."""
     lines = [summary, "", "Args:"]
-    lines += [f"    {p.name}: {p.help}" for p in for_target(target)]
+    lines += [f"    {p.name}: {p.help}" for p in _with_extra(target, extra)]
     return "\n".join(lines) + "\n"
 
 
-def pipeline_function(body: Callable[[dict[str, Any]], None], *, target: str, name: str, summary: str) -> Callable[..., None]:
+def pipeline_function(
+    body: Callable[[dict[str, Any]], None], *, target: str, name: str, summary: str, extra: tuple[str, ...] = ()
+) -> Callable[..., None]:
     """A function with the ``target`` pipeline's signature and docstring that calls ``body(params)``.
 
     ``@dsl.pipeline`` reads the parameters from the signature and their descriptions from the
-    docstring, then calls the function with one channel per parameter (positionally).
+    docstring, then calls the function with one channel per parameter (positionally). ``extra``
+    names rows that are not parameters of the plain pipeline but of this variant (``notify_emails``).
     """
-    names = [p.name for p in for_target(target)]
+    names = [p.name for p in _with_extra(target, extra)]
 
     def pipeline_func(*args: Any, **kwargs: Any) -> None:
         body({**dict(zip(names, args, strict=False)), **kwargs})
 
-    pipeline_func.__signature__ = signature(target)  # type: ignore[attr-defined]
-    pipeline_func.__doc__ = docstring(summary, target)
+    pipeline_func.__signature__ = signature(target, extra)  # type: ignore[attr-defined]
+    pipeline_func.__doc__ = docstring(summary, target, extra)
     pipeline_func.__name__ = pipeline_func.__qualname__ = name.replace("-", "_")
     return pipeline_func
 

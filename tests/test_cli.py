@@ -42,7 +42,7 @@ def test_compile_output_needs_one_target(tmp_path):
         [sys.executable, "-m", "pipeline.cli", "compile", "--output", str(tmp_path / "x.yaml")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: --output needs one --target (local or vertex)"
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --output needs one --target (local, vertex, vertex-email)"
 
 
 @pytest.mark.parametrize(

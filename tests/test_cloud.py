@@ -143,6 +143,19 @@ def test_cli_submit_end_to_end(vertex_server, where, vertex_template, capsys):
     assert "pipeline: PIPELINE_STATE_SUCCEEDED" in out and "console: https://console.cloud.google.com/" in out
 
 
+def test_cli_submit_with_notify_email_compiles_the_email_variant_and_sends_the_recipients(vertex_server, where, capsys):
+    """--image --notify-email: the run is the pipeline inside VertexNotificationEmailOp's exit handler, recipients a parameter."""
+    argv = _submit_argv(vertex_server.endpoint, "--image", IMAGE, "--notify-email", "ops@example.com", "--notify-email", "ml@example.com")
+    assert cli.main([*argv, "--anonymous"]) == 0, capsys.readouterr()
+    (request,) = vertex_server.requests("CreatePipelineJob")
+    job = type(request.pipeline_job).to_dict(request.pipeline_job)
+    assert job["runtime_config"]["parameter_values"]["notify_emails"] == ["ops@example.com", "ml@example.com"]
+    root = job["pipeline_spec"]["root"]["dag"]["tasks"]
+    email = root["vertex-pipelines-notification-email"]
+    assert email["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert email["inputs"]["parameters"]["recipients"]["componentInputParameter"] == "notify_emails"
+
+
 def test_cli_submit_over_rest_to_a_plain_http_endpoint(capsys, monkeypatch, vertex_template):
     """--api-transport rest: the SDK's REST transport reaches a plain-HTTP local endpoint (no --anonymous needed there)."""
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)

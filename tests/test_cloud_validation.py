@@ -100,6 +100,13 @@ CASES = [
     ([*SUBMIT, "--image", "us-docker.pkg.dev/p/r/taxifare:latest"], "is not pinned to a version"),
     ([*SUBMIT, "--image", "us-docker.pkg.dev/p/r/taxifare"], "is not pinned to a version"),
     ([*SUBMIT, "--image", IMAGE, "--template", "{vertex}"], "pass --template or --image, not both"),
+    # e-mail notification (Vertex AI's VertexNotificationEmailOp)
+    ([*SUBMIT, "--notify-email", "ops@example.com"], ("has no e-mail notification", "pass --image")),
+    ([*SUBMIT, "--param", "notify_emails=ops@example.com"], "has no e-mail notification"),
+    ([*SUBMIT, "--image", IMAGE, "--notify-email", "ops"], "notify_emails: 'ops' is not an e-mail address"),
+    ([*SUBMIT, "--image", IMAGE, *[f"--notify-email=a{i}@example.com" for i in range(4)]], ("4 recipients", "at most 3")),
+    ([*CREATE, "--image", IMAGE, "--notify-email", "a b@example.com"], "is not an e-mail address"),
+    (["submit", "--kfp-host", "http://127.0.0.1:{closed}", "--notify-email", "ops@example.com"], "on Kubeflow pass --param notify_webhook"),
     # Kubeflow
     (["submit", "--kfp-host", "localhost:8080"], "is not a URL"),
     (["submit", "--kfp-host", "http://127.0.0.1:{closed}"], "cannot be reached"),

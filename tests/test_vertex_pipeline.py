@@ -9,7 +9,7 @@ from conftest import ROOT
 
 from components.impl import vertex_steps as vertex
 from components.impl.verify_export import verify
-from pipeline.compile import VERTEX_YAML, compile_pipeline
+from pipeline.compile import VERTEX_EMAIL_YAML, VERTEX_YAML, compile_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -314,3 +314,32 @@ def test_recheck_reads_the_deployed_model_again_right_before_deploying(vertex_ap
 def test_recheck_with_no_model_yet_deploys(vertex_api):
     deploy, why = vertex.recheck_deployment("test-project", "us-central1", "taxifare", "", 3.5)
     assert deploy and "(none)" in why
+
+
+def test_email_variant_wraps_the_whole_pipeline_in_vertex_notification_email(tmp_path):
+    """compiled/taxifare_vertex_email.yaml: VertexNotificationEmailOp is the exit task around the plain pipeline (run_summary inside)."""
+    out = tmp_path / "e.yaml"
+    compile_pipeline(str(out), target="vertex-email")
+    norm = lambda text: re.sub(r"sdkVersion: kfp-[\w.]+", "", text)  # noqa: E731
+    assert norm(out.read_text()) == norm((ROOT / VERTEX_EMAIL_YAML).read_text()), (
+        "compiled/taxifare_vertex_email.yaml is stale: run `taxifare compile` and commit the result"
+    )
+    email = yaml.safe_load(out.read_text())
+    plain = yaml.safe_load((ROOT / VERTEX_YAML).read_text())
+    assert email["pipelineInfo"]["name"] == plain["pipelineInfo"]["name"] == "taxifare-vertex"
+    params = email["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(plain["root"]["inputDefinitions"]["parameters"]) | {"notify_emails"}
+    assert params["notify_emails"]["parameterType"] == "LIST" and params["notify_emails"]["defaultValue"] == []
+    root = email["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "vertex-pipelines-notification-email"}
+    notify = root["vertex-pipelines-notification-email"]
+    assert notify["dependentTasks"] == ["exit-handler-1"] and notify["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert notify["inputs"]["parameters"]["pipeline_task_final_status"]["taskFinalStatus"]["producerTask"] == "exit-handler-1"
+    assert notify["inputs"]["parameters"]["recipients"]["componentInputParameter"] == "notify_emails"
+    executor = email["deploymentSpec"]["executors"][email["components"][notify["componentRef"]["name"]]["executorLabel"]]
+    assert executor["container"]["args"][:2] == ["--type", "VertexNotificationEmail"]
+    # inside: the plain pipeline as one sub-DAG task, every parameter passed through, run_summary still its exit task
+    (inner,) = email["components"]["comp-exit-handler-1"]["dag"]["tasks"].values()
+    assert set(inner["inputs"]["parameters"]) == set(plain["root"]["inputDefinitions"]["parameters"])
+    sub = email["components"][inner["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(sub) == set(plain["root"]["dag"]["tasks"]) == {"exit-handler-1", "run-summary"}

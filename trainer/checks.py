@@ -29,6 +29,9 @@ BASE_NUMERIC_FEATURES = 10
 DATETIME_EMBEDDINGS = ((schema.N_HOURS, 3), (schema.N_DAYS, 2), (schema.N_HOURS * schema.N_DAYS, 3))
 _MACHINE_TYPE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+_EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[A-Za-z]{2,}")
+#: How many recipients Vertex AI's e-mail notification takes (VertexNotificationEmailOp).
+MAX_EMAIL_RECIPIENTS = 3
 
 
 def _valid(name: str, value: Any, out: Any, ok: bool, what: str) -> Any:
@@ -122,6 +125,21 @@ def webhook_url(name: str, value: Any) -> str:
     if url and (parts.scheme not in ("http", "https") or not parts.netloc):
         raise InputError(f"{name} {url!r} is not an http(s) URL: pass e.g. https://hooks.slack.com/services/...")
     return url
+
+
+def email_recipients(name: str, value: Any) -> list[str]:
+    """E-mail addresses for Vertex AI's notification: a list or comma-separated text, at most three."""
+    items = value if isinstance(value, list | tuple) else text(name, value).split(",")
+    out = [str(v).strip() for v in items if str(v).strip()]
+    for address in out:
+        if not _EMAIL.fullmatch(address):
+            raise InputError(f"{name}: {address!r} is not an e-mail address: pass e.g. ops@example.com")
+    if len(out) > MAX_EMAIL_RECIPIENTS:
+        raise InputError(
+            f"{name}: {len(out)} recipients, Vertex AI's e-mail notification takes at most {MAX_EMAIL_RECIPIENTS}: "
+            "use a mailing list address"
+        )
+    return out
 
 
 def source(name: str, value: Any) -> str:

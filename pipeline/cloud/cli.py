@@ -71,6 +71,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="a pipeline parameter, repeatable (e.g. --param train_steps=5000); converted to the template's type and checked "
         "as taxifare run checks it",
     )
+    parser.add_argument(
+        "--notify-email",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="Vertex AI only: e-mail each run's final status to this address, repeatable, at most 3 (VertexNotificationEmailOp "
+        "as the exit task around the whole run; with --image the e-mail variant is compiled, a --template must be "
+        "compiled/taxifare_vertex_email.yaml or alike)",
+    )
     parser.add_argument("--pipeline-root", help="gs:// folder for the runs' artifacts (default: $TAXIFARE_PIPELINE_ROOT)")
     parser.add_argument(
         "--service-account",

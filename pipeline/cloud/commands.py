@@ -42,14 +42,24 @@ def _kfp_host(args: argparse.Namespace) -> str | None:
 
 
 def _template(args: argparse.Namespace, engine: str, scratch: contextlib.ExitStack) -> Template:
-    """The template to send: ``--template`` (checked for ``engine``), or the pipeline compiled for ``--image``."""
+    """The template to send: ``--template`` (checked for ``engine``), or the pipeline compiled for ``--image``.
+
+    With ``--notify-email`` the e-mail variant is compiled (``--image``); a ``--template`` must take
+    ``notify_emails`` (:func:`pipeline.cloud.template.check_parameters` says so).
+    """
+    email = bool(args.notify_email)
+    if email and engine != "vertex":
+        raise InputError(
+            "--notify-email works on Vertex AI Pipelines only (Vertex sends the mail): on Kubeflow pass --param notify_webhook=URL"
+        )
     if args.image:
         if args.template:
             raise InputError("pass --template or --image, not both: --image compiles the project's pipeline for that image")
         image = check_image(args.image, registry=engine == "vertex")
         from pipeline.cloud.template import compile_for_image
 
-        return compile_for_image(engine, image, scratch.enter_context(tempfile.TemporaryDirectory(prefix="taxifare-submit-")))
+        directory = scratch.enter_context(tempfile.TemporaryDirectory(prefix="taxifare-submit-"))
+        return compile_for_image(engine, image, directory, email=email)
     template = load_template(args.template or DEFAULT_TEMPLATES[engine])
     check_kind(template, engine)
     if engine == "vertex":
@@ -58,7 +68,10 @@ def _template(args: argparse.Namespace, engine: str, scratch: contextlib.ExitSta
 
 
 def _parameters(args: argparse.Namespace, template: Template) -> dict[str, Any]:
-    return check_parameters(template, s.parse_pairs(args.param, "--param"))
+    values: dict[str, Any] = s.parse_pairs(args.param, "--param")
+    if args.notify_email:
+        values["notify_emails"] = list(args.notify_email)
+    return check_parameters(template, values)
 
 
 def _location(args: argparse.Namespace) -> dict[str, Any]:

@@ -204,11 +204,11 @@ def with_fingerprint(template: Template, values: Mapping[str, Any]) -> dict[str,
     return {**values, "data_fingerprint": fingerprint}
 
 
-def compile_for_image(kind: str, image: str, directory: str) -> Template:
-    """Compile the project's pipeline of ``kind`` for ``image`` into ``directory`` and load it."""
+def compile_for_image(kind: str, image: str, directory: str, *, email: bool = False) -> Template:
+    """Compile the project's pipeline of ``kind`` for ``image`` into ``directory`` and load it (``email``: the e-mail variant)."""
     from pipeline.compile import compile_pipeline
 
-    target = {"vertex": "vertex", "kubeflow": "local"}[kind]
+    target = "vertex-email" if email else {"vertex": "vertex", "kubeflow": "local"}[kind]
     path = compile_pipeline(os.path.join(directory, f"taxifare_{target}.yaml"), image=image, target=target)
     return load_template(path)
 
@@ -267,6 +267,11 @@ def check_parameters(template: Template, values: Mapping[str, Any]) -> dict[str,
     for name in values:
         if name not in known:
             raise InputError(f"the pipeline has no parameter {name!r}: use one of {', '.join(sorted(known))}")
+    if "notify_emails" in values and "notify_emails" not in types:
+        raise InputError(
+            f"the template {template.path!r} has no e-mail notification: pass --image to compile the pipeline with it, "
+            "or a template written by `taxifare compile --target vertex-email`"
+        )
     checked = parameters.checked({n: v for n, v in values.items() if n in table}, target)
     others = coerce_parameters(template, {n: v for n, v in values.items() if n not in table})
     return {n: v for n, v in {**checked, **others}.items() if n in types}
