@@ -5,23 +5,22 @@ on (Jensen-Shannon divergence per feature); stops the run before training when a
 more than ``max_drift`` (0 = report only). Never cached: it compares with what is deployed now.
 """
 
-from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def check_drift(
-    train_data: dsl.Input[dsl.Dataset],
+    train_data: Input[Dataset],
     serving_root: str,
     model_name: str,
     deployed_stats_uri: str,
     max_drift: float,
-    drift: dsl.Output[dsl.Metrics],
+    drift: Output[Metrics],
 ):
     """Compare the training split with the deployed model's training data; stop above max_drift."""
-    import json
-
+    from components.common import write_metrics
     from components.impl.drift import check
 
     result = check(
@@ -31,8 +30,4 @@ def check_drift(
         deployed_stats_uri=deployed_stats_uri,
         max_drift=max_drift,
     )
-    figures = result.as_metrics() if result else {}
-    for key, value in figures.items():
-        drift.log_metric(key, value)
-    with open(drift.path, "w") as fh:  # a file too, so the artifact exists on disk
-        json.dump({"reference_version": result.reference_version if result else "", **figures}, fh)
+    write_metrics(drift, result.as_metrics() if result else {}, reference_version=result.reference_version if result else "")

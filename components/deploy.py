@@ -4,17 +4,17 @@ Step 5, deploy: compare-and-publish the blessed model as the next version of a T
 base path (or, in canary mode, under the ``canary`` label).
 """
 
-from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def deploy(
-    model: dsl.Input[dsl.Model],
-    train_data: dsl.Input[dsl.Dataset],
-    test_data: dsl.Input[dsl.Dataset],
-    verification: dsl.Input[dsl.Metrics],
+    model: Input[Model],
+    train_data: Input[Dataset],
+    test_data: Input[Dataset],
+    verification: Input[Metrics],
     serving_root: str,
     model_name: str,
     run_name: str,

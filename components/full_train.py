@@ -3,23 +3,23 @@
 Step 3, full_train: the trainer with the full budget on the staged data.
 """
 
-from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def full_train(
-    train_data: dsl.Input[dsl.Dataset],
-    eval_data: dsl.Input[dsl.Dataset],
+    train_data: Input[Dataset],
+    eval_data: Input[Dataset],
     train_steps: int,
     batch_size: int,
     hidden_units: str,
     learning_rate: float,
     seed: int,
-    model: dsl.Output[dsl.Model],
-    metrics: dsl.Output[dsl.Metrics],
-    tensorboard: dsl.Output[dsl.Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    tensorboard: Output[Artifact],
 ):
     """Train the model with the full budget; export it with its metrics and TensorBoard logs."""
     from components.impl.full_train import copy_export, train
@@ -49,11 +49,7 @@ def full_train(
     model.metadata.update(
         ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"], hyperparameters=hyperparameters).to_metadata()
     )
-    import json
+    from components.common import write_metrics
 
-    figures = {key: float(result[key]) for key in ("rmse", "steps", "examples_per_second", "eval_examples", "train_seconds")}
-    for key, value in figures.items():
-        metrics.log_metric(key, value)
-    with open(metrics.path, "w") as fh:  # a file too, so the artifact exists on disk (kfp.local's cache checks)
-        json.dump(figures, fh)
+    write_metrics(metrics, {key: float(result[key]) for key in ("rmse", "steps", "examples_per_second", "eval_examples", "train_seconds")})
     tensorboard.metadata["logdir"] = tensorboard.uri

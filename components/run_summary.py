@@ -4,13 +4,13 @@ run_summary runs after the other steps whatever happened (the pipeline's ``dsl.E
 it writes the run's summary and, when ``notify_webhook`` is set, POSTs it there.
 """
 
-from kfp import dsl
+from kfp.dsl import Artifact, Output, PipelineTaskFinalStatus
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def run_summary(status: dsl.PipelineTaskFinalStatus, run_name: str, notify_webhook: str, summary: dsl.Output[dsl.Artifact]) -> str:
+@step
+def run_summary(status: PipelineTaskFinalStatus, run_name: str, notify_webhook: str, summary: Output[Artifact]) -> str:
     """Summarize the finished run (status, failed step, log tail, link) into ``summary``; notify the webhook; return the status."""
     from components.impl.notify import run_summary_step
 

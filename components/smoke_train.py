@@ -4,20 +4,20 @@ Proves that the package imports, the staged data parses, a step runs with a fini
 and a SavedModel is exported, before paying for full training.
 """
 
-from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def smoke_train(
-    train_data: dsl.Input[dsl.Dataset],
-    eval_data: dsl.Input[dsl.Dataset],
+    train_data: Input[Dataset],
+    eval_data: Input[Dataset],
     smoke_steps: int,
     hidden_units: str,
     learning_rate: float,
     seed: int,
-    model: dsl.Output[dsl.Model],
+    model: Output[Model],
 ):
     """Train for a few steps; fail unless the loss is finite and a SavedModel was exported."""
     import tempfile

@@ -3,12 +3,12 @@
 Step 1, stage_data: validate the source rows and write the train / eval / test splits.
 """
 
-from kfp import dsl
+from kfp.dsl import Dataset, Output
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def stage_data(
     source: str,
     eval_source: str,
@@ -23,9 +23,9 @@ def stage_data(
     scheduled_time: str,
     bigquery_project: str,
     data_fingerprint: str,
-    train_data: dsl.Output[dsl.Dataset],
-    eval_data: dsl.Output[dsl.Dataset],
-    test_data: dsl.Output[dsl.Dataset],
+    train_data: Output[Dataset],
+    eval_data: Output[Dataset],
+    test_data: Output[Dataset],
 ):
     """Validate the source rows and write the train, eval and test splits with their statistics.
 

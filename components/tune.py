@@ -7,15 +7,15 @@ job's worker pools and study, and ``best_trial`` reads the finished job's best t
 
 from typing import NamedTuple
 
-from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def tune(
-    train_data: dsl.Input[dsl.Dataset],
-    eval_data: dsl.Input[dsl.Dataset],
+    train_data: Input[Dataset],
+    eval_data: Input[Dataset],
     tuning_trials: int,
     tuning_space: str,
     train_steps: int,
@@ -23,7 +23,7 @@ def tune(
     learning_rate: float,
     batch_size: int,
     seed: int,
-    trials: dsl.Output[dsl.Metrics],
+    trials: Output[Metrics],
 ) -> NamedTuple("Outputs", [("hidden_units", str), ("learning_rate", float), ("batch_size", int)]):  # type: ignore[valid-type]
     """Search hidden units, learning rate and batch size with short trials (none when tuning_trials is 0); return the best set."""
     import tempfile
@@ -56,10 +56,10 @@ def tune(
     return Outputs(best.hidden_units, best.learning_rate, best.batch_size)
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def tuning_job_spec(
-    train_data: dsl.Input[dsl.Dataset],
-    eval_data: dsl.Input[dsl.Dataset],
+    train_data: Input[Dataset],
+    eval_data: Input[Dataset],
     image: str,
     machine_type: str,
     tuning_trials: int,
@@ -82,10 +82,10 @@ def tuning_job_spec(
     return Outputs(pools, vertex_study_parameters(tuning_space), vertex_study_metrics())
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def best_trial(
     gcp_resources: str,
-    trials: dsl.Output[dsl.Metrics],
+    trials: Output[Metrics],
 ) -> NamedTuple("Outputs", [("hidden_units", str), ("learning_rate", float), ("batch_size", int)]):  # type: ignore[valid-type]
     """The best trial's hidden units, learning rate and batch size from a finished Vertex hyperparameter tuning job."""
     from components.common import summary

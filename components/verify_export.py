@@ -3,25 +3,25 @@
 Step 4, verify_export: decide whether the trained model may be deployed.
 """
 
-from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def verify_export(
-    model: dsl.Input[dsl.Model],
-    train_data: dsl.Input[dsl.Dataset],
-    test_data: dsl.Input[dsl.Dataset],
-    tensorboard: dsl.Input[dsl.Artifact],
+    model: Input[Model],
+    train_data: Input[Dataset],
+    test_data: Input[Dataset],
+    tensorboard: Input[Artifact],
     max_rmse: float,
     serving_root: str,
     model_name: str,
     infra_validation: bool,
     deployed_model_uri: str,
     deployed_rmse: float,
-    metrics: dsl.Output[dsl.Metrics],
-    report: dsl.Output[dsl.HTML],
+    metrics: Output[Metrics],
+    report: Output[HTML],
 ) -> bool:
     """Check the export against the schema, the baselines and the deployed model; return whether it is blessed.
 
@@ -31,8 +31,7 @@ def verify_export(
     is the task's single output because kfp.local resolves conditions only on a task's single
     ``Output``.
     """
-    import json
-
+    from components.common import write_metrics
     from components.impl.contracts import DatasetStats, Verification
     from components.impl.report import write_report
     from components.impl.verify_export import verify
@@ -50,8 +49,8 @@ def verify_export(
         deployed_rmse=deployed_rmse,
     )
     verification = Verification(verdict.blessed, verdict.reason, verdict.metrics)
-    for key, value in verification.finite_metrics().items():
-        metrics.log_metric(key, value)
+    # kfp logs only finite figures; the file has them all, after the verdict.
+    write_metrics(metrics, verification.finite_metrics(), blessed=verdict.blessed, reason=verdict.reason, **verdict.metrics)
     metrics.metadata.update(verification.to_metadata())
     from components.impl.drift import report_section, with_section
 
@@ -59,6 +58,4 @@ def verify_export(
         dict(train_data.metadata), serving_root=serving_root, model_name=model_name, deployed_stats_uri=deployed_model_uri
     )
     write_report(report.path, with_section(verdict.report_html, drift))  # ends with the training data against the deployed model's
-    with open(metrics.path, "w") as fh:
-        json.dump({"blessed": verdict.blessed, "reason": verdict.reason, **verdict.metrics}, fh, default=str)
     return verdict.blessed

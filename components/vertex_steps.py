@@ -7,12 +7,12 @@ Vertex API).
 from typing import NamedTuple
 
 from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel, VertexEndpoint, VertexModel
-from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.common import DEFAULT_IMAGE
+from components.common import step
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def training_worker_pools(template: str, machine_type: str, accelerator_type: str, accelerator_count: int, replica_count: int) -> list:
     """The full_train custom job's worker pools for the machine settings of this run."""
     from components.impl.vertex_steps import worker_pool_specs
@@ -20,15 +20,15 @@ def training_worker_pools(template: str, machine_type: str, accelerator_type: st
     return worker_pool_specs(template, machine_type, accelerator_type, accelerator_count, replica_count)
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def lookup_deployment(
     project: str,
     location: str,
     model_display_name: str,
     endpoint_display_name: str,
     traffic_percentage: int,
-    parent_model: dsl.Output[VertexModel],
-    endpoint: dsl.Output[VertexEndpoint],
+    parent_model: Output[VertexModel],
+    endpoint: Output[VertexEndpoint],
 ) -> NamedTuple(  # type: ignore[valid-type]
     "Outputs", [("has_model", str), ("has_endpoint", str), ("deployed_model_uri", str), ("deployed_rmse", float), ("traffic_split", dict)]
 ):
@@ -60,10 +60,8 @@ def lookup_deployment(
     )
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def recheck_deployment(
-    project: str, location: str, model_display_name: str, deployed_model_uri: str, verification: dsl.Input[dsl.Metrics]
-) -> str:
+@step
+def recheck_deployment(project: str, location: str, model_display_name: str, deployed_model_uri: str, verification: Input[Metrics]) -> str:
     """Read the deployed model again right before the upload and deploy: "true" when the candidate may still be deployed."""
     from components.impl.contracts import Verification
     from components.impl.vertex_steps import recheck_deployment as recheck
@@ -75,13 +73,13 @@ def recheck_deployment(
     return "true" if deploy else "false"
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+@step
 def prepare_upload(
-    model: dsl.Input[dsl.Model],
-    verification: dsl.Input[dsl.Metrics],
-    test_data: dsl.Input[dsl.Dataset],
+    model: Input[Model],
+    verification: Input[Metrics],
+    test_data: Input[Dataset],
     serving_image: str,
-    unmanaged_model: dsl.Output[UnmanagedContainerModel],
+    unmanaged_model: Output[UnmanagedContainerModel],
 ) -> dict:
     """The SavedModel as an UnmanagedContainerModel served by ``serving_image``; returns the labels to upload with."""
     from components.impl.contracts import DatasetStats, Verification

@@ -15,7 +15,7 @@ from typing import Any
 
 from kfp import dsl
 
-from components.common import DEFAULT_IMAGE
+from components.common import DEFAULT_IMAGE, step
 
 #: stage_data's inputs that are pipeline parameters of the same name.
 STAGE_PARAMS = (
@@ -43,7 +43,7 @@ def with_image(component: Any, image: str) -> Any:
     """The same lightweight component, built to run in ``image``."""
     if image == DEFAULT_IMAGE:
         return component
-    return dsl.component(component.python_func, base_image=image, install_kfp_package=False)
+    return step(component.python_func, image=image)
 
 
 def stage_and_smoke(

@@ -7,7 +7,9 @@ for kfp.local and Kubeflow, :mod:`pipeline.vertex_pipeline` for Vertex AI), the
 (``train_steps``, ``synthetic_rows``) the row says so with ``vertex_default``.
 
 The checks themselves are in :mod:`trainer.checks`, which the steps and the trainer call
-too. No kfp and no TensorFlow here (as TFX's ``constants.py``).
+too; the hyperparameters default to the trainer's own (:mod:`trainer.config`). The steps'
+functions take these settings without defaults of their own: every default is declared here.
+No kfp and no TensorFlow here (as TFX's ``constants.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from trainer import checks, validation
+from trainer import checks, config, validation
 from trainer.errors import InputError
 
 LOCAL = "local"
@@ -108,9 +110,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     # Training.
     _p("smoke_steps", int, 10, checks.positive_int, "steps of the smoke training that gates full training."),
     _p("train_steps", int, 2000, checks.positive_int, "optimizer steps of full training.", vertex_default=20_000),
-    _p("batch_size", int, 512, checks.positive_int, "examples per training step (per replica on Vertex)."),
-    _p("hidden_units", str, "64,32", checks.hidden_units, "hidden layer sizes separated by commas, e.g. '64,32'."),
-    _p("learning_rate", float, 0.003, checks.learning_rate, "Adam learning rate."),
+    # The trainer's own defaults (trainer/config.py), so `python -m trainer.task` and the pipeline train alike.
+    _p("batch_size", int, config.TRAIN_BATCH_SIZE, checks.positive_int, "examples per training step (per replica on Vertex)."),
+    _p("hidden_units", str, ",".join(map(str, config.HIDDEN_UNITS)), checks.hidden_units,
+       "hidden layer sizes separated by commas, e.g. '64,32'."),
+    _p("learning_rate", float, config.LEARNING_RATE, checks.learning_rate, "Adam learning rate."),
     _p("max_model_params", int, checks.MAX_MODEL_PARAMS, checks.positive_int,
        "the largest model (in parameters, from hidden_units and the embeddings) accepted before any step runs.",
        in_pipeline=False),
@@ -146,7 +150,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("model_name", str, "taxifare", checks.model_name, "the served model's name (a directory under serving_root).", targets=(LOCAL,)),
     _p("infra_validation", bool, True, checks.boolean,
        "serve the candidate in its own process and check its REST and gRPC answers before blessing it.", targets=(LOCAL,)),
-    _p("deploy_mode", str, "replace", checks.deploy_mode,
+    _p("deploy_mode", str, checks.REPLACE, checks.deploy_mode,
        "'replace' moves the default route to the new version; 'canary' publishes it under the canary label and leaves "
        "stable where it is (promote with `taxifare label --model-base-path P stable=N`).", targets=(LOCAL,)),
     _p("model_display_name", str, "taxifare", checks.display_name,

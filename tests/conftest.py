@@ -60,6 +60,18 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, small_data: dict[str
     return train_and_evaluate(config, progress=lambda line: None)
 
 
+def stage(source: str, out_paths: dict[str, str], **settings):
+    """``components.impl.stage_data.stage`` as the pipeline calls it: the pipeline's defaults for what is not given."""
+    import inspect
+
+    from components.impl import stage_data
+    from pipeline import parameters
+
+    defaults = parameters.defaults()
+    required = [n for n, p in inspect.signature(stage_data.stage).parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    return stage_data.stage(source, out_paths, **({name: defaults[name] for name in required} | settings))
+
+
 def run_python(code: str, *args: str, timeout: float = 120.0):
     """Run ``code`` in a fresh interpreter (same environment), returning the CompletedProcess."""
     import subprocess

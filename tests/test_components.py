@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import stage
 
 from components.impl import deploy, full_train, stage_data, verify_export
 from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, StepSummary
@@ -25,7 +26,7 @@ def outs(tmp_path: Path) -> dict[str, str]:
 
 def test_stage_synthetic_writes_three_splits_with_statistics(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(SUMMARY_DIR_ENV, str(tmp_path / "summaries"))
-    staged = stage_data.stage("synthetic", outs(tmp_path / "out"), synthetic_rows=2000, seed=3)
+    staged = stage("synthetic", outs(tmp_path / "out"), synthetic_rows=2000, seed=3)
     rows = {split: s.metadata["rows"] for split, s in staged.items()}
     assert sum(rows.values()) == 2000 and all(rows.values())
     meta = staged["train"].metadata
@@ -39,8 +40,8 @@ def test_stage_synthetic_writes_three_splits_with_statistics(tmp_path, capsys, m
 
 
 def test_stage_is_deterministic_and_carves_by_key_hash(tmp_path, real_train):
-    a = stage_data.stage(str(real_train), outs(tmp_path / "a"))
-    b = stage_data.stage(str(real_train), outs(tmp_path / "b"))
+    a = stage(str(real_train), outs(tmp_path / "a"))
+    b = stage(str(real_train), outs(tmp_path / "b"))
     assert {s: a[s].metadata["content_hash"] for s in a} == {s: b[s].metadata["content_hash"] for s in b}
     assert sum(s.metadata["rows"] for s in a.values()) == 7770
     keys = {split: {line.rsplit(",", 1)[1] for line in Path(a[split].path, "data.csv").read_text().splitlines()} for split in a}
@@ -52,7 +53,7 @@ def test_stage_counts_and_reports_bad_rows(tmp_path):
     src = tmp_path / "src.csv"
     rows = [GOOD.format(key=i) for i in range(300)] + ["12.0,0,0,0,0,1,x", "oops", "1.0,-73.98,40.75,-73.97,40.78,1,y"]
     src.write_text("\n".join(rows) + "\n")
-    staged = stage_data.stage(str(src), outs(tmp_path / "out"))
+    staged = stage(str(src), outs(tmp_path / "out"))
     meta = staged["train"].metadata
     assert meta["dropped"] == {"outside_nyc": 1, "wrong_column_count": 1, "fare_below_minimum": 1}
     assert any(":302: wrong_column_count" in e for e in meta["dropped_examples"])
@@ -70,7 +71,7 @@ def test_stage_counts_and_reports_bad_rows(tmp_path):
 def test_stage_rejects_bad_parameters(tmp_path, kwargs, message):
     source = kwargs.pop("source")
     with pytest.raises(InputError, match=message):
-        stage_data.stage(source, outs(tmp_path), **kwargs)
+        stage(source, outs(tmp_path), **kwargs)
     assert not list(tmp_path.iterdir())
 
 
@@ -78,7 +79,7 @@ def test_stage_fails_on_mostly_bad_data_and_leaves_no_output(tmp_path):
     src = tmp_path / "src.csv"
     src.write_text("12.0,0,0,0,0,1,1\n" * 50 + GOOD.format(key=2) + "\n")
     with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)"):
-        stage_data.stage(str(src), outs(tmp_path / "out"))
+        stage(str(src), outs(tmp_path / "out"))
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
@@ -86,7 +87,7 @@ def test_stage_fails_on_an_empty_split(tmp_path):
     src = tmp_path / "src.csv"
     src.write_text("\n".join(GOOD.format(key=i) for i in range(3)) + "\n")
     with pytest.raises(InputError, match="split is empty"):
-        stage_data.stage(str(src), outs(tmp_path / "out"))
+        stage(str(src), outs(tmp_path / "out"))
 
 
 def test_stage_reads_the_dated_partitions_of_the_window(tmp_path):
@@ -94,17 +95,17 @@ def test_stage_reads_the_dated_partitions_of_the_window(tmp_path):
         folder = tmp_path / "src" / f"dt={day}"
         folder.mkdir(parents=True)
         (folder / "part-0.csv").write_text("\n".join(GOOD.format(key=f"{day}-{i}") for i in range(n)) + "\n")
-    staged = stage_data.stage(str(tmp_path / "src"), outs(tmp_path / "out"), window_days=2, scheduled_time="2026-11-28T06:00:00Z")
+    staged = stage(str(tmp_path / "src"), outs(tmp_path / "out"), window_days=2, scheduled_time="2026-11-28T06:00:00Z")
     assert sum(s.metadata["rows"] for s in staged.values()) == 250  # the 26th and 27th, not the scheduled day
     with pytest.raises(InputError, match=r"no \*\.csv file under .*dt=YYYY-MM-DD"):
-        stage_data.stage(str(tmp_path / "src"), outs(tmp_path / "out2"), window_days=2, scheduled_time="2026-10-01T00:00:00Z")
+        stage(str(tmp_path / "src"), outs(tmp_path / "out2"), window_days=2, scheduled_time="2026-10-01T00:00:00Z")
 
 
 def test_stage_bigquery_needs_a_window_and_a_gcs_destination(tmp_path):
     with pytest.raises(InputError, match="source 'bigquery' needs window_days"):
-        stage_data.stage("bigquery", outs(tmp_path))
+        stage("bigquery", outs(tmp_path))
     with pytest.raises(InputError, match="must be a gs://BUCKET/folder"):
-        stage_data.stage("bigquery", outs(tmp_path), window_days=3, bigquery_project="p", bigquery_export_prefix=str(tmp_path / "x"))
+        stage("bigquery", outs(tmp_path), window_days=3, bigquery_project="p", bigquery_export_prefix=str(tmp_path / "x"))
 
 
 def test_hidden_units_parsing():
@@ -118,7 +119,7 @@ def test_hidden_units_parsing():
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
     root = tmp_path_factory.mktemp("staged")
-    stage_data.stage("synthetic", outs(root), synthetic_rows=6000, seed=11)
+    stage("synthetic", outs(root), synthetic_rows=6000, seed=11)
     return {split: str(root / split) for split in stage_data.SPLITS}
 
 

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import stage
 
 from components.impl import drift, statistics
-from components.impl.stage_data import stage
 from trainer import schema, synthetic
 from trainer.errors import InputError
 from trainer.schema import Variant

@@ -10,6 +10,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+from conftest import stage
 
 from components.impl import stage_data
 from pipeline.cli import main as cli_main
@@ -156,7 +157,7 @@ def test_stage_data_refuses_mixed_layouts_across_splits(tmp_path):
     ev = write(tmp_path / "eval.csv", [DATETIME.format(key=i).encode() for i in range(30)])
     out = {split: str(tmp_path / "out" / split) for split in stage_data.SPLITS}
     with pytest.raises(InputError, match=r"^mixed layouts: the train data is in the lab layout but the eval data \(.*eval\.csv\)"):
-        stage_data.stage(str(src), out, eval_source=str(ev))
+        stage(str(src), out, eval_source=str(ev))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.csv"))
 
 
@@ -165,7 +166,7 @@ def test_stage_data_reads_gzip_and_counts_hostile_rows(tmp_path):
     rows[7] = b"z" * HUGE
     rows[8] = rows[8] + b"\xff"
     src = write(tmp_path / "src.csv.gz", [BOM + rows[0], *rows[1:]])
-    staged = stage_data.stage(str(src), {split: str(tmp_path / "out" / split) for split in stage_data.SPLITS})
+    staged = stage(str(src), {split: str(tmp_path / "out" / split) for split in stage_data.SPLITS})
     meta = staged["train"].metadata
     assert meta["source_rows"] == 400 and meta["dropped"] == {"line_too_long": 1, "not_utf8": 1}
     assert sum(s.metadata["rows"] for s in staged.values()) == 398

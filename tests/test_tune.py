@@ -64,7 +64,7 @@ def test_trial_steps_are_a_tenth_with_a_floor():
 
 
 def test_off_returns_the_given_set_without_training(tmp_path):
-    tuned = tune.tune_local("nowhere", "nowhere", str(tmp_path), trials=0, given=("64,32", 0.003, 512))
+    tuned = tune.tune_local("nowhere", "nowhere", str(tmp_path), trials=0, space="", train_steps=2000, seed=0, given=("64,32", 0.003, 512))
     assert (tuned.hidden_units, tuned.learning_rate, tuned.batch_size, tuned.tuned) == ("64,32", 0.003, 512, False)
 
 

@@ -206,7 +206,7 @@ def test_labels_round_trip_the_test_rmse():
 
 
 def test_verify_uses_the_recorded_rmse_when_the_deployed_model_is_unreadable(trained_model, tmp_path):
-    from components.impl.stage_data import stage
+    from conftest import stage
 
     outs = {s: str(tmp_path / s) for s in ("train", "eval", "test")}
     stage("synthetic", outs, synthetic_rows=1500, seed=4)

@@ -191,8 +191,11 @@ def model_name(name: str, value: Any) -> str:
     return out
 
 
-#: How deploy publishes a version (see components/impl/deploy.py and docs/serving.md).
-DEPLOY_MODES = ("replace", "canary")
+#: How deploy publishes a version (see components/impl/deploy.py and docs/serving.md); the
+#: first, the default route moving to the new version, is the default.
+REPLACE = "replace"
+CANARY = "canary"
+DEPLOY_MODES = (REPLACE, CANARY)
 
 
 def deploy_mode(name: str, value: Any) -> str:

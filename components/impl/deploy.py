@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from serving import layout
+from trainer import checks
 
 DEPLOY_FILE = layout.DEPLOY_FILE
 LOCK_FILE = layout.LOCK_FILE
@@ -87,7 +88,6 @@ def rescorer(test_path: str) -> Callable[[str], float]:
 
 
 def _check_settings(model_path: str, serving_root: str, model_name: str, mode: str) -> None:
-    from trainer import checks
     from trainer.errors import InputError
 
     if not serving_root:
@@ -135,7 +135,7 @@ def publish(
     candidate_rmse: float | None = None,
     test_data_hash: str = "",
     rescore: Callable[[str], float] | None = None,
-    mode: str = "replace",
+    mode: str = checks.REPLACE,
     train_stats: dict[str, Any] | None = None,
 ) -> Published:
     """Copy the SavedModel at ``model_path`` in as the next version, if it is still the better model.
@@ -212,13 +212,13 @@ def _compare_and_publish(
     with open(os.path.join(tmp, DEPLOY_FILE), "w") as fh:
         json.dump(record, fh, indent=2, default=str)
     served = layout.default_version([v.version for v in found if v.complete], labels)
-    if mode == "canary" and layout.STABLE not in labels and served is not None:
+    if mode == checks.CANARY and layout.STABLE not in labels and served is not None:
         labels[layout.STABLE] = served  # pin the default route before the new version appears
         layout.write_labels(model_dir, labels)
     final = os.path.join(model_dir, str(version))
     os.rename(tmp, final)  # fails (not replaces) if the number exists and holds a version
-    if mode == "canary" or layout.STABLE in labels:
-        labels[layout.CANARY if mode == "canary" else layout.STABLE] = version
+    if mode == checks.CANARY or layout.STABLE in labels:
+        labels[layout.CANARY if mode == checks.CANARY else layout.STABLE] = version
         layout.write_labels(model_dir, labels)
     if candidate_rmse is None:
         compared = "published without comparison"
@@ -226,7 +226,7 @@ def _compare_and_publish(
         compared = "nothing comparable deployed before"
     else:
         compared = f"test RMSE ${candidate_rmse:.3f} beats version {reference[0]}'s ${reference[1]:.3f}"
-    route = f"canary label (stable stays version {labels.get(layout.STABLE)})" if mode == "canary" else "the default route"
+    route = f"canary label (stable stays version {labels.get(layout.STABLE)})" if mode == checks.CANARY else "the default route"
     return Published(
         version,
         final,

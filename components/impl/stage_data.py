@@ -78,20 +78,23 @@ def stage(
     source: str,
     out_paths: dict[str, str],
     *,
-    eval_source: str = "",
-    test_source: str = "",
-    synthetic_rows: int = 50_000,
-    seed: int = 42,
-    datetime_layout: bool = False,
-    eval_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    max_bad_fraction: float = 0.1,
-    window_days: int = 0,
-    scheduled_time: str = "",
-    bigquery_project: str = "",
+    eval_source: str,
+    test_source: str,
+    synthetic_rows: int,
+    seed: int,
+    datetime_layout: bool,
+    eval_fraction: float,
+    test_fraction: float,
+    max_bad_fraction: float,
+    window_days: int,
+    scheduled_time: str,
+    bigquery_project: str,
     bigquery_export_prefix: str = "",
 ) -> dict[str, StagedSplit]:
     """Validate the source and write the three splits (the work of the stage_data step).
+
+    The settings are the pipeline parameters of the same names, with no defaults here: their
+    defaults are declared once, in :mod:`pipeline.parameters`, and every caller passes them.
 
     Args:
         source: ``synthetic``; ``bigquery`` (the course's query on the public NYC trips table

@@ -175,13 +175,15 @@ def tune_local(
     work_dir: str,
     *,
     trials: int,
-    space: str = "",
-    train_steps: int = 2000,
-    seed: int = 0,
-    given: tuple[str, float, int] = ("64,32", 0.003, 512),
+    space: str,
+    train_steps: int,
+    seed: int,
+    given: tuple[str, float, int],
     progress: Callable[[str], None] = print,
 ) -> Tuned:
     """Run ``trials`` short trainings chosen by Optuna's TPE sampler and return the best set.
+
+    The settings are the pipeline parameters (their defaults are in :mod:`pipeline.parameters`).
 
     Args:
         train_path: the staged train ``Dataset`` directory.
