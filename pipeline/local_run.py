@@ -285,13 +285,7 @@ def _run_local(
     if not arguments.get("data_fingerprint"):  # key stage_data's cache on the data the sources hold now
         from components.impl.fingerprint import data_fingerprint
 
-        arguments["data_fingerprint"] = data_fingerprint(
-            arguments["source"],
-            arguments["eval_source"],
-            arguments["test_source"],
-            window_days=arguments["window_days"],
-            scheduled_time=arguments["scheduled_time"],
-        )
+        arguments["data_fingerprint"] = data_fingerprint(arguments)
     start, started_at = time.monotonic(), time.time()
     before = set(runs.list_run_dirs(pipeline_root))
     with open(log_path, "a", encoding="utf-8") as log:

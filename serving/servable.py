@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.payload import Feature, Limits, check_column, features_for
 from trainer import schema
+from trainer.errors import InputError
+from trainer.export import read_saved_model
 
 SIGNATURE = "serving_default"
 METRICS_FILE = "metrics.json"
@@ -31,12 +33,9 @@ def read_signature_defs(version_dir: str) -> dict[str, meta_graph_pb2.SignatureD
     """
     path = os.path.join(version_dir, "saved_model.pb")
     try:
-        with open(path, "rb") as fh:
-            proto = saved_model_pb2.SavedModel.FromString(fh.read())
-    except OSError as exc:
-        raise LoadError(f"cannot read {path}: {exc.strerror}") from None
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise LoadError(f"{path} is not a SavedModel ({type(exc).__name__}: {exc})") from None
+        proto = read_saved_model(path)
+    except InputError as exc:
+        raise LoadError(str(exc)) from None
     if not proto.meta_graphs:
         raise LoadError(f"{path} holds no meta graph")
     return dict(proto.meta_graphs[0].signature_def)

@@ -285,7 +285,7 @@ def test_submit_passes_the_fingerprint_of_the_data_the_sources_hold_now(kfp_serv
         return run["runtime_config"]["parameters"]["data_fingerprint"]
 
     first = sent()
-    assert first == fingerprint.data_fingerprint(str(data)) and sent() == first
+    assert first == fingerprint.data_fingerprint({"source": str(data)}) and sent() == first
     data.write_text("37.5,-73.99,40.75,-73.98,40.76,1,k1\n")  # the fares tripled: same size, new time
     assert sent() != first
 

@@ -185,16 +185,28 @@ def check_export_dir(export_dir: str, what: str = "export directory") -> Variant
     )
 
 
-def _read_signature(pb: str, what: str, fix: str) -> Any:
+def read_saved_model(pb: str) -> Any:
+    """The ``SavedModel`` protocol buffer in the file ``pb`` (a ``saved_model.pb``), read by the trainer and the server.
+
+    Raises:
+        InputError: the file cannot be read or does not hold a SavedModel.
+    """
     from tensorflow.core.protobuf import saved_model_pb2
 
     try:
         with open(pb, "rb") as fh:
-            proto = saved_model_pb2.SavedModel.FromString(fh.read())
+            return saved_model_pb2.SavedModel.FromString(fh.read())
     except OSError as exc:
-        raise InputError(f"{what}: cannot read {pb}: {exc.strerror}") from None
+        raise InputError(f"cannot read {pb}: {exc.strerror}") from None
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise InputError(f"{what}: {pb} is not a SavedModel ({type(exc).__name__}): {fix}") from None
+        raise InputError(f"{pb} is not a SavedModel ({type(exc).__name__}: {exc})") from None
+
+
+def _read_signature(pb: str, what: str, fix: str) -> Any:
+    try:
+        proto = read_saved_model(pb)
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}: {fix}") from None
     meta = next((m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags), None)
     if meta is None:
         raise InputError(f"{what}: {pb} has no meta graph tagged 'serve' (not a serving export): {fix}")

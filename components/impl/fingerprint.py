@@ -29,29 +29,22 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 SYNTHETIC = "synthetic"
 BIGQUERY = "bigquery"
 
 
-def describe_sources(
-    source: str,
-    eval_source: str = "",
-    test_source: str = "",
-    *,
-    window_days: int = 0,
-    scheduled_time: str | dt.datetime | None = "",
-    now: dt.datetime | None = None,
-) -> dict[str, Any]:
+def describe_sources(params: Mapping[str, Any], *, now: dt.datetime | None = None) -> dict[str, Any]:
     """What each source resolves to now, as a JSON-ready dict (the fingerprint's input).
 
     Args:
-        source: the train source, as ``stage_data`` takes it.
-        eval_source: the eval source; empty when carved out of ``source``.
-        test_source: the test source; empty when carved out of ``source``.
-        window_days: days of a ``dt=`` or ``bigquery`` window before ``scheduled_time``; 0 for none.
-        scheduled_time: the run's scheduled time (empty or a placeholder means now).
+        params: the run's pipeline parameters; read are ``source`` (the train source, as
+            ``stage_data`` takes it), ``eval_source`` and ``test_source`` (empty or absent when
+            carved out of ``source``), ``window_days`` (days of a ``dt=`` or ``bigquery``
+            window before ``scheduled_time``; 0 or absent for none) and ``scheduled_time``
+            (empty, absent or a placeholder means now).
         now: the clock, for tests.
 
     Returns:
@@ -63,9 +56,11 @@ def describe_sources(
     """
     from components.impl import sources
 
+    window_days = int(params.get("window_days") or 0)
+    scheduled_time = params.get("scheduled_time") or ""
     described: dict[str, Any] = {}
-    for name, value in (("source", source), ("eval_source", eval_source), ("test_source", test_source)):
-        text = (value or "").strip()
+    for name in ("source", "eval_source", "test_source"):
+        text = str(params.get(name) or "").strip()
         if not text:
             described[name] = None
         elif text == SYNTHETIC and name == "source":
@@ -90,16 +85,8 @@ def describe_sources(
     return described
 
 
-def data_fingerprint(
-    source: str,
-    eval_source: str = "",
-    test_source: str = "",
-    *,
-    window_days: int = 0,
-    scheduled_time: str | dt.datetime | None = "",
-    now: dt.datetime | None = None,
-) -> str:
-    """A short hex digest of what the sources resolve to now (see :func:`describe_sources`).
+def data_fingerprint(params: Mapping[str, Any], *, now: dt.datetime | None = None) -> str:
+    """A short hex digest of what the sources of the pipeline parameters ``params`` resolve to now (see :func:`describe_sources`).
 
     The same files in the same state give the same value; a file added, removed, rewritten
     (new size, modification time or ``gs://`` generation) or a window that moved gives another.
@@ -107,8 +94,7 @@ def data_fingerprint(
     Raises:
         InputError: as :func:`describe_sources`.
     """
-    described = describe_sources(source, eval_source, test_source, window_days=window_days, scheduled_time=scheduled_time, now=now)
-    text = json.dumps(described, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(describe_sources(params, now=now), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -193,15 +193,7 @@ def with_fingerprint(template: Template, values: Mapping[str, Any]) -> dict[str,
         return dict(values)
     from components.impl.fingerprint import data_fingerprint
 
-    merged = {**template.defaults, **values}
-    fingerprint = data_fingerprint(
-        str(merged.get("source", "")),
-        str(merged.get("eval_source", "")),
-        str(merged.get("test_source", "")),
-        window_days=int(merged.get("window_days", 0)),
-        scheduled_time=str(merged.get("scheduled_time", "")),
-    )
-    return {**values, "data_fingerprint": fingerprint}
+    return {**values, "data_fingerprint": data_fingerprint({**template.defaults, **values})}
 
 
 def compile_for_image(kind: str, image: str, directory: str, *, email: bool = False) -> Template:
