@@ -26,24 +26,20 @@ def tune(
     trials: Output[Metrics],
 ) -> NamedTuple("Outputs", [("hidden_units", str), ("learning_rate", float), ("batch_size", int)]):  # type: ignore[valid-type]
     """Search hidden units, learning rate and batch size with short trials (none when tuning_trials is 0); return the best set."""
-    import tempfile
-
     from components.common import summary
     from components.impl.tune import Hyperparameters as Outputs
     from components.impl.tune import tune_local, write_record
 
-    with tempfile.TemporaryDirectory(prefix="taxifare-tune-") as scratch:
-        best = tune_local(
-            train_data.path,
-            eval_data.path,
-            scratch,
-            trials=tuning_trials,
-            space=tuning_space,
-            train_steps=train_steps,
-            seed=seed,
-            given=(hidden_units, learning_rate, batch_size),
-            progress=lambda line: print(line, flush=True),
-        )
+    best = tune_local(
+        train_data.path,
+        eval_data.path,
+        trials=tuning_trials,
+        space=tuning_space,
+        train_steps=train_steps,
+        seed=seed,
+        given=(hidden_units, learning_rate, batch_size),
+        progress=lambda line: print(line, flush=True),
+    )
     write_record(best, trials.path)
     if best.tuned:
         trials.log_metric("best_rmse", best.rmse)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 
 import pytest
 
@@ -64,21 +65,22 @@ def test_trial_steps_are_a_tenth_with_a_floor():
 
 
 def test_off_returns_the_given_set_without_training(tmp_path):
-    tuned = tune.tune_local("nowhere", "nowhere", str(tmp_path), trials=0, space="", train_steps=2000, seed=0, given=("64,32", 0.003, 512))
+    tuned = tune.tune_local("nowhere", "nowhere", trials=0, space="", train_steps=2000, seed=0, given=("64,32", 0.003, 512))
     assert (tuned.hidden_units, tuned.learning_rate, tuned.batch_size, tuned.tuned) == ("64,32", 0.003, 512, False)
 
 
 @pytest.mark.slow  # three short trainings: about 15 s on a quiet 2-core machine, 40 s on a busy one
-def test_local_search_runs_the_trials_and_returns_the_best(tmp_path, small_data):
+def test_local_search_runs_the_trials_and_returns_the_best(tmp_path, small_data, monkeypatch):
     split = {name: tmp_path / name for name in ("train", "eval")}
     for name, src in (("train", small_data["train"]), ("eval", small_data["valid"])):
         split[name].mkdir()
         (split[name] / "data.csv").write_text(src.read_text())
+    (tmp_path / "work").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "work"))  # where the trials' scratch folders go
     lines: list[str] = []
     tuned = tune.tune_local(
         str(split["train"]),
         str(split["eval"]),
-        str(tmp_path / "work"),
         trials=3,
         space="hidden_units=16|32,16; learning_rate=0.001..0.03; batch_size=64|128",
         train_steps=100,
@@ -93,7 +95,7 @@ def test_local_search_runs_the_trials_and_returns_the_best(tmp_path, small_data)
     assert (tuned.hidden_units, tuned.learning_rate, tuned.batch_size) == (best["hidden_units"], best["learning_rate"], best["batch_size"])
     assert [line.split(":")[0] for line in lines] == ["trial 1/3", "trial 2/3", "trial 3/3"]
     assert all("best so far $" in line for line in lines)
-    assert not list((tmp_path / "work").glob("trial-*"))  # trials leave nothing behind
+    assert not list((tmp_path / "work").glob("taxifare-trial-*"))  # trials leave no scratch folder behind
     tune.write_record(tuned, str(tmp_path / "record.json"))
     assert json.loads((tmp_path / "record.json").read_text())["hidden_units"] == tuned.hidden_units
 

@@ -172,7 +172,6 @@ class Tuned:
 def tune_local(
     train_path: str,
     eval_path: str,
-    work_dir: str,
     *,
     trials: int,
     space: str,
@@ -188,7 +187,6 @@ def tune_local(
     Args:
         train_path: the staged train ``Dataset`` directory.
         eval_path: the staged eval ``Dataset`` directory.
-        work_dir: scratch room for the trials' checkpoints and exports (removed after each trial).
         trials: how many trials; 0 returns ``given`` untouched (no TensorFlow import).
         space: the search space text (see :func:`parse_space`).
         train_steps: full training's steps (each trial runs :func:`trial_steps` of them).
@@ -222,8 +220,7 @@ def tune_local(
             ),
             "batch_size": trial.suggest_categorical("batch_size", list(searched.batch_size)),
         }
-        out = os.path.join(work_dir, f"trial-{trial.number}")
-        rmse = _run_trial(train_path, eval_path, out, params, steps=trial_steps(train_steps), seed=seed)
+        rmse = _run_trial(train_path, eval_path, params, steps=trial_steps(train_steps), seed=seed)
         records.append({"trial": trial.number + 1, **params, METRIC: rmse})
         return rmse if math.isfinite(rmse) else math.inf
 
@@ -249,14 +246,14 @@ def tune_local(
     )
 
 
-def _run_trial(train_path: str, eval_path: str, out: str, params: dict[str, Any], *, steps: int, seed: int) -> float:
-    """One short training with ``params``; its eval RMSE. Leaves nothing under ``out``."""
-    import shutil
+def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, steps: int, seed: int) -> float:
+    """One short training with ``params`` in a scratch folder of its own (removed after it); its eval RMSE."""
+    import tempfile
 
     from components.impl.full_train import data_pattern, parse_hidden_units
     from trainer.model import TrainConfig, train_and_evaluate
 
-    try:
+    with tempfile.TemporaryDirectory(prefix="taxifare-trial-", ignore_cleanup_errors=True) as out:
         result = train_and_evaluate(
             TrainConfig(
                 train_data_paths=data_pattern(train_path),
@@ -272,8 +269,6 @@ def _run_trial(train_path: str, eval_path: str, out: str, params: dict[str, Any]
             ),
             progress=lambda line: None,
         )
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
     return float(result.metrics["rmse"])
 
 
