@@ -31,12 +31,24 @@ STAGE_PARAMS = (
     "window_days",
     "data_fingerprint",
 )
+#: smoke_train's inputs that are pipeline parameters of the same name.
+SMOKE_PARAMS = ("smoke_steps", "hidden_units", "learning_rate", "seed")
 #: full_train's inputs that are pipeline parameters of the same name.
 TRAIN_PARAMS = ("train_steps", "batch_size", "hidden_units", "learning_rate", "seed")
 #: The hyperparameters the tune step hands to full training (its outputs, full_train's inputs).
 TUNED = ("hidden_units", "learning_rate", "batch_size")
 #: The tune step's inputs that are pipeline parameters of the same name.
 TUNE_PARAMS = ("tuning_trials", "tuning_space", "train_steps", *TUNED, "seed")
+
+
+def named(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The pipeline parameters ``names``, as the inputs of the same names of a step."""
+    return {name: params[name] for name in names}
+
+
+def splits(stage: Any) -> dict[str, Any]:
+    """The staged train and eval splits, as the ``train_data`` and ``eval_data`` inputs of a step."""
+    return {"train_data": stage.outputs["train_data"], "eval_data": stage.outputs["eval_data"]}
 
 
 def with_image(component: Any, image: str) -> Any:
@@ -67,48 +79,27 @@ def stage_and_smoke(
         drift_op: the check_drift component.
         drift_inputs: ``serving_root``, ``model_name`` and ``deployed_stats_uri`` as the target provides them.
     """
-    stage = stage_op(
-        **{name: params[name] for name in STAGE_PARAMS}, scheduled_time=scheduled_time, bigquery_project=bigquery_project
-    ).set_display_name("Stage data")
+    stage = stage_op(**named(params, STAGE_PARAMS), scheduled_time=scheduled_time, bigquery_project=bigquery_project)
+    stage.set_display_name("Stage data")
     drift = (
         drift_op(train_data=stage.outputs["train_data"], max_drift=params["max_drift"], **drift_inputs)
         .set_display_name("Check drift")
         .set_caching_options(False)  # compares with what is deployed now
     )
-    smoke = (
-        smoke_op(
-            train_data=stage.outputs["train_data"],
-            eval_data=stage.outputs["eval_data"],
-            smoke_steps=params["smoke_steps"],
-            hidden_units=params["hidden_units"],
-            learning_rate=params["learning_rate"],
-            seed=params["seed"],
-        )
-        .set_display_name("Smoke training")
-        .after(drift)
-    )
+    smoke = smoke_op(**splits(stage), **named(params, SMOKE_PARAMS)).set_display_name("Smoke training").after(drift)
     return stage, smoke
 
 
 def tuned_locally(tune_op: Any, stage: Any, smoke: Any, params: dict[str, Any]) -> dict[str, Any]:
     """The tune step (an Optuna search, or the given set passed through when tuning_trials is 0) and its best set."""
-    tune = tune_op(
-        train_data=stage.outputs["train_data"],
-        eval_data=stage.outputs["eval_data"],
-        **{name: params[name] for name in TUNE_PARAMS},
-    ).set_display_name("Tune")
+    tune = tune_op(**splits(stage), **named(params, TUNE_PARAMS)).set_display_name("Tune")
     tune.after(smoke)
     return {name: tune.outputs[name] for name in TUNED}
 
 
 def train_inputs(stage: Any, params: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
     """full_train's inputs: the staged splits, the training parameters and the tuned hyperparameters."""
-    return {
-        "train_data": stage.outputs["train_data"],
-        "eval_data": stage.outputs["eval_data"],
-        **{name: params[name] for name in TRAIN_PARAMS},
-        **tuned,
-    }
+    return {**splits(stage), **named(params, TRAIN_PARAMS), **tuned}
 
 
 def verify(verify_op: Any, stage: Any, train: Any, params: dict[str, Any], **target_inputs: Any) -> Any:

@@ -133,8 +133,7 @@ def _tuned(image: str, stage: Any, smoke: Any, p: dict[str, Any]) -> dict[str, A
     with dsl.If(p["tuning_trials"] > 0, name="tuning"):
         spec = (
             with_image(tuning_job_spec, image)(
-                train_data=stage.outputs["train_data"],
-                eval_data=stage.outputs["eval_data"],
+                **dag.splits(stage),
                 image=image,
                 machine_type=p["machine_type"],
                 tuning_trials=p["tuning_trials"],
