@@ -32,12 +32,10 @@ def stage_data(
     ``data_fingerprint`` (what the sources resolved to when the run started) is not read: it is
     an input so that kfp's cache keys this step on the data, not only on the source's path.
     """
-    from components.impl.stage_data import stage
+    from components.impl.stage_data import StageSettings, stage
 
-    outputs = {"train": train_data, "eval": eval_data, "test": test_data}
-    staged = stage(
-        source,
-        {name: artifact.path for name, artifact in outputs.items()},
+    settings = StageSettings(
+        source=source,
         eval_source=eval_source,
         test_source=test_source,
         synthetic_rows=synthetic_rows,
@@ -49,6 +47,11 @@ def stage_data(
         window_days=window_days,
         scheduled_time=scheduled_time,
         bigquery_project=bigquery_project,
+    )
+    outputs = {"train": train_data, "eval": eval_data, "test": test_data}
+    staged = stage(
+        settings,
+        {name: artifact.path for name, artifact in outputs.items()},
         bigquery_export_prefix=train_data.uri.rstrip("/") + "-bigquery-export",
     )
     for name, artifact in outputs.items():

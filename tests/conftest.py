@@ -60,16 +60,16 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, small_data: dict[str
     return train_and_evaluate(config, progress=lambda line: None)
 
 
-def stage(source: str, out_paths: dict[str, str], **settings):
-    """``components.impl.stage_data.stage`` as the pipeline calls it: the pipeline's defaults for what is not given."""
-    import inspect
+def stage(source: str, out_paths: dict[str, str], *, bigquery_export_prefix: str = "", **settings):
+    """``components.impl.stage_data.stage`` as the pipeline calls it: the pipeline's defaults for the settings not given."""
+    import dataclasses
 
     from components.impl import stage_data
     from pipeline import parameters
 
     defaults = parameters.defaults()
-    required = [n for n, p in inspect.signature(stage_data.stage).parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    return stage_data.stage(source, out_paths, **({name: defaults[name] for name in required} | settings))
+    given = {f.name: defaults[f.name] for f in dataclasses.fields(stage_data.StageSettings)} | settings | {"source": source}
+    return stage_data.stage(stage_data.StageSettings(**given), out_paths, bigquery_export_prefix=bigquery_export_prefix)
 
 
 def run_python(code: str, *args: str, timeout: float = 120.0):

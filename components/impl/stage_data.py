@@ -38,15 +38,59 @@ class StagedSplit:
     metadata: dict[str, Any]
 
 
-def _check_params(source: str, rows: int, eval_fraction: float, test_fraction: float, max_bad_fraction: float, window_days: int) -> None:
-    """The checks of :mod:`pipeline.parameters`, again where the step is called directly."""
-    from trainer import checks
+@dataclasses.dataclass(frozen=True)
+class StageSettings:
+    """The stage_data step's settings: the pipeline parameters of the same names.
 
-    checks.source("source", source)
-    checks.synthetic_rows(source, checks.positive_int("synthetic_rows", rows))
-    checks.split_fractions(checks.split_fraction("eval_fraction", eval_fraction), checks.split_fraction("test_fraction", test_fraction))
-    checks.unit_fraction("max_bad_fraction", max_bad_fraction)
-    checks.data_window(source, checks.non_negative_int("window_days", window_days))
+    No defaults here: they are declared once, in :mod:`pipeline.parameters`, and the step
+    passes every one.
+
+    Attributes:
+        source: ``synthetic``; ``bigquery`` (the course's query on the public NYC trips table
+            for the ``window_days`` before ``scheduled_time``); CSV files (glob, comma-separated
+            globs, directory; local or gs://); or, with ``window_days`` > 0, a folder of
+            ``dt=YYYY-MM-DD`` partitions of which the last ``window_days`` days before
+            ``scheduled_time`` are read.
+        eval_source: CSV files for the eval split; empty to carve it out of ``source``.
+        test_source: CSV files for the test split; empty to carve it out of ``source``.
+        synthetic_rows: rows to generate when ``source`` is ``synthetic``.
+        seed: seed of the generated data.
+        datetime_layout: generate (or query) the layout with ``pickup_datetime``.
+        eval_fraction: share of source rows carved out for eval (by key hash).
+        test_fraction: share of source rows carved out for test (by key hash).
+        max_bad_fraction: stop when a larger share of any source's rows is bad.
+        window_days: days of data before the scheduled time (dated folders, BigQuery); 0 for none.
+        scheduled_time: the run's scheduled time (RFC 3339; empty or unresolved means now).
+        bigquery_project: the project that runs the BigQuery export (empty: the credentials').
+    """
+
+    source: str
+    eval_source: str
+    test_source: str
+    synthetic_rows: int
+    seed: int
+    datetime_layout: bool
+    eval_fraction: float
+    test_fraction: float
+    max_bad_fraction: float
+    window_days: int
+    scheduled_time: str
+    bigquery_project: str
+
+    def check(self) -> None:
+        """The checks of :mod:`pipeline.parameters`, again where the step is called directly.
+
+        Raises:
+            InputError: one line naming the parameter.
+        """
+        from trainer import checks
+
+        checks.source("source", self.source)
+        checks.synthetic_rows(self.source, checks.positive_int("synthetic_rows", self.synthetic_rows))
+        fractions = checks.split_fraction("eval_fraction", self.eval_fraction), checks.split_fraction("test_fraction", self.test_fraction)
+        checks.split_fractions(*fractions)
+        checks.unit_fraction("max_bad_fraction", self.max_bad_fraction)
+        checks.data_window(self.source, checks.non_negative_int("window_days", self.window_days))
 
 
 def _split_of(keys: Any, eval_fraction: float, test_fraction: float) -> Any:
@@ -57,13 +101,15 @@ def _split_of(keys: Any, eval_fraction: float, test_fraction: float) -> Any:
     return np.where(buckets < test_fraction, 2, np.where(buckets < test_fraction + eval_fraction, 1, 0))
 
 
-def _resolve_source(source: str, window_days: int, scheduled_time: str, datetime_layout: bool, project: str, export_prefix: str) -> str:
+def _resolve_source(settings: StageSettings, export_prefix: str) -> str:
     """The train source as comma-separated files or globs (fresh data resolved for this run)."""
     from components.impl import sources
 
+    source, window_days, scheduled_time = settings.source.strip(), settings.window_days, settings.scheduled_time
     if source == BIGQUERY:
         days = sources.window_days(window_days, scheduled_time)
-        query = sources.bigquery_query(days[0], days[-1] + dt.timedelta(days=1), datetime_layout=datetime_layout)
+        query = sources.bigquery_query(days[0], days[-1] + dt.timedelta(days=1), datetime_layout=settings.datetime_layout)
+        project = settings.bigquery_project
         if not project:
             import google.auth
 
@@ -74,65 +120,30 @@ def _resolve_source(source: str, window_days: int, scheduled_time: str, datetime
     return source
 
 
-def stage(
-    source: str,
-    out_paths: dict[str, str],
-    *,
-    eval_source: str,
-    test_source: str,
-    synthetic_rows: int,
-    seed: int,
-    datetime_layout: bool,
-    eval_fraction: float,
-    test_fraction: float,
-    max_bad_fraction: float,
-    window_days: int,
-    scheduled_time: str,
-    bigquery_project: str,
-    bigquery_export_prefix: str = "",
-) -> dict[str, StagedSplit]:
+def stage(settings: StageSettings, out_paths: dict[str, str], *, bigquery_export_prefix: str = "") -> dict[str, StagedSplit]:
     """Validate the source and write the three splits (the work of the stage_data step).
 
-    The settings are the pipeline parameters of the same names, with no defaults here: their
-    defaults are declared once, in :mod:`pipeline.parameters`, and every caller passes them.
-
     Args:
-        source: ``synthetic``; ``bigquery`` (the course's query on the public NYC trips table
-            for the ``window_days`` before ``scheduled_time``, exported to
-            ``bigquery_export_prefix``); CSV files (glob, comma-separated globs, directory;
-            local or gs://); or, with ``window_days`` > 0, a folder of ``dt=YYYY-MM-DD``
-            partitions of which the last ``window_days`` days before ``scheduled_time`` are read.
+        settings: the step's settings (see :class:`StageSettings`).
         out_paths: the directory to write each split to, by ``train``/``eval``/``test``.
-        eval_source: CSV files for the eval split; empty to carve it out of ``source``.
-        test_source: CSV files for the test split; empty to carve it out of ``source``.
-        synthetic_rows: rows to generate when ``source`` is ``synthetic``.
-        seed: seed of the generated data.
-        datetime_layout: generate the layout with ``pickup_datetime``.
-        eval_fraction: share of source rows carved out for eval (by key hash).
-        test_fraction: share of source rows carved out for test (by key hash).
-        max_bad_fraction: stop when a larger share of any source's rows is bad.
-        window_days: days of data before the scheduled time (dated folders, BigQuery); 0 for none.
-        scheduled_time: the run's scheduled time (RFC 3339; empty or unresolved means now).
-        bigquery_project: the project that runs the BigQuery export (default: the credentials').
-        bigquery_export_prefix: the ``gs://`` folder the BigQuery export writes to.
+        bigquery_export_prefix: the ``gs://`` folder the export of source ``bigquery`` writes to.
 
     Returns:
         Each split's path and metadata.
 
     Raises:
-        InputError: a bad parameter, no matching file, too many bad rows, an empty split.
+        InputError: a bad setting, no matching file, too many bad rows, an empty split.
     """
-    _check_params(source, synthetic_rows, eval_fraction, test_fraction, max_bad_fraction, window_days)
-    source = source.strip()
+    settings.check()
+    source = settings.source.strip()
     with tempfile.TemporaryDirectory(prefix="taxifare-stage-") as scratch, _SplitWriter(out_paths) as writer:
         if source == SYNTHETIC:
-            layout = Variant.DATETIME if datetime_layout else Variant.LAB
-            patterns = _generate(synthetic_rows, seed, layout, eval_fraction, test_fraction, os.path.join(scratch, "generated"))
+            patterns = _generate(settings, os.path.join(scratch, "generated"))
         else:
-            train = _resolve_source(source, window_days, scheduled_time, datetime_layout, bigquery_project, bigquery_export_prefix)
-            patterns = {"train": train, "eval": eval_source.strip(), "test": test_source.strip()}
-        carve = (0.0 if patterns["eval"] else eval_fraction, 0.0 if patterns["test"] else test_fraction)
-        variant, reports = _read_sources(patterns, writer, carve, max_bad_fraction)
+            train = _resolve_source(settings, bigquery_export_prefix)
+            patterns = {"train": train, "eval": settings.eval_source.strip(), "test": settings.test_source.strip()}
+        carve = (0.0 if patterns["eval"] else settings.eval_fraction, 0.0 if patterns["test"] else settings.test_fraction)
+        variant, reports = _read_sources(patterns, writer, carve, settings.max_bad_fraction)
         writer.close()
         origins = {split: SYNTHETIC if source == SYNTHETIC else patterns[split] or f"{source} (carved by key hash)" for split in SPLITS}
         staged = {split: _describe(split, writer, variant, reports.get(split) or reports["train"], origins[split]) for split in SPLITS}
@@ -148,12 +159,13 @@ def stage(
     return staged
 
 
-def _generate(rows: int, seed: int, layout: Any, eval_fraction: float, test_fraction: float, out_dir: str) -> dict[str, str]:
+def _generate(settings: StageSettings, out_dir: str) -> dict[str, str]:
     """Seeded synthetic trips as three CSV files (their splits as asked)."""
     from trainer import synthetic
 
-    fractions = (1 - eval_fraction - test_fraction, eval_fraction, test_fraction)
-    gen = synthetic.generate(rows, out_dir, seed=seed, variant=layout, fractions=fractions)
+    fractions = (1 - settings.eval_fraction - settings.test_fraction, settings.eval_fraction, settings.test_fraction)
+    layout = Variant.DATETIME if settings.datetime_layout else Variant.LAB
+    gen = synthetic.generate(settings.synthetic_rows, out_dir, seed=settings.seed, variant=layout, fractions=fractions)
     return {"train": gen.paths["train"], "eval": gen.paths["valid"], "test": gen.paths["test"]}
 
 

@@ -78,6 +78,7 @@ _ACCOUNT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}@[a-z0-9][a-z0-9.-]*\.gserviceacc
 _K8S_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
 _NETWORK = re.compile(r"projects/(?P<number>[^/]*)/global/networks/(?P<name>[^/]*)")
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_PROJECT_NUMBER = re.compile(r"[1-9][0-9]{0,19}")
 
 
 def require(**settings: str | None) -> None:
@@ -187,15 +188,8 @@ def check_service_account(account: str | None, flag: str = "--service-account") 
     Raises:
         InputError: when it is not a service account e-mail.
     """
-    if account is None or not account.strip():
-        return None
-    value = account.strip()
-    if not _ACCOUNT.fullmatch(value):
-        raise InputError(
-            f"{flag} {account!r} is not a service account e-mail: write NAME@PROJECT.iam.gserviceaccount.com "
-            "(or NUMBER-compute@developer.gserviceaccount.com)"
-        )
-    return value
+    fix = "write NAME@PROJECT.iam.gserviceaccount.com (or NUMBER-compute@developer.gserviceaccount.com)"
+    return _optional(account, _ACCOUNT, flag, "a service account e-mail", fix)
 
 
 def check_kubernetes_account(account: str | None) -> str | None:
@@ -204,14 +198,8 @@ def check_kubernetes_account(account: str | None) -> str | None:
     Raises:
         InputError: when it is not a Kubernetes object name.
     """
-    if account is None or not account.strip():
-        return None
-    if not _K8S_NAME.fullmatch(account.strip()):
-        raise InputError(
-            f"--service-account {account!r} is not a Kubernetes service account name: use lowercase letters, digits, "
-            "'-' and '.', e.g. pipeline-runner"
-        )
-    return account.strip()
+    fix = "use lowercase letters, digits, '-' and '.', e.g. pipeline-runner"
+    return _optional(account, _K8S_NAME, "--service-account", "a Kubernetes service account name", fix)
 
 
 def check_project_number(number: str | None) -> str | None:
@@ -220,14 +208,21 @@ def check_project_number(number: str | None) -> str | None:
     Raises:
         InputError: when it is not all digits.
     """
-    if number is None:
+    fix = "use the digits shown by `gcloud projects describe PROJECT --format='value(projectNumber)'`"
+    return _optional(number, _PROJECT_NUMBER, "--project-number", "a project number", fix)
+
+
+def _optional(value: str | None, pattern: re.Pattern[str], flag: str, what: str, fix: str) -> str | None:
+    """``value`` without surrounding blanks, ``None`` when not given (or blank).
+
+    Raises:
+        InputError: ``FLAG 'VALUE' is not WHAT: FIX`` when it does not match ``pattern`` whole.
+    """
+    if value is None or not value.strip():
         return None
-    if not re.fullmatch(r"[1-9][0-9]{0,19}", number.strip()):
-        raise InputError(
-            f"--project-number {number!r} is not a project number: use the digits shown by "
-            "`gcloud projects describe PROJECT --format='value(projectNumber)'`"
-        )
-    return number.strip()
+    if not pattern.fullmatch(value.strip()):
+        raise InputError(f"{flag} {value!r} is not {what}: {fix}")
+    return value.strip()
 
 
 def check_network(network: str | None) -> str | None:
