@@ -11,29 +11,61 @@ import os
 import sys
 from collections.abc import Sequence
 
-from trainer.errors import OneLineParser
+from trainer.errors import Command, OneLineParser
+
+#: The commands of this module (and their subcommands), as in :data:`serving.cli.COMMANDS`.
+COMMANDS: dict[str, Command] = {
+    "data": {"help": "make or check data sets", "description": "Make or check taxi-trip CSV data sets."},
+    "data generate": {
+        "help": "write seeded synthetic NYC trips as train/valid/test CSV",
+        "description": "Write seeded synthetic NYC taxi trips as train.csv, valid.csv and test.csv (80/10/10) in the lab's "
+        "CSV layout, calibrated against real trips (Manhattan hot spots, the airports, flat JFK fares).",
+    },
+    "data check": {
+        "help": "validate CSV files and print what would be dropped",
+        "description": "Validate taxi CSV files row by row and print counts per drop reason, examples and column statistics.",
+    },
+    "run": {
+        "help": "run the whole pipeline on this machine (kfp.local)",
+        "description": "Run stage_data -> check_drift -> smoke_train -> tune -> full_train -> verify_export -> deploy on this "
+        "machine with kfp.local (one process per step, no Docker, cache on). Prints one line per step and a summary; the "
+        "full log goes to a file.",
+    },
+    "compile": {
+        "help": "write compiled/taxifare_pipeline.yaml, compiled/taxifare_vertex.yaml and compiled/taxifare_vertex_email.yaml",
+        "description": "Compile the pipelines for the pipeline UI or for submission: the local/Kubeflow DAG, the Vertex AI "
+        "variant, and the Vertex AI variant inside Vertex's e-mail notification (its notify_emails parameter names the "
+        "recipients).",
+    },
+    "runs": {
+        "help": "list local runs; `runs show RUN`, `runs compare RUN RUN...`",
+        "description": "List the runs of `taxifare run` under the pipeline root, newest first: time, source, the parameters "
+        "that differ from the defaults, test RMSE, verdict, deployed version, duration and status. Also refreshes the runs "
+        "page (index.html beside the pipeline root). RUN is a run's folder name, a unique part of it, 'latest', or -N (the "
+        "N-th newest).",
+    },
+    "runs show": {"help": "everything about one run", "description": "Parameters, steps, metrics and paths of one run."},
+    "runs compare": {
+        "help": "runs side by side",
+        "description": "Parameters and metrics of several runs side by side, the test RMSE difference, links to reports and "
+        "TensorBoard logs.",
+    },
+    "train": {
+        "help": "run the trainer (python -m trainer.task); see `taxifare train --help`",
+        "description": "Run the trainer; every flag is passed to python -m trainer.task.",
+    },
+}
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    data = sub.add_parser("data", help="make or check data sets", description="Make or check taxi-trip CSV data sets.")
+    data = sub.add_parser("data", **COMMANDS["data"])
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{generate,check}")
-    gen = data_sub.add_parser(
-        "generate",
-        help="write seeded synthetic NYC trips as train/valid/test CSV",
-        description=(
-            "Write seeded synthetic NYC taxi trips as train.csv, valid.csv and test.csv (80/10/10) in the lab's CSV "
-            "layout, calibrated against real trips (Manhattan hot spots, the airports, flat JFK fares)."
-        ),
-    )
+    gen = data_sub.add_parser("generate", **COMMANDS["data generate"])
     gen.add_argument("--rows", type=int, default=100_000, help="total rows over the three files (default %(default)s)")
     gen.add_argument("--out", required=True, help="output directory (created if missing)")
     gen.add_argument("--seed", type=int, default=42, help="random seed: the same seed gives the same files (default %(default)s)")
     gen.add_argument("--datetime", action="store_true", help="write the course's later layout, with pickup_datetime as the second column")
-    chk = data_sub.add_parser(
-        "check",
-        help="validate CSV files and print what would be dropped",
-        description="Validate taxi CSV files row by row and print counts per drop reason, examples and column statistics.",
-    )
+    chk = data_sub.add_parser("check", **COMMANDS["data check"])
     chk.add_argument("paths", help="a file, glob or directory (several separated by commas); local or gs://")
     chk.add_argument("--max_bad_fraction", type=float, default=None, help="exit with an error when a larger share of rows is bad")
 
@@ -82,14 +114,7 @@ def _add_pipeline_parameters(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    run = sub.add_parser(
-        "run",
-        help="run the whole pipeline on this machine (kfp.local)",
-        description=(
-            "Run stage_data -> check_drift -> smoke_train -> tune -> full_train -> verify_export -> deploy on this machine with kfp.local "
-            "(one process per step, no Docker, cache on). Prints one line per step and a summary; the full log goes to a file."
-        ),
-    )
+    run = sub.add_parser("run", **COMMANDS["run"])
     run.add_argument("--pipeline-root", default=os.path.join("runs", "pipeline"), help="where step outputs go (default %(default)s)")
     run.add_argument(
         "--serving-root", default=os.path.join("runs", "serving"), help="where deploy publishes model versions (default %(default)s)"
@@ -99,12 +124,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--cache-root", default=None, help="where the step cache lives (default: <pipeline-root>/.kfp_cache)")
     _add_pipeline_parameters(run)
 
-    comp = sub.add_parser(
-        "compile",
-        help="write compiled/taxifare_pipeline.yaml, compiled/taxifare_vertex.yaml and compiled/taxifare_vertex_email.yaml",
-        description="Compile the pipelines for the pipeline UI or for submission: the local/Kubeflow DAG, the Vertex AI variant, "
-        "and the Vertex AI variant inside Vertex's e-mail notification (its notify_emails parameter names the recipients).",
-    )
+    comp = sub.add_parser("compile", **COMMANDS["compile"])
     from pipeline.compile import TARGETS
 
     comp.add_argument(
@@ -149,24 +169,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    runs = sub.add_parser(
-        "runs",
-        help="list local runs; `runs show RUN`, `runs compare RUN RUN...`",
-        description=(
-            "List the runs of `taxifare run` under the pipeline root, newest first: time, source, the parameters that differ "
-            "from the defaults, test RMSE, verdict, deployed version, duration and status. Also refreshes the runs page "
-            "(index.html beside the pipeline root). RUN is a run's folder name, a unique part of it, 'latest', or -N (the N-th newest)."
-        ),
-    )
+    runs = sub.add_parser("runs", **COMMANDS["runs"])
     runs.add_argument("--pipeline-root", default=os.path.join("runs", "pipeline"), help="where the runs are (default %(default)s)")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="{show,compare}")
-    show = runs_sub.add_parser("show", help="everything about one run", description="Parameters, steps, metrics and paths of one run.")
+    show = runs_sub.add_parser("show", **COMMANDS["runs show"])
     show.add_argument("run", help="a run's folder name, a unique part of it, 'latest' or -N")
-    compare = runs_sub.add_parser(
-        "compare",
-        help="runs side by side",
-        description="Parameters and metrics of several runs side by side, the test RMSE difference, links to reports and TensorBoard logs.",
-    )
+    compare = runs_sub.add_parser("compare", **COMMANDS["runs compare"])
     compare.add_argument("run", nargs="+", help="two or more runs (folder names, unique parts of them, 'latest' or -N)")
 
 
@@ -218,12 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_run(sub)
     _add_runs(sub)
-    sub.add_parser(
-        "train",
-        help="run the trainer (python -m trainer.task); see `taxifare train --help`",
-        add_help=False,
-        description="Run the trainer; every flag is passed to python -m trainer.task.",
-    )
+    sub.add_parser("train", **COMMANDS["train"], add_help=False)
     return p
 
 

@@ -11,23 +11,43 @@ import sys
 from collections.abc import Sequence
 
 from serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
-from trainer.errors import OneLineParser
+from trainer.errors import Command, OneLineParser
 
-COMMANDS = ("serve", "predict", "versions", "label", "rollback")
+#: The commands, each with its line in the command list (``help``) and its ``--help`` text (``description``).
+COMMANDS: dict[str, Command] = {
+    "serve": {
+        "help": "serve a TF-Serving model base path over REST and gRPC",
+        "description": "Serve the versions under --model-base-path with TensorFlow Serving's REST and gRPC APIs (and Vertex "
+        "AI's predict body): the default route serves the stable label, else the latest version; /labels/NAME serves a "
+        "label. New versions and label changes are picked up as they are published. With no flags under Vertex AI's AIP_* "
+        "variables, serves the model at AIP_STORAGE_URI as a Vertex custom container. Stops gracefully on SIGTERM.",
+    },
+    "predict": {
+        "help": "send instances to a server (the lab's predict command)",
+        "description": "Send the instances of a JSON-lines file (one JSON object per line, like the lab's test.json) and print the fares.",
+    },
+    "versions": {
+        "help": "list a model's versions: RMSE, labels, the default route, loaded or not",
+        "description": "List the versions under --model-base-path, newest first: test RMSE recorded at deploy (or the "
+        "trainer's eval RMSE), labels, which one the default route serves, whether it is loaded, problems.",
+    },
+    "label": {
+        "help": "set version labels (stable=3 canary=4); the default route serves stable",
+        "description": "Set or remove version labels of a model base path (written atomically to labels.json). A running "
+        "server moves its routes within its poll interval, without failing a request. Promote a canary with stable=N.",
+    },
+    "rollback": {
+        "help": "point the default route back at the previous good version (or a Vertex endpoint's traffic)",
+        "description": "Set the stable label (the default route) to the newest good version older than the one served now, "
+        "or to --to N, and print what changed. A running server switches within its poll interval. With --endpoint, give "
+        "a Vertex AI endpoint's traffic to the model deployed before the one serving now instead.",
+    },
+}
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register ``serve`` and ``predict`` on a subparsers object."""
-    serve = subparsers.add_parser(
-        "serve",
-        help="serve a TF-Serving model base path over REST and gRPC",
-        description=(
-            "Serve the versions under --model-base-path with TensorFlow Serving's REST and gRPC APIs (and Vertex AI's "
-            "predict body): the default route serves the stable label, else the latest version; /labels/NAME serves a label. "
-            "New versions and label changes are picked up as they are published. With no flags under Vertex AI's AIP_* "
-            "variables, serves the model at AIP_STORAGE_URI as a Vertex custom container. Stops gracefully on SIGTERM."
-        ),
-    )
+    """Register the :data:`COMMANDS` on a subparsers object."""
+    serve = subparsers.add_parser("serve", **COMMANDS["serve"])
     serve.add_argument(
         "--model-base-path",
         help="the model's directory, holding versions 1/, 2/, ... (each a SavedModel), like TF Serving; without it, under "
@@ -60,11 +80,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     _add_performance_flags(serve)
     serve.add_argument("--ports-file", help="write the bound ports as JSON to this file once listening (useful with port 0)")
 
-    predict = subparsers.add_parser(
-        "predict",
-        help="send instances to a server (the lab's predict command)",
-        description="Send the instances of a JSON-lines file (one JSON object per line, like the lab's test.json) and print the fares.",
-    )
+    predict = subparsers.add_parser("predict", **COMMANDS["predict"])
     predict.add_argument("--json-instances", required=True, help="file with one JSON instance per line")
     target = predict.add_mutually_exclusive_group()
     target.add_argument("--url", help="REST server, http://HOST:PORT or a full ...:predict URL (default http://127.0.0.1:8501)")
@@ -80,31 +96,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 def _add_label_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     base_help = "the model's directory, holding versions 1/, 2/, ... and labels.json (what `taxifare serve` watches)"
-    versions = subparsers.add_parser(
-        "versions",
-        help="list a model's versions: RMSE, labels, the default route, loaded or not",
-        description="List the versions under --model-base-path, newest first: test RMSE recorded at deploy (or the "
-        "trainer's eval RMSE), labels, which one the default route serves, whether it is loaded, problems.",
-    )
+    versions = subparsers.add_parser("versions", **COMMANDS["versions"])
     versions.add_argument("--model-base-path", required=True, help=base_help)
     versions.add_argument("--url", help="a running server (http://HOST:PORT) to ask which versions are loaded (default: none asked)")
     versions.add_argument("--model-name", default="taxifare", help="the model's name on that server (default %(default)s)")
     versions.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    label = subparsers.add_parser(
-        "label",
-        help="set version labels (stable=3 canary=4); the default route serves stable",
-        description="Set or remove version labels of a model base path (written atomically to labels.json). A running "
-        "server moves its routes within its poll interval, without failing a request. Promote a canary with stable=N.",
-    )
+    label = subparsers.add_parser("label", **COMMANDS["label"])
     label.add_argument("--model-base-path", required=True, help=base_help)
     label.add_argument("assignments", nargs="+", metavar="NAME=VERSION", help="e.g. stable=3 canary=4; NAME= removes the label")
-    rollback = subparsers.add_parser(
-        "rollback",
-        help="point the default route back at the previous good version (or a Vertex endpoint's traffic)",
-        description="Set the stable label (the default route) to the newest good version older than the one served now, "
-        "or to --to N, and print what changed. A running server switches within its poll interval. With --endpoint, give "
-        "a Vertex AI endpoint's traffic to the model deployed before the one serving now instead.",
-    )
+    rollback = subparsers.add_parser("rollback", **COMMANDS["rollback"])
     where = rollback.add_mutually_exclusive_group(required=True)
     where.add_argument("--model-base-path", help=base_help)
     where.add_argument("--endpoint", help="a Vertex AI endpoint (ID or projects/P/locations/L/endpoints/ID) instead of a local path")

@@ -1,7 +1,7 @@
-"""The project-wide error for user mistakes, and one-line command-line errors (standard library only)."""
+"""The project-wide error for user mistakes, one-line command-line errors, and how a CLI documents its commands (standard library only)."""
 
 import argparse
-from typing import NoReturn
+from typing import NoReturn, TypedDict
 
 
 class InputError(ValueError):
@@ -21,3 +21,16 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Command(TypedDict):
+    """A subcommand's words: ``subparsers.add_parser(NAME, **command)``.
+
+    CLI modules keep them in one table (``COMMANDS``), so the commands and what they do read
+    in one place, apart from the flags.
+    """
+
+    #: Its line in the parent's command list.
+    help: str
+    #: The text its own ``--help`` starts with.
+    description: str

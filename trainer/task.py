@@ -81,47 +81,43 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _training_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
-    """The training flags (defaults ``d``)."""
-    train = p.add_argument_group("training")
-    train.add_argument(
-        "--train_steps", type=int, default=d["train_steps"], help="total optimizer steps, counted across restarts (default %(default)s)"
-    )
-    train.add_argument(
-        "--train_batch_size", type=int, default=d["train_batch_size"], help="examples per training step (default %(default)s)"
-    )
-    train.add_argument("--eval_steps", type=int, default=None, help="evaluation batches; default: all the evaluation data")
-    train.add_argument(
-        "--eval_batch_size", type=int, default=d["eval_batch_size"], help="examples per evaluation batch (default %(default)s)"
-    )
-    train.add_argument("--learning_rate", type=float, default=d["learning_rate"], help="Adam learning rate (default %(default)s)")
-    train.add_argument("--seed", type=int, default=None, help="random seed for initialisation and shuffling (default: random)")
-    train.add_argument(
-        "--shuffle_buffer", type=int, default=d["shuffle_buffer"], help="lines in the training shuffle buffer (default %(default)s)"
-    )
-    train.add_argument(
-        "--steps_per_loop",
-        type=int,
-        default=d["steps_per_loop"],
-        help="steps run in-graph between progress lines and TensorBoard points (default %(default)s)",
-    )
-    train.add_argument(
-        "--checkpoint_every_steps", type=int, default=d["checkpoint_every_steps"], help="steps between checkpoints (default %(default)s)"
-    )
-    train.add_argument(
-        "--eval_every_steps",
-        type=int,
-        default=d["eval_every_steps"],
-        help="steps between evaluations on the evaluation data (TensorBoard's eval curve, the best checkpoint, early stopping; "
-        "also one at the end) (default %(default)s)",
-    )
-    train.add_argument(
-        "--early_stopping_patience",
-        type=int,
-        default=d["early_stopping_patience"],
-        help="stop after this many evaluations in a row without a better eval RMSE (evaluations are --eval_every_steps apart); "
-        "0 = off (default %(default)s). Either way the best evaluation's model is exported",
-    )
+#: The training flags, each setting the TrainConfig field of its name (whose default and type it
+#: takes), with its help.
+_TRAINING_FLAGS = {
+    "train_steps": "total optimizer steps, counted across restarts (default %(default)s)",
+    "train_batch_size": "examples per training step (default %(default)s)",
+    "eval_steps": "evaluation batches; default: all the evaluation data",
+    "eval_batch_size": "examples per evaluation batch (default %(default)s)",
+    "learning_rate": "Adam learning rate (default %(default)s)",
+    "seed": "random seed for initialisation and shuffling (default: random)",
+    "shuffle_buffer": "lines in the training shuffle buffer (default %(default)s)",
+    "steps_per_loop": "steps run in-graph between progress lines and TensorBoard points (default %(default)s)",
+    "checkpoint_every_steps": "steps between checkpoints (default %(default)s)",
+    "eval_every_steps": "steps between evaluations on the evaluation data (TensorBoard's eval curve, the best checkpoint, "
+    "early stopping; also one at the end) (default %(default)s)",
+    "early_stopping_patience": "stop after this many evaluations in a row without a better eval RMSE (evaluations are "
+    "--eval_every_steps apart); 0 = off (default %(default)s). Either way the best evaluation's model is exported",
+}
+#: The model flags other than --hidden_units, as :data:`_TRAINING_FLAGS`.
+_MODEL_FLAGS = {
+    "embedding_dim": "embedding size of the pickup and dropoff grid cells (default %(default)s)",
+    "cross_embedding_dim": "embedding size of the pickup x dropoff cell cross (default %(default)s)",
+    "dropout": "dropout after each hidden layer (default %(default)s)",
+    "l2": "L2 penalty on embeddings and hidden layers (default %(default)s)",
+}
+
+
+#: The flag type of a TrainConfig field's declared type.
+_FLAG_TYPES = {"int": int, "int | None": int, "float": float}
+
+
+def _config_flags(group: Any, d: dict[str, Any], flags: dict[str, str]) -> None:
+    """One ``--NAME`` flag per entry of ``flags``, with the TrainConfig field's default ``d[NAME]`` and type."""
+    from trainer.config import TrainConfig
+
+    declared = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for name, text in flags.items():
+        group.add_argument(f"--{name}", type=_FLAG_TYPES[str(declared[name])], default=d[name], help=text)
 
 
 def _layer_sizes(text: str) -> list[int]:
@@ -143,20 +139,7 @@ def _model_flags(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         help="sizes of the hidden layers: --hidden_units 64 32, or --hidden_units=64,32 as tuning passes them "
         f"(default: {' '.join(map(str, d['hidden_units']))})",
     )
-    model.add_argument(
-        "--embedding_dim",
-        type=int,
-        default=d["embedding_dim"],
-        help="embedding size of the pickup and dropoff grid cells (default %(default)s)",
-    )
-    model.add_argument(
-        "--cross_embedding_dim",
-        type=int,
-        default=d["cross_embedding_dim"],
-        help="embedding size of the pickup x dropoff cell cross (default %(default)s)",
-    )
-    model.add_argument("--dropout", type=float, default=d["dropout"], help="dropout after each hidden layer (default %(default)s)")
-    model.add_argument("--l2", type=float, default=d["l2"], help="L2 penalty on embeddings and hidden layers (default %(default)s)")
+    _config_flags(model, d, _MODEL_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = _defaults()
     _data_flags(p)
     _output_flags(p)
-    _training_flags(p, d)
+    _config_flags(p.add_argument_group("training"), d, _TRAINING_FLAGS)
     _model_flags(p, d)
     p.add_argument("--verbosity", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO", help="log level (default %(default)s)")
     return p

@@ -8,8 +8,33 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cloud.commands import run
+from trainer.errors import Command
 
-COMMANDS = ("setup", "submit", "schedule")
+#: The commands (and the schedule subcommands with flags of their own), as in :data:`serving.cli.COMMANDS`.
+COMMANDS: dict[str, Command] = {
+    "setup": {
+        "help": "create the bucket and grant the run accounts access to it",
+        "description": "Create the bucket if missing (in the multi-region of --region unless --location is given; uniform "
+        "bucket-level access, public access prevention) and grant roles/storage.objectUser on that bucket only to the "
+        "pipeline's and the training jobs' service accounts. Nothing project-wide changes. --dry-run prints the plan.",
+    },
+    "submit": {
+        "help": "run the compiled pipeline on Vertex AI Pipelines (or Kubeflow with --kfp-host)",
+        "description": "Submit the compiled pipeline as a Vertex AI PipelineJob and print its console link; --wait streams step "
+        "states until it ends. With --kfp-host the run goes to a self-hosted Kubeflow Pipelines instead.",
+    },
+    "schedule": {
+        "help": "scheduled retraining: create, list, pause, resume, delete",
+        "description": "Manage scheduled runs: Vertex AI PipelineJobSchedules, or Kubeflow recurring runs with --kfp-host.",
+    },
+    "schedule create": {
+        "help": "run the pipeline on a cron",
+        "description": "Run the pipeline on a cron. Vertex takes five fields, optionally after TZ=Area/City ('TZ=America/New_York "
+        "0 6 * * *'); for Kubeflow (--kfp-host) the cron is converted to its six fields (seconds first), and a TZ= must match "
+        "the controller's zone (--kfp-timezone, UTC by default) because recurring runs have none of their own.",
+    },
+    "schedule list": {"help": "list schedules", "description": "List the schedules (Vertex: of the project and region)."},
+}
 __all__ = ["COMMANDS", "add_commands", "run"]
 
 _ENV_HELP = """\
@@ -107,17 +132,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _add_setup(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    setup = subparsers.add_parser(
-        "setup",
-        help="create the bucket and grant the run accounts access to it",
-        description=(
-            "Create the bucket if missing (in the multi-region of --region unless --location is given; uniform bucket-level access, "
-            "public access prevention) and grant roles/storage.objectUser on that bucket only to the pipeline's and the training "
-            "jobs' service accounts. Nothing project-wide changes. --dry-run prints the plan."
-        ),
-        epilog=_ENV_HELP,
-        formatter_class=_FMT,
-    )
+    setup = subparsers.add_parser("setup", **COMMANDS["setup"], epilog=_ENV_HELP, formatter_class=_FMT)
     setup.add_argument("--project", help="project that owns the bucket (default: $GOOGLE_CLOUD_PROJECT)")
     setup.add_argument("--region", help="Vertex AI region the pipelines run in (default: $TAXIFARE_REGION)")
     setup.add_argument("--bucket", help="bucket name, e.g. my-project-taxifare (default: $TAXIFARE_BUCKET)")
@@ -133,16 +148,7 @@ def _add_setup(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _add_submit(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    submit = subparsers.add_parser(
-        "submit",
-        help="run the compiled pipeline on Vertex AI Pipelines (or Kubeflow with --kfp-host)",
-        description=(
-            "Submit the compiled pipeline as a Vertex AI PipelineJob and print its console link; --wait streams step states until "
-            "it ends. With --kfp-host the run goes to a self-hosted Kubeflow Pipelines instead."
-        ),
-        epilog=_ENV_HELP,
-        formatter_class=_FMT,
-    )
+    submit = subparsers.add_parser("submit", **COMMANDS["submit"], epilog=_ENV_HELP, formatter_class=_FMT)
     _add_run_options(submit)
     _add_cloud(submit)
     submit.add_argument("--display-name", help="the run's name in the console (default: the pipeline's name)")
@@ -153,25 +159,9 @@ def _add_submit(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def _add_schedule(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    schedule = subparsers.add_parser(
-        "schedule",
-        help="scheduled retraining: create, list, pause, resume, delete",
-        description="Manage scheduled runs: Vertex AI PipelineJobSchedules, or Kubeflow recurring runs with --kfp-host.",
-        epilog=_ENV_HELP,
-        formatter_class=_FMT,
-    )
+    schedule = subparsers.add_parser("schedule", **COMMANDS["schedule"], epilog=_ENV_HELP, formatter_class=_FMT)
     sched_sub = schedule.add_subparsers(dest="schedule_command", required=True, metavar="{create,list,pause,resume,delete}")
-    create = sched_sub.add_parser(
-        "create",
-        help="run the pipeline on a cron",
-        description=(
-            "Run the pipeline on a cron. Vertex takes five fields, optionally after TZ=Area/City ('TZ=America/New_York 0 6 * * *'); "
-            "for Kubeflow (--kfp-host) the cron is converted to its six fields (seconds first), and a TZ= must match the "
-            "controller's zone (--kfp-timezone, UTC by default) because recurring runs have none of their own."
-        ),
-        epilog=_ENV_HELP,
-        formatter_class=_FMT,
-    )
+    create = sched_sub.add_parser("create", **COMMANDS["schedule create"], epilog=_ENV_HELP, formatter_class=_FMT)
     create.add_argument("--cron", required=True, help="five-field cron, e.g. '0 6 * * *' (06:00 daily), optionally 'TZ=Area/City ...'")
     create.add_argument("--display-name", help="the schedule's name (default: <pipeline>-schedule)")
     create.add_argument("--max-concurrent-runs", type=int, default=1, help="runs allowed at the same time (default %(default)s)")
@@ -181,7 +171,7 @@ def _add_schedule(subparsers: argparse._SubParsersAction) -> None:  # type: igno
     create.add_argument("--kfp-timezone", default="UTC", help="time zone of the Kubeflow recurring-run controller (default %(default)s)")
     _add_run_options(create)
     _add_cloud(create)
-    lst = sched_sub.add_parser("list", help="list schedules", description="List the schedules (Vertex: of the project and region).")
+    lst = sched_sub.add_parser("list", **COMMANDS["schedule list"])
     lst.add_argument("--filter", help="Vertex list filter, e.g. 'display_name=\"taxifare-schedule\"'")
     _add_cloud(lst)
     for verb, text in (
