@@ -94,6 +94,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     _add_label_commands(subparsers)
 
 
+#: The rollback flags that say where a Vertex AI endpoint is, with their help.
+_ENDPOINT_FLAGS = {
+    "--project": "the Google Cloud project ID",
+    "--region": "the endpoint's region, e.g. us-central1",
+    "--api-endpoint": "Vertex AI API host:port (default: the regional one; tests)",
+}
+
+
 def _add_label_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     base_help = "the model's directory, holding versions 1/, 2/, ... and labels.json (what `taxifare serve` watches)"
     versions = subparsers.add_parser("versions", **COMMANDS["versions"])
@@ -109,9 +117,8 @@ def _add_label_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     where.add_argument("--model-base-path", help=base_help)
     where.add_argument("--endpoint", help="a Vertex AI endpoint (ID or projects/P/locations/L/endpoints/ID) instead of a local path")
     rollback.add_argument("--to", help="roll back (or forward) to this version (a deployed model ID with --endpoint) instead")
-    rollback.add_argument("--project", help="with --endpoint: the Google Cloud project ID")
-    rollback.add_argument("--region", help="with --endpoint: the endpoint's region, e.g. us-central1")
-    rollback.add_argument("--api-endpoint", help="with --endpoint: Vertex AI API host:port (default: the regional one; tests)")
+    for flag, text in _ENDPOINT_FLAGS.items():
+        rollback.add_argument(flag, help=f"with --endpoint: {text}")
     rollback.add_argument(
         "--api-transport", choices=("grpc", "rest"), help="with --endpoint: how the Vertex SDK talks to the API (default grpc)"
     )

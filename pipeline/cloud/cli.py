@@ -131,19 +131,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     _add_schedule(subparsers)
 
 
+#: The flags of ``taxifare setup`` that take a value, with their help.
+_SETUP_FLAGS = {
+    "--project": "project that owns the bucket (default: $GOOGLE_CLOUD_PROJECT)",
+    "--region": "Vertex AI region the pipelines run in (default: $TAXIFARE_REGION)",
+    "--bucket": "bucket name, e.g. my-project-taxifare (default: $TAXIFARE_BUCKET)",
+    "--location": "bucket location (default: the multi-region of --region: US, EU or ASIA)",
+    "--service-account": "the pipeline's service account (default: $TAXIFARE_SERVICE_ACCOUNT)",
+    "--training-service-account": "the training jobs' service account (default: --service-account)",
+    "--project-number": "use the project's Compute Engine default account (NUMBER-compute@developer.gserviceaccount.com, what "
+    "Vertex uses when no account is given) when --service-account is not given",
+}
+
+
 def _add_setup(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     setup = subparsers.add_parser("setup", **COMMANDS["setup"], epilog=_ENV_HELP, formatter_class=_FMT)
-    setup.add_argument("--project", help="project that owns the bucket (default: $GOOGLE_CLOUD_PROJECT)")
-    setup.add_argument("--region", help="Vertex AI region the pipelines run in (default: $TAXIFARE_REGION)")
-    setup.add_argument("--bucket", help="bucket name, e.g. my-project-taxifare (default: $TAXIFARE_BUCKET)")
-    setup.add_argument("--location", help="bucket location (default: the multi-region of --region: US, EU or ASIA)")
-    setup.add_argument("--service-account", help="the pipeline's service account (default: $TAXIFARE_SERVICE_ACCOUNT)")
-    setup.add_argument("--training-service-account", help="the training jobs' service account (default: --service-account)")
-    setup.add_argument(
-        "--project-number",
-        help="use the project's Compute Engine default account (NUMBER-compute@developer.gserviceaccount.com, what Vertex uses "
-        "when no account is given) when --service-account is not given",
-    )
+    for flag, text in _SETUP_FLAGS.items():
+        setup.add_argument(flag, help=text)
     setup.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
 
 
