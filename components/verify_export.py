@@ -32,7 +32,7 @@ def verify_export(
     ``Output``.
     """
     from components.common import write_metrics
-    from components.impl.contracts import DatasetStats, Verification
+    from components.impl.contracts import DatasetStats
     from components.impl.report import write_report
     from components.impl.verify_export import verify
 
@@ -48,10 +48,9 @@ def verify_export(
         deployed_model_uri=deployed_model_uri,
         deployed_rmse=deployed_rmse,
     )
-    verification = Verification(verdict.blessed, verdict.reason, verdict.metrics)
     # kfp logs only finite figures; the file has them all, after the verdict.
-    write_metrics(metrics, verification.finite_metrics(), blessed=verdict.blessed, reason=verdict.reason, **verdict.metrics)
-    metrics.metadata.update(verification.to_metadata())
+    write_metrics(metrics, verdict.finite_metrics(), blessed=verdict.blessed, reason=verdict.reason, **verdict.metrics)
+    metrics.metadata.update(verdict.to_metadata())
     from components.impl.drift import report_section, with_section
 
     drift = report_section(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
 from trainer.errors import Command, OneLineParser
@@ -198,10 +200,39 @@ def _rollback_endpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+#: TF Serving's batching parameters (the fields of serving.batching.BatchingParameters), under its
+#: names and with '-' for '_': type, default, help.
+_BATCHING_FLAGS: dict[str, tuple[type, Any, str]] = {
+    "max_batch_size": (int, 1000, "most instances in one merged model call (default %(default)s)"),
+    "batch_timeout_micros": (
+        int,
+        0,
+        "how long a batch may wait for more requests; 0: never wait, merge only what queued while busy (default %(default)s)",
+    ),
+    "num_batch_threads": (int, os.cpu_count() or 1, "threads running merged model calls (default: the number of CPUs, %(default)s here)"),
+    "max_enqueued_batches": (
+        int,
+        10,
+        "full batches that may wait before requests are refused with 503/RESOURCE_EXHAUSTED (default %(default)s)",
+    ),
+}
+#: The server's own limits: type, default, help.
+_LIMIT_FLAGS: dict[str, tuple[type, Any, str]] = {
+    "--rest-workers": (int, 8, "threads running REST model calls when batching is off (default %(default)s)"),
+    "--max-queued-requests": (
+        int,
+        128,
+        "predict requests that may wait for a model thread (REST) or a worker (gRPC); more get 503/RESOURCE_EXHAUSTED "
+        "(default %(default)s)",
+    ),
+    "--max-connections": (int, 1024, "open REST connections; requests on more are answered 503 (default %(default)s)"),
+    "--request-timeout": (float, 10.0, "seconds a client gets to send a whole request (head and body) before a 408 (default %(default)s)"),
+    "--keep-alive-timeout": (float, 30.0, "seconds an idle keep-alive connection stays open (default %(default)s)"),
+}
+
+
 def _add_performance_flags(serve: argparse.ArgumentParser) -> None:
     """Batching (TF Serving's parameters, both spellings) and the server's limits."""
-    import os
-
     perf = serve.add_argument_group("batching and limits (TF Serving's batching parameters and defaults; see docs/serving.md)")
     perf.add_argument(
         "--enable-batching",
@@ -209,52 +240,10 @@ def _add_performance_flags(serve: argparse.ArgumentParser) -> None:
         action="store_true",
         help="merge concurrent predict requests into one model call (off by default, as in TF Serving)",
     )
-    perf.add_argument(
-        "--max-batch-size", "--max_batch_size", type=int, default=1000, help="most instances in one merged model call (default %(default)s)"
-    )
-    perf.add_argument(
-        "--batch-timeout-micros",
-        "--batch_timeout_micros",
-        type=int,
-        default=0,
-        help="how long a batch may wait for more requests; 0: never wait, merge only what queued while busy (default %(default)s)",
-    )
-    perf.add_argument(
-        "--num-batch-threads",
-        "--num_batch_threads",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="threads running merged model calls (default: the number of CPUs, %(default)s here)",
-    )
-    perf.add_argument(
-        "--max-enqueued-batches",
-        "--max_enqueued_batches",
-        type=int,
-        default=10,
-        help="full batches that may wait before requests are refused with 503/RESOURCE_EXHAUSTED (default %(default)s)",
-    )
-    perf.add_argument(
-        "--rest-workers", type=int, default=8, help="threads running REST model calls when batching is off (default %(default)s)"
-    )
-    perf.add_argument(
-        "--max-queued-requests",
-        type=int,
-        default=128,
-        help="predict requests that may wait for a model thread (REST) or a worker (gRPC); more get 503/RESOURCE_EXHAUSTED "
-        "(default %(default)s)",
-    )
-    perf.add_argument(
-        "--max-connections", type=int, default=1024, help="open REST connections; requests on more are answered 503 (default %(default)s)"
-    )
-    perf.add_argument(
-        "--request-timeout",
-        type=float,
-        default=10.0,
-        help="seconds a client gets to send a whole request (head and body) before a 408 (default %(default)s)",
-    )
-    perf.add_argument(
-        "--keep-alive-timeout", type=float, default=30.0, help="seconds an idle keep-alive connection stays open (default %(default)s)"
-    )
+    for name, (kind, default, text) in _BATCHING_FLAGS.items():
+        perf.add_argument("--" + name.replace("_", "-"), "--" + name, type=kind, default=default, help=text)
+    for flag, (kind, default, text) in _LIMIT_FLAGS.items():
+        perf.add_argument(flag, type=kind, default=default, help=text)
 
 
 def _check_serve_args(args: argparse.Namespace) -> None:
@@ -284,7 +273,6 @@ def _check_positive(**values: float) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
     import shutil
     import tempfile
 
@@ -341,13 +329,7 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
         grpc_workers=args.grpc_workers,
         grace=args.grace,
         vertex_routes=routes,
-        batching=BatchingParameters(
-            enabled=args.enable_batching,
-            max_batch_size=args.max_batch_size,
-            batch_timeout_micros=args.batch_timeout_micros,
-            num_batch_threads=args.num_batch_threads,
-            max_enqueued_batches=args.max_enqueued_batches,
-        ),
+        batching=BatchingParameters(enabled=args.enable_batching, **{name: getattr(args, name) for name in _BATCHING_FLAGS}),
         rest_workers=args.rest_workers,
         max_queued_requests=args.max_queued_requests,
         http=HttpLimits(

@@ -27,6 +27,7 @@ import os
 from typing import Any
 
 from components.common import local_path, summary
+from components.impl.contracts import Verification
 
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
 DOLLARS_PER_KM = 2.616
@@ -37,14 +38,12 @@ STOCK_CHECK = "stock TF Serving loader (graph mode) runs it and agrees with TF2 
 
 
 @dataclasses.dataclass
-class Verdict:
-    """The outcome of verification."""
+class Verdict(Verification):
+    """The outcome of verification: what the Metrics artifact records, the checks behind it and the report page."""
 
-    blessed: bool
-    reason: str
-    metrics: dict[str, float]
-    checks: list[tuple[str, bool, str]]
-    report_html: str
+    #: ``(check, passed, detail)`` per check, in the report's order.
+    checks: list[tuple[str, bool, str]] = dataclasses.field(default_factory=list)
+    report_html: str = ""
 
 
 def load_split(path: str) -> tuple[Any, dict[str, Any], Any]:
