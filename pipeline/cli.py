@@ -58,12 +58,15 @@ COMMANDS: dict[str, Command] = {
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from pipeline import parameters
+
     data = sub.add_parser("data", **COMMANDS["data"])
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{generate,check}")
     gen = data_sub.add_parser("generate", **COMMANDS["data generate"])
     gen.add_argument("--rows", type=int, default=100_000, help="total rows over the three files (default %(default)s)")
     gen.add_argument("--out", required=True, help="output directory (created if missing)")
-    gen.add_argument("--seed", type=int, default=42, help="random seed: the same seed gives the same files (default %(default)s)")
+    seed = parameters.BY_NAME["seed"].default  # the pipeline's
+    gen.add_argument("--seed", type=int, default=seed, help="random seed: the same seed gives the same files (default %(default)s)")
     gen.add_argument("--datetime", action="store_true", help="write the course's later layout, with pickup_datetime as the second column")
     chk = data_sub.add_parser("check", **COMMANDS["data check"])
     chk.add_argument("paths", help="a file, glob or directory (several separated by commas); local or gs://")

@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from trainer import checks, config, validation
+from trainer import checks, config, validation, warmup
 from trainer.errors import InputError
 
 LOCAL = "local"
@@ -147,7 +147,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("max_rmse", float, 10.0, checks.dollars, "the largest test RMSE in dollars that may be deployed."),
     _p("serving_root", str, "", checks.text, "the directory of TF-Serving model base paths that deploy publishes into.",
        targets=(LOCAL,), run_flag=False),
-    _p("model_name", str, "taxifare", checks.model_name, "the served model's name (a directory under serving_root).", targets=(LOCAL,)),
+    _p("model_name", str, warmup.MODEL_NAME, checks.model_name, "the served model's name (a directory under serving_root).",
+       targets=(LOCAL,)),
     _p("infra_validation", bool, True, checks.boolean,
        "serve the candidate in its own process and check its REST and gRPC answers before blessing it.", targets=(LOCAL,)),
     _p("deploy_mode", str, checks.REPLACE, checks.deploy_mode,

@@ -14,6 +14,7 @@ from typing import Any
 
 from serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
 from trainer.errors import Command, OneLineParser
+from trainer.warmup import MODEL_NAME
 
 #: The commands, each with its line in the command list (``help``) and its ``--help`` text (``description``).
 COMMANDS: dict[str, Command] = {
@@ -55,7 +56,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         help="the model's directory, holding versions 1/, 2/, ... (each a SavedModel), like TF Serving; without it, under "
         "Vertex AI's AIP_* variables, the model at AIP_STORAGE_URI on AIP_HTTP_PORT (see docs/serving.md)",
     )
-    serve.add_argument("--model-name", default="taxifare", help="the name clients use in /v1/models/NAME (default %(default)s)")
+    serve.add_argument("--model-name", default=MODEL_NAME, help="the name clients use in /v1/models/NAME (default %(default)s)")
     serve.add_argument("--rest-port", type=int, help="REST port; 0 picks a free one (default 8501; AIP_HTTP_PORT under Vertex AI)")
     serve.add_argument(
         "--grpc-port", type=int, help="gRPC port; 0 picks a free one (default 8500; a free one under Vertex AI, which sends HTTP only)"
@@ -87,7 +88,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     target = predict.add_mutually_exclusive_group()
     target.add_argument("--url", help="REST server, http://HOST:PORT or a full ...:predict URL (default http://127.0.0.1:8501)")
     target.add_argument("--grpc", metavar="HOST:PORT", help="gRPC server instead of REST")
-    predict.add_argument("--model-name", default="taxifare", help="model name (default %(default)s)")
+    predict.add_argument("--model-name", default=MODEL_NAME, help="model name (default %(default)s)")
     predict.add_argument("--version", type=int, help="ask this version (default: the serving one)")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default %(default)s)")
     predict.add_argument(
@@ -109,7 +110,7 @@ def _add_label_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     versions = subparsers.add_parser("versions", **COMMANDS["versions"])
     versions.add_argument("--model-base-path", required=True, help=base_help)
     versions.add_argument("--url", help="a running server (http://HOST:PORT) to ask which versions are loaded (default: none asked)")
-    versions.add_argument("--model-name", default="taxifare", help="the model's name on that server (default %(default)s)")
+    versions.add_argument("--model-name", default=MODEL_NAME, help="the model's name on that server (default %(default)s)")
     versions.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     label = subparsers.add_parser("label", **COMMANDS["label"])
     label.add_argument("--model-base-path", required=True, help=base_help)

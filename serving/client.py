@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from serving.payload import RequestError
+from trainer.warmup import MODEL_NAME
 
 
 class ServingError(RuntimeError):
@@ -41,7 +42,7 @@ class RestClient:
         timeout: seconds per request.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8501", model_name: str = "taxifare", timeout: float = 30.0) -> None:
+    def __init__(self, url: str = "http://127.0.0.1:8501", model_name: str = MODEL_NAME, timeout: float = 30.0) -> None:
         parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parsed.scheme != "http" or not parsed.hostname:
             raise RequestError(f"--url {url} is not an http://HOST:PORT URL")
@@ -158,7 +159,7 @@ class GrpcClient:
         timeout: seconds per call.
     """
 
-    def __init__(self, target: str = "127.0.0.1:8500", model_name: str = "taxifare", timeout: float = 30.0) -> None:
+    def __init__(self, target: str = "127.0.0.1:8500", model_name: str = MODEL_NAME, timeout: float = 30.0) -> None:
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 

@@ -19,6 +19,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainer.warmup import MODEL_NAME
+
 #: Largest absolute difference accepted between served and in-process predictions (dollars).
 TOLERANCE = 1e-4
 
@@ -85,7 +87,7 @@ def validate(
     instances: list[dict[str, Any]],
     *,
     timeout: float = 60.0,
-    model_name: str = "taxifare",
+    model_name: str = MODEL_NAME,
     tolerance: float = TOLERANCE,
 ) -> InfraResult:
     """Serve ``model_dir`` with ``taxifare serve`` in its own process and compare its answers.

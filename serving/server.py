@@ -28,6 +28,7 @@ from serving.manager import ModelManager, list_versions
 from serving.metrics import ServingMetrics
 from serving.payload import Limits
 from serving.state import App
+from trainer.warmup import MODEL_NAME
 
 log = logging.getLogger("serving")
 
@@ -37,7 +38,7 @@ class ServerConfig:
     """Everything ``taxifare serve`` takes (port 0 picks a free port)."""
 
     model_base_path: str
-    model_name: str = "taxifare"
+    model_name: str = MODEL_NAME
     host: str = "127.0.0.1"
     rest_port: int = 8501
     grpc_port: int = 8500

@@ -170,7 +170,7 @@ def generate(
     rows: int,
     out_dir: str,
     *,
-    seed: int = 42,
+    seed: int,
     variant: Variant = Variant.LAB,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     chunk_rows: int = 200_000,

@@ -28,6 +28,8 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
 #: Instances of the sample written one per request (the batched request holds all of them).
 MAX_SINGLE = 100
+#: The served model's name when none is given: the warm-up requests ask for it, ``taxifare serve``
+#: and its clients use it, and the pipeline deploys under it (its model_name parameter).
 MODEL_NAME = "taxifare"
 SIGNATURE = "serving_default"
 
