@@ -22,18 +22,11 @@ def full_train(
     tensorboard: Output[Artifact],
 ):
     """Train the model with the full budget; export it with its metrics and TensorBoard logs."""
+    from components.impl.contracts import Hyperparameters, ModelInfo
     from components.impl.full_train import copy_export, train
 
-    result = train(
-        train_data.path,
-        eval_data.path,
-        tensorboard.path,
-        steps=train_steps,
-        batch_size=batch_size,
-        hidden_units=hidden_units,
-        learning_rate=learning_rate,
-        seed=seed,
-    )
+    hyperparameters = Hyperparameters(hidden_units, learning_rate, batch_size)  # the tune step's set
+    result = train(train_data.path, eval_data.path, tensorboard.path, hyperparameters, steps=train_steps, seed=seed)
     if not result["export_dir"]:
         # A worker of a multi-worker custom job: every replica runs this same command, so a
         # worker leaves before kfp writes the executor output and cannot clobber the chief's.
@@ -41,14 +34,11 @@ def full_train(
 
         sys.exit(0)
     copy_export(result["export_dir"], model.path)
-    from components.impl.contracts import ModelInfo
     from components.impl.drift import write_stats
 
     write_stats(dict(train_data.metadata), model.path)  # the training data's statistics travel with the model (drift checks)
-    hyperparameters = {"hidden_units": hidden_units, "learning_rate": learning_rate, "batch_size": batch_size}  # the tune step's set
-    model.metadata.update(
-        ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"], hyperparameters=hyperparameters).to_metadata()
-    )
+    info = ModelInfo(rmse=result["rmse"], steps=result["steps"], variant=result["variant"], hyperparameters=hyperparameters._asdict())
+    model.metadata.update(info.to_metadata())
     from components.common import write_metrics
 
     write_metrics(metrics, {key: float(result[key]) for key in ("rmse", "steps", "examples_per_second", "eval_examples", "train_seconds")})

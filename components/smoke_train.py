@@ -22,22 +22,13 @@ def smoke_train(
     """Train for a few steps; fail unless the loss is finite and a SavedModel was exported."""
     import tempfile
 
+    from components.impl.contracts import Hyperparameters, ModelInfo
     from components.impl.full_train import copy_export, train
 
+    hyperparameters = Hyperparameters(hidden_units, learning_rate, batch_size=64)  # small batches: a few cheap steps
     with tempfile.TemporaryDirectory(prefix="taxifare-smoke-") as scratch:
         result = train(
-            train_data.path,
-            eval_data.path,
-            scratch,
-            steps=smoke_steps,
-            batch_size=64,
-            hidden_units=hidden_units,
-            learning_rate=learning_rate,
-            seed=seed,
-            eval_steps=5,
-            step_name="smoke_train",
+            train_data.path, eval_data.path, scratch, hyperparameters, steps=smoke_steps, seed=seed, eval_steps=5, step_name="smoke_train"
         )
         copy_export(result["export_dir"], model.path)
-    from components.impl.contracts import ModelInfo
-
     model.metadata.update(ModelInfo(rmse=result["rmse"], steps=result["steps"], smoke=True).to_metadata())

@@ -27,7 +27,7 @@ def tune(
 ) -> NamedTuple("Outputs", [("hidden_units", str), ("learning_rate", float), ("batch_size", int)]):  # type: ignore[valid-type]
     """Search hidden units, learning rate and batch size with short trials (none when tuning_trials is 0); return the best set."""
     from components.common import summary
-    from components.impl.tune import Hyperparameters as Outputs
+    from components.impl.contracts import Hyperparameters
     from components.impl.tune import tune_local, write_record
 
     best = tune_local(
@@ -37,7 +37,7 @@ def tune(
         space=tuning_space,
         train_steps=train_steps,
         seed=seed,
-        given=(hidden_units, learning_rate, batch_size),
+        given=Hyperparameters(hidden_units, learning_rate, batch_size),
         progress=lambda line: print(line, flush=True),
     )
     write_record(best, trials.path)
@@ -49,7 +49,7 @@ def tune(
     else:
         text = "off (tuning_trials 0): full training uses the given hyperparameters"
     summary("tune", text, **{k: v for k, v in best.record().items() if k != "trials"})
-    return Outputs(best.hidden_units, best.learning_rate, best.batch_size)
+    return best.hyperparameters()
 
 
 @step
@@ -85,7 +85,6 @@ def best_trial(
 ) -> NamedTuple("Outputs", [("hidden_units", str), ("learning_rate", float), ("batch_size", int)]):  # type: ignore[valid-type]
     """The best trial's hidden units, learning rate and batch size from a finished Vertex hyperparameter tuning job."""
     from components.common import summary
-    from components.impl.tune import Hyperparameters as Outputs
     from components.impl.tune import best_of_trials, fetch_trials, write_record
 
     best = best_of_trials(fetch_trials(gcp_resources))
@@ -97,4 +96,4 @@ def best_trial(
         f"best of {len(best.trials)} trials: eval RMSE ${best.rmse:.3f}",
         **{k: v for k, v in best.record().items() if k != "trials"},
     )
-    return Outputs(best.hidden_units, best.learning_rate, best.batch_size)
+    return best.hyperparameters()

@@ -16,6 +16,7 @@ from typing import Any
 from kfp import dsl
 
 from components.common import DEFAULT_IMAGE, step
+from components.impl.contracts import Hyperparameters
 
 #: stage_data's inputs that are pipeline parameters of the same name.
 STAGE_PARAMS = (
@@ -36,7 +37,7 @@ SMOKE_PARAMS = ("smoke_steps", "hidden_units", "learning_rate", "seed")
 #: full_train's inputs that are pipeline parameters of the same name.
 TRAIN_PARAMS = ("train_steps", "batch_size", "hidden_units", "learning_rate", "seed")
 #: The hyperparameters the tune step hands to full training (its outputs, full_train's inputs).
-TUNED = ("hidden_units", "learning_rate", "batch_size")
+TUNED = Hyperparameters._fields
 #: The tune step's inputs that are pipeline parameters of the same name.
 TUNE_PARAMS = ("tuning_trials", "tuning_space", "train_steps", *TUNED, "seed")
 

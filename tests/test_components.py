@@ -11,7 +11,7 @@ import pytest
 from conftest import stage
 
 from components.impl import deploy, full_train, stage_data, verify_export
-from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, StepSummary
+from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary
 from pipeline import parameters
 from trainer.errors import InputError
 
@@ -126,9 +126,7 @@ def staged(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, staged):
     out = tmp_path_factory.mktemp("train")
-    return full_train.train(
-        staged["train"], staged["eval"], str(out), steps=200, batch_size=128, hidden_units="64,32", learning_rate=0.003, seed=1
-    ), str(out)
+    return full_train.train(staged["train"], staged["eval"], str(out), Hyperparameters("64,32", 0.003, 128), steps=200, seed=1), str(out)
 
 
 def test_train_step_function_exports_and_reports(trained):

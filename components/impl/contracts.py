@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from trainer.schema import LABEL
 
@@ -57,6 +57,17 @@ class DatasetStats:
     def mean(self, column: str = LABEL) -> float:
         """The mean of ``column`` (the label by default)."""
         return float(self.columns[column]["mean"])
+
+
+class Hyperparameters(NamedTuple):
+    """The set the tune step hands to full training: its outputs, full_train's inputs, the model's metadata.
+
+    kfp reads the field names as the tune components' output names.
+    """
+
+    hidden_units: str
+    learning_rate: float
+    batch_size: int
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ import shutil
 from typing import Any
 
 from components.common import summary
+from components.impl.contracts import Hyperparameters
 
 
 def parse_hidden_units(text: str) -> tuple[int, ...]:
@@ -34,11 +35,9 @@ def train(
     train_path: str,
     eval_path: str,
     output_dir: str,
+    hyperparameters: Hyperparameters,
     *,
     steps: int,
-    batch_size: int,
-    hidden_units: str,
-    learning_rate: float,
     seed: int,
     eval_steps: int | None = None,
     step_name: str = "full_train",
@@ -49,10 +48,8 @@ def train(
         train_path: the staged train ``Dataset`` directory.
         eval_path: the staged eval ``Dataset`` directory.
         output_dir: checkpoints, TensorBoard logs and the export go here; a rerun resumes.
+        hyperparameters: hidden layer sizes (e.g. ``"64,32"``), Adam's learning rate, examples per step.
         steps: total optimizer steps.
-        batch_size: examples per step.
-        hidden_units: hidden layer sizes, e.g. ``"64,32"``.
-        learning_rate: Adam's learning rate.
         seed: random seed.
         eval_steps: evaluation batches (default: the whole eval split).
         step_name: the step, for the summary line.
@@ -72,9 +69,9 @@ def train(
         eval_data_paths=data_pattern(eval_path),
         output_dir=output_dir,
         train_steps=steps,
-        train_batch_size=batch_size,
-        hidden_units=parse_hidden_units(hidden_units),
-        learning_rate=learning_rate,
+        train_batch_size=hyperparameters.batch_size,
+        hidden_units=parse_hidden_units(hyperparameters.hidden_units),
+        learning_rate=hyperparameters.learning_rate,
         seed=seed,
         eval_steps=eval_steps,
         steps_per_loop=min(100, max(1, steps)),

@@ -25,7 +25,9 @@ import json
 import math
 import os
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+
+from components.impl.contracts import Hyperparameters
 
 DEFAULT_SPACE = "hidden_units=32,16|64,32|128,64|256,128,64; learning_rate=0.0003..0.03; batch_size=128|256|512|1024"
 #: The metric every trial reports (the trainer's hypertune metric).
@@ -33,14 +35,6 @@ METRIC = "rmse"
 #: The Vertex study's parameter ids are the trainer's flags (Vertex passes ``--<id>=<value>``).
 VERTEX_FLAGS = {"hidden_units": "hidden_units", "learning_rate": "learning_rate", "batch_size": "train_batch_size"}
 MIN_TRIAL_STEPS = 50
-
-
-class Hyperparameters(NamedTuple):
-    """What the tune components return (kfp reads the field names as output names)."""
-
-    hidden_units: str
-    learning_rate: float
-    batch_size: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +151,10 @@ class Tuned:
     trials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     tuned: bool = False
 
+    def hyperparameters(self) -> Hyperparameters:
+        """The set full training takes."""
+        return Hyperparameters(self.hidden_units, self.learning_rate, self.batch_size)
+
     def record(self) -> dict[str, Any]:
         """What full training records (and the tune step's metrics file holds)."""
         return {
@@ -177,7 +175,7 @@ def tune_local(
     space: str,
     train_steps: int,
     seed: int,
-    given: tuple[str, float, int],
+    given: Hyperparameters,
     progress: Callable[[str], None] = print,
 ) -> Tuned:
     """Run ``trials`` short trainings chosen by Optuna's TPE sampler and return the best set.
@@ -191,7 +189,7 @@ def tune_local(
         space: the search space text (see :func:`parse_space`).
         train_steps: full training's steps (each trial runs :func:`trial_steps` of them).
         seed: seed of the sampler and of every trial's training.
-        given: the pipeline's own ``(hidden_units, learning_rate, batch_size)``; the first trial
+        given: the pipeline's own hyperparameters; the first trial
             tries them, so tuning never does worse than not tuning on the eval split.
         progress: receives one line per trial.
 
