@@ -265,7 +265,7 @@ class Scheduler:
             return
         finally:
             if self.metrics is not None:
-                self.metrics.runtime(time.perf_counter() - started)
+                self.metrics.runtime(time.perf_counter() - started, runtime=getattr(servable, "runtime", "TF1"))
                 if self.params.enabled:
                     self.metrics.batch(self.pool_name, [t.size for t in batch], [started - t.enqueued for t in batch])
         offset = 0

@@ -197,7 +197,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             else:  # without batching the call runs on this gRPC thread, as in TF Serving
                 started = time.perf_counter()
                 values = servable.predict(columns)
-                self.metrics.runtime(time.perf_counter() - started)
+                self.metrics.runtime(time.perf_counter() - started, runtime=servable.runtime)
             if not np.isfinite(values).all():
                 raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
             response = predict_pb2.PredictResponse()

@@ -140,9 +140,9 @@ class ServingMetrics:
             self._counters.inc(PREFIX + "request_example_count_total", {"model": self.model_name}, examples)
             self.example_counts.labels(self.model_name).observe(examples)
 
-    def runtime(self, seconds: float, api: str = PREDICT_API) -> None:
-        """Record one model call."""
-        self.runtime_latency.labels(api, "TF2").observe(seconds * 1e6)
+    def runtime(self, seconds: float, api: str = PREDICT_API, runtime: str = "TF1") -> None:
+        """Record one model call (``runtime``: TF Serving's label, ``TF1`` for a session, ``TF2`` for the TF2 fallback)."""
+        self.runtime_latency.labels(api, runtime).observe(seconds * 1e6)
 
     def batch(self, pool: str, sizes: list[int], waited: list[float]) -> None:
         """Record one processed batch: the examples of each request in it and how long each queued."""

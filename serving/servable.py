@@ -1,11 +1,23 @@
-"""One loaded model version: its ``serving_default`` signature, metadata and warm-up."""
+"""One loaded model version: its ``serving_default`` signature, metadata and warm-up.
+
+A version runs as TF Serving runs it: the SavedModel loaded in graph mode into a
+``tf.compat.v1.Session`` (the stock loader), and each prediction is one ``Session::Run`` of the
+signature's feeds and fetch through a callable made once (``Session.make_callable``), in the
+calling thread (``inter_op_parallelism_threads=-1``: no hand-over to TensorFlow's thread pool
+for a graph this small). Measured here (bench/bench_serving.py, docs/benchmarks.md) that is
+about half the cost of calling the TF2 signature (``loaded.signatures[...](**tensors)``) with
+``tf.constant`` inputs. An export that the graph-mode loader cannot run (a ``tf.Module`` saved
+with ``tf.saved_model.save``, which TF Serving cannot serve either) falls back to the TF2
+signature, with a warning in the log.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,9 +28,14 @@ from serving.payload import Feature, Limits, check_column, features_for
 from trainer import schema
 from trainer.errors import InputError
 from trainer.export import read_saved_model
+from trainer.stock_check import tf_error_line
 
 SIGNATURE = "serving_default"
 METRICS_FILE = "metrics.json"
+#: ``runtime`` of :class:`Servable`: TF Serving's label for the session runtime, and the TF2 fallback's
+SESSION_RUNTIME = "TF1"
+FUNCTION_RUNTIME = "TF2"
+log = logging.getLogger("serving")
 
 
 class LoadError(RuntimeError):
@@ -56,20 +73,31 @@ class Servable:
         self.signature_defs = read_signature_defs(version_dir)
         if SIGNATURE not in self.signature_defs:
             raise LoadError(f"the SavedModel in {version_dir} has no {SIGNATURE!r} signature (it has {', '.join(self.signature_defs)})")
+        sig = self.signature_defs[SIGNATURE]
         try:
-            self._loaded = tf.saved_model.load(version_dir)
-            self._fn = self._loaded.signatures[SIGNATURE]
-        except Exception as exc:
-            raise LoadError(f"TensorFlow could not load {version_dir}: {type(exc).__name__}: {str(exc)[:500]}") from None
-        _, kwargs = self._fn.structured_input_signature
-        try:
-            self.features: tuple[Feature, ...] = features_for(list(kwargs))
+            self.features: tuple[Feature, ...] = features_for(list(sig.inputs))
         except ValueError as exc:
             raise LoadError(str(exc)) from None
-        self._dtypes = {name: spec.dtype for name, spec in kwargs.items()}
-        outputs = self._fn.structured_outputs
-        if list(outputs) != [schema.LABEL]:
-            raise LoadError(f"the {SIGNATURE} signature must return {{{schema.LABEL!r}: ...}}, it returns {sorted(outputs)}")
+        if list(sig.outputs) != [schema.LABEL]:
+            raise LoadError(f"the {SIGNATURE} signature must return {{{schema.LABEL!r}: ...}}, it returns {sorted(sig.outputs)}")
+        names = [f.name for f in self.features]
+        self._float = {f.name: f.kind == "float" for f in self.features}
+        self.runtime = SESSION_RUNTIME
+        self._call: Callable[..., Any]
+        try:
+            self._call = session_callable(version_dir, sig, names)
+            self._probe()
+        except Exception as session_error:  # not runnable in graph mode: the TF2 signature may still run it
+            self.runtime = FUNCTION_RUNTIME
+            try:
+                self._call = function_callable(version_dir, names)
+            except Exception as exc:
+                raise LoadError(f"TensorFlow could not load {version_dir}: {type(exc).__name__}: {str(exc)[:500]}") from None
+            log.warning(
+                "version %d does not run in graph mode as TF Serving runs it (%s); serving it with the TF2 signature",
+                version,
+                tf_error_line(session_error),
+            )
         self.output_name = schema.LABEL
         self.metrics = self._read_metrics()
         self.load_seconds = time.monotonic() - started
@@ -88,10 +116,15 @@ class Servable:
         """Names of the signature's inputs, in schema order."""
         return tuple(f.name for f in self.features)
 
+    def _probe(self) -> None:
+        """One prediction of the lab's test instance (raises what the runtime raises)."""
+        instance = schema.TEST_INSTANCE_DATETIME if schema.DATETIME in self.feature_names else schema.TEST_INSTANCE
+        self.predict({f.name: check_column(f, [instance[f.name]], Limits()) for f in self.features})
+
     def predict(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """``fare_amount`` for validated columns (see :mod:`serving.payload`), as float32."""
-        tensors = {name: tf.constant(columns[name], dtype=self._dtypes[name]) for name in self._dtypes}
-        return self._fn(**tensors)[self.output_name].numpy()
+        args = [np.asarray(columns[name], np.float32) if is_float else columns[name] for name, is_float in self._float.items()]
+        return np.asarray(self._call(*args), np.float32).reshape(-1)
 
     def warm_up(self) -> None:
         """Run the lab's test instance (batch 1 and 100) once, so the first request is not slow.
@@ -120,3 +153,39 @@ class Servable:
         for name, sig in self.signature_defs.items():
             out.signature_def[name].CopyFrom(sig)
         return out
+
+
+def session_callable(version_dir: str, sig: meta_graph_pb2.SignatureDef, names: list[str]) -> Callable[..., np.ndarray]:
+    """The signature as TF Serving runs it: graph mode, one ``Session::Run`` per call, in the caller's thread.
+
+    Returns:
+        ``call(*columns)`` taking one array per input of ``names``, in that order.
+    """
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.util import deprecation
+
+    # inter_op_parallelism_threads=-1: every op runs in the thread that calls Session::Run
+    session = tf.compat.v1.Session(graph=tf.Graph(), config=config_pb2.ConfigProto(inter_op_parallelism_threads=-1))
+    with deprecation.silence():  # the compat.v1 loader logs "use tf.saved_model.load instead" on every load
+        tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], version_dir)
+    call = session.make_callable(sig.outputs[schema.LABEL].name, feed_list=[sig.inputs[n].name for n in names])
+    return call  # type: ignore[no-any-return]
+
+
+def function_callable(version_dir: str, names: list[str]) -> Callable[..., np.ndarray]:
+    """The TF2 signature (``tf.saved_model.load(...).signatures[...]``), for exports graph mode cannot run.
+
+    Returns:
+        ``call(*columns)`` taking one array per input of ``names``, in that order.
+    """
+    loaded = tf.saved_model.load(version_dir)
+    fn = loaded.signatures[SIGNATURE]
+    _, kwargs = fn.structured_input_signature
+    dtypes = [kwargs[n].dtype for n in names]
+
+    def call(*columns: np.ndarray) -> np.ndarray:
+        tensors = {name: tf.constant(col, dtype=dtype) for name, col, dtype in zip(names, columns, dtypes, strict=True)}
+        return fn(**tensors)[schema.LABEL].numpy()  # type: ignore[no-any-return]
+
+    call.loaded = loaded  # type: ignore[attr-defined]  # keeps the variables alive
+    return call

@@ -35,7 +35,19 @@ def publish(model_dir: str, base: Path, version: int) -> Path:
 
 
 def inprocess(model_dir: str, instances: list[dict[str, Any]]) -> list[float]:
-    """``serving_default`` called directly, as float32 values in Python floats."""
+    """``serving_default`` run in this process as TF Serving runs it (graph mode, a session), as Python floats.
+
+    The server runs versions the same way (serving/servable.py), so its answers are these to the
+    bit; :func:`inprocess_tf2` is the TF2 loader's call, which agrees to about 1e-6.
+    """
+    from trainer.stock_check import graph_mode_predict
+
+    rows = [{name: float(row[name]) for name in schema.NUMERIC_FEATURES} for row in instances]
+    return graph_mode_predict(model_dir, rows)
+
+
+def inprocess_tf2(model_dir: str, instances: list[dict[str, Any]]) -> list[float]:
+    """``serving_default`` called through the TF2 loader (``tf.saved_model.load``), as Python floats."""
     import tensorflow as tf
 
     fn = tf.saved_model.load(model_dir).signatures["serving_default"]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from _serving_helpers import INSTANCE, export_untrained, inprocess, instances, publish
+from _serving_helpers import INSTANCE, export_untrained, inprocess, inprocess_tf2, instances, publish
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -381,15 +381,25 @@ def test_valid_batches_equal_inprocess_over_both_protocols(served, seed, n):
     assert tf.make_ndarray(answer.outputs["fare_amount"]).tolist() == expected
 
 
-_fn_cache: dict[str, object] = {}
+_session_cache: dict[str, tuple[object, object]] = {}
 
 
 def inprocess_cached(model_dir, rows):
-    fn = _fn_cache.get(model_dir)
-    if fn is None:
-        fn = _fn_cache[model_dir] = tf.saved_model.load(model_dir).signatures["serving_default"]
-    tensors = {name: tf.constant([float(row[name]) for row in rows], tf.float32) for name in FEATURES}
-    return [float(v) for v in fn(**tensors)["fare_amount"].numpy()]  # type: ignore[operator]
+    """:func:`inprocess` (graph mode, as TF Serving) with the session kept open between calls."""
+    if model_dir not in _session_cache:
+        session = tf.compat.v1.Session(graph=tf.Graph())
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], model_dir)
+        _session_cache[model_dir] = (session, meta.signature_def["serving_default"])
+    session, sig = _session_cache[model_dir]
+    feed = {sig.inputs[name].name: np.array([row[name] for row in rows], np.float32) for name in FEATURES}  # type: ignore[attr-defined]
+    return [float(v) for v in session.run(sig.outputs["fare_amount"].name, feed_dict=feed)]  # type: ignore[attr-defined]
+
+
+def test_answers_agree_with_the_tf2_loaders_call_to_1e_4(served):
+    """The server runs the graph as TF Serving does; the TF2 loader's call of the same signature agrees."""
+    rows = instances(200, seed=7)
+    answer = requests.post(f"{served.url}/v1/models/taxifare:predict", json={"instances": rows}, timeout=10).json()["predictions"]
+    assert np.max(np.abs(np.array(answer) - np.array(inprocess_tf2(served.export, rows)))) <= 1e-4
 
 
 # -- versions ---------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_counts_latencies_and_examples_after_known_traffic(server):
     assert delta("request_latency_count", API="/tensorflow.serving.PredictionService/GetModelMetadata", entrypoint="REST") == 1
     assert delta("request_latency_count", API="/tensorflow.serving.ModelService/GetModelStatus", entrypoint="GRPC") == 1
     assert delta("request_latency_sum", entrypoint="REST") > 0  # microseconds
-    assert delta("runtime_latency_count", API=predict_api, runtime="TF2") == 5  # model calls of the valid predicts
+    assert delta("runtime_latency_count", API=predict_api, runtime="TF1") == 5  # model calls of the valid predicts (a session)
     assert delta("request_example_counts_count", model="taxifare") == 5
     assert delta("request_example_counts_sum", model="taxifare") == 9 + 6
     assert delta("request_example_count_total", model="taxifare") == 15

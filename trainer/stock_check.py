@@ -90,7 +90,7 @@ def _last_line(text: str) -> str:
 _FILLER = ("Graph execution error", "Detected at node", "[[", "File ", "Stack trace", "Traceback")
 
 
-def _one_line(exc: BaseException) -> str:
+def tf_error_line(exc: BaseException) -> str:
     """The exception's type and the first line of its message that names the cause."""
     lines = [line.strip() for line in str(getattr(exc, "message", None) or exc).splitlines() if line.strip()]
     cause = next((line for line in lines if not line.startswith(_FILLER)), lines[0] if lines else "")
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(fares) != len(instances):
             raise ValueError(f"{len(fares)} answers for {len(instances)} instances")
     except Exception as exc:  # the one line is the product: the caller shows it
-        print(json.dumps({"error": _one_line(exc)}), flush=True)
+        print(json.dumps({"error": tf_error_line(exc)}), flush=True)
         return 1
     print(json.dumps({"fares": fares}), flush=True)
     return 0
