@@ -180,3 +180,71 @@ def test_server_with_batching_coalesces_concurrent_clients_over_both_protocols(m
     assert requests_in == 8 * 15  # every predict went through the batch queue (the warm-up calls the model directly)
     assert count < requests_in and total / count > 1.5  # batches hold several requests
     assert ':tensorflow:serving:batching_session:queuing_latency_count{thread_pool_name="batch_threads"}' in text
+
+
+def _grpc_request(rows):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "taxifare"
+    for name in FEATURES:
+        request.inputs[name].CopyFrom(tf.make_tensor_proto([row[name] for row in rows], dtype=tf.float32))
+    return request
+
+
+@pytest.mark.parametrize(
+    ("batching", "workers", "size", "shed_by"),
+    [
+        # batching off: 1 gRPC worker + 1 queued call (maximum_concurrent_rpcs): gRPC itself refuses the rest
+        (BatchingParameters(), 1, 1000, "grpc"),
+        # batching on: a batch waits 50 ms for company and 1 request may wait: the scheduler refuses the rest
+        (BatchingParameters(enabled=True, num_batch_threads=1, batch_timeout_micros=50_000), 8, 100, "scheduler"),
+    ],
+    ids=["grpc-limit", "batch-queue"],
+)
+def test_grpc_sheds_load_with_resource_exhausted_end_to_end(model_dir, servable, tmp_path, batching, workers, size, shed_by):
+    """A real server with a tiny queue and 16 concurrent stock clients: some are refused, none hangs, the rest are right."""
+    base = tmp_path / "taxifare"
+    publish(model_dir, base, 1)
+    config = ServerConfig(
+        str(base), rest_port=0, grpc_port=0, poll_interval=0.1, batching=batching, grpc_workers=workers, max_queued_requests=1
+    )
+    codes: list[grpc.StatusCode] = []
+    shed_details: list[str] = []
+    wrong: list[int] = []
+    with ModelServer(config) as server:
+        assert server.wait_available(60)
+        channels = [grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") for _ in range(16)]
+        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels]
+        batches = [instances(size, seed=i) for i in range(16)]
+        requests_ = [_grpc_request(rows) for rows in batches]
+        expected = [servable.predict(columns(rows)) for rows in batches]
+        for stub in stubs:  # connect first, so the calls below arrive together
+            stub.Predict(_grpc_request(batches[0][:1]), timeout=10)
+        for _ in range(10):  # rounds, until the limit was hit at least once (the first round nearly always does)
+            futures = [stub.Predict.future(request, timeout=30) for stub, request in zip(stubs, requests_, strict=True)]
+            for i, future in enumerate(futures):
+                try:
+                    values = tf.make_ndarray(future.result(timeout=30).outputs["fare_amount"])  # raises on a hang
+                    codes.append(grpc.StatusCode.OK)
+                    if not np.allclose(values, expected[i], rtol=1e-5, atol=1e-4):
+                        wrong.append(i)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        shed_details.append(exc.details() or "")
+            if shed_details:
+                break
+        assert stubs[0].Predict(requests_[0], timeout=10).outputs["fare_amount"].tensor_content  # serving on after the burst
+        text = server.metrics.exposition().decode()
+        for channel in channels:
+            channel.close()
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, set(codes)
+    assert grpc.StatusCode.OK in codes and shed_details, codes
+    assert not wrong  # every answered client got its own rows
+    if shed_by == "scheduler":
+        assert all("waiting for the model" in d for d in shed_details), shed_details[:2]
+        shed = sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith(":tensorflow:serving:request_count{") and 'status="RESOURCE_EXHAUSTED"' in line
+        )
+        assert shed == len(shed_details)  # each refusal is counted under TF Serving's status
