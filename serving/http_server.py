@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -48,8 +48,7 @@ class Connection(asyncio.Protocol):
     # -- connection events -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """A client connected: count it and start the request timer."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # headers and body go out in one write, but a client's delayed ACK must never hold an answer
