@@ -34,7 +34,8 @@ class InfraResult:
         reason: one line saying why (or what was checked).
         rest_predictions: the REST answers (``None`` when not reached).
         grpc_predictions: the gRPC answers (``None`` when not reached).
-        inprocess_predictions: ``serving_default`` called in this process.
+        inprocess_predictions: ``serving_default`` called in this process by the TF2 loader (the server runs
+            the graph in a session, as TF Serving: the two agree within ``tolerance``, not to the bit).
         max_abs_diff: the largest difference between served and in-process answers.
         load_seconds: from starting the server process to the version being AVAILABLE.
         server_exit_code: the server's exit code after SIGTERM (0: stopped gracefully).
