@@ -2,10 +2,9 @@
 
 A version runs as TF Serving runs it: the SavedModel loaded in graph mode into a
 ``tf.compat.v1.Session`` (the stock loader), and each prediction is one ``Session::Run`` of the
-signature's feeds and fetch through a callable made once (``Session.make_callable``), in the
-calling thread (``inter_op_parallelism_threads=-1``: no hand-over to TensorFlow's thread pool
-for a graph this small). Measured here (bench/bench_serving.py, docs/benchmarks.md) that is
-about half the cost of calling the TF2 signature (``loaded.signatures[...](**tensors)``) with
+signature's feeds and fetch through a TensorFlow callable made once (see
+:func:`session_callable`). Measured here (docs/serving.md, docs/benchmarks.md) that costs
+about a third of calling the TF2 signature (``loaded.signatures[...](**tensors)``) with
 ``tf.constant`` inputs. An export that the graph-mode loader cannot run (a ``tf.Module`` saved
 with ``tf.saved_model.save``, which TF Serving cannot serve either) falls back to the TF2
 signature, with a warning in the log.
@@ -156,7 +155,7 @@ class Servable:
 
 
 def session_callable(version_dir: str, sig: meta_graph_pb2.SignatureDef, names: list[str]) -> Callable[..., np.ndarray]:
-    """The signature as TF Serving runs it: graph mode, one ``Session::Run`` per call, in the caller's thread.
+    """The signature as TF Serving runs it: graph mode, one ``Session::Run`` per call.
 
     The call goes through a TensorFlow *callable* (``DirectSession::MakeCallable``: feeds and
     fetch resolved once), which the Python ``Session`` offers as ``_make_callable_from_options``
@@ -171,8 +170,10 @@ def session_callable(version_dir: str, sig: meta_graph_pb2.SignatureDef, names: 
     from tensorflow.core.protobuf import config_pb2
     from tensorflow.python.util import deprecation
 
-    # inter_op_parallelism_threads=-1: every op runs in the thread that calls Session::Run
-    session = tf.compat.v1.Session(graph=tf.Graph(), config=config_pb2.ConfigProto(inter_op_parallelism_threads=-1))
+    # TensorFlow's default thread pools, as TF Serving's default. Running ops in the calling thread
+    # (inter_op_parallelism_threads=-1) saved 6-40% on a lone call but stalls concurrent callers
+    # (8 threads: p99 44 ms vs 4 ms, half the throughput), so it is not used.
+    session = tf.compat.v1.Session(graph=tf.Graph())
     with deprecation.silence():  # the compat.v1 loader logs "use tf.saved_model.load instead" on every load
         tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], version_dir)
     feeds = [sig.inputs[n].name for n in names]
