@@ -121,6 +121,28 @@ def test_stock_loader_and_tf2_agree_on_both_layouts(exports):
     assert np.max(np.abs(np.array(tf2_predict(exports["old"], exports["instances"])) - np.array(tf2))) <= 1e-4
 
 
+def test_the_server_runs_the_graph_as_tf_serving_and_falls_back_to_tf2_for_an_old_export(exports, caplog):
+    """serving.servable: the session callable for exports TF Serving can run, the TF2 signature for the others."""
+    import logging
+
+    from serving.payload import Limits, check_column
+    from serving.servable import Servable
+
+    def columns(servable):
+        return {f.name: check_column(f, [row[f.name] for row in exports["instances"]], Limits()) for f in servable.features}
+
+    new = Servable(exports["new"], 1)
+    assert new.runtime == "TF1"  # TF Serving's label for the session runtime
+    assert new.predict(columns(new)).tolist() == pytest.approx(exports["stock"].fares, abs=1e-6)  # the stock loader's answers
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        old = Servable(exports["old"], 2)
+    assert old.runtime == "TF2"
+    assert any("does not run in graph mode" in r.message and "Could not find variable" in r.message for r in caplog.records)
+    tf2 = tf2_predict(exports["new"], exports["instances"])
+    assert np.max(np.abs(old.predict(columns(old)) - np.array(tf2))) <= 1e-4
+    assert np.max(np.abs(new.predict(columns(new)) - np.array(tf2))) <= 1e-4
+
+
 def test_signature_is_the_labs(exports):
     import tensorflow as tf
 
