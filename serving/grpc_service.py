@@ -79,6 +79,9 @@ def tensor_to_array(name: str, proto: tensor_pb2.TensorProto, kind: str, max_bat
         )
     if dims[0] < 0 or dims[0] > max_batch:
         raise RequestError(f"input {name} has {dims[0]} values, more than the limit of {max_batch}: split it into smaller batches")
+    content = proto.tensor_content
+    if kind == "float" and len(content) == 4 * dims[0]:  # what tf.make_tensor_proto sends: the bytes as they are (~1 us vs ~9)
+        return np.frombuffer(content, dtype=np.float32)
     try:
         arr = tf.make_ndarray(proto)
     except Exception as exc:
