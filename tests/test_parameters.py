@@ -61,7 +61,7 @@ BAD_PARAMS = [
     ({"model_name": "../../etc"}, "model_name '../../etc' must be letters"),
     ({"model_name": ".hidden"}, "model_name '.hidden' must be letters"),
     ({"scheduled_time": "not-a-time"}, "scheduled_time 'not-a-time' is not an RFC 3339 time"),
-    ({"hidden_units": "100000000"}, "hidden_units 100000000 makes a model of 3,000,082,494 parameters"),
+    ({"hidden_units": "100000000"}, "hidden_units 100000000 makes a model of 2,600,002,450 parameters"),
     ({"no_such": 1}, "unknown pipeline parameter 'no_such'"),
 ]
 
@@ -113,7 +113,7 @@ def test_the_size_limit_is_a_setting_not_a_pipeline_parameter():
         (["--learning-rate", "inf"], "error: learning_rate must be a finite number (got inf)"),
         (["--model-name", "../../etc"], "error: model_name '../../etc' must be letters"),
         (["--scheduled-time", "not-a-time"], "error: scheduled_time 'not-a-time' is not an RFC 3339 time"),
-        (["--hidden-units", "100000000"], "error: hidden_units 100000000 makes a model of 3,000,082,494 parameters (about 44.7 GiB"),
+        (["--hidden-units", "100000000"], "error: hidden_units 100000000 makes a model of 2,600,002,450 parameters (about 38.7 GiB"),
         (["--hidden-units", "100000", "--max-model-params", "1000"], "error: hidden_units 100000 makes a model"),
         (["--train-steps", "0"], "error: train_steps must be a positive integer (got 0)"),
     ],
@@ -136,3 +136,7 @@ def test_model_size_estimate_matches_the_keras_model():
             config = TrainConfig("x", "y", "z", hidden_units=hidden)
             expected = build_model(variant, config).count_params()
             assert checks.model_size(hidden, datetime_layout=variant is Variant.DATETIME) == expected, (variant, hidden)
+        crossed = TrainConfig("x", "y", "z", embedding_dim=3, cross_embedding_dim=5)  # the cell cross, off by default
+        expected = build_model(variant, crossed).count_params()
+        size = checks.model_size((64, 32), datetime_layout=variant is Variant.DATETIME, embedding_dim=3, cross_embedding_dim=5)
+        assert size == expected > checks.model_size((64, 32), datetime_layout=variant is Variant.DATETIME), variant

@@ -185,6 +185,7 @@ sys.exit(code)
     [
         (["--shuffle_buffer", "0"], "--shuffle_buffer must be a positive integer (got 0)"),
         (["--l2", "-1"], "--l2 must be 0 (off) or a small positive penalty"),
+        (["--cross_embedding_dim", "-1"], "--cross_embedding_dim must be 0 (no cell cross) or a positive size (got -1)"),
         (["--l2", "nan"], "--l2 must be 0 (off) or a small positive penalty"),
         (["--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off)"),
         (["--output_dir", "{file}"], "is a file: pass a directory"),

@@ -15,10 +15,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from trainer import schema
+from trainer import config, schema
 from trainer.errors import InputError
 
-#: The default limit of the model-size guard (the default model has about 86,000 parameters).
+#: The default limit of the model-size guard (the default model has about 6,200 parameters).
 MAX_MODEL_PARAMS = 10_000_000
 #: Bytes per parameter while training: the float32 weight, its gradient and Adam's two moments.
 TRAIN_BYTES_PER_PARAM = 16
@@ -245,10 +245,18 @@ def synthetic_rows(source: str, rows: int) -> None:
         raise InputError(f"synthetic_rows must be at least 100 (got {rows})")
 
 
-def model_size(hidden: Sequence[int], *, datetime_layout: bool = False, embedding_dim: int = 4, cross_embedding_dim: int = 4) -> int:
+def model_size(
+    hidden: Sequence[int],
+    *,
+    datetime_layout: bool = False,
+    embedding_dim: int = config.EMBEDDING_DIM,
+    cross_embedding_dim: int = config.CROSS_EMBEDDING_DIM,
+) -> int:
     """The number of parameters of :func:`trainer.model.build_model` for these settings."""
     numeric = BASE_NUMERIC_FEATURES + 2 * len(schema.AIRPORTS)
-    embeddings = [(schema.N_CELLS, embedding_dim)] * 2 + [(schema.N_CROSS_BINS, cross_embedding_dim)]
+    embeddings = [(schema.N_CELLS, embedding_dim)] * 2
+    if cross_embedding_dim:
+        embeddings.append((schema.N_CROSS_BINS, cross_embedding_dim))
     if datetime_layout:
         embeddings += list(DATETIME_EMBEDDINGS)
     count = sum(size * dim for size, dim in embeddings)

@@ -80,8 +80,9 @@ def build_model(variant: Variant, config: TrainConfig) -> keras.Model:
     """The wide-and-deep fare model on raw features (feature engineering inside).
 
     Deep part: the numeric features (distances, deltas, normalised coordinates, airport
-    proximity) and embeddings of the pickup and dropoff grid cells and their cross (plus
-    hour, weekday and their cross for the datetime variant) through ``hidden_units``.
+    proximity) and embeddings of the pickup and dropoff grid cells (and of their cross when
+    ``cross_embedding_dim`` > 0; plus hour, weekday and their cross for the datetime variant)
+    through ``hidden_units``.
     Wide part: a linear function of the numeric features. The output is their sum.
     """
     raw: dict[str, keras.KerasTensor] = {name: keras.Input(shape=(), dtype="float32", name=name) for name in schema.NUMERIC_FEATURES}
@@ -97,8 +98,9 @@ def build_model(variant: Variant, config: TrainConfig) -> keras.Model:
         feats["numeric"],
         embed("pickup_cell", features.N_CELLS, config.embedding_dim),
         embed("dropoff_cell", features.N_CELLS, config.embedding_dim),
-        embed("cell_cross", features.N_CROSS_BINS, config.cross_embedding_dim),
     ]
+    if config.cross_embedding_dim:  # off by default: it memorises single trips (trainer.config.CROSS_EMBEDDING_DIM)
+        parts.append(embed("cell_cross", features.N_CROSS_BINS, config.cross_embedding_dim))
     if variant is Variant.DATETIME:
         parts += [
             embed("hour", features.N_HOURS, 3),

@@ -101,7 +101,8 @@ _TRAINING_FLAGS = {
 #: The model flags other than --hidden_units, as :data:`_TRAINING_FLAGS`.
 _MODEL_FLAGS = {
     "embedding_dim": "embedding size of the pickup and dropoff grid cells (default %(default)s)",
-    "cross_embedding_dim": "embedding size of the pickup x dropoff cell cross (default %(default)s)",
+    "cross_embedding_dim": "embedding size of the pickup x dropoff cell cross; 0 = no cross "
+    "(default %(default)s: it fits the noise of rare pairs)",
     "dropout": "dropout after each hidden layer (default %(default)s)",
     "l2": "L2 penalty on embeddings and hidden layers (default %(default)s)",
 }
