@@ -99,7 +99,7 @@ def build_model(variant: Variant, config: TrainConfig) -> keras.Model:
         embed("pickup_cell", features.N_CELLS, config.embedding_dim),
         embed("dropoff_cell", features.N_CELLS, config.embedding_dim),
     ]
-    if config.cross_embedding_dim:  # off by default: it memorises single trips (trainer.config.CROSS_EMBEDDING_DIM)
+    if config.cross_embedding_dim:  # off by default: it fits the noise of rare pairs (trainer.config.CROSS_EMBEDDING_DIM)
         parts.append(embed("cell_cross", features.N_CROSS_BINS, config.cross_embedding_dim))
     if variant is Variant.DATETIME:
         parts += [
