@@ -20,10 +20,10 @@ from trainer.errors import InputError
 #: Defaults shared by the CLI flags (trainer/task.py) and the dataclass below.
 TRAIN_STEPS = 5000
 TRAIN_BATCH_SIZE = 512
-#: Without the cell cross, 0.003 reaches its best eval RMSE on the real sample by step 500-2,400 and
-#: then over-fits ($4.47-$5.41 at step 5,000); 0.001 is still improving at step 5,000 and its last
-#: step is nearly as good as its best ($4.45-$4.60), so the result depends less on the checkpoint
-#: picked (README "Quality"). The pipeline's own default (pipeline/parameters.py) stays 0.003.
+#: Without the cell cross, 0.003 reaches its best eval RMSE on the real sample by step 500-2,400
+#: and then over-fits ($4.47-$5.41 at step 5,000); 0.001 is still improving at step 5,000 and its
+#: last step is nearly as good as its best ($4.47-$4.57, seeds 1-3), so the result depends less on
+#: the checkpoint picked (README "Quality"). The pipeline's learning_rate defaults to this too.
 LEARNING_RATE = 0.001
 HIDDEN_UNITS = (64, 32)
 EVAL_EVERY_STEPS = 100
