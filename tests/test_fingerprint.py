@@ -113,10 +113,18 @@ def test_tripled_fares_retrain_and_the_drift_gate_through_kfp_local(tmp_path, re
     (data / "b.csv").write_text("".join(rows[len(rows) // 2 :]))
     serving = tmp_path / "serving"
 
+    # about the cache and the drift gate: the served-model check (infra validation) is test_pipeline_local's
     def run(**extra):
         lines: list[str] = []
         result = run_local(
-            {"source": str(data / "*.csv"), "train_steps": 100, "smoke_steps": 5, "serving_root": str(serving), **extra},
+            {
+                "source": str(data / "*.csv"),
+                "train_steps": 100,
+                "smoke_steps": 5,
+                "serving_root": str(serving),
+                "infra_validation": False,
+                **extra,
+            },
             pipeline_root=str(tmp_path / "root"),
             log_path=str(tmp_path / "run.log"),
             console=lines.append,

@@ -142,9 +142,16 @@ def read_loss_curve(training_dir: str) -> dict[str, list[tuple[int, float]]]:
 
 
 def stock_loader_check(
-    model_path: str, fn: Any, instances: list[dict[str, Any]], served: dict[str, list[float]]
+    model_path: str, fn: Any, instances: list[dict[str, Any]], served: dict[str, list[float]], result: Any = None
 ) -> tuple[bool, str, float]:
     """Run ``instances`` through the graph-mode loader (own process); compare with TF2 (``fn``) and ``served``.
+
+    Args:
+        model_path: the SavedModel directory.
+        fn: its TF2 ``serving_default``.
+        instances: raw-feature instances.
+        served: the answers of the served model by protocol (may be empty).
+        result: the :class:`trainer.stock_check.StockResult` when the caller ran it already.
 
     Returns:
         ``(ok, detail, max_abs_diff)``.
@@ -154,7 +161,7 @@ def stock_loader_check(
     from trainer import schema
     from trainer.stock_check import stock_predict
 
-    result = stock_predict(model_path, instances)
+    result = result or stock_predict(model_path, instances)
     if not result.ok:
         return False, f"the graph-mode loader fails: {result.error}", math.inf
     stock = np.asarray(result.fares, dtype=np.float64)
@@ -367,22 +374,29 @@ def _compare_with_deployed(ev: _Evidence, ref: _Reference) -> None:
 
 def _check_serving(ev: _Evidence, model_path: str, infra_validation: bool) -> None:
     """Infra validation (when asked) and stock TF Serving's graph-mode loader, on the lab instance and a sample."""
+    import concurrent.futures
+
     from trainer import schema
+    from trainer.stock_check import stock_predict
 
     n = min(20, len(ev.label))
     sample = [{k: (str(v[i]) if k == schema.DATETIME else float(v[i])) for k, v in ev.feats.items()} for i in range(n)]
+    instances = [dict(ev.instance), *sample]
     served: dict[str, list[float]] = {}
-    if infra_validation:
-        from serving import infra
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # the stock loader's process and the served model's start side by side (each imports TensorFlow: seconds)
+        stock = pool.submit(stock_predict, model_path, instances) if not ev.problems else None
+        if infra_validation:
+            from serving import infra
 
-        result = infra.validate(model_path, [dict(ev.instance), *sample])
-        ev.checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
-        served = {"REST": result.rest_predictions, "gRPC": result.grpc_predictions}  # type: ignore[dict-item]
-    if not ev.problems:
-        stock_ok, stock_detail, ev.metrics["stock_loader_max_diff"] = stock_loader_check(
-            model_path, ev.fn, [dict(ev.instance), *sample], served
-        )
-        ev.checks.append((STOCK_CHECK, stock_ok, stock_detail))
+            result = infra.validate(model_path, instances)
+            ev.checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
+            served = {"REST": result.rest_predictions, "gRPC": result.grpc_predictions}  # type: ignore[dict-item]
+        if stock is not None:
+            stock_ok, stock_detail, ev.metrics["stock_loader_max_diff"] = stock_loader_check(
+                model_path, ev.fn, instances, served, stock.result()
+            )
+            ev.checks.append((STOCK_CHECK, stock_ok, stock_detail))
 
 
 def _reason(ev: _Evidence, ref: _Reference) -> tuple[bool, str]:
