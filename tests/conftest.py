@@ -91,3 +91,17 @@ def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
     for name in ("GOOGLE_CLOUD_PROJECT", "TAXIFARE_REGION", "TAXIFARE_PIPELINE_ROOT", "TAXIFARE_BUCKET", "TAXIFARE_KFP_HOST"):
         monkeypatch.delenv(name, raising=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with whole-pipeline runs first, then files with slow tests, then the rest (stable order).
+
+    The suite runs in two workers, one file at a time each (pyproject's addopts): a long file
+    started last would finish alone while the other worker idles.
+    """
+
+    def rank(marker: str) -> set[Path]:
+        return {Path(item.path) for item in items if item.get_closest_marker(marker)}
+
+    e2e, slow = rank("e2e"), rank("slow")
+    items.sort(key=lambda item: 0 if Path(item.path) in e2e else 1 if Path(item.path) in slow else 2)
