@@ -24,6 +24,12 @@ the faster in-process call with the same clients, and the CPU used by the client
 server process as a share of the machine (100% = every core busy), so a ratio is read with
 who had the cores. The batching server's batch sizes are read from its own metrics.
 
+A Python client costs about as much CPU per request as the server's own work, and on two
+cores it takes them from the server. So the REST cells are also driven by **wrk** (a C load
+generator in its own process, one thread, ``-c`` connections, the same body; Debian's
+``wrk`` package: ``apt-get install wrk``; its rows are left out when it is not installed):
+those rows read the server's throughput with a client that costs a few percent of a core.
+
 Run: ``.venv/bin/python bench/bench_serving.py`` (about 3 minutes).
 """
 
@@ -35,6 +41,8 @@ import json
 import os
 import platform
 import re
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +155,52 @@ def start_server(work: str, name: str, base: str, extra: list[str], src: str) ->
         time.sleep(0.2)
 
 
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def wrk_cell(port: int, body: bytes, batch: int, clients: int, seconds: float, server_pid: int, work: str) -> dict[str, float]:
+    """``clients`` keep-alive connections from wrk (one thread) posting ``body`` for ``seconds``.
+
+    Raises:
+        SystemExit: when a request failed (wrk counts answers that are not 2xx and socket errors).
+    """
+    body_file = os.path.join(work, f"body-{batch}.json")
+    with open(body_file, "wb") as fh:
+        fh.write(body)
+    script = os.path.join(work, f"post-{batch}.lua")
+    with open(script, "w") as fh:
+        fh.write(
+            f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"local f = io.open({json.dumps(body_file)}, 'rb')\nwrk.body = f:read('*a')\nf:close()\n"
+        )
+    url = f"http://127.0.0.1:{port}/v1/models/taxifare:predict"
+    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "--latency", "-s", script, url]
+    server = psutil.Process(server_pid)
+    children0, server0 = resource.getrusage(resource.RUSAGE_CHILDREN), server.cpu_times()
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - start
+    children1, server1 = resource.getrusage(resource.RUSAGE_CHILDREN), server.cpu_times()
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw failed requests:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    measured = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)([a-z]+)", out, re.M)
+        return float(m.group(1)) * _WRK_UNITS[m.group(2)] if m else float("nan")
+
+    cores = os.cpu_count() or 1
+    return {
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
+        "requests": requests,
+        "wall": measured if measured > 0 else wall,
+        "client_cpu": ((children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)) / (wall * cores),
+        "server_cpu": ((server1.user + server1.system) - (server0.user + server0.system)) / (wall * cores),
+    }
+
+
 def batch_sizes(port: int) -> tuple[float, float]:
     """``(batches, examples)`` processed so far by a batching server, from its metrics."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -237,7 +291,7 @@ def main() -> int:
                 return factory
 
             for clients in client_counts:
-                cells: list[tuple[str, Callable[[], Callable[[], None]], int | None, str | None]] = [
+                cells: list[tuple[str, Callable[[], Callable[[], None]] | None, int | None, str | None]] = [
                     ("in-process TF2", inproc, None, None),
                     ("in-process session", inproc_session, None, None),
                 ]
@@ -246,9 +300,17 @@ def main() -> int:
                         proc, ports = servers[name]
                         cells.append((f"REST {name}", rest(ports["rest_port"]), proc.pid, name))
                         cells.append((f"gRPC {name}", grpc_call(ports["grpc_port"]), proc.pid, name))
+                if shutil.which("wrk"):
+                    for name in ("before", "off", "on"):
+                        if name in servers:
+                            cells.append((f"REST {name} (wrk)", None, servers[name][0].pid, name))
                 for mode, make, pid, server_name in cells:
                     before = batch_sizes(servers["on"][1]["rest_port"]) if server_name == "on" else None
-                    cell = run_cell(make, clients, args.seconds, pid)
+                    if make is None:  # wrk drives this server's REST port
+                        assert pid is not None and server_name is not None
+                        cell = wrk_cell(servers[server_name][1]["rest_port"], body, batch, clients, args.seconds, pid, work)
+                    else:
+                        cell = run_cell(make, clients, args.seconds, pid)
                     cell.update(mode=mode, batch=batch, clients=clients, inst_per_s=cell["requests"] * batch / cell["wall"])
                     if before is not None:
                         after = batch_sizes(servers["on"][1]["rest_port"])
