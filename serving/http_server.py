@@ -240,7 +240,11 @@ class Connection(asyncio.Protocol):
             transport.resume_reading()
             self.paused = False
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # the client is already gone (ENOTCONN): nothing left to read
+                transport.close()
+                return
             self._arm(2.0, transport.close)
         else:  # pragma: no cover - TCP transports can
             transport.close()

@@ -246,6 +246,22 @@ def test_client_disconnect_logs_one_line_not_a_traceback(served, no_tracebacks):
     assert not any("BrokenPipe" in m or "ConnectionReset" in m for m in messages), messages
 
 
+def test_a_client_that_closes_before_the_answer_is_not_reported_as_a_model_failure(served, no_tracebacks):
+    """wrk's way of stopping: the request sent, then the socket closed (not reset) before the answer."""
+    other = socket.create_connection(("127.0.0.1", served.port))  # a second connection: requests go to the model threads
+    try:
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", served.port))
+            sock.sendall(post(PREDICT, json.dumps({"instances": [INSTANCE] * 500}).encode()))
+            sock.close()  # a FIN now, and a reset when the answer arrives at the closed socket
+        time.sleep(0.5)
+        assert requests.post(served.url + PREDICT, data=BODY, timeout=10).status_code == 200
+    finally:
+        other.close()
+    messages = [r.getMessage() for r in no_tracebacks.records]
+    assert not any("failed" in m for m in messages), messages
+
+
 # -- gRPC -------------------------------------------------------------------------------------------
 def grpc_request(dtype) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
