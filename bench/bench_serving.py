@@ -30,7 +30,7 @@ generator in its own process, one thread, ``-c`` connections, the same body; Deb
 ``wrk`` package: ``apt-get install wrk``; its rows are left out when it is not installed):
 those rows read the server's throughput with a client that costs a few percent of a core.
 
-Run: ``.venv/bin/python bench/bench_serving.py`` (about 3 minutes).
+Run: ``.venv/bin/python bench/bench_serving.py`` (about 7 minutes with wrk installed, 5 without).
 """
 
 from __future__ import annotations
