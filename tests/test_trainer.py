@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,10 +92,13 @@ def test_resume_after_kill_continues_the_step_count(tmp_path, small_data):
     cmd = trainer_cmd(small_data, out, 1_000_000, "--steps_per_loop", "20", "--checkpoint_every_steps", "20")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     index = out / "checkpoints" / "checkpoint"
+
+    def latest_step() -> int:  # what the checkpoint index names (written after the checkpoint's own files)
+        found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', index.read_text() if index.exists() else "", re.M)
+        return int(found.group(1)) if found else 0
+
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if index.exists() and len(list((out / "checkpoints").glob("ckpt-*.index"))) >= 2:
-            break
+    while time.monotonic() < deadline and proc.poll() is None and latest_step() < 40:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
