@@ -32,10 +32,24 @@ def lookup_deployment(
 ) -> NamedTuple(  # type: ignore[valid-type]
     "Outputs", [("has_model", str), ("has_endpoint", str), ("deployed_model_uri", str), ("deployed_rmse", float), ("traffic_split", dict)]
 ):
-    """Find the model (for a new version) and the endpoint by display name; the deployed model's RMSE; the new traffic split."""
+    """Find the model (the parent of the new version) and the endpoint by display name; the deployed model; the new traffic split.
+
+    The deployed model, whose artifact URI and recorded test RMSE verify_export compares the
+    candidate with, is the one taking the largest share of the endpoint's traffic
+    (``find_deployed_model``), not the newest model named ``model_display_name``.
+    """
     from typing import NamedTuple
 
-    from components.impl.vertex_steps import api_uri, current_traffic, find_endpoint, find_model, rmse_from_labels, traffic_split
+    from components.impl.vertex_steps import (
+        api_uri,
+        compared_with,
+        current_traffic,
+        find_deployed_model,
+        find_endpoint,
+        find_model,
+        rmse_from_labels,
+        traffic_split,
+    )
 
     model = find_model(project, location, model_display_name)
     if model:
@@ -45,7 +59,9 @@ def lookup_deployment(
     if endpoint_name:
         endpoint.uri = api_uri(location, endpoint_name)
         endpoint.metadata["resourceName"] = endpoint_name
-    rmse = rmse_from_labels(model["labels"]) if model else None
+    deployed = find_deployed_model(project, location, endpoint_display_name)
+    print(compared_with(deployed, endpoint_display_name))
+    rmse = rmse_from_labels(deployed["labels"]) if deployed else None
     split = traffic_split(current_traffic(project, location, endpoint_name) if endpoint_name else {}, traffic_percentage)
     Outputs = NamedTuple(  # noqa: UP014
         "Outputs",
@@ -54,20 +70,22 @@ def lookup_deployment(
     return Outputs(
         "true" if model else "false",
         "true" if endpoint_name else "false",
-        model["uri"] if model else "",
+        deployed["uri"] if deployed else "",
         rmse if rmse is not None else -1.0,
         split,
     )
 
 
 @step
-def recheck_deployment(project: str, location: str, model_display_name: str, deployed_model_uri: str, verification: Input[Metrics]) -> str:
-    """Read the deployed model again right before the upload and deploy: "true" when the candidate may still be deployed."""
+def recheck_deployment(
+    project: str, location: str, endpoint_display_name: str, deployed_model_uri: str, verification: Input[Metrics]
+) -> str:
+    """Read the deployed model (largest traffic share) again right before the upload and deploy: "true" if the candidate may still go."""
     from components.impl.contracts import Verification
     from components.impl.vertex_steps import recheck_deployment as recheck
 
     deploy, why = recheck(
-        project, location, model_display_name, deployed_model_uri, Verification.from_metadata(verification.metadata).test_rmse
+        project, location, endpoint_display_name, deployed_model_uri, Verification.from_metadata(verification.metadata).test_rmse
     )
     print(why)
     return "true" if deploy else "false"

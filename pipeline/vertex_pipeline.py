@@ -7,9 +7,11 @@ parameters and their defaults are the ``vertex`` rows of :mod:`pipeline.paramete
 are pipeline parameters (turned into the job's worker pools at run time), as are the service
 account, the Vertex TensorBoard instance and restart on worker restart. Deployment, only when
 blessed and still better than the model deployed right before it (recheck_deployment reads it again,
-since another run may have deployed one meanwhile): the SavedModel as an ``UnmanagedContainerModel`` served by the project's own image (a
-custom serving container running ``taxifare serve``), ``ModelUploadOp`` (a new version of the
-existing model when there is one), an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
+since another run may have deployed one meanwhile; "the deployed model" is the one taking the largest
+share of the endpoint's traffic, not the newest model of that name): the SavedModel as an
+``UnmanagedContainerModel`` served by the project's own image (a custom serving container running
+``taxifare serve``), ``ModelUploadOp`` (a new version of the existing model when there is one),
+an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
 
 check_drift compares the staged training split with the ``assets.extra/taxifare_train_stats.json`` kept in the
 deployed model's artifact folder (full_train writes it beside the SavedModel, so the uploaded
@@ -104,11 +106,11 @@ def create_vertex_pipeline(
             deployed_rmse=lookup.outputs["deployed_rmse"],
         )
         with dag.blessed(verify):
-            # compare-and-publish: another run may have deployed a model since lookup_deployment looked
+            # compare-and-publish: another run may have deployed a model (or a rollback moved the traffic) since lookup_deployment looked
             recheck = with_image(recheck_deployment, image)(
                 project=PROJECT,
                 location=LOCATION,
-                model_display_name=p["model_display_name"],
+                endpoint_display_name=p["endpoint_display_name"],
                 deployed_model_uri=lookup.outputs["deployed_model_uri"],
                 verification=verify.outputs["metrics"],
             ).set_display_name("Recheck deployed model")

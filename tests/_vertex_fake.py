@@ -3,9 +3,10 @@
 * :class:`VertexServer`: gRPC over TLS on 127.0.0.1 implementing
   ``google.cloud.aiplatform.v1.PipelineService`` (CreatePipelineJob, GetPipelineJob) and
   ``ScheduleService`` (CreateSchedule, GetSchedule, ListSchedules, PauseSchedule,
-  ResumeSchedule, DeleteSchedule), and ``EndpointService`` (GetEndpoint, UpdateEndpoint: the
-  traffic split) and ``ModelService`` (ListModels, by display name) with the official message types
-  of google-cloud-aiplatform.
+  ResumeSchedule, DeleteSchedule), and ``EndpointService`` (GetEndpoint, ListEndpoints by display
+  name, UpdateEndpoint: the traffic split) and ``ModelService`` (ListModels: each model's default
+  version, by display name; GetModel of ``name``, ``name@version_id`` or ``name@alias``, with model
+  versions) with the official message types of google-cloud-aiplatform.
   The SDK's gRPC transport always opens a TLS channel, so the server has a self-signed
   certificate for 127.0.0.1 and ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` points gRPC at it.
 * :class:`VertexRestServer`: plain HTTP on 127.0.0.1 speaking the same PipelineService over
@@ -189,7 +190,9 @@ class VertexServer:
         self.endpoint = f"127.0.0.1:{self.port}"
 
     def _endpoint_handlers(self, record: Any, unary: Any) -> dict[str, Any]:
-        """GetEndpoint and UpdateEndpoint (traffic split, display name, labels) over :attr:`endpoints`."""
+        """GetEndpoint, ListEndpoints (by display name) and UpdateEndpoint (traffic split, display name) over :attr:`endpoints`."""
+        import re
+
         import grpc
         from google.cloud.aiplatform_v1.types import endpoint as endpoint_types
         from google.cloud.aiplatform_v1.types import endpoint_service
@@ -204,6 +207,17 @@ class VertexServer:
             if found is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Endpoint {request.name} not found")
             return found
+
+        def list_endpoints(request: Any, context: Any) -> Any:
+            record("ListEndpoints", request)
+            wanted = re.fullmatch(r'display_name="(.*)"', request.filter or "")
+            with self._lock:
+                found = [
+                    e
+                    for e in self.endpoints.values()
+                    if e.name.startswith(request.parent + "/") and (not wanted or e.display_name == wanted[1])
+                ]
+            return endpoint_service.ListEndpointsResponse(endpoints=found)
 
         def update_endpoint(request: Any, context: Any) -> Any:
             record("UpdateEndpoint", request)
@@ -222,66 +236,132 @@ class VertexServer:
                 for path in paths:
                     if path in ("display_name", "description"):
                         setattr(found, path, getattr(request.endpoint, path))
+                found.update_time = dt.datetime.now(dt.UTC)
                 return found
 
         return {
             "GetEndpoint": unary(get_endpoint, endpoint_service.GetEndpointRequest, E.serialize),
+            "ListEndpoints": unary(list_endpoints, endpoint_service.ListEndpointsRequest, endpoint_service.ListEndpointsResponse.serialize),
             "UpdateEndpoint": unary(update_endpoint, endpoint_service.UpdateEndpointRequest, E.serialize),
         }
 
     def _model_handlers(self, record: Any, unary: Any) -> dict[str, Any]:
-        """ListModels over :attr:`models` (the ``display_name="..."`` filter; newest update first)."""
+        """ListModels and GetModel over :attr:`models` (model name -> its versions, oldest first).
+
+        As Vertex AI answers: ListModels lists each model once, as its ``default`` version (the
+        ``display_name="..."`` filter; newest update first); GetModel of ``name`` is the default
+        version, of ``name@2`` version 2, of ``name@alias`` the version with that alias; the
+        returned ``name`` never has the ``@version`` (``version_id`` says which one it is).
+        """
         import re
 
+        import grpc
+        from google.cloud.aiplatform_v1.types import model as model_types
         from google.cloud.aiplatform_v1.types import model_service
 
-        self.models: list[Any] = []
+        self.models: dict[str, list[Any]] = {}
 
         def list_models(request: Any, context: Any) -> Any:
             record("ListModels", request)
             wanted = re.fullmatch(r'display_name="(.*)"', request.filter or "")
             with self._lock:
-                found = [m for m in self.models if m.name.startswith(request.parent + "/") and (not wanted or m.display_name == wanted[1])]
+                found = [
+                    self._version(versions, "")
+                    for name, versions in self.models.items()
+                    if name.startswith(request.parent + "/") and (not wanted or versions[0].display_name == wanted[1])
+                ]
             found.sort(key=lambda m: m.update_time, reverse=True)
             return model_service.ListModelsResponse(models=found)
 
-        return {"ListModels": unary(list_models, model_service.ListModelsRequest, model_service.ListModelsResponse.serialize)}
+        def get_model(request: Any, context: Any) -> Any:
+            record("GetModel", request)
+            name, _, ref = request.name.partition("@")
+            with self._lock:
+                found = self._version(self.models.get(name, []), ref)
+            if found is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Model {request.name} not found")
+            return found
 
-    def upload_model(self, name: str, display_name: str, artifact_uri: str, labels: dict[str, str]) -> None:
-        """A model ``name`` whose default version now has ``artifact_uri`` and ``labels`` (a new upload replaces the old one)."""
+        return {
+            "ListModels": unary(list_models, model_service.ListModelsRequest, model_service.ListModelsResponse.serialize),
+            "GetModel": unary(get_model, model_service.GetModelRequest, model_types.Model.serialize),
+        }
+
+    @staticmethod
+    def _version(versions: list[Any], ref: str) -> Any:
+        """The version ``ref`` (a version ID or an alias; empty: the default one) of a model, or ``None``."""
+        if ref:
+            found = [v for v in versions if v.version_id == ref or ref in v.version_aliases]
+        else:
+            found = [v for v in versions if "default" in v.version_aliases]
+        return found[0] if found else None
+
+    def upload_model(self, name: str, display_name: str, artifact_uri: str, labels: dict[str, str], *, default: bool = True) -> str:
+        """A new version of model ``name`` (the first one creates it) with ``artifact_uri`` and ``labels``; its version ID.
+
+        The new version takes the ``default`` alias unless ``default`` is false (the first version
+        always has it), as an upload with the SDK's ``is_default_version`` does.
+        """
         import datetime as _dt
 
         from google.cloud.aiplatform_v1.types import model as model_types
 
-        found = model_types.Model(
-            name=name,
-            display_name=display_name,
-            artifact_uri=artifact_uri,
-            labels=labels,
-            update_time=_dt.datetime.now(_dt.UTC),
-        )
+        now = _dt.datetime.now(_dt.UTC)
         with self._lock:
-            self.models = [m for m in self.models if m.name != name] + [found]
+            versions = self.models.setdefault(name, [])
+            version_id = str(len(versions) + 1)
+            default = default or not versions
+            for older in versions:
+                older.update_time = now
+                if default:
+                    older.version_aliases = [a for a in older.version_aliases if a != "default"]
+            versions.append(
+                model_types.Model(
+                    name=name,
+                    display_name=display_name,
+                    artifact_uri=artifact_uri,
+                    labels=labels,
+                    version_id=version_id,
+                    version_aliases=["default"] if default else [],
+                    create_time=versions[0].create_time if versions else now,
+                    version_create_time=now,
+                    update_time=now,
+                )
+            )
+        return version_id
 
-    def add_endpoint(self, name: str, deployed: list[tuple[str, str, int]], traffic_split: dict[str, int]) -> None:
-        """An endpoint ``name`` with deployed models ``(id, display_name, created seconds ago)``."""
+    def add_endpoint(
+        self, name: str, deployed: list[tuple[Any, ...]], traffic_split: dict[str, int], display_name: str = "taxifare"
+    ) -> None:
+        """An endpoint ``name`` with deployed models ``(id, display_name, created seconds ago[, model])``.
+
+        ``model`` is the model deployed (``name``, ``name@version`` or ``name@alias``, as a deploy
+        request names it), kept as given; ``model_version_id`` is the version it resolves to among
+        :attr:`models` then. Without it the model is ``.../models/{display_name}``.
+        """
         import datetime as _dt
 
         from google.cloud.aiplatform_v1.types import endpoint as endpoint_types
 
         now = _dt.datetime.now(_dt.UTC)
-        models = [
-            endpoint_types.DeployedModel(
-                id=model_id,
-                display_name=display,
-                model=f"{name.split('/endpoints/')[0]}/models/{display}",
-                create_time=now - _dt.timedelta(seconds=age),
+        models = []
+        for model_id, display, age, *model in deployed:
+            resource = model[0] if model else f"{name.split('/endpoints/')[0]}/models/{display}"
+            base, _, ref = resource.partition("@")
+            with self._lock:
+                version = self._version(self.models.get(base, []), ref)
+            models.append(
+                endpoint_types.DeployedModel(
+                    id=model_id,
+                    display_name=display,
+                    model=resource,
+                    model_version_id=version.version_id if version is not None else "",
+                    create_time=now - _dt.timedelta(seconds=age),
+                )
             )
-            for model_id, display, age in deployed
-        ]
         with self._lock:
             self.endpoints[name] = endpoint_types.Endpoint(
-                name=name, display_name="taxifare", deployed_models=models, traffic_split=traffic_split
+                name=name, display_name=display_name, deployed_models=models, traffic_split=traffic_split, create_time=now, update_time=now
             )
 
     def requests(self, method: str) -> list[Any]:

@@ -6,6 +6,8 @@ import re
 import pytest
 import yaml
 from conftest import ROOT
+from google.auth.credentials import AnonymousCredentials
+from kfp import dsl
 
 from components.impl import vertex_steps as vertex
 from components.impl.verify_export import verify
@@ -286,34 +288,194 @@ def vertex_api(tmp_path, monkeypatch):
 
 
 MODEL = "projects/test-project/locations/us-central1/models/42"
+ENDPOINT = "projects/test-project/locations/us-central1/endpoints/7"
+
+
+def lookup(server, capsys) -> tuple[dict, str]:
+    """lookup_deployment as the pipeline runs it (the kfp component's own function, real artifacts): its outputs and its line."""
+    from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
+
+    from components.vertex_steps import lookup_deployment
+
+    capsys.readouterr()
+    parent, endpoint = VertexModel(uri=""), VertexEndpoint(uri="")
+    outputs = lookup_deployment.python_func(
+        project="test-project",
+        location="us-central1",
+        model_display_name="taxifare",
+        endpoint_display_name="taxifare",
+        traffic_percentage=100,
+        parent_model=parent,
+        endpoint=endpoint,
+    )
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line
+    result = outputs._asdict() | {"parent": parent.metadata.get("resourceName"), "endpoint": endpoint.metadata.get("resourceName")}
+    return result, line
+
+
+def recheck(deployed_model_uri: str, candidate_rmse: float, capsys) -> tuple[bool, str]:
+    """recheck_deployment as the pipeline runs it: whether the chain below runs, and its line."""
+    from components.impl.contracts import Verification
+    from components.vertex_steps import recheck_deployment
+
+    capsys.readouterr()
+    verification = dsl.Metrics(uri="")
+    verification.metadata.update(Verification(True, "blessed", {"test_rmse": candidate_rmse}).to_metadata())
+    out = recheck_deployment.python_func(
+        project="test-project",
+        location="us-central1",
+        endpoint_display_name="taxifare",
+        deployed_model_uri=deployed_model_uri,
+        verification=verification,
+    )
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line
+    return out == "true", line
 
 
 @pytest.mark.parametrize(
     ("meanwhile", "candidate", "deploys", "message"),
     [
-        (None, 3.50, True, "still the one verify_export compared with (gs://b/run-a/model)"),  # nobody deployed meanwhile
-        (3200, 3.50, False, f"not deployed: model {MODEL} (gs://b/run-b/model) now serves with RMSE $3.20 (candidate $3.50)"),
+        (
+            None,
+            3.50,
+            True,
+            f"still the one verify_export compared with, {MODEL}@1 (deployed model 111, 100% of the traffic, gs://b/run-a/model)",
+        ),
+        (
+            3200,
+            3.50,
+            False,
+            f"not deployed: model {MODEL}@2 (deployed model 222, 100% of the traffic, gs://b/run-b/model) now serves with RMSE $3.20 "
+            "(candidate $3.50)",
+        ),
         (3500, 3.50, False, "now serves with RMSE $3.50"),  # a tie is not better
         (3900, 3.50, True, "beats model"),  # a worse model deployed meanwhile: the candidate still wins
         ("", 3.50, False, "no recorded RMSE"),
     ],
 )
-def test_recheck_reads_the_deployed_model_again_right_before_deploying(vertex_api, meanwhile, candidate, deploys, message):
-    # lookup_deployment saw run A's model (RMSE $4.00); the candidate was blessed against it
+def test_recheck_reads_the_deployed_model_again_right_before_deploying(vertex_api, capsys, meanwhile, candidate, deploys, message):
+    # lookup_deployment saw run A's model (RMSE $4.00) serving; the candidate was blessed against it
     vertex_api.upload_model(MODEL, "taxifare", "gs://b/run-a/model", vertex.upload_labels(4.0, "abc"))
-    lookup = vertex.find_model("test-project", "us-central1", "taxifare")
-    assert lookup is not None and lookup["uri"] == "gs://b/run-a/model" and vertex.rmse_from_labels(lookup["labels"]) == 4.0
-    if meanwhile is not None:  # run B uploads and deploys its model while this run verifies
+    vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1")], {"111": 100})
+    looked_up, _ = lookup(vertex_api, capsys)
+    assert looked_up["deployed_model_uri"] == "gs://b/run-a/model" and looked_up["deployed_rmse"] == 4.0
+    if meanwhile is not None:  # run B uploads a new version and deploys it with all the traffic while this run verifies
         labels = {vertex.RMSE_LABEL: str(meanwhile)} if meanwhile else {}
         vertex_api.upload_model(MODEL, "taxifare", "gs://b/run-b/model", labels)
-    deploy, why = vertex.recheck_deployment("test-project", "us-central1", "taxifare", lookup["uri"], candidate)
+        vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1"), ("222", "taxifare", 10, f"{MODEL}@2")], {"222": 100})
+    deploy, why = recheck(looked_up["deployed_model_uri"], candidate, capsys)
     assert deploy is deploys and message in why and why.startswith("deploying: " if deploys else "not deployed: ")
-    assert vertex_api.requests("ListModels")[-1].filter == 'display_name="taxifare"'
+    assert vertex_api.requests("ListEndpoints")[-1].filter == 'display_name="taxifare"'
+    assert vertex_api.requests("GetModel")[-1].name == f"{MODEL}@{'1' if meanwhile is None else '2'}"
 
 
-def test_recheck_with_no_model_yet_deploys(vertex_api):
-    deploy, why = vertex.recheck_deployment("test-project", "us-central1", "taxifare", "", 3.5)
-    assert deploy and "(none)" in why
+def rolled_back(server, state: str) -> None:
+    """Version 1 (RMSE $3.00) serves all the traffic; version 2, the newest and default (RMSE $4.00), does not."""
+    server.upload_model(MODEL, "taxifare", "gs://b/v1/model", vertex.upload_labels(3.0, "abc"))
+    server.upload_model(MODEL, "taxifare", "gs://b/v2/model", vertex.upload_labels(4.0, "abc"))
+    both = [("111", "taxifare", 300, f"{MODEL}@1"), ("222", "taxifare", 100, f"{MODEL}@2")]
+    if state == "rolled back (0%)":  # `taxifare rollback` leaves the bad model deployed with 0%
+        server.add_endpoint(ENDPOINT, both, {"111": 100, "222": 0})
+    elif state == "rolled back (not in the split)":  # a deployed model missing from the split gets no traffic
+        server.add_endpoint(ENDPOINT, both, {"111": 100})
+    else:  # "deploy failed": version 2 was uploaded, never deployed
+        server.add_endpoint(ENDPOINT, both[:1], {"111": 100})
+
+
+@pytest.mark.parametrize("state", ["rolled back (0%)", "rolled back (not in the split)", "deploy failed"])
+def test_lookup_compares_with_the_model_serving_the_traffic_not_the_newest(vertex_api, capsys, state):
+    rolled_back(vertex_api, state)
+    assert vertex.find_model("test-project", "us-central1", "taxifare")["uri"] == "gs://b/v2/model"  # the newest, the old comparison
+    found, line = lookup(vertex_api, capsys)
+    assert found["deployed_model_uri"] == "gs://b/v1/model" and found["deployed_rmse"] == 3.0
+    assert found["has_model"] == "true" and found["parent"] == MODEL  # the new version's parent: still by display name
+    assert found["has_endpoint"] == "true" and found["endpoint"] == ENDPOINT
+    assert line == (
+        f"the candidate is compared with model {MODEL}@1 (deployed model 111, 100% of the traffic, gs://b/v1/model) "
+        "on endpoint taxifare, test RMSE $3.00 recorded"
+    )
+    assert vertex_api.requests("GetModel")[-1].name == f"{MODEL}@1"
+
+
+def test_after_a_rollback_a_candidate_worse_than_the_serving_model_is_not_deployed(vertex_api, capsys):
+    """Lookup saw version 2 serving (RMSE $4.00), a $3.50 candidate was blessed; a rollback then gave version 1 ($3.00) the traffic."""
+    from serving.vertex_endpoint import rollback
+
+    vertex_api.upload_model(MODEL, "taxifare", "gs://b/v1/model", vertex.upload_labels(3.0, "abc"))
+    vertex_api.upload_model(MODEL, "taxifare", "gs://b/v2/model", vertex.upload_labels(4.0, "abc"))
+    vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1"), ("222", "taxifare", 100, f"{MODEL}@2")], {"222": 100})
+    before, _ = lookup(vertex_api, capsys)
+    assert before["deployed_model_uri"] == "gs://b/v2/model" and before["deployed_rmse"] == 4.0
+    rollback(ENDPOINT, project="test-project", region="us-central1", api_endpoint=vertex_api.endpoint, credentials=AnonymousCredentials())
+    assert dict(vertex_api.endpoints[ENDPOINT].traffic_split) == {"111": 100}
+    deploy, why = recheck(before["deployed_model_uri"], 3.5, capsys)
+    assert not deploy and why == (
+        f"not deployed: model {MODEL}@1 (deployed model 111, 100% of the traffic, gs://b/v1/model) "
+        "now serves with RMSE $3.00 (candidate $3.50)"
+    )
+    after, _ = lookup(vertex_api, capsys)  # the next run's look-up: the same model
+    assert after["deployed_model_uri"] == "gs://b/v1/model" and after["deployed_rmse"] == 3.0
+    deploy, why = recheck(after["deployed_model_uri"], 2.5, capsys)  # a better candidate, blessed against it, goes ahead
+    assert deploy and "still the one verify_export compared with" in why
+
+
+def test_verify_refuses_a_candidate_worse_than_the_serving_model_but_better_than_the_newest(vertex_api, capsys, trained_model, tmp_path):
+    """The whole gate after a rollback: lookup_deployment's outputs into verify_export, which compares with the serving model's RMSE."""
+    from conftest import stage
+
+    outs = {s: str(tmp_path / s) for s in ("train", "eval", "test")}
+    stage("synthetic", outs, synthetic_rows=1500, seed=4)
+    common = {"train_fare_mean": 11.0, "max_rmse": 1000.0, "model_name": "taxifare"}
+    candidate = verify(trained_model.export_dir, outs["test"], **common).metrics["test_rmse"]
+    serving, newest = candidate - 0.5, candidate + 1.0
+    vertex_api.upload_model(MODEL, "taxifare", "gs://no-such-bucket/v1", vertex.upload_labels(serving, "abc"))
+    vertex_api.upload_model(MODEL, "taxifare", "gs://no-such-bucket/v2", vertex.upload_labels(newest, "abc"))
+    vertex_api.add_endpoint(
+        ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1"), ("222", "taxifare", 100, f"{MODEL}@2")], {"111": 100, "222": 0}
+    )
+    found, _ = lookup(vertex_api, capsys)
+    verdict = verify(
+        trained_model.export_dir,
+        outs["test"],
+        deployed_model_uri=found["deployed_model_uri"],
+        deployed_rmse=found["deployed_rmse"],
+        **common,
+    )
+    assert found["deployed_rmse"] == pytest.approx(serving, abs=1e-3)
+    assert not verdict.blessed and "recorded at deploy" in verdict.reason
+
+
+@pytest.mark.parametrize("state", ["no endpoint", "nothing deployed", "no traffic"])
+def test_nothing_deployed_when_no_deployed_model_takes_traffic(vertex_api, capsys, state):
+    vertex_api.upload_model(MODEL, "taxifare", "gs://b/v1/model", vertex.upload_labels(3.0, "abc"))  # uploaded; its deploy failed
+    if state == "nothing deployed":
+        vertex_api.add_endpoint(ENDPOINT, [], {})
+    elif state == "no traffic":  # deployed, but the endpoint takes no traffic (an empty split)
+        vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1")], {})
+    found, line = lookup(vertex_api, capsys)
+    assert (found["deployed_model_uri"], found["deployed_rmse"]) == ("", -1.0)
+    assert found["has_model"] == "true" and found["parent"] == MODEL
+    assert found["has_endpoint"] == ("false" if state == "no endpoint" else "true")
+    assert line == "nothing deployed on endpoint taxifare: the candidate is judged by max_rmse alone"
+    deploy, why = recheck("", 9.0, capsys)
+    assert deploy and why == "deploying: nothing is deployed on endpoint taxifare now (as when verify_export looked)"
+    assert not vertex_api.requests("GetModel")
+
+
+@pytest.mark.parametrize(("ages", "serving"), [((300, 100), "2"), ((100, 300), "1")])
+def test_on_a_traffic_tie_the_model_deployed_last_serves(vertex_api, ages, serving):
+    vertex_api.upload_model(MODEL, "taxifare", "gs://b/v1/model", vertex.upload_labels(3.0, "abc"))
+    vertex_api.upload_model(MODEL, "taxifare", "gs://b/v2/model", vertex.upload_labels(4.0, "abc"))
+    # "222" deployed the default version (2, named without a version); a later upload moves the default to 3
+    vertex_api.add_endpoint(
+        ENDPOINT, [("111", "taxifare", ages[0], f"{MODEL}@1"), ("222", "taxifare", ages[1], MODEL)], {"111": 50, "222": 50}
+    )
+    vertex_api.upload_model(MODEL, "taxifare", "gs://b/v3/model", vertex.upload_labels(5.0, "abc"))
+    found = vertex.find_deployed_model("test-project", "us-central1", "taxifare")
+    assert found is not None and (found["version"], found["traffic"]) == (serving, 50)
+    assert found["uri"] == f"gs://b/v{serving}/model" and found["resource_name"] == MODEL
 
 
 def test_email_variant_wraps_the_whole_pipeline_in_vertex_notification_email(tmp_path):

@@ -5,6 +5,10 @@
   worker pool when ``replica_count`` > 1 (MultiWorkerMirroredStrategy; Vertex sets TF_CONFIG).
 * :func:`find_model` / :func:`find_endpoint` look up the model and endpoint by display name,
   so a run uploads a new *version* of an existing model and deploys to an existing endpoint.
+* :func:`find_deployed_model`: the model version that serves, i.e. the one deployed on the endpoint
+  with the largest share of its traffic split (not the newest model of that name: after a
+  ``taxifare rollback`` the newest version stays deployed with 0%, and an upload whose deploy
+  failed is not deployed at all). lookup_deployment and recheck_deployment both compare with it.
 * :func:`upload_labels` / :func:`rmse_from_labels` carry the deployed model's test RMSE and data
   hash in its labels, so verify_export can compare a candidate with what is deployed.
 * :func:`recheck_deployment` reads the deployed model again right before the upload and deploy,
@@ -99,7 +103,10 @@ def _aiplatform(project: str, location: str) -> Any:
 
 
 def find_model(project: str, location: str, display_name: str) -> dict[str, Any] | None:
-    """The newest model named ``display_name``: resource name, default version's URI, labels."""
+    """The newest model named ``display_name``: resource name, default version's URI, labels.
+
+    The parent of the version a run uploads; *not* the deployed model (:func:`find_deployed_model`).
+    """
     aiplatform = _aiplatform(project, location)
     models = aiplatform.Model.list(filter=f'display_name="{display_name}"', order_by="update_time desc")
     if not models:
@@ -113,6 +120,65 @@ def find_endpoint(project: str, location: str, display_name: str) -> str | None:
     aiplatform = _aiplatform(project, location)
     endpoints = aiplatform.Endpoint.list(filter=f'display_name="{display_name}"', order_by="update_time desc")
     return endpoints[0].resource_name if endpoints else None
+
+
+def _deployed_at(deployed: Any) -> float:
+    created = deployed.create_time
+    return float(created.timestamp()) if hasattr(created, "timestamp") else 0.0
+
+
+def find_deployed_model(project: str, location: str, endpoint_display_name: str) -> dict[str, Any] | None:
+    """The model version serving on the endpoint ``endpoint_display_name`` (:func:`find_endpoint`), or ``None``.
+
+    It is the deployed model taking the largest share of the endpoint's traffic split; on a tie
+    the one deployed last (``DeployedModel.create_time``), then the larger deployed-model ID.
+    Its model resource name and version come from the endpoint's ``deployed_models`` (``model``,
+    possibly ``name@version``, and ``model_version_id``), its artifact URI and labels from that
+    version (``GetModel`` of ``name@version``). ``None`` when there is no such endpoint, nothing is
+    deployed on it, or no deployed model receives traffic (then nothing is deployed).
+
+    Returns:
+        ``resource_name`` (without version), ``version``, ``deployed_model_id``, ``traffic``
+        (percent), ``endpoint`` (resource name), ``uri``, ``labels``.
+    """
+    aiplatform = _aiplatform(project, location)
+    endpoint_name = find_endpoint(project, location, endpoint_display_name)
+    if endpoint_name is None:
+        return None
+    endpoint = aiplatform.Endpoint(endpoint_name).gca_resource  # one read: deployed models and split agree
+    split = {k: int(v) for k, v in endpoint.traffic_split.items()}
+    serving = [d for d in endpoint.deployed_models if split.get(d.id, 0) > 0]
+    if not serving:
+        return None
+    top = max(serving, key=lambda d: (split[d.id], _deployed_at(d), int(d.id) if d.id.isdigit() else -1))
+    model_name, _, pinned = top.model.partition("@")
+    model = aiplatform.Model(model_name, version=top.model_version_id or pinned or None)
+    return {
+        "resource_name": model_name,
+        "version": model.version_id or top.model_version_id,
+        "deployed_model_id": top.id,
+        "traffic": split[top.id],
+        "endpoint": endpoint_name,
+        "uri": model.uri or "",
+        "labels": dict(model.labels or {}),
+    }
+
+
+def describe_deployed(deployed: dict[str, Any]) -> str:
+    """A deployed model in one phrase: ``name@version (deployed model ID, N% of the traffic, artifact URI)``."""
+    return (
+        f"{deployed['resource_name']}@{deployed['version']} (deployed model {deployed['deployed_model_id']}, "
+        f"{deployed['traffic']}% of the traffic, {deployed['uri'] or 'no artifact URI'})"
+    )
+
+
+def compared_with(deployed: dict[str, Any] | None, endpoint_display_name: str) -> str:
+    """lookup_deployment's line: which deployed model verify_export compares the candidate with."""
+    if deployed is None:
+        return f"nothing deployed on endpoint {endpoint_display_name}: the candidate is judged by max_rmse alone"
+    rmse = rmse_from_labels(deployed["labels"])
+    recorded = f"test RMSE ${rmse:.2f} recorded" if rmse is not None else "no test RMSE recorded"
+    return f"the candidate is compared with model {describe_deployed(deployed)} on endpoint {endpoint_display_name}, {recorded}"
 
 
 def traffic_split(current: dict[str, int], percentage: int) -> dict[str, int]:
@@ -162,28 +228,34 @@ def rmse_from_labels(labels: dict[str, str]) -> float | None:
     return int(value) / 1000 if value.isdigit() else None
 
 
-def recheck_deployment(project: str, location: str, model_display_name: str, looked_up_uri: str, candidate_rmse: float) -> tuple[bool, str]:
+def recheck_deployment(
+    project: str, location: str, endpoint_display_name: str, looked_up_uri: str, candidate_rmse: float
+) -> tuple[bool, str]:
     """Whether the blessed candidate may still be deployed: the compare of the Vertex compare-and-publish.
 
-    Reads the deployed model again, right before the upload and deploy (the same look-up as
-    lookup_deployment: :func:`find_model` and its recorded RMSE). When it is still the one
-    verify_export compared with (same artifact URI), verify's blessing stands; when another run
-    deployed a model meanwhile, the candidate must be strictly better than its recorded test RMSE.
+    Reads the deployed model again, right before the upload and deploy, with the same look-up as
+    lookup_deployment (:func:`find_deployed_model`: the model version taking the largest share of
+    the endpoint's traffic, and its recorded RMSE). When it is still the one verify_export compared
+    with (same artifact URI), verify's blessing stands; when another model serves now (another run
+    deployed one, or a rollback moved the traffic), the candidate must be strictly better than its
+    recorded test RMSE.
 
     Returns:
         (deploy or not, one line saying why).
     """
-    model = find_model(project, location, model_display_name)
-    uri = model["uri"] if model else ""
-    if model is None or uri == looked_up_uri:
-        return True, f"deploying: the deployed model is still the one verify_export compared with ({uri or 'none'})"
-    now = rmse_from_labels(model["labels"])
-    name = f"{model['resource_name']} ({uri})"
+    deployed = find_deployed_model(project, location, endpoint_display_name)
+    if deployed is None:
+        was = f"verify_export compared with {looked_up_uri}" if looked_up_uri else "as when verify_export looked"
+        return True, f"deploying: nothing is deployed on endpoint {endpoint_display_name} now ({was})"
+    name = describe_deployed(deployed)
+    if deployed["uri"] == looked_up_uri:
+        return True, f"deploying: the deployed model is still the one verify_export compared with, {name}"
+    now = rmse_from_labels(deployed["labels"])
     if now is None:
         return (
             False,
             f"not deployed: model {name} now serves with no recorded RMSE, so the candidate (${candidate_rmse:.2f}) cannot be compared",
         )
     if candidate_rmse < now:
-        return True, f"deploying: the candidate (${candidate_rmse:.2f}) beats model {name} deployed meanwhile (RMSE ${now:.2f})"
+        return True, f"deploying: the candidate (${candidate_rmse:.2f}) beats model {name}, serving now with RMSE ${now:.2f}"
     return False, f"not deployed: model {name} now serves with RMSE ${now:.2f} (candidate ${candidate_rmse:.2f})"
