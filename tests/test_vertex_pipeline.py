@@ -353,6 +353,12 @@ def recheck(deployed_model_uri: str, candidate_rmse: float, capsys) -> tuple[boo
         (3500, 3.50, False, "now serves with RMSE $3.50"),  # a tie is not better
         (3900, 3.50, True, "beats model"),  # a worse model deployed meanwhile: the candidate still wins
         ("", 3.50, False, "no recorded RMSE"),
+        (
+            "undeployed",
+            3.50,
+            True,
+            "deploying: nothing is deployed on endpoint taxifare now (verify_export compared with gs://b/run-a/model)",
+        ),
     ],
 )
 def test_recheck_reads_the_deployed_model_again_right_before_deploying(vertex_api, capsys, meanwhile, candidate, deploys, message):
@@ -361,14 +367,17 @@ def test_recheck_reads_the_deployed_model_again_right_before_deploying(vertex_ap
     vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1")], {"111": 100})
     looked_up, _ = lookup(vertex_api, capsys)
     assert looked_up["deployed_model_uri"] == "gs://b/run-a/model" and looked_up["deployed_rmse"] == 4.0
-    if meanwhile is not None:  # run B uploads a new version and deploys it with all the traffic while this run verifies
+    if meanwhile == "undeployed":  # the model was undeployed meanwhile: the blessing stands
+        vertex_api.add_endpoint(ENDPOINT, [], {})
+    elif meanwhile is not None:  # run B uploads a new version and deploys it with all the traffic while this run verifies
         labels = {vertex.RMSE_LABEL: str(meanwhile)} if meanwhile else {}
         vertex_api.upload_model(MODEL, "taxifare", "gs://b/run-b/model", labels)
         vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1"), ("222", "taxifare", 10, f"{MODEL}@2")], {"222": 100})
     deploy, why = recheck(looked_up["deployed_model_uri"], candidate, capsys)
     assert deploy is deploys and message in why and why.startswith("deploying: " if deploys else "not deployed: ")
     assert vertex_api.requests("ListEndpoints")[-1].filter == 'display_name="taxifare"'
-    assert vertex_api.requests("GetModel")[-1].name == f"{MODEL}@{'1' if meanwhile is None else '2'}"
+    read = "1" if meanwhile in (None, "undeployed") else "2"  # the version read last: run B's when it serves
+    assert vertex_api.requests("GetModel")[-1].name == f"{MODEL}@{read}"
 
 
 def rolled_back(server, state: str) -> None:
