@@ -82,6 +82,8 @@ def tensor_to_array(name: str, proto: tensor_pb2.TensorProto, kind: str, max_bat
     content = proto.tensor_content
     if kind == "float" and len(content) == 4 * dims[0]:  # what tf.make_tensor_proto sends: the bytes as they are (~1 us vs ~9)
         return np.frombuffer(content, dtype=np.float32)
+    if kind == "float" and not content and len(proto.float_val) == dims[0]:  # one value: make_tensor_proto fills float_val
+        return np.fromiter(proto.float_val, dtype=np.float32, count=dims[0])  # ~1.5 us vs ~23 for tf.make_ndarray
     try:
         arr = tf.make_ndarray(proto)
     except Exception as exc:
@@ -172,83 +174,100 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
                 access_log.info("gRPC %s %s %s %.2fms%s", context.peer(), method, code, elapsed * 1000, note)
 
     # -- PredictionService --------------------------------------------------------------------------
+    def prepare_predict(self, request: predict_pb2.PredictRequest) -> tuple[Any, dict[str, Any], int]:
+        """``(servable, columns, size)`` of a valid Predict request.
+
+        Raises:
+            RequestError: naming what is wrong with the request.
+        """
+        servable = self._servable(request.model_spec)
+        if request.model_spec.signature_name not in ("", "serving_default"):
+            raise RequestError(f"signature {request.model_spec.signature_name!r} does not exist: the model has serving_default only")
+        features = servable.features
+        check_names(list(request.inputs.keys()), features)
+        limits = self.app.limits
+        columns = {}
+        for feature in features:
+            arr = tensor_to_array(feature.name, request.inputs[feature.name], feature.kind, limits.max_batch)
+            columns[feature.name] = check_column(feature, arr if feature.kind == "float" else list(arr), limits)
+        sizes = {name: len(col) for name, col in columns.items()}
+        if len(set(sizes.values())) > 1:
+            detail = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+            raise RequestError(f"the input tensors have different lengths ({detail}): send one value per instance for every feature")
+        size = next(iter(sizes.values()))
+        check_batch_size(size, limits)
+        unknown = [name for name in request.output_filter if name != servable.output_name]
+        if unknown:
+            raise RequestError(f"output_filter names {', '.join(unknown)}: the only output is {servable.output_name}")
+        return servable, columns, size
+
+    def predict_response(self, servable: Any, values: np.ndarray, size: int) -> tuple[predict_pb2.PredictResponse, str, int]:
+        """The answer to a Predict whose model call returned ``values``.
+
+        Raises:
+            RequestError: when a prediction is not finite.
+        """
+        if not np.isfinite(values).all():
+            raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = self.app.model_name
+        response.model_spec.version.value = servable.version
+        response.model_spec.signature_name = "serving_default"
+        response.outputs[servable.output_name].CopyFrom(_array_to_tensor(values))
+        return response, f" n={len(values)} v={servable.version}", size
+
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         """Predict the fare for the input tensors."""
 
         def go() -> tuple[predict_pb2.PredictResponse, str, int]:
-            servable = self._servable(request.model_spec)
-            if request.model_spec.signature_name not in ("", "serving_default"):
-                raise RequestError(f"signature {request.model_spec.signature_name!r} does not exist: the model has serving_default only")
-            features = servable.features
-            check_names(list(request.inputs.keys()), features)
-            limits = self.app.limits
-            columns = {}
-            for feature in features:
-                arr = tensor_to_array(feature.name, request.inputs[feature.name], feature.kind, limits.max_batch)
-                columns[feature.name] = check_column(feature, arr if feature.kind == "float" else list(arr), limits)
-            sizes = {name: len(col) for name, col in columns.items()}
-            if len(set(sizes.values())) > 1:
-                detail = ", ".join(f"{k}: {v}" for k, v in sizes.items())
-                raise RequestError(f"the input tensors have different lengths ({detail}): send one value per instance for every feature")
-            size = next(iter(sizes.values()))
-            check_batch_size(size, limits)
-            unknown = [name for name in request.output_filter if name != servable.output_name]
-            if unknown:
-                raise RequestError(f"output_filter names {', '.join(unknown)}: the only output is {servable.output_name}")
+            servable, columns, size = self.prepare_predict(request)
             if self.scheduler.params.enabled:
                 values = self.scheduler.predict(servable, columns, size, timeout=context.time_remaining())
             else:  # without batching the call runs on this gRPC thread, as in TF Serving
                 started = time.perf_counter()
                 values = servable.predict(columns)
                 self.metrics.runtime(time.perf_counter() - started, runtime=servable.runtime)
-            if not np.isfinite(values).all():
-                raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
-            response = predict_pb2.PredictResponse()
-            response.model_spec.name = self.app.model_name
-            response.model_spec.version.value = servable.version
-            response.model_spec.signature_name = "serving_default"
-            response.outputs[servable.output_name].CopyFrom(_array_to_tensor(values))
-            return response, f" n={len(values)} v={servable.version}", size
+            return self.predict_response(servable, values, size)
 
         return self._run("Predict", PREDICT_API, request, context, go)
 
+    def metadata_response(self, request: get_model_metadata_pb2.GetModelMetadataRequest) -> tuple[Any, str, int]:
+        """The answer to GetModelMetadata (raises :class:`RequestError` for a bad request)."""
+        servable = self._servable(request.model_spec)
+        fields = list(request.metadata_field)
+        if not fields:
+            raise RequestError('GetModelMetadataRequest must name at least one metadata_field: use ["signature_def"]')
+        unknown = [f for f in fields if f != "signature_def"]
+        if unknown:
+            raise RequestError(f"metadata field {', '.join(map(repr, unknown))} is not supported: use signature_def")
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = self.app.model_name
+        response.model_spec.version.value = servable.version
+        packed = any_pb2.Any()
+        packed.Pack(servable.signature_def_map())
+        response.metadata["signature_def"].CopyFrom(packed)
+        return response, f" v={servable.version}", 0
+
+    def status_response(self, request: get_model_status_pb2.GetModelStatusRequest) -> tuple[Any, str, int]:
+        """The answer to GetModelStatus: version states, as ``GET /v1/models/{name}`` answers them."""
+        entries = self.app.manager.status(self._version(request.model_spec))
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for entry in entries:
+            status = response.model_version_status.add()
+            status.version = int(entry["version"])
+            status.state = _STATE.Value(entry["state"])
+            status.status.error_code = 0 if entry["status"]["error_code"] == "OK" else 2  # tensorflow.error.UNKNOWN
+            status.status.error_message = entry["status"]["error_message"]
+        return response, "", 0
+
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext) -> Any:
         """The ``signature_def`` metadata of the serving (or requested) version."""
-
-        def go() -> tuple[Any, str, int]:
-            servable = self._servable(request.model_spec)
-            fields = list(request.metadata_field)
-            if not fields:
-                raise RequestError('GetModelMetadataRequest must name at least one metadata_field: use ["signature_def"]')
-            unknown = [f for f in fields if f != "signature_def"]
-            if unknown:
-                raise RequestError(f"metadata field {', '.join(map(repr, unknown))} is not supported: use signature_def")
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = self.app.model_name
-            response.model_spec.version.value = servable.version
-            packed = any_pb2.Any()
-            packed.Pack(servable.signature_def_map())
-            response.metadata["signature_def"].CopyFrom(packed)
-            return response, f" v={servable.version}", 0
-
-        return self._run("GetModelMetadata", METADATA_API, request, context, go)
+        return self._run("GetModelMetadata", METADATA_API, request, context, lambda: self.metadata_response(request))
 
     # -- ModelService -------------------------------------------------------------------------------
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext) -> Any:
         """Version states, as ``GET /v1/models/{name}`` answers them."""
-
-        def go() -> tuple[Any, str, int]:
-            entries = self.app.manager.status(self._version(request.model_spec))
-            response = get_model_status_pb2.GetModelStatusResponse()
-            for entry in entries:
-                status = response.model_version_status.add()
-                status.version = int(entry["version"])
-                status.state = _STATE.Value(entry["state"])
-                status.status.error_code = 0 if entry["status"]["error_code"] == "OK" else 2  # tensorflow.error.UNKNOWN
-                status.status.error_message = entry["status"]["error_message"]
-            return response, "", 0
-
-        return self._run("GetModelStatus", STATUS_API, request, context, go)
+        return self._run("GetModelStatus", STATUS_API, request, context, lambda: self.status_response(request))
 
 
 def _handlers(service: _Service) -> list[grpc.GenericRpcHandler]:

@@ -24,6 +24,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from pipeline.cli import main as taxifare
+from serving.grpc_service import tensor_to_array
 from serving.http1 import HttpLimits
 from serving.payload import Limits
 from serving.server import ModelServer, ServerConfig
@@ -288,6 +289,23 @@ def test_grpc_garbage_bytes_are_invalid_argument_not_internal(served):
     with pytest.raises(grpc.RpcError) as err:
         raw(b"\xff\xfe garbage \x00\x01" * 10, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a valid Predict request" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("dims", "float_val", "content"),
+    [([1], [-73.25], b""), ([3], [1.5, -73.25, 40.5], b""), ([3], [2.0], b""), ([2], [], np.array([1.5, 2.5], np.float32).tobytes())],
+    ids=["one-value", "float_val", "float_val-filled", "tensor_content"],
+)
+def test_grpc_float_inputs_decode_as_tf_make_ndarray_does(dims, float_val, content):
+    """Every encoding of a DT_FLOAT input (the fast paths included) gives what tf.make_ndarray gives."""
+    shape = tf.TensorShape(dims).as_proto()
+    proto = tf.make_tensor_proto(0.0, dtype=tf.float32)
+    proto.Clear()
+    proto.dtype, proto.tensor_content = types_pb2.DT_FLOAT, content
+    proto.tensor_shape.CopyFrom(shape)
+    proto.float_val.extend(float_val)
+    got = tensor_to_array("pickuplon", proto, "float", 1000)
+    assert got.dtype == np.float32 and got.tolist() == tf.make_ndarray(proto).tolist()
 
 
 # -- health, startup errors -------------------------------------------------------------------------
