@@ -131,9 +131,12 @@ def run_cell(make_call: Callable[[], Callable[[], None]], clients: int, seconds:
     return out
 
 
-def start_server(work: str, name: str, base: str, extra: list[str], src: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def start_server(
+    work: str, name: str, base: str, extra: list[str], src: str, launcher: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """``python -m serving serve`` (or ``launcher`` + the serve arguments) from ``src``, once it answers."""
     ports_file = os.path.join(work, f"ports-{name}.json")
-    cmd = [sys.executable, "-m", "serving", "serve", "--model-base-path", base, "--rest-port", "0", "--grpc-port", "0"]
+    cmd = [*(launcher or [sys.executable, "-m", "serving", "serve"]), "--model-base-path", base, "--rest-port", "0", "--grpc-port", "0"]
     cmd += ["--quiet", "--poll-interval", "0.2", "--ports-file", ports_file, *extra]
     env = {**os.environ, "PYTHONPATH": src}
     with open(os.path.join(work, f"server-{name}.log"), "wb") as log:
