@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from bench_serving import batch_sizes, export_model, rows, run_cell, start_server  # noqa: E402
+from bench_serving import batch_sizes, model_base, rows, run_cell, start_server, stop_servers  # noqa: E402
 
 
 def serve_aio(argv: list[str], inline: bool) -> int:
@@ -70,10 +69,7 @@ def main() -> int:
     from trainer import schema
 
     work = tempfile.mkdtemp(prefix="bench-grpc-")
-    model_dir = args.model_dir or export_model(os.path.join(work, "export"))
-    base = os.path.join(work, "models", "taxifare")
-    os.makedirs(base)
-    os.symlink(os.path.abspath(model_dir), os.path.join(base, "1"))
+    _, base = model_base(work, args.model_dir)
     variants = (["before"] if args.baseline_src else []) + args.variants.split(",")
     load_before = os.getloadavg()
     servers: dict[tuple[str, str], tuple[subprocess.Popen[bytes], dict[str, int]]] = {}
@@ -126,10 +122,7 @@ def main() -> int:
                                 flush=True,
                             )
     finally:
-        for proc, _ in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in servers.values():
-            proc.wait(30)
+        stop_servers([proc for proc, _ in servers.values()])
     load_after = os.getloadavg()
     print(f"\npython {platform.python_version()}, tensorflow {tf.__version__}, grpcio {grpc.__version__}, nproc {os.cpu_count()}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
@@ -148,7 +141,7 @@ def main() -> int:
                     each = "/".join(f"{c['requests'] / c['wall']:,.0f}" for c in runs)
                     cells.append(f"{means[v]:,.0f} ({each}{mean_batch})")
                 ratios = [f"{means[a] / means[b]:.2f}x" for a, b in pairs]
-                print(f"| {batching} | {batch} | {clients} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+                print(f"| {batching} | {batch} | {clients} | {' | '.join(cells + ratios)} |")
     return 0
 
 

@@ -69,6 +69,15 @@ def export_model(out: str) -> str:
     return export_model(build_model(Variant.LAB, TrainConfig("-", "-", "-")), Variant.LAB, out, {})
 
 
+def model_base(work: str, model_dir: str | None) -> tuple[str, str]:
+    """``(model_dir, base)``: the SavedModel (a fresh export when ``None``) as version 1 of a model base path in ``work``."""
+    model_dir = model_dir or export_model(os.path.join(work, "export"))
+    base = os.path.join(work, "models", "taxifare")
+    os.makedirs(base)
+    os.symlink(os.path.abspath(model_dir), os.path.join(base, "1"))
+    return model_dir, base
+
+
 def rows(n: int) -> list[dict[str, float]]:
     rng = np.random.default_rng(n)
     return [
@@ -204,6 +213,14 @@ def wrk_cell(port: int, body: bytes, batch: int, clients: int, seconds: float, s
     }
 
 
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every server, then wait for each (graceful drain)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait(30)
+
+
 def batch_sizes(port: int) -> tuple[float, float]:
     """``(batches, examples)`` processed so far by a batching server, from its metrics."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -229,10 +246,7 @@ def main() -> int:
     from trainer import schema
 
     work = tempfile.mkdtemp(prefix="bench-serving-")
-    model_dir = args.model_dir or export_model(os.path.join(work, "export"))
-    base = os.path.join(work, "models", "taxifare")
-    os.makedirs(base)
-    os.symlink(os.path.abspath(model_dir), os.path.join(base, "1"))
+    model_dir, base = model_base(work, args.model_dir)
     load_before = os.getloadavg()
     servers: dict[str, tuple[subprocess.Popen[bytes], dict[str, int]]] = {}
     results = []
@@ -325,10 +339,7 @@ def main() -> int:
                         flush=True,
                     )
     finally:
-        for proc, _ in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in servers.values():
-            proc.wait(30)
+        stop_servers([proc for proc, _ in servers.values()])
     load_after = os.getloadavg()
 
     base_of: dict[tuple[int, int], dict] = {}
