@@ -43,11 +43,11 @@ def lookup_deployment(
     from components.impl.vertex_steps import (
         api_uri,
         compared_with,
-        current_traffic,
         find_deployed_model,
-        find_endpoint,
         find_model,
+        read_endpoint,
         rmse_from_labels,
+        traffic_of,
         traffic_split,
     )
 
@@ -55,14 +55,15 @@ def lookup_deployment(
     if model:
         parent_model.uri = api_uri(location, model["resource_name"])
         parent_model.metadata["resourceName"] = model["resource_name"]
-    endpoint_name = find_endpoint(project, location, endpoint_display_name)
+    found = read_endpoint(project, location, endpoint_display_name)  # one read: its deployed models and traffic split
+    endpoint_name = found.name if found is not None else None
     if endpoint_name:
         endpoint.uri = api_uri(location, endpoint_name)
         endpoint.metadata["resourceName"] = endpoint_name
-    deployed = find_deployed_model(project, location, endpoint_display_name)
+    deployed = find_deployed_model(project, location, found)
     print(compared_with(deployed, endpoint_display_name))
     rmse = rmse_from_labels(deployed["labels"]) if deployed else None
-    split = traffic_split(current_traffic(project, location, endpoint_name) if endpoint_name else {}, traffic_percentage)
+    split = traffic_split(traffic_of(found), traffic_percentage)
     Outputs = NamedTuple(  # noqa: UP014
         "Outputs",
         [("has_model", str), ("has_endpoint", str), ("deployed_model_uri", str), ("deployed_rmse", float), ("traffic_split", dict)],

@@ -482,7 +482,7 @@ def test_on_a_traffic_tie_the_model_deployed_last_serves(vertex_api, ages, servi
         ENDPOINT, [("111", "taxifare", ages[0], f"{MODEL}@1"), ("222", "taxifare", ages[1], MODEL)], {"111": 50, "222": 50}
     )
     vertex_api.upload_model(MODEL, "taxifare", "gs://b/v3/model", vertex.upload_labels(5.0, "abc"))
-    found = vertex.find_deployed_model("test-project", "us-central1", "taxifare")
+    found = vertex.find_deployed_model("test-project", "us-central1", vertex.read_endpoint("test-project", "us-central1", "taxifare"))
     assert found is not None and (found["version"], found["traffic"]) == (serving, 50)
     assert found["uri"] == f"gs://b/v{serving}/model" and found["resource_name"] == MODEL
 

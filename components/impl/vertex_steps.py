@@ -127,8 +127,22 @@ def _deployed_at(deployed: Any) -> float:
     return float(created.timestamp()) if hasattr(created, "timestamp") else 0.0
 
 
-def find_deployed_model(project: str, location: str, endpoint_display_name: str) -> dict[str, Any] | None:
-    """The model version serving on the endpoint ``endpoint_display_name`` (:func:`find_endpoint`), or ``None``.
+def read_endpoint(project: str, location: str, display_name: str) -> Any | None:
+    """The newest endpoint named ``display_name`` (:func:`find_endpoint`) as one read of its resource, or ``None``.
+
+    Its ``deployed_models`` and ``traffic_split`` come from that one read, so they agree.
+    """
+    endpoint_name = find_endpoint(project, location, display_name)
+    return None if endpoint_name is None else _aiplatform(project, location).Endpoint(endpoint_name).gca_resource
+
+
+def traffic_of(endpoint: Any | None) -> dict[str, int]:
+    """An endpoint resource's traffic split now (deployed model ID -> percent); empty for ``None``."""
+    return {} if endpoint is None else {k: int(v) for k, v in endpoint.traffic_split.items()}
+
+
+def find_deployed_model(project: str, location: str, endpoint: Any | None) -> dict[str, Any] | None:
+    """The model version serving on ``endpoint`` (a resource from :func:`read_endpoint`), or ``None``.
 
     It is the deployed model taking the largest share of the endpoint's traffic split; on a tie
     the one deployed last (``DeployedModel.create_time``), then the larger deployed-model ID.
@@ -141,24 +155,21 @@ def find_deployed_model(project: str, location: str, endpoint_display_name: str)
         ``resource_name`` (without version), ``version``, ``deployed_model_id``, ``traffic``
         (percent), ``endpoint`` (resource name), ``uri``, ``labels``.
     """
-    aiplatform = _aiplatform(project, location)
-    endpoint_name = find_endpoint(project, location, endpoint_display_name)
-    if endpoint_name is None:
+    if endpoint is None:
         return None
-    endpoint = aiplatform.Endpoint(endpoint_name).gca_resource  # one read: deployed models and split agree
-    split = {k: int(v) for k, v in endpoint.traffic_split.items()}
+    split = traffic_of(endpoint)
     serving = [d for d in endpoint.deployed_models if split.get(d.id, 0) > 0]
     if not serving:
         return None
     top = max(serving, key=lambda d: (split[d.id], _deployed_at(d), int(d.id) if d.id.isdigit() else -1))
     model_name, _, pinned = top.model.partition("@")
-    model = aiplatform.Model(model_name, version=top.model_version_id or pinned or None)
+    model = _aiplatform(project, location).Model(model_name, version=top.model_version_id or pinned or None)
     return {
         "resource_name": model_name,
         "version": model.version_id or top.model_version_id,
         "deployed_model_id": top.id,
         "traffic": split[top.id],
-        "endpoint": endpoint_name,
+        "endpoint": endpoint.name,
         "uri": model.uri or "",
         "labels": dict(model.labels or {}),
     }
@@ -203,12 +214,6 @@ def traffic_split(current: dict[str, int], percentage: int) -> dict[str, int]:
     return {"0": percentage, **{k: v for k, v in split.items() if v}}
 
 
-def current_traffic(project: str, location: str, endpoint_name: str) -> dict[str, int]:
-    """The endpoint's traffic split now (deployed model ID -> percent)."""
-    aiplatform = _aiplatform(project, location)
-    return {k: int(v) for k, v in (aiplatform.Endpoint(endpoint_name).traffic_split or {}).items()}
-
-
 def api_uri(location: str, resource_name: str) -> str:
     """The REST URI of a Vertex resource (what GCPC puts in a Vertex artifact's uri)."""
     return f"https://{location}-aiplatform.googleapis.com/v1/{resource_name}"
@@ -243,7 +248,7 @@ def recheck_deployment(
     Returns:
         (deploy or not, one line saying why).
     """
-    deployed = find_deployed_model(project, location, endpoint_display_name)
+    deployed = find_deployed_model(project, location, read_endpoint(project, location, endpoint_display_name))
     if deployed is None:
         was = f"verify_export compared with {looked_up_uri}" if looked_up_uri else "as when verify_export looked"
         return True, f"deploying: nothing is deployed on endpoint {endpoint_display_name} now ({was})"
