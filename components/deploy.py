@@ -25,14 +25,18 @@ def deploy(
 
     from components.common import summary
     from components.impl.contracts import DatasetStats, ModelInfo, Verification
-    from components.impl.deploy import publish, rescorer
+    from components.impl.deploy import Judged, judger, publish
+    from components.impl.gate import GateSettings
 
     verdict = Verification.from_metadata(verification.metadata)
+    details = verdict.details
+    settings = GateSettings.from_dict(details.get("gate", {}))
     test_hash = DatasetStats.from_metadata(test_data.metadata).content_hash
     info = {
         "run": run_name,
         "model_uri": model.uri,
-        "verification": verdict.to_metadata(),
+        "verification": {k: v for k, v in verdict.to_metadata().items() if k != "details"},
+        "slices": details.get("slices", []),
         "train_metadata": ModelInfo.from_metadata(model.metadata).to_metadata(),
         "test_data_hash": test_hash,
     }
@@ -43,8 +47,8 @@ def deploy(
         info,
         candidate_rmse=verdict.test_rmse if math.isfinite(verdict.test_rmse) else None,
         test_data_hash=test_hash,
-        rescore=rescorer(test_data.path),
         mode=deploy_mode,
+        judged=Judged(details.get("signature"), details.get("champion_version"), settings, judger(model.path, test_data.path, settings)),
         train_stats=DatasetStats.from_metadata(train_data.metadata).to_metadata(),
     )
     notes = "".join(f"; ignored broken {b}" for b in published.broken)

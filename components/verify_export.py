@@ -15,6 +15,11 @@ def verify_export(
     test_data: Input[Dataset],
     tensorboard: Input[Artifact],
     max_rmse: float,
+    min_improvement: float,
+    require_significant: bool,
+    max_slice_regression: float,
+    min_slice_rows: int,
+    allow_signature_change: bool,
     serving_root: str,
     model_name: str,
     infra_validation: bool,
@@ -33,6 +38,7 @@ def verify_export(
     """
     from components.common import write_metrics
     from components.impl.contracts import DatasetStats
+    from components.impl.gate import GateSettings
     from components.impl.report import write_report
     from components.impl.verify_export import verify
 
@@ -47,6 +53,7 @@ def verify_export(
         infra_validation=infra_validation,
         deployed_model_uri=deployed_model_uri,
         deployed_rmse=deployed_rmse,
+        gate=GateSettings(min_improvement, require_significant, max_slice_regression, min_slice_rows, allow_signature_change),
     )
     # kfp logs only finite figures; the file has them all, after the verdict.
     write_metrics(metrics, verdict.finite_metrics(), blessed=verdict.blessed, reason=verdict.reason, **verdict.metrics)

@@ -40,6 +40,8 @@ TRAIN_PARAMS = ("train_steps", "batch_size", "hidden_units", "learning_rate", "s
 TUNED = Hyperparameters._fields
 #: The tune step's inputs that are pipeline parameters of the same name.
 TUNE_PARAMS = ("tuning_trials", "tuning_space", "train_steps", *TUNED, "seed")
+#: verify_export's inputs that are pipeline parameters of the same name (the deploy decision's thresholds).
+VERIFY_PARAMS = ("max_rmse", "min_improvement", "require_significant", "max_slice_regression", "min_slice_rows", "allow_signature_change")
 
 
 def named(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -120,7 +122,7 @@ def verify(verify_op: Any, stage: Any, train: Any, params: dict[str, Any], **tar
             train_data=stage.outputs["train_data"],
             test_data=stage.outputs["test_data"],
             tensorboard=train.outputs["tensorboard"],
-            max_rmse=params["max_rmse"],
+            **named(params, VERIFY_PARAMS),
             **target_inputs,
         )
         .set_display_name("Verify export")

@@ -145,6 +145,19 @@ PARAMETERS: tuple[Parameter, ...] = (
        "restart the training job when a worker restarts (it resumes from its checkpoints).", targets=(VERTEX,)),
     # Verification and deployment.
     _p("max_rmse", float, 10.0, checks.dollars, "the largest test RMSE in dollars that may be deployed."),
+    # The deploy decision against the served model, on the same test rows (components/impl/gate.py; docs/pipeline.md says why).
+    _p("min_improvement", float, 0.01, checks.non_negative_dollars,
+       "the least test-RMSE gain in dollars over the served model, on the same rows, for a candidate to replace it."),
+    _p("require_significant", bool, True, checks.boolean,
+       "replace the served model only when the paired bootstrap's 95% interval of the RMSE difference lies below zero "
+       "(better beyond the noise of the test rows)."),
+    _p("max_slice_regression", float, 0.1, checks.unit_fraction,
+       "refuse a candidate whose RMSE on any slice (distance band, airport, passengers, hour, weekday) of at least "
+       "min_slice_rows trips is worse than the served model's by more than this fraction."),
+    _p("min_slice_rows", int, 200, checks.non_negative_int, "the fewest test trips a slice needs to count in max_slice_regression."),
+    _p("allow_signature_change", bool, False, checks.boolean,
+       "deploy a model whose serving signature (inputs, outputs) differs from the served one, replacing the contract its "
+       "callers use; recorded with the version. Without it such a model is refused (or use a new model_name)."),
     _p("serving_root", str, "", checks.text, "the directory of TF-Serving model base paths that deploy publishes into.",
        targets=(LOCAL,), run_flag=False),
     _p("model_name", str, warmup.MODEL_NAME, checks.model_name, "the served model's name (a directory under serving_root).",

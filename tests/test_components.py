@@ -179,9 +179,11 @@ def test_verify_compares_with_the_deployed_model(trained, staged, tmp_path):
     verdict = verify_export.verify(
         result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), serving_root=str(serving), **CHECKS
     )
-    # The same model is not strictly better than itself.
-    assert not verdict.blessed and "strictly better than the deployed model" in verdict.reason
+    # The same model is not better than itself; both were scored on the same rows, and the line says so.
+    assert not verdict.blessed and verdict.reason.startswith("not better overall: ")
+    assert f"on the same {len(os.listdir(staged['test'])) and verdict.metrics['test_examples']:,} rows" in verdict.reason
     assert verdict.metrics["deployed_rmse"] == pytest.approx(verdict.metrics["test_rmse"])
+    assert verdict.metrics["rmse_difference"] == 0.0
 
 
 def test_verify_skips_and_names_a_broken_served_version(trained, staged, tmp_path):
@@ -198,8 +200,8 @@ def test_verify_skips_and_names_a_broken_served_version(trained, staged, tmp_pat
     verdict = verify_export.verify(*args, train_fare_mean=fare_mean(staged), serving_root=str(serving), **CHECKS)
     # The same model as version 1: not strictly better than the next good one.
     assert not verdict.blessed and "inf" not in verdict.reason.lower()
-    detail = dict((name, d) for name, _, d in verdict.checks)["strictly better than the deployed model"]
-    assert "(version 1)" in detail and "version 2: cannot be loaded" in detail and "version 3: no saved_model.pb" in detail
+    detail = dict((name, d) for name, _, d in verdict.checks)[verify_export.GATE_CHECK]
+    assert "version 1's" in detail and "version 2: cannot be loaded" in detail and "version 3: no saved_model.pb" in detail
     assert verdict.metrics["deployed_rmse"] == pytest.approx(verdict.metrics["test_rmse"])
 
     shutil.rmtree(serving / "taxifare" / "1")  # nothing good left: nothing deployed to compare with

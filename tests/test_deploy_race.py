@@ -159,8 +159,9 @@ def test_the_deploy_component_compares_publishes_and_keeps_the_train_stats(expor
     stats = DatasetStats("train", 500, "lab", "x", columns={"fare_amount": {"mean": 11.0}}, content_hash="h").to_metadata()
     train_data = dsl.Dataset(uri=str(tmp_path / "train"), metadata=stats)
 
-    def run(export: str, rmse: float, mode: str = "replace") -> str:
-        verification = dsl.Metrics(uri=str(tmp_path / "metrics"), metadata={"test_rmse": rmse, "blessed": True})
+    def run(export: str, rmse: float, mode: str = "replace", judged_against: int | None = None) -> str:
+        details = {"champion_version": judged_against, "gate": {}} if judged_against else {}
+        verification = dsl.Metrics(uri=str(tmp_path / "metrics"), metadata={"test_rmse": rmse, "blessed": True, "details": details})
         return deploy_component.python_func(
             model=dsl.Model(uri=export, metadata={"rmse": rmse, "steps": 100}),
             train_data=train_data,
@@ -176,8 +177,10 @@ def test_the_deploy_component_compares_publishes_and_keeps_the_train_stats(expor
     assert first.endswith("/taxifare/1")
     assert run(exports[1], 3.6) == ""  # worse than the served version: nothing deployed, not a failure
     out = capsys.readouterr().err
-    assert "not deployed: its test RMSE $3.600 is not better than version 1's $3.500" in out and "$inf" not in out
-    assert run(exports[1], 3.4, mode="canary").endswith("/taxifare/2")
+    # the verification carries no judgement (no champion): deploy judges it against the served version on the test rows
+    assert "not deployed: against version 1, served now: not better overall" in out and "$inf" not in out
+    # blessed by verify_export against version 1, which still serves the default route: that judgement stands
+    assert run(exports[1], 3.4, mode="canary", judged_against=1).endswith("/taxifare/2")
     model_dir = str(tmp_path / "serving" / "taxifare")
     assert layout.read_labels(model_dir) == {"stable": 1, "canary": 2}
     assert layout.deployed_train_stats(model_dir) == stats

@@ -79,7 +79,7 @@ def test_segments_cover_every_trip(trips):
     parts = dict(report.segments(feats))
     bands = [mask for name, mask in parts.items() if name.endswith(" km")]
     assert sum(int(m.sum()) for m in bands) == len(label)  # the bands partition the split
-    assert int(parts["all airports"].sum()) + int(parts["no airport"].sum()) == len(label)
+    assert int(parts["airport trips"].sum()) + int(parts["no airport"].sum()) == len(label)
     assert parts["JFK"].sum() > 0 and parts["LaGuardia"].sum() > 0
 
 

@@ -103,6 +103,12 @@ def dollars(name: str, value: Any) -> float:
     return _valid(name, value, out, out > 0, "a positive number of dollars, e.g. 10")
 
 
+def non_negative_dollars(name: str, value: Any) -> float:
+    """A finite amount of dollars, zero or more."""
+    out = number(name, value)
+    return _valid(name, value, out, out >= 0, "zero or a positive number of dollars, e.g. 0.01")
+
+
 def percentage(name: str, value: Any) -> int:
     """A whole percentage, 0 to 100."""
     out = integer(name, value)

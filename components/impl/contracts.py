@@ -108,25 +108,46 @@ class Verification:
     blessed: bool
     reason: str
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: What deploy and the records need beyond the figures: the candidate's ``signature``, the
+    #: ``champion`` it was judged against (``champion_version`` locally), an allowed
+    #: ``signature_change``, the ``gate`` settings and the per-``slices`` comparison.
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def finite_metrics(self) -> dict[str, float]:
         """The metrics a ``Metrics`` artifact can hold (non-finite ones dropped)."""
         return {k: float(v) for k, v in self.metrics.items() if math.isfinite(float(v))}
 
     def to_metadata(self) -> dict[str, Any]:
-        """The artifact metadata: the finite metrics, ``blessed`` and ``reason``."""
-        return {**self.finite_metrics(), "blessed": self.blessed, "reason": self.reason}
+        """The artifact metadata: the finite metrics, ``blessed``, ``reason`` and ``details`` (JSON-safe)."""
+        return {**self.finite_metrics(), "blessed": self.blessed, "reason": self.reason, "details": _json_safe(self.details)}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> Verification:
         """Read it back."""
         metrics = {k: float(v) for k, v in metadata.items() if k not in ("blessed", "reason") and isinstance(v, int | float)}
-        return cls(blessed=bool(metadata.get("blessed", False)), reason=str(metadata.get("reason", "")), metrics=metrics)
+        details = metadata.get("details")
+        return cls(
+            blessed=bool(metadata.get("blessed", False)),
+            reason=str(metadata.get("reason", "")),
+            metrics=metrics,
+            details=dict(details) if isinstance(details, Mapping) else {},
+        )
 
     @property
     def test_rmse(self) -> float:
         """The candidate's test RMSE (NaN when it was not measured)."""
         return float(self.metrics.get("test_rmse", math.nan))
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None`` (artifact metadata is JSON: no NaN or infinity)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @dataclasses.dataclass

@@ -21,16 +21,12 @@ import base64
 import dataclasses
 import html
 import io
-import itertools
 import math
 from typing import Any
 
-#: Trip-distance bands of the error table, in km (the last one is open).
-DISTANCE_BANDS_KM = (0.0, 2.0, 5.0, 10.0, 20.0)
-#: A trip is an airport trip when its pickup or dropoff lies within this distance of one.
-AIRPORT_RADIUS_KM = 2.0
-#: How the report names the airports of :data:`trainer.schema.AIRPORTS`.
-AIRPORT_NAMES = {"jfk": "JFK", "lga": "LaGuardia", "ewr": "Newark"}
+from components.impl.slices import AIRPORT_NAMES, AIRPORT_RADIUS_KM, airport_of, distance_and_airport_slices, trip_km
+
+__all__ = ["AIRPORT_NAMES", "ReportInput", "airport_of", "render_report", "segments", "trip_km", "write_report"]
 
 _CSS = """
 :root{color-scheme:light}
@@ -80,32 +76,9 @@ class ReportInput:
     deployed_pred: Any = None
     #: The deployed model's RMSE when only the figure is known (recorded at deploy).
     deployed_rmse: float | None = None
-
-
-def trip_km(feats: dict[str, Any]) -> Any:
-    """The haversine length of each trip."""
-    import numpy as np
-
-    from trainer.geo import haversine_km
-
-    plon, plat, dlon, dlat = (np.asarray(feats[k], dtype=np.float64) for k in ("pickuplon", "pickuplat", "dropofflon", "dropofflat"))
-    return haversine_km(plon, plat, dlon, dlat, np)
-
-
-def airport_of(feats: dict[str, Any]) -> Any:
-    """The airport each trip starts or ends at ('' for none), as a numpy array of names."""
-    import numpy as np
-
-    from trainer.geo import haversine_km
-    from trainer.schema import AIRPORTS
-
-    plon, plat, dlon, dlat = (np.asarray(feats[k], dtype=np.float64) for k in ("pickuplon", "pickuplat", "dropofflon", "dropofflat"))
-    out = np.full(len(plon), "", dtype=object)
-    for key, (lon, lat) in AIRPORTS.items():
-        name = AIRPORT_NAMES.get(key, key.upper())
-        near = (haversine_km(plon, plat, lon, lat, np) <= AIRPORT_RADIUS_KM) | (haversine_km(dlon, dlat, lon, lat, np) <= AIRPORT_RADIUS_KM)
-        out[near & (out == "")] = name
-    return out
+    #: The candidate (beside the champion, when there is one) per slice of the same rows
+    #: (:func:`components.impl.slices.compare`, overall first).
+    comparison: list[Any] = dataclasses.field(default_factory=list)
 
 
 def _rmse(pred: Any, label: Any) -> float:
@@ -116,18 +89,7 @@ def _rmse(pred: Any, label: Any) -> float:
 
 def segments(feats: dict[str, Any]) -> list[tuple[str, Any]]:
     """``[(name, boolean mask)]``: the distance bands, then airport trips (each airport, then all) and the rest."""
-    km = trip_km(feats)
-    out: list[tuple[str, Any]] = []
-    edges = (*DISTANCE_BANDS_KM, math.inf)
-    for lo, hi in itertools.pairwise(edges):
-        name = f"{lo:g}-{hi:g} km" if math.isfinite(hi) else f"over {lo:g} km"
-        out.append((name, (km >= lo) & (km < hi)))
-    airport = airport_of(feats)
-    for name in AIRPORT_NAMES.values():
-        out.append((name, airport == name))
-    out.append(("all airports", airport != ""))
-    out.append(("no airport", airport == ""))
-    return out
+    return distance_and_airport_slices(feats)
 
 
 def segment_table(data: ReportInput) -> list[dict[str, Any]]:
@@ -237,6 +199,47 @@ def _comparison_rows(data: ReportInput) -> str:
     return "".join(out)
 
 
+def _signed(value: float) -> str:
+    return f"{value:+,.2f}" if math.isfinite(value) else "&ndash;"
+
+
+def slice_section(data: ReportInput) -> str:
+    """The candidate beside the champion per slice of the same rows, with the paired bootstrap's intervals."""
+    if not data.comparison:
+        return ""
+    with_champion = data.comparison[0].champion is not None
+    if with_champion:
+        heads = ["trips", "this model", "served", "difference (95% interval)", "bias (this / served)"]
+        intro = (
+            f"RMSE in dollars of this model and of the served model ({html.escape(data.deployed_name)}) on the same test rows, "
+            "per slice. The interval of the difference comes from a paired bootstrap over the rows (1,000 resamples): "
+            "an interval below zero means this model is better beyond the noise of the rows drawn."
+        )
+    else:
+        heads = ["trips", "RMSE", "MAE", "bias"]
+        intro = "Nothing is deployed to compare with: this model alone, per slice (RMSE, MAE and mean error in dollars)."
+    rows = []
+    for r in data.comparison:
+        cells = [f"{r.count:,}"]
+        if with_champion and r.champion is not None:
+            lo, hi = r.interval or (math.nan, math.nan)
+            cells += [
+                _plain(r.candidate.rmse),
+                _plain(r.champion.rmse),
+                f"{_signed(r.difference)}<br><small>{_signed(lo)} to {_signed(hi)}</small>",
+                f"{_signed(r.candidate.bias)} / {_signed(r.champion.bias)}",
+            ]
+        else:
+            cells += [_plain(r.candidate.rmse), _plain(r.candidate.mae), _signed(r.candidate.bias)]
+        rows.append(f"<tr><td>{html.escape(r.name)}</td>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+    head_html = "".join(f'<th class="num">{html.escape(h)}</th>' for h in heads)
+    title = "Against the served model, by slice" if with_champion else "By slice"
+    return (
+        f'<h2>{title}</h2><p class="note">{intro}</p>'
+        f'<div class="scroll"><table id="slices"><tr><th>slice</th>{head_html}</tr>{"".join(rows)}</table></div>'
+    )
+
+
 def render_report(data: ReportInput) -> str:
     """The HTML page (a complete document, one file)."""
     import matplotlib
@@ -304,6 +307,7 @@ def render_report(data: ReportInput) -> str:
 {_comparison_rows(data)}</table></div>
 <p class="note">The distance rule is the course's rule of thumb, 2.616 $/km of straight-line distance; the training mean
 predicts the mean fare of the train split for every trip. A negative difference: the model is better by that many dollars.</p>
+{slice_section(data)}
 {segment_html}
 <h2>Plots</h2>
 <div class="plots">{"".join(figures)}</div>

@@ -26,8 +26,9 @@ import math
 import os
 from typing import Any
 
-from components.common import local_path, summary
+from components.common import summary
 from components.impl.contracts import Verification
+from components.impl.gate import GateSettings
 
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
 DOLLARS_PER_KM = 2.616
@@ -188,18 +189,12 @@ class _Evidence:
     instance: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     checks: list[tuple[str, bool, str]] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class _Reference:
-    """The deployed model the candidate is compared with (``name`` '' when there is none)."""
-
-    name: str = ""
-    rmse: float | None = None
-    pred: Any = None
-    recorded: bool = False
-    #: Deployed versions skipped because they cannot be compared: ``"version 3: cannot be loaded (...)"``.
-    broken: list[str] = dataclasses.field(default_factory=list)
+    #: The candidate's serving signature (see :func:`components.impl.gate.read_signature`).
+    signature: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Candidate beside the champion on the same rows, overall first (:func:`components.impl.slices.compare`).
+    comparison: list[Any] = dataclasses.field(default_factory=list)
+    #: What deploy and the records need beyond the figures (signature, champion, change, slices).
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def verify(
@@ -214,6 +209,7 @@ def verify(
     infra_validation: bool = False,
     deployed_model_uri: str = "",
     deployed_rmse: float = -1.0,
+    gate: GateSettings | None = None,
 ) -> Verdict:
     """Verify the candidate SavedModel (the work of the verify_export step); see the module doc.
 
@@ -230,26 +226,33 @@ def verify(
             artifact URI, read through the ``/gcs/`` mount); takes precedence over ``serving_root``.
         deployed_rmse: the deployed model's test RMSE as recorded at deploy (Vertex labels),
             used when the deployed SavedModel cannot be read; negative for none.
+        gate: the deploy decision's thresholds (:class:`components.impl.gate.GateSettings`;
+            default: strictly better, no slice or noise checks).
     """
+    from components.impl import champion
     from trainer.export import check_export_dir
 
     check_export_dir(model_path, what="the candidate model")
     ev = _load_candidate(model_path, test_path)
     _check_predictions(ev)
     _compare_with_baselines(ev, train_fare_mean, max_rmse)
-    reference = _deployed_reference(ev, serving_root, model_name, deployed_model_uri, deployed_rmse)
-    _compare_with_deployed(ev, reference)
+    champ = champion.find(
+        ev.feats, ev.label, serving_root=serving_root, model_name=model_name, uri=deployed_model_uri, recorded_rmse=deployed_rmse
+    )
+    _judge(ev, champ, gate or GateSettings())
     _check_serving(ev, model_path, infra_validation)
-    return _conclude(ev, reference, train_fare_mean, training_dir)
+    return _conclude(ev, champ, train_fare_mean, training_dir)
 
 
 def _load_candidate(model_path: str, test_path: str) -> _Evidence:
     """Load the test split and the candidate's ``serving_default``; check the signature against the schema."""
     import tensorflow as tf
 
+    from components.impl.gate import read_signature
+
     variant, feats, label = load_split(test_path)
     fn = tf.saved_model.load(model_path).signatures["serving_default"]
-    ev = _Evidence(variant, feats, label, fn, check_signature(fn, variant))
+    ev = _Evidence(variant, feats, label, fn, check_signature(fn, variant), signature=read_signature(model_path))
     ev.metrics["test_examples"] = len(label)
     detail = "; ".join(ev.problems) or f"inputs {', '.join(variant.features)} -> fare_amount"
     ev.checks.append(("signature matches the schema", not ev.problems, detail))
@@ -292,86 +295,6 @@ def _compare_with_baselines(ev: _Evidence, train_fare_mean: float, max_rmse: flo
     ev.checks.append(("beats the training-mean predictor", model_rmse < mean_rmse, f"${model_rmse:.3f} vs ${mean_rmse:.3f}"))
 
 
-def _score_deployed(ev: _Evidence, path: str) -> tuple[float, Any]:
-    """``(rmse, predictions)`` of a deployed SavedModel on the test split.
-
-    Raises:
-        ValueError: when it cannot be compared (not loadable, a signature the schema does not
-            match, or a non-finite RMSE); the message says why.
-    """
-    import tensorflow as tf
-
-    try:
-        fn = tf.saved_model.load(path).signatures["serving_default"]
-    except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
-        raise ValueError(f"cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
-    problems = check_signature(fn, ev.variant)
-    if problems:
-        raise ValueError(f"not comparable: {'; '.join(problems)}")
-    try:
-        pred = predict(fn, ev.feats)
-    except (ValueError, tf.errors.OpError) as exc:
-        raise ValueError(f"cannot predict ({type(exc).__name__}: {str(exc)[:200]})") from None
-    value = rmse(pred, ev.label)
-    if not math.isfinite(value):
-        raise ValueError("scores a non-finite RMSE")
-    return value, pred
-
-
-def _deployed_reference(ev: _Evidence, serving_root: str, model_name: str, uri: str, recorded_rmse: float) -> _Reference:
-    """The deployed model to beat, chosen as deploy's compare-and-publish chooses it.
-
-    On Vertex (``uri``): the endpoint's model, else its RMSE recorded at deploy. Locally: the
-    version the default route serves, else the next newest complete version that can be scored;
-    broken versions (no ``saved_model.pb``, not loadable, not comparable) are skipped and named.
-    """
-    from serving import layout
-
-    ref = _Reference()
-    if uri:
-        path = local_path(uri)
-        if os.path.exists(os.path.join(path, layout.SAVED_MODEL)):
-            try:
-                value, pred = _score_deployed(ev, path)
-                return _Reference(f"version {os.path.basename(path)}", value, pred)
-            except ValueError as exc:
-                ref.broken.append(f"version {os.path.basename(path)}: {exc}")
-        if recorded_rmse >= 0:
-            ref.rmse, ref.recorded = recorded_rmse, True
-        return ref
-    if not serving_root:
-        return ref
-    model_dir = os.path.join(serving_root, model_name)
-    found = layout.scan(model_dir)
-    try:
-        labels = layout.read_labels(model_dir)
-    except layout.LayoutError:
-        labels = {}
-    ref.broken += [f"version {v.version}: {v.problem}" for v in found if not v.complete]
-    for info in layout.comparison_order(found, labels):
-        try:
-            value, pred = _score_deployed(ev, info.path)
-        except ValueError as exc:
-            ref.broken.append(f"version {info.version}: {exc}")
-            continue
-        ref.name, ref.rmse, ref.pred = f"version {info.version}", value, pred
-        break
-    return ref
-
-
-def _compare_with_deployed(ev: _Evidence, ref: _Reference) -> None:
-    """The candidate must be strictly better than the deployed model, when one can be compared."""
-    name = "strictly better than the deployed model"
-    model_rmse = ev.metrics["test_rmse"]
-    skipped = f"; skipped broken {', '.join(ref.broken)}" if ref.broken else ""
-    if ref.rmse is None:
-        ev.checks.append((name, True, ("nothing comparable deployed" if ref.broken else "nothing deployed yet") + skipped))
-        return
-    ev.metrics["deployed_rmse"] = ref.rmse
-    source = "the deployed model's RMSE recorded at deploy" if ref.recorded else ref.name
-    ev.checks.append((name, model_rmse < ref.rmse, f"${model_rmse:.3f} vs ${ref.rmse:.3f} ({source}){skipped}"))
-
-
 def _check_serving(ev: _Evidence, model_path: str, infra_validation: bool) -> None:
     """Infra validation (when asked) and stock TF Serving's graph-mode loader, on the lab instance and a sample."""
     import concurrent.futures
@@ -399,28 +322,85 @@ def _check_serving(ev: _Evidence, model_path: str, infra_validation: bool) -> No
             ev.checks.append((STOCK_CHECK, stock_ok, stock_detail))
 
 
-def _reason(ev: _Evidence, ref: _Reference) -> tuple[bool, str]:
+#: The checks of the deploy decision (:mod:`components.impl.gate`), as the report and the step line name them.
+CONTRACT_CHECK = "keeps the served signature (the contract with its callers)"
+GATE_CHECK = "better than the served model beyond noise, on every slice"
+
+
+def _judge(ev: _Evidence, champ: Any, settings: GateSettings) -> None:
+    """The contract and the quality gate against the champion (:mod:`components.impl.gate`), on the same rows."""
+    from components.impl import gate, slices
+
+    ev.details = {"signature": ev.signature, "champion": champ.name, "champion_version": champ.version, "gate": vars(settings)}
+    skipped = f"; skipped broken {', '.join(champ.broken)}" if champ.broken else ""
+    if not champ.found:
+        ev.comparison = slices.compare(ev.feats, ev.label, ev.pred) if not ev.problems else []
+        what = "nothing comparable deployed" if champ.broken else "nothing deployed yet"
+        ev.checks.append((GATE_CHECK, True, what + skipped))
+        return
+    if champ.signature is not None:
+        changes = gate.contract_changes(champ.signature, ev.signature)
+        ok, detail = gate.contract_verdict(changes, f"{champ.name}, served by the default route", settings.allow_signature_change)
+        ev.checks.append((CONTRACT_CHECK, ok, detail))
+        if changes:
+            ev.details["signature_change"] = "; ".join(changes)
+    if champ.pred is not None and not ev.problems:
+        ev.comparison = slices.compare(ev.feats, ev.label, ev.pred, champ.pred)
+        decision = gate.decide(ev.comparison, settings, champ.name)
+        ev.metrics["deployed_rmse"] = champ.rmse
+        ev.metrics["rmse_difference"] = ev.comparison[0].difference
+        ev.metrics["rmse_difference_low"], ev.metrics["rmse_difference_high"] = ev.comparison[0].interval or (math.nan, math.nan)
+        ev.details["slices"] = [r.to_dict() for r in ev.comparison]
+        ev.checks.append((GATE_CHECK, decision.ok, decision.reason + skipped))
+        return
+    ev.comparison = slices.compare(ev.feats, ev.label, ev.pred) if not ev.problems else []
+    model_rmse = ev.metrics["test_rmse"]
+    if champ.recorded and champ.rmse is not None:  # Vertex: only the figure recorded at deploy, on other rows
+        ev.metrics["deployed_rmse"] = champ.rmse
+        better = model_rmse < champ.rmse - settings.min_improvement
+        detail = f"${model_rmse:.3f} vs ${champ.rmse:.3f} (the deployed model's RMSE recorded at deploy, on other rows: no interval)"
+        ev.checks.append((GATE_CHECK, better, detail + skipped))
+    else:
+        ev.checks.append((GATE_CHECK, True, f"{champ.name}: {champ.not_scored}" + skipped))
+
+
+def _reason(ev: _Evidence, champ: Any) -> tuple[bool, str]:
     """``(blessed, reason)``: every check passed, or the failed ones with their details."""
     failed = [name + f" ({detail})" for name, ok, detail in ev.checks if not ok]
+    decision = [detail for name, ok, detail in ev.checks if name in (CONTRACT_CHECK, GATE_CHECK) and not ok]
+    if decision and len(decision) == len(failed):  # only the deploy decision said no: its own line says why
+        return False, decision[0]
     if failed:
         return False, "failed: " + "; ".join(failed)
     m = ev.metrics
-    deployed = f"deployed ${ref.rmse:.2f}" if ref.rmse is not None else "nothing deployed"
-    if ref.broken:  # say which version was compared with, and which were not
-        deployed += f" {ref.name}".rstrip() + f"; skipped broken {', '.join(ref.broken)}"
+    if "deployed_rmse" in m:
+        deployed = (
+            f"deployed ${m['deployed_rmse']:.2f} (recorded at deploy, on other rows)"
+            if champ.recorded
+            else f"{champ.name} ${m['deployed_rmse']:.2f}"
+        )
+        if "rmse_difference" in m:
+            low, high = m["rmse_difference_low"], m["rmse_difference_high"]
+            deployed += f" on the same rows, difference {m['rmse_difference']:+.3f} (95% {low:+.3f} to {high:+.3f})"
+    else:
+        deployed = "nothing deployed" if not champ.found else f"{champ.name} not compared"
+    if champ.broken:  # say which version was compared with, and which were not
+        deployed += f"; skipped broken {', '.join(champ.broken)}"
+    if "signature_change" in ev.details:
+        deployed += f"; signature change allowed ({ev.details['signature_change']})"
     return True, (
         f"test RMSE ${m['test_rmse']:.2f} passes every check (distance rule ${m['distance_rule_rmse']:.2f}, "
         f"mean ${m['mean_predictor_rmse']:.2f}, {deployed})"
     )
 
 
-def _conclude(ev: _Evidence, ref: _Reference, train_fare_mean: float, training_dir: str) -> Verdict:
+def _conclude(ev: _Evidence, champ: Any, train_fare_mean: float, training_dir: str) -> Verdict:
     """The verdict, its reason and the HTML report; the step's summary line."""
     import numpy as np
 
     from components.impl.report import ReportInput, render_report
 
-    blessed, reason = _reason(ev, ref)
+    blessed, reason = _reason(ev, champ)
     curves = read_loss_curve(training_dir) if training_dir else {}
     report = render_report(
         ReportInput(
@@ -433,10 +413,11 @@ def _conclude(ev: _Evidence, ref: _Reference, train_fare_mean: float, training_d
             baselines={"distance rule": distance_rule(ev.feats), "training mean": np.full(len(ev.label), train_fare_mean)},
             feats=ev.feats,
             curves=curves,
-            deployed_name=ref.name,
-            deployed_pred=ref.pred,
+            deployed_name=champ.name,
+            deployed_pred=champ.pred,
             deployed_rmse=ev.metrics.get("deployed_rmse"),
+            comparison=ev.comparison,
         )
     )
     summary("verify_export", ("blessed: " if blessed else "NOT blessed: ") + reason, blessed=blessed, **dict(ev.metrics))
-    return Verdict(blessed=blessed, reason=reason, metrics=ev.metrics, checks=ev.checks, report_html=report)
+    return Verdict(blessed=blessed, reason=reason, metrics=ev.metrics, details=ev.details, checks=ev.checks, report_html=report)
