@@ -32,7 +32,8 @@ COMMANDS: dict[str, Command] = {
     "versions": {
         "help": "list a model's versions: RMSE, labels, the default route, loaded or not",
         "description": "List the versions under --model-base-path, newest first: test RMSE recorded at deploy (or the "
-        "trainer's eval RMSE), labels, which one the default route serves, whether it is loaded, problems.",
+        "trainer's eval RMSE) with the id of the rows it was measured on, labels, which one the default route serves, whether "
+        "it is loaded, problems. With --score FILE, every version scored on the same rows instead.",
     },
     "label": {
         "help": "set version labels (stable=3 canary=4); the default route serves stable",
@@ -112,6 +113,12 @@ def _add_label_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     versions.add_argument("--url", help="a running server (http://HOST:PORT) to ask which versions are loaded (default: none asked)")
     versions.add_argument("--model-name", default=MODEL_NAME, help="the model's name on that server (default %(default)s)")
     versions.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    versions.add_argument(
+        "--score",
+        metavar="FILE",
+        help="score every version on the same rows: CSV files in a lab layout (a path or glob, local or gs://); "
+        "prints RMSE, MAE and bias side by side (loads TensorFlow)",
+    )
     label = subparsers.add_parser("label", **COMMANDS["label"])
     label.add_argument("--model-base-path", required=True, help=base_help)
     label.add_argument("assignments", nargs="+", metavar="NAME=VERSION", help="e.g. stable=3 canary=4; NAME= removes the label")
@@ -143,6 +150,16 @@ def _server_states(url: str, model_name: str) -> dict[int, str]:
 def _versions(args: argparse.Namespace) -> int:
     from serving import labels
 
+    if args.score:
+        from serving.scoring import format_scores, score_versions
+
+        labels.check_base_path(args.model_base_path)
+        rows, scores = score_versions(args.model_base_path, args.score)
+        if args.json:
+            print(json.dumps({"rows": rows, "versions": [vars(s) for s in scores]}, indent=2))
+        else:
+            print(format_scores(args.score, rows, scores))
+        return 0
     states = _server_states(args.url, args.model_name) if args.url else None
     found = labels.rows(args.model_base_path, states)
     if args.json:

@@ -25,6 +25,8 @@ class VersionRow:
     problem: str
     rmse: float | None
     rmse_split: str
+    #: The id of the rows the RMSE was measured on (the test split's content hash, shortened; '' when unknown).
+    rows_id: str
     labels: list[str]
     default: bool
     loaded: str
@@ -69,9 +71,9 @@ def rows(model_dir: str, server_states: dict[int, str] | None = None) -> list[Ve
     routed = {default, *labels.values()}
     out = []
     for info in reversed(found):
-        rmse, split = info.test_rmse, "test"
+        rmse, split, rows_id = info.test_rmse, "test", info.test_data_hash[:8]
         if rmse is None and info.complete:
-            rmse, split = _eval_rmse(info.path), "eval"
+            rmse, split, rows_id = _eval_rmse(info.path), "eval", ""
         if server_states is not None:
             loaded = server_states.get(info.version, "-")
         else:
@@ -83,6 +85,7 @@ def rows(model_dir: str, server_states: dict[int, str] | None = None) -> list[Ve
                 problem=info.problem,
                 rmse=rmse,
                 rmse_split=split if rmse is not None else "",
+                rows_id=rows_id if rmse is not None else "",
                 labels=sorted(name for name, v in labels.items() if v == info.version),
                 default=info.version == default,
                 loaded=loaded,
@@ -96,12 +99,19 @@ def format_rows(found: list[VersionRow], asked_server: bool) -> str:
     """The ``taxifare versions`` table."""
     if not found:
         return "no versions (directories named 1, 2, ... holding saved_model.pb)"
-    lines = [f"{'VERSION':>7}  {'RMSE':<13} {'LABELS':<16} {'DEFAULT':<7}  {'LOADED':<9} {'DEPLOYED':<20} PROBLEM"]
+    lines = [f"{'VERSION':>7}  {'RMSE':<9} {'ROWS':<9} {'LABELS':<12} {'DEFAULT':<7}  {'LOADED':<9} {'DEPLOYED':<20} PROBLEM"]
     for row in found:
-        rmse = f"${row.rmse:.3f} {row.rmse_split}" if row.rmse is not None else "-"
+        rmse = f"${row.rmse:.3f}" if row.rmse is not None else "-"
+        rows_id = (row.rows_id or "?") if row.rmse_split == "test" else row.rmse_split if row.rmse is not None else "-"
         lines.append(
-            f"{row.version:>7}  {rmse:<13} {','.join(row.labels) or '-':<16} {'*' if row.default else '':<7}  "
+            f"{row.version:>7}  {rmse:<9} {rows_id:<9} {','.join(row.labels) or '-':<12} {'*' if row.default else '':<7}  "
             f"{row.loaded:<9} {row.deployed_at or '-':<20} {row.problem}".rstrip()
+        )
+    ids = {row.rows_id or row.rmse_split for row in found if row.rmse is not None}
+    if len(ids) > 1:
+        lines.append(
+            "ROWS: the test set each RMSE was measured on; figures on different rows are not comparable: "
+            "`taxifare versions --score FILE` scores every version on the same rows."
         )
     lines.append("DEFAULT: what a request naming no version or label gets (`stable` when set, else the newest version).")
     if not asked_server:

@@ -62,7 +62,7 @@ def test_versions_label_and_rollback_commands(exports, tmp_path, capsys):
     p = str(base)
     assert taxifare(["versions", "--model-base-path", p]) == 0
     table = capsys.readouterr().out
-    assert "$3.700 test" in table and "no saved_model.pb" in table
+    assert "$3.700" in table and "no saved_model.pb" in table
     rows = {int(line.split()[0]): line for line in table.splitlines() if line.strip()[:1].isdigit()}
     assert " * " in rows[3] and " * " not in rows[2]  # no stable label: the newest serves
 
@@ -84,6 +84,29 @@ def test_versions_label_and_rollback_commands(exports, tmp_path, capsys):
     assert taxifare(["label", "--model-base-path", p, "canary="]) == 0
     assert layout.read_labels(p) == {"stable": 3}
     capsys.readouterr()
+
+
+def test_versions_name_the_rows_of_each_figure_and_score_on_the_same_rows(exports, tmp_path, capsys, real_valid):
+    base = base_with(tmp_path, exports)
+    for v, rows_id in ((1, "aaaaaaaa11"), (2, "bbbbbbbb22"), (3, "bbbbbbbb22")):
+        record = json.loads((base / str(v) / layout.DEPLOY_FILE).read_text())
+        (base / str(v) / layout.DEPLOY_FILE).write_text(json.dumps({**record, "test_data_hash": rows_id}))
+    assert taxifare(["versions", "--model-base-path", str(base)]) == 0
+    table = capsys.readouterr().out
+    rows = {int(line.split()[0]): line.split() for line in table.splitlines() if line.strip()[:1].isdigit()}
+    assert rows[1][1:3] == ["$3.900", "aaaaaaaa"] and rows[2][1:3] == ["$3.800", "bbbbbbbb"]
+    assert "figures on different rows are not comparable" in table and "--score FILE" in table
+
+    assert taxifare(["versions", "--model-base-path", str(base), "--score", str(real_valid), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["rows"] == 1665 and [s["version"] for s in scored["versions"]] == [3, 2, 1]
+    assert all(s["rmse"] > 0 and s["mae"] > 0 and not s["problem"] for s in scored["versions"])
+    assert len({s["rmse"] for s in scored["versions"]}) == 3  # three models, each scored on the same rows
+    assert scored["versions"][0]["routes"] == ["default"]
+    assert taxifare(["versions", "--model-base-path", str(base), "--score", str(real_valid)]) == 0
+    assert "every version on the same 1,665 rows of taxi-valid.csv" in capsys.readouterr().out
+    assert taxifare(["versions", "--model-base-path", str(base), "--score", str(tmp_path / "none*.csv")]) == 2
+    assert "none*.csv" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -49,27 +49,10 @@ class Verdict(Verification):
 
 def load_split(path: str) -> tuple[Any, dict[str, Any], Any]:
     """Read a staged split directory: ``(variant, features by name, labels)`` as numpy arrays."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    from trainer import storage
+    from trainer.inputs import read_arrays
 
-    from trainer import schema, storage, validation
-
-    files = storage.expand(os.path.join(path, "*.csv"), what="test data")
-    variant = validation.detect_variant(files[0])
-    types = {name: pa.string() if name in (schema.DATETIME, schema.KEY) else pa.float64() for name in variant.columns}
-    tables = [
-        pacsv.read_csv(
-            f, read_options=pacsv.ReadOptions(column_names=list(variant.columns)), convert_options=pacsv.ConvertOptions(column_types=types)
-        )
-        for f in files
-    ]
-    table = pa.concat_tables(tables)
-    feats: dict[str, Any] = {}
-    for name in variant.features:
-        col = table.column(name)
-        feats[name] = np.array(col.to_pylist(), dtype=object) if name == schema.DATETIME else col.to_numpy().astype(np.float32)
-    return variant, feats, table.column(schema.LABEL).to_numpy().astype(np.float64)
+    return read_arrays(storage.expand(os.path.join(path, "*.csv"), what="test data"))
 
 
 def check_signature(fn: Any, variant: Any) -> list[str]:
