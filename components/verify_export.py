@@ -54,6 +54,7 @@ def verify_export(
         deployed_model_uri=deployed_model_uri,
         deployed_rmse=deployed_rmse,
         gate=GateSettings(min_improvement, require_significant, max_slice_regression, min_slice_rows, allow_signature_change),
+        test_rows_id=DatasetStats.from_metadata(test_data.metadata).content_hash[:8],
     )
     # kfp logs only finite figures; the file has them all, after the verdict.
     write_metrics(metrics, verdict.finite_metrics(), blessed=verdict.blessed, reason=verdict.reason, **verdict.metrics)

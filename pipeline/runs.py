@@ -71,6 +71,11 @@ class Run:
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     @property
+    def test_rows_id(self) -> str:
+        """The id of the test rows the figures were measured on ('' when unknown)."""
+        return str(self.metrics.get("test_rows_id") or "")
+
+    @property
     def verdict(self) -> str:
         """'blessed', 'not blessed' or '-'."""
         return "-" if self.blessed is None else ("blessed" if self.blessed else "not blessed")
@@ -365,6 +370,16 @@ def format_show(run: Run) -> str:
     return "\n".join(lines)
 
 
+def _versus(first: Run, other: Run) -> str:
+    """``other``'s test RMSE minus ``first``'s, only when both were measured on the same test rows."""
+    a, b = first.test_rmse, other.test_rmse
+    if a is None or b is None or not a:
+        return "-"
+    if first.test_rows_id != other.test_rows_id or not first.test_rows_id:
+        return "other rows"  # figures from different test sets are not compared
+    return f"{b - a:+.2f} ({(b - a) / a:+.1%})"
+
+
 def format_compare(runs: Sequence[Run]) -> str:
     """``taxifare runs compare A B...``: parameters and metrics side by side, the RMSE difference, links."""
     base = defaults()
@@ -383,17 +398,8 @@ def format_compare(runs: Sequence[Run]) -> str:
         if any(key in r.metrics for r in runs):
             values = [r.metrics.get(key) for r in runs]
             rows.append([label, *[_fmt_metric(key, v) for v in values]])
-    first = runs[0].test_rmse
-    rows.append(
-        [
-            "test RMSE vs first",
-            "",
-            *[
-                f"{r.test_rmse - first:+.2f} ({(r.test_rmse - first) / first:+.1%})" if r.test_rmse is not None and first else "-"
-                for r in runs[1:]
-            ],
-        ]
-    )
+    rows.append(["test rows (id)", *[r.test_rows_id or "-" for r in runs]])
+    rows.append(["test RMSE vs first", "", *[_versus(runs[0], r) for r in runs[1:]]])
     text = [_table(rows), "", "(* = differs between these runs)"]
     for run in runs:
         text.append(f"{run.name}:")

@@ -50,11 +50,20 @@ def _svg_plot(runs: Sequence[Run]) -> str:
     for v in ticks:
         parts.append(f'<line x1="{left}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#d0d7de"/>')
         parts.append(f'<text x="{left - 6}" y="{y(v) + 5:.1f}" text-anchor="end" font-size="14">${v:.2f}</text>')
-    line = " ".join(f"{x(i):.1f},{y(r.test_rmse or 0):.1f}" for i, r in points)
-    parts.append(f'<polyline points="{line}" fill="none" stroke="#57606a" stroke-width="1.5"/>')
+    series: dict[str, list[tuple[int, Run]]] = {}
+    for i, r in points:  # one line per test set: figures measured on other rows are not joined
+        series.setdefault(r.test_rows_id or "unknown", []).append((i, r))
+    for k, (rows_id, members) in enumerate(series.items()):
+        line = " ".join(f"{x(i):.1f},{y(r.test_rmse or 0):.1f}" for i, r in members)
+        dash = ' stroke-dasharray="6 4"' if k % 2 else ""
+        parts.append(
+            f'<polyline class="series" data-test-rows="{html.escape(rows_id)}" points="{line}" fill="none" stroke="#57606a" '
+            f'stroke-width="1.5"{dash}/>'
+        )
     for i, r in points:
         colour = "#1a7f37" if r.blessed else "#bc4c00"
-        title = html.escape(f"{r.started.replace('T', ' ')}: ${r.test_rmse:.2f} ({r.verdict})")
+        rows_id = r.test_rows_id or "unknown"
+        title = html.escape(f"{r.started.replace('T', ' ')}: ${r.test_rmse:.2f} on test set {rows_id} ({r.verdict})")
         parts.append(f'<circle cx="{x(i):.1f}" cy="{y(r.test_rmse or 0):.1f}" r="5" fill="{colour}"><title>{title}</title></circle>')
     parts.append(f'<text x="{left}" y="{h - 6}" font-size="14">oldest run</text>')
     parts.append(f'<text x="{w - right}" y="{h - 6}" font-size="14" text-anchor="end">newest run</text>')
@@ -129,7 +138,10 @@ def render_index(runs: Sequence[Run], index_path: str) -> str:
 Compare runs with <code>taxifare runs compare RUN RUN</code>.</p>
 <h2>Test RMSE over runs</h2>
 {_svg_plot(runs)}
-<p class="note">Green: blessed, orange: not blessed; runs without a test RMSE are not drawn.</p>
+<p class="note">Green: blessed, orange: not blessed; runs without a test RMSE are not drawn. One line per test set
+(the id of its rows, in each point's tooltip and the table's test RMSE column): runs scored on different test sets are
+not joined, since their figures were measured on different rows. A blessed model was better than the served one on the
+same rows; see its report.</p>
 <h2>Runs</h2>
 <table id="runs"><tr>{head}</tr>{"".join(rows)}</table>
 </body></html>

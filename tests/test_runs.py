@@ -24,7 +24,17 @@ def fake_run_dir(root: Path, stamp: str) -> Path:
     return path
 
 
-def record(root: Path, stamp: str, *, rmse: float | None, blessed: bool | None, version: int | None, failed: str = "", **arguments):
+def record(
+    root: Path,
+    stamp: str,
+    *,
+    rmse: float | None,
+    blessed: bool | None,
+    version: int | None,
+    failed: str = "",
+    rows_id="aaaaaaaa",
+    **arguments,
+):
     """Save a run record the way `taxifare run` does, from the steps' records."""
     path = fake_run_dir(root, stamp)
     steps = {"stage_data": StepRecord("stage_data", "succeeded", seconds=1.0, summary="2,446 train rows")}
@@ -32,6 +42,7 @@ def record(root: Path, stamp: str, *, rmse: float | None, blessed: bool | None, 
         steps[failed] = StepRecord(failed, "failed", seconds=2.0, error="FloatingPointError: the loss became NaN")
     if rmse is not None:
         figures = {"blessed": blessed, "test_rmse": rmse, "distance_rule_rmse": 4.1, "mean_predictor_rmse": 8.8, "test_examples": 291}
+        figures["test_rows_id"] = rows_id
         steps["verify_export"] = StepRecord("verify_export", "succeeded", seconds=5.0, figures=figures)
     if version is not None:
         steps["deploy"] = StepRecord("deploy", "succeeded", seconds=0.1, figures={"version": version, "path": "/srv/taxifare/1"})
@@ -94,6 +105,18 @@ def test_runs_show_and_compare(three, capsys):
     steps_row = next(line for line in compared.splitlines() if line.startswith("* train_steps"))
     assert steps_row.split()[2:] == ["2000", "4000"]
     assert compared.count("verify-export/report.html") == 2 and "--logdir_spec" in compared
+
+
+def test_figures_from_other_rows_are_not_compared_or_joined(three, capsys):
+    record(three, "2026-11-28-10-00-00-000001", rmse=4.4, blessed=True, version=3, rows_id="bbbbbbbb", source="data/*.csv")
+    assert main(["runs", "--pipeline-root", str(three), "compare", "06-00-00", "08-00-00", "10-00-00"]) == 0
+    compared = capsys.readouterr().out.splitlines()
+    assert next(line for line in compared if line.startswith("test rows (id)")).split()[3:] == ["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"]
+    rmse_row = next(line for line in compared if line.startswith("test RMSE vs first"))
+    assert "-0.35 (-8.8%)" in rmse_row and rmse_row.endswith("other rows")
+    page = Path(runs.write_index(str(three))).read_text()
+    assert page.count('class="series"') == 2
+    assert 'data-test-rows="aaaaaaaa"' in page and 'data-test-rows="bbbbbbbb"' in page and "on test set bbbbbbbb" in page
 
 
 @pytest.mark.parametrize(

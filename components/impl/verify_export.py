@@ -193,6 +193,7 @@ def verify(
     deployed_model_uri: str = "",
     deployed_rmse: float = -1.0,
     gate: GateSettings | None = None,
+    test_rows_id: str = "",
 ) -> Verdict:
     """Verify the candidate SavedModel (the work of the verify_export step); see the module doc.
 
@@ -211,6 +212,8 @@ def verify(
             used when the deployed SavedModel cannot be read; negative for none.
         gate: the deploy decision's thresholds (:class:`components.impl.gate.GateSettings`;
             default: strictly better, no slice or noise checks).
+        test_rows_id: the id of the test rows (their content hash), recorded beside the figures
+            so that figures from different rows are never set side by side as comparable.
     """
     from components.impl import champion
     from trainer.export import check_export_dir
@@ -224,6 +227,7 @@ def verify(
     )
     _judge(ev, champ, gate or GateSettings())
     _check_serving(ev, model_path, infra_validation)
+    ev.details["test_rows_id"] = test_rows_id
     return _conclude(ev, champ, train_fare_mean, training_dir)
 
 
@@ -402,5 +406,6 @@ def _conclude(ev: _Evidence, champ: Any, train_fare_mean: float, training_dir: s
             comparison=ev.comparison,
         )
     )
-    summary("verify_export", ("blessed: " if blessed else "NOT blessed: ") + reason, blessed=blessed, **dict(ev.metrics))
+    figures = {**ev.metrics, "test_rows_id": ev.details.get("test_rows_id", "")}
+    summary("verify_export", ("blessed: " if blessed else "NOT blessed: ") + reason, blessed=blessed, **figures)
     return Verdict(blessed=blessed, reason=reason, metrics=ev.metrics, details=ev.details, checks=ev.checks, report_html=report)
