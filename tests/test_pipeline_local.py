@@ -48,10 +48,20 @@ def test_runs_deploys_then_refuses_a_worse_model(tmp_path):
     assert second.ok
     assert second.steps["stage_data"].status == "cached"
     assert second.figure("verify_export", "blessed") is False
-    assert "not better overall: " in second.steps["verify_export"].summary and "on the same" in second.steps["verify_export"].summary
+    assert "not better overall" in second.steps["verify_export"].summary and "version 1's" in second.steps["verify_export"].summary
     assert second.steps["deploy"].status == "skipped"
     assert sorted(p.name for p in (serving / "taxifare").iterdir() if not p.name.startswith(".")) == ["1"]
     assert "Nothing deployed." in summarize(second, str(serving), "taxifare")
+
+    # A model with another signature (the datetime layout needs pickup_datetime) never replaces the served contract:
+    # callers sending the lab's instance keep being served by version 1.
+    third, lines, _ = run(tmp_path, datetime_layout=True, infra_validation=False)
+    assert third.ok and third.figure("verify_export", "blessed") is False
+    line = third.steps["verify_export"].summary
+    assert "incompatible signature: adds input pickup_datetime (version 1, served by the default route)" in line
+    assert "--allow-signature-change" in line and "broken" not in line
+    assert sorted(p.name for p in (serving / "taxifare").iterdir() if not p.name.startswith(".")) == ["1"]
+    assert "incompatible signature" in summarize(third, str(serving), "taxifare")
 
 
 def test_bad_data_fails_at_stage_data_with_the_reason(tmp_path):
