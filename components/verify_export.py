@@ -20,6 +20,7 @@ def verify_export(
     max_slice_regression: float,
     min_slice_rows: int,
     allow_signature_change: bool,
+    require_beat_baseline: bool,
     serving_root: str,
     model_name: str,
     infra_validation: bool,
@@ -55,6 +56,8 @@ def verify_export(
         deployed_rmse=deployed_rmse,
         gate=GateSettings(min_improvement, require_significant, max_slice_regression, min_slice_rows, allow_signature_change),
         test_rows_id=DatasetStats.from_metadata(test_data.metadata).content_hash[:8],
+        train_path=train_data.path,
+        require_beat_baseline=require_beat_baseline,
     )
     # kfp logs only finite figures; the file has them all, after the verdict.
     write_metrics(metrics, verdict.finite_metrics(), blessed=verdict.blessed, reason=verdict.reason, **verdict.metrics)

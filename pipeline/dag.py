@@ -41,7 +41,15 @@ TUNED = Hyperparameters._fields
 #: The tune step's inputs that are pipeline parameters of the same name.
 TUNE_PARAMS = ("tuning_trials", "tuning_space", "train_steps", *TUNED, "seed")
 #: verify_export's inputs that are pipeline parameters of the same name (the deploy decision's thresholds).
-VERIFY_PARAMS = ("max_rmse", "min_improvement", "require_significant", "max_slice_regression", "min_slice_rows", "allow_signature_change")
+VERIFY_PARAMS = (
+    "max_rmse",
+    "min_improvement",
+    "require_significant",
+    "max_slice_regression",
+    "min_slice_rows",
+    "allow_signature_change",
+    "require_beat_baseline",
+)
 
 
 def named(params: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

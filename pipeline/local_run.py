@@ -387,7 +387,8 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
         lines.append(
             f"Test RMSE ${figures['test_rmse']:.2f}  (distance rule ${figures['distance_rule_rmse']:.2f}, "
             f"mean predictor ${figures['mean_predictor_rmse']:.2f}"
-            + (f", deployed ${figures['deployed_rmse']:.2f}" if "deployed_rmse" in figures else "")
+            + (f", gradient-boosted trees ${figures['gbt_baseline_rmse']:.2f}" if "gbt_baseline_rmse" in figures else "")
+            + (f", deployed ${figures['deployed_rmse']:.2f} on the same rows" if "deployed_rmse" in figures else "")
             + ")"
         )
         lines.append(("Blessed: " if figures.get("blessed") else "Not blessed: ") + verify.summary.split(": ", 1)[-1] if verify else "")

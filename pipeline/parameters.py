@@ -158,6 +158,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("allow_signature_change", bool, False, checks.boolean,
        "deploy a model whose serving signature (inputs, outputs) differs from the served one, replacing the contract its "
        "callers use; recorded with the version. Without it such a model is refused (or use a new model_name)."),
+    _p("require_beat_baseline", bool, False, checks.boolean,
+       "refuse a model whose test RMSE is not below that of gradient-boosted trees (scikit-learn, 15 plain features) "
+       "trained on the run's train split; off: the trees' RMSE is reported beside the model's."),
     _p("serving_root", str, "", checks.text, "the directory of TF-Serving model base paths that deploy publishes into.",
        targets=(LOCAL,), run_flag=False),
     _p("model_name", str, warmup.MODEL_NAME, checks.model_name, "the served model's name (a directory under serving_root).",

@@ -38,6 +38,7 @@ METRICS = {
     "test_rmse": "test RMSE",
     "distance_rule_rmse": "distance rule RMSE",
     "mean_predictor_rmse": "training-mean RMSE",
+    "gbt_baseline_rmse": "gradient-boosted trees RMSE",
     "deployed_rmse": "deployed model RMSE (before)",
     "test_json_fare": "fare for the lab's test.json",
     "test_examples": "test trips",

@@ -165,6 +165,21 @@ def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_pa
     assert len(verify_export.read_loss_curve(out)["train"]) >= 2
 
 
+def test_verify_reports_the_gradient_boosted_baseline_and_can_require_it(trained, staged):
+    result, _ = trained
+    args = (result["export_dir"], staged["test"])
+    verdict = verify_export.verify(*args, train_fare_mean=fare_mean(staged), train_path=staged["train"], **CHECKS)
+    trees = verdict.metrics["gbt_baseline_rmse"]
+    assert 0 < trees < verdict.metrics["mean_predictor_rmse"]
+    detail = dict((name, d) for name, _, d in verdict.checks)[verify_export.BASELINE_CHECK]
+    assert "reported only (require_beat_baseline is off)" in detail and f"${trees:.3f}" in detail
+    assert "gradient-boosted trees" in verdict.report_html and f"gradient-boosted trees ${trees:.2f}" in verdict.reason
+    required = verify_export.verify(
+        *args, train_fare_mean=fare_mean(staged), train_path=staged["train"], require_beat_baseline=True, **CHECKS
+    )
+    assert required.blessed == (required.metrics["test_rmse"] < trees), required.reason
+
+
 def test_verify_refuses_above_the_threshold(trained, staged):
     result, _ = trained
     verdict = verify_export.verify(result["export_dir"], staged["test"], train_fare_mean=fare_mean(staged), **{**CHECKS, "max_rmse": 0.5})

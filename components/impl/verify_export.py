@@ -172,6 +172,8 @@ class _Evidence:
     instance: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     checks: list[tuple[str, bool, str]] = dataclasses.field(default_factory=list)
+    #: The baselines' predictions of the test rows, by the name the report gives them.
+    baselines: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The candidate's serving signature (see :func:`components.impl.gate.read_signature`).
     signature: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Candidate beside the champion on the same rows, overall first (:func:`components.impl.slices.compare`).
@@ -194,6 +196,8 @@ def verify(
     deployed_rmse: float = -1.0,
     gate: GateSettings | None = None,
     test_rows_id: str = "",
+    train_path: str = "",
+    require_beat_baseline: bool = False,
 ) -> Verdict:
     """Verify the candidate SavedModel (the work of the verify_export step); see the module doc.
 
@@ -214,6 +218,9 @@ def verify(
             default: strictly better, no slice or noise checks).
         test_rows_id: the id of the test rows (their content hash), recorded beside the figures
             so that figures from different rows are never set side by side as comparable.
+        train_path: the staged train split directory: the gradient-boosted baseline is trained
+            on it and scored beside the model ('' for no such baseline).
+        require_beat_baseline: refuse a model that does not beat that baseline (else it is reported).
     """
     from components.impl import champion
     from trainer.export import check_export_dir
@@ -222,6 +229,8 @@ def verify(
     ev = _load_candidate(model_path, test_path)
     _check_predictions(ev)
     _compare_with_baselines(ev, train_fare_mean, max_rmse)
+    if train_path and not ev.problems:
+        _gbt_baseline(ev, train_path, require_beat_baseline)
     champ = champion.find(
         ev.feats, ev.label, serving_root=serving_root, model_name=model_name, uri=deployed_model_uri, recorded_rmse=deployed_rmse
     )
@@ -277,9 +286,35 @@ def _compare_with_baselines(ev: _Evidence, train_fare_mean: float, max_rmse: flo
     rule_rmse = rmse(distance_rule(ev.feats), ev.label)
     mean_rmse = rmse(np.full(len(ev.label), train_fare_mean), ev.label)
     ev.metrics.update({"distance_rule_rmse": rule_rmse, "mean_predictor_rmse": mean_rmse})
+    ev.baselines.update({"distance rule": distance_rule(ev.feats), "training mean": np.full(len(ev.label), train_fare_mean)})
     ev.checks.append((f"test RMSE at most max_rmse ${max_rmse:.2f}", model_rmse <= max_rmse, f"${model_rmse:.3f}"))
     ev.checks.append(("beats the distance rule (2.616 $/km)", model_rmse < rule_rmse, f"${model_rmse:.3f} vs ${rule_rmse:.3f}"))
     ev.checks.append(("beats the training-mean predictor", model_rmse < mean_rmse, f"${model_rmse:.3f} vs ${mean_rmse:.3f}"))
+
+
+#: The check of the gradient-boosted baseline (what a data scientist would try first).
+BASELINE_CHECK = "beats gradient-boosted trees on the same features and data"
+
+
+def _gbt_baseline(ev: _Evidence, train_path: str, required: bool) -> None:
+    """Train the gradient-boosted baseline on the train split (seconds) and score it on the test rows."""
+    import time
+
+    from components.impl.baseline import fit_predict
+
+    started = time.monotonic()
+    _, train_feats, train_label = load_split(train_path)
+    pred = fit_predict({k: train_feats[k] for k in ev.feats}, train_label, ev.feats, seed=0)
+    value = rmse(pred, ev.label)
+    ev.metrics["gbt_baseline_rmse"] = value
+    ev.baselines["gradient-boosted trees"] = pred
+    model_rmse = ev.metrics["test_rmse"]
+    detail = (
+        f"${model_rmse:.3f} vs ${value:.3f} (trained on this run's {len(train_label):,} train rows in {time.monotonic() - started:.1f}s)"
+    )
+    if not required:
+        detail += "; reported only (require_beat_baseline is off)" + ("" if model_rmse < value else ": the trees are better here")
+    ev.checks.append((BASELINE_CHECK, model_rmse < value or not required, detail))
 
 
 def _check_serving(ev: _Evidence, model_path: str, infra_validation: bool) -> None:
@@ -371,20 +406,19 @@ def _reason(ev: _Evidence, champ: Any) -> tuple[bool, str]:
             deployed += f" on the same rows, difference {m['rmse_difference']:+.3f} (95% {low:+.3f} to {high:+.3f})"
     else:
         deployed = "nothing deployed" if not champ.found else f"{champ.name} not compared"
+    trees = f", gradient-boosted trees ${m['gbt_baseline_rmse']:.2f}" if "gbt_baseline_rmse" in m else ""
     if champ.broken:  # say which version was compared with, and which were not
         deployed += f"; skipped broken {', '.join(champ.broken)}"
     if "signature_change" in ev.details:
         deployed += f"; signature change allowed ({ev.details['signature_change']})"
     return True, (
         f"test RMSE ${m['test_rmse']:.2f} passes every check (distance rule ${m['distance_rule_rmse']:.2f}, "
-        f"mean ${m['mean_predictor_rmse']:.2f}, {deployed})"
+        f"mean ${m['mean_predictor_rmse']:.2f}{trees}, {deployed})"
     )
 
 
 def _conclude(ev: _Evidence, champ: Any, train_fare_mean: float, training_dir: str) -> Verdict:
     """The verdict, its reason and the HTML report; the step's summary line."""
-    import numpy as np
-
     from components.impl.report import ReportInput, render_report
 
     blessed, reason = _reason(ev, champ)
@@ -397,7 +431,7 @@ def _conclude(ev: _Evidence, champ: Any, train_fare_mean: float, training_dir: s
             checks=ev.checks,
             label=ev.label,
             pred=ev.pred,
-            baselines={"distance rule": distance_rule(ev.feats), "training mean": np.full(len(ev.label), train_fare_mean)},
+            baselines=ev.baselines,
             feats=ev.feats,
             curves=curves,
             deployed_name=champ.name,
