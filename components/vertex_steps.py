@@ -6,7 +6,7 @@ Vertex API).
 
 from typing import NamedTuple
 
-from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel, VertexEndpoint, VertexModel
+from google_cloud_pipeline_components.types.artifact_types import RegressionMetrics, UnmanagedContainerModel, VertexEndpoint, VertexModel
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.common import step
@@ -99,13 +99,21 @@ def prepare_upload(
     test_data: Input[Dataset],
     serving_image: str,
     unmanaged_model: Output[UnmanagedContainerModel],
+    evaluation: Output[RegressionMetrics],
 ) -> dict:
-    """The SavedModel as an UnmanagedContainerModel served by ``serving_image``; returns the labels to upload with."""
-    from components.impl.contracts import DatasetStats, Verification
-    from components.impl.vertex_steps import serving_container_spec, upload_labels
+    """The SavedModel as an UnmanagedContainerModel served by ``serving_image``; returns the labels to upload with.
 
+    ``evaluation`` is verify_export's evaluation (overall and per slice) as ``ModelImportEvaluationOp``
+    reads it, imported into the uploaded version so the Model Registry shows it.
+    """
+    import json
+
+    from components.impl.contracts import DatasetStats, Verification
+    from components.impl.vertex_steps import evaluation_metrics, serving_container_spec, upload_labels
+
+    verdict = Verification.from_metadata(verification.metadata)
     unmanaged_model.uri = model.uri
     unmanaged_model.metadata["containerSpec"] = serving_container_spec(serving_image)
-    return upload_labels(
-        Verification.from_metadata(verification.metadata).test_rmse, DatasetStats.from_metadata(test_data.metadata).content_hash
-    )
+    with open(evaluation.path, "w", encoding="utf-8") as fh:
+        json.dump(evaluation_metrics(verdict), fh)
+    return upload_labels(verdict.test_rmse, DatasetStats.from_metadata(test_data.metadata).content_hash)

@@ -25,6 +25,7 @@ location placeholders, resolved by Vertex when the run starts.
 """
 
 import json
+import warnings
 from typing import Any
 
 from google_cloud_pipeline_components import _placeholders
@@ -44,6 +45,12 @@ from components.verify_export import verify_export
 from components.vertex_steps import lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
+
+with warnings.catch_warnings():
+    # ModelImportEvaluationOp is public under preview (the v1 evaluation pipelines import it from there too); that
+    # package defines other components with kfp's default base image, which warns about its future default: not ours.
+    warnings.filterwarnings("ignore", message="The default base_image used by the @dsl.component", category=FutureWarning)
+    from google_cloud_pipeline_components.preview.model_evaluation import ModelImportEvaluationOp
 
 PIPELINE_NAME = "taxifare-vertex"
 PROJECT = _placeholders.PROJECT_ID_PLACEHOLDER
@@ -123,6 +130,9 @@ def create_vertex_pipeline(
                     serving_image=serving_image,
                 ).set_display_name("Prepare upload")
                 model = _upload(prepared, lookup, p)
+                ModelImportEvaluationOp(
+                    model=model, regression_metrics=prepared.outputs["evaluation"], display_name="taxifare verify_export"
+                ).set_display_name("Import evaluation")
                 _deploy(model, lookup, p)
 
     description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."

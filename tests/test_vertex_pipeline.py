@@ -98,7 +98,7 @@ def test_deploy_chain_is_under_the_blessed_condition(spec):
         == "pipelinechannel--lookup-deployment-deployed_model_uri"
     )
     inner = spec["components"]["comp-condition-6"]["dag"]["tasks"]
-    assert set(inner) == {"prepare-upload", "condition-branches-7", "condition-branches-10"}
+    assert set(inner) == {"prepare-upload", "condition-branches-7", "model-evaluation-import", "condition-branches-10"}
     tasks = lambda name: set(spec["components"][name]["dag"]["tasks"])  # noqa: E731
     assert tasks("comp-condition-branches-7") == {"condition-8", "condition-9"}  # the two uploads, under still-better
     assert "model-upload" in tasks("comp-condition-8") and "model-upload-2" in tasks("comp-condition-9")
@@ -119,6 +119,50 @@ def test_deploy_chain_is_under_the_blessed_condition(spec):
         if "parent_model" in t.get("inputs", {}).get("artifacts", {})
     ]
     assert len(parents) == 1
+
+
+def test_the_evaluation_is_imported_into_the_uploaded_version(spec):
+    """verify_export's evaluation (overall and per slice) goes into the Model Registry with ModelImportEvaluationOp."""
+    task = spec["components"]["comp-condition-6"]["dag"]["tasks"]["model-evaluation-import"]
+    artifacts = task["inputs"]["artifacts"]
+    assert artifacts["regression_metrics"]["taskOutputArtifact"] == {"outputArtifactKey": "evaluation", "producerTask": "prepare-upload"}
+    assert artifacts["model"]["taskOutputArtifact"]["producerTask"] == "condition-branches-7"  # the uploaded version, either branch
+    outputs = spec["components"]["comp-prepare-upload"]["outputDefinitions"]["artifacts"]
+    assert outputs["evaluation"]["artifactType"]["schemaTitle"] == "google.RegressionMetrics"
+
+
+def test_the_evaluation_file_is_what_vertex_imports(tmp_path):
+    """The file prepare_upload writes, read by google-cloud-pipeline-components' own importer into the official protos."""
+    import numpy as np
+    from google.cloud.aiplatform_v1.types import ModelEvaluation, ModelEvaluationSlice
+    from google_cloud_pipeline_components.container._implementation.model_evaluation import import_model_evaluation as importer
+
+    from components.impl import slices
+    from components.impl.contracts import Verification
+
+    rng = np.random.default_rng(0)
+    n = 400
+    feats = {
+        "pickuplon": rng.uniform(-74.0, -73.9, n).astype(np.float32), "pickuplat": rng.uniform(40.7, 40.8, n).astype(np.float32),
+        "dropofflon": rng.uniform(-74.0, -73.9, n).astype(np.float32), "dropofflat": rng.uniform(40.7, 40.8, n).astype(np.float32),
+        "passengers": rng.integers(1, 5, n).astype(np.float32),
+    }  # fmt: skip
+    label = rng.uniform(3, 40, n)
+    results = slices.compare(feats, label, label + rng.normal(0, 2, n), label + rng.normal(0, 3, n))
+    verdict = Verification(True, "ok", {"test_rmse": results[0].candidate.rmse}, {"slices": [r.to_dict() for r in results]})
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(vertex.evaluation_metrics(Verification.from_metadata(verdict.to_metadata()))))
+    overall, sliced = importer.read_metrics_from_file(str(path), "regression")
+    evaluation = ModelEvaluation(metrics=overall["metrics"], metrics_schema_uri=importer.PROBLEM_TYPE_TO_SCHEMA_URI["regression"])
+    assert evaluation.metrics["rootMeanSquaredError"] == pytest.approx(results[0].candidate.rmse)
+    assert evaluation.metrics["meanAbsoluteError"] == pytest.approx(results[0].candidate.mae)
+    named = {}
+    for one in sliced:
+        piece = ModelEvaluationSlice(slice_=importer.to_slice(one["singleOutputSlicingSpec"]), metrics=one["metrics"])
+        named[piece.slice_.value] = piece.metrics["rootMeanSquaredError"]
+    expected = {r.name: r.candidate.rmse for r in results[1:] if r.count}
+    assert named.keys() == expected.keys() and "1 passenger" in named
+    assert all(named[k] == pytest.approx(v) for k, v in expected.items())
 
 
 def test_tuning_is_a_vertex_tuning_job_whose_best_trial_feeds_the_training_job(spec):

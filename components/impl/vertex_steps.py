@@ -219,6 +219,34 @@ def api_uri(location: str, resource_name: str) -> str:
     return f"https://{location}-aiplatform.googleapis.com/v1/{resource_name}"
 
 
+def evaluation_metrics(verification: Any) -> dict[str, Any]:
+    """verify_export's evaluation in the file layout ``ModelImportEvaluationOp`` reads (``slicedMetrics``).
+
+    The first entry is the whole test split, then one per slice (distance bands, airports,
+    passengers, hour and weekday): the candidate's RMSE and MAE under the regression metrics
+    schema, so Vertex's Model Registry shows the version's evaluation and its slices.
+
+    Args:
+        verification: verify_export's :class:`components.impl.contracts.Verification`.
+    """
+    import math
+
+    def regression(rmse: Any, mae: Any) -> dict[str, Any]:
+        values = {"rootMeanSquaredError": rmse, "meanAbsoluteError": mae}
+        return {"regression": {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}}
+
+    slices = verification.details.get("slices") or []
+    overall = next((s for s in slices if s.get("slice") == "all trips"), None)
+    first = overall["candidate"] if overall else {"rmse": verification.test_rmse, "mae": None}
+    out = [{"singleOutputSlicingSpec": {}, "metrics": regression(first["rmse"], first["mae"])}]
+    for entry in slices:
+        if entry is overall or not entry.get("count"):
+            continue
+        spec = {"dimension": "slice", "value": str(entry["slice"])}
+        out.append({"singleOutputSlicingSpec": spec, "metrics": regression(entry["candidate"]["rmse"], entry["candidate"]["mae"])})
+    return {"slicedMetrics": out}
+
+
 def upload_labels(test_rmse: float, data_hash: str) -> dict[str, str]:
     """Labels recording the model's test RMSE (in thousandths of a dollar) and test data."""
     labels = {RMSE_LABEL: str(round(test_rmse * 1000))}
