@@ -64,6 +64,7 @@ MEASURE_JS = """(() => {
     checks: text('#checks tr'),
     comparison: text('#comparison tr'),
     segments: text('#segments tr'),
+    slices: text('#slices tr'),
     runs: text('#runs tr'),
     body: document.body.innerText,
   });

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from _browser import check_page
 
-from components.impl import report, verify_export
+from components.impl import report, slices, verify_export
 from trainer import synthetic
 
 
@@ -61,6 +61,7 @@ def page(trips, tmp_path, *, blessed: bool, deployed: bool) -> tuple[str, report
         },
         deployed_name="version 3" if deployed else "",
         deployed_pred=pred * 1.05 if deployed else None,
+        comparison=slices.compare(feats, label, pred, pred * 1.05 if deployed else None),
     )
     artifact = tmp_path / "verify-export" / "report"
     artifact.parent.mkdir(parents=True)
@@ -92,6 +93,10 @@ def test_report_reads_well_in_chromium(browser, trips, tmp_path, width):
     assert len(found["checks"]) == 1 + len(data.checks) and "FAIL" in found["checks"][2]
     comparison = " ".join(found["comparison"])
     assert "distance rule" in comparison and "training mean" in comparison and "deployed version 3" in comparison
+    # Candidate beside the served model per slice of the same rows, with the bootstrap's interval.
+    by_slice = {row.split("\n")[0]: row for row in found["slices"][1:]}
+    assert {"all trips", "airport trips", "1 passenger", "over 20 km"} <= set(by_slice)
+    assert ".." in by_slice["all trips"] and "served" in found["slices"][0] and "n=" in by_slice["airport trips"]
     segments = found["segments"]
     assert any(row.startswith("JFK") for row in segments) and any(row.startswith("over 20 km") for row in segments)
     assert len(found["images"]) == 2

@@ -204,35 +204,39 @@ def _signed(value: float) -> str:
 
 
 def slice_section(data: ReportInput) -> str:
-    """The candidate beside the champion per slice of the same rows, with the paired bootstrap's intervals."""
+    """The candidate beside the champion per slice of the same rows, with the paired bootstrap's intervals.
+
+    Four narrow columns (a phone shows them without scrolling): the slice and its trips, RMSE
+    (this model over the served one), the difference with its 95% interval, and MAE and bias.
+    """
     if not data.comparison:
         return ""
     with_champion = data.comparison[0].champion is not None
     if with_champion:
-        heads = ["trips", "this model", "served", "difference (95% interval)", "bias (this / served)"]
+        heads = ["RMSE<br><small>served</small>", "change<br><small>95% interval</small>", "MAE, bias<br><small>served</small>"]
         intro = (
-            f"RMSE in dollars of this model and of the served model ({html.escape(data.deployed_name)}) on the same test rows, "
-            "per slice. The interval of the difference comes from a paired bootstrap over the rows (1,000 resamples): "
-            "an interval below zero means this model is better beyond the noise of the rows drawn."
+            f"Dollars, this model over the served one ({html.escape(data.deployed_name)}), on the same test rows, per slice. "
+            "The interval of the RMSE change comes from a paired bootstrap over the rows (1,000 resamples): an interval "
+            "below zero means this model is better beyond the noise of the rows drawn. Bias: mean of predicted minus actual."
         )
     else:
-        heads = ["trips", "RMSE", "MAE", "bias"]
-        intro = "Nothing is deployed to compare with: this model alone, per slice (RMSE, MAE and mean error in dollars)."
+        heads = ["RMSE", "MAE", "bias"]
+        intro = "Nothing is deployed to compare with: this model alone, per slice (dollars; bias: mean of predicted minus actual)."
     rows = []
     for r in data.comparison:
-        cells = [f"{r.count:,}"]
         if with_champion and r.champion is not None:
             lo, hi = r.interval or (math.nan, math.nan)
-            cells += [
-                _plain(r.candidate.rmse),
-                _plain(r.champion.rmse),
-                f"{_signed(r.difference)}<br><small>{_signed(lo)} to {_signed(hi)}</small>",
-                f"{_signed(r.candidate.bias)} / {_signed(r.champion.bias)}",
+            cells = [
+                f"{_plain(r.candidate.rmse)}<br><small>{_plain(r.champion.rmse)}</small>",
+                f"{_signed(r.difference)}<br><small>{_signed(lo)}..{_signed(hi)}</small>",
+                f"{_plain(r.candidate.mae)}, {_signed(r.candidate.bias)}"
+                f"<br><small>{_plain(r.champion.mae)}, {_signed(r.champion.bias)}</small>",
             ]
         else:
-            cells += [_plain(r.candidate.rmse), _plain(r.candidate.mae), _signed(r.candidate.bias)]
-        rows.append(f"<tr><td>{html.escape(r.name)}</td>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
-    head_html = "".join(f'<th class="num">{html.escape(h)}</th>' for h in heads)
+            cells = [_plain(r.candidate.rmse), _plain(r.candidate.mae), _signed(r.candidate.bias)]
+        name = f"{html.escape(r.name)}<br><small>n={r.count:,}</small>"
+        rows.append(f"<tr><td>{name}</td>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+    head_html = "".join(f'<th class="num">{h}</th>' for h in heads)
     title = "Against the served model, by slice" if with_champion else "By slice"
     return (
         f'<h2>{title}</h2><p class="note">{intro}</p>'
