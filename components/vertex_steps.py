@@ -109,3 +109,15 @@ def prepare_upload(
     return upload_labels(
         Verification.from_metadata(verification.metadata).test_rmse, DatasetStats.from_metadata(test_data.metadata).content_hash
     )
+
+
+@step
+def enable_request_logging(
+    project: str, location: str, endpoint: Input[VertexEndpoint], sampling_rate: float, bigquery_destination: str
+) -> str:
+    """Turn on the endpoint's request-response logging to BigQuery (after the deploy); returns the destination."""
+    from components.impl.vertex_steps import enable_request_logging as enable
+    from components.impl.vertex_steps import logging_destination
+
+    print(enable(project, location, endpoint.metadata["resourceName"], sampling_rate, bigquery_destination))
+    return logging_destination(project, bigquery_destination)
