@@ -251,7 +251,9 @@ class RequestLog:
             self._publish()
 
     def _line(self, e: Entry) -> bytes:
-        inputs = {k: (v.tolist() if isinstance(v, np.ndarray) and v.dtype.kind == "O" else v) for k, v in e.columns.items()}
+        inputs = e.columns
+        if any(isinstance(v, np.ndarray) and v.dtype.kind == "O" for v in inputs.values()):  # date-time strings: orjson takes lists
+            inputs = {k: v.tolist() if isinstance(v, np.ndarray) and v.dtype.kind == "O" else v for k, v in inputs.items()}
         record = {
             "time": round(e.time, 6),
             "model": self.model_name,

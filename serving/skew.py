@@ -48,20 +48,16 @@ def describe(counts: Mapping[str, np.ndarray], sums: Mapping[str, float] | None 
 
 
 def histograms(columns: Iterable[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, float], int]:
-    """Counts and sums per feature, and the instances, of logged ``inputs`` (columnar) bodies."""
+    """Counts and sums per feature, and the instances, of logged ``inputs`` (columnar) bodies (one histogram per feature for all)."""
+    bodies = list(columns)
     bins = edges()
-    counts = {name: np.zeros(len(e) - 1, np.int64) for name, e in bins.items()}
-    sums = dict.fromkeys(bins, 0.0)
-    n = 0
-    for body in columns:
-        for name, e in bins.items():
-            values = body.get(name)
-            if values is None or not len(values):
-                continue
-            arr = np.asarray(values, np.float64)
-            counts[name] += statistics.counts(arr, e)
-            sums[name] += float(arr.sum())
-        n += len(next(iter(body.values()), []))
+    counts, sums = {}, {}
+    for name, e in bins.items():
+        parts = [body[name] for body in bodies if name in body]
+        values = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+        counts[name] = statistics.counts(values, e) if len(values) else np.zeros(len(e) - 1, np.int64)
+        sums[name] = float(values.sum())
+    n = sum(len(next(iter(body.values()), [])) for body in bodies)
     return counts, sums, n
 
 
@@ -84,8 +80,8 @@ class _Window:
         self.counts = {name: np.zeros(len(e) - 1, np.int64) for name, e in edges().items()}
         self.instances = 0
 
-    def add(self, columns: Mapping[str, Any]) -> None:
-        part, _sums, n = histograms([columns])
+    def add(self, columns: list[Mapping[str, Any]]) -> None:
+        part, _sums, n = histograms(columns)
         self.parts.append((n, part))
         for name, c in part.items():
             self.counts[name] += c
@@ -113,21 +109,19 @@ class SkewGauges:
 
     def add(self, entries: Iterable[Any]) -> None:
         """Add logged entries (:class:`serving.request_log.Entry`) and update the gauges of their versions."""
-        touched = set()
+        by_version: dict[int, list[Any]] = {}
+        for entry in entries:
+            by_version.setdefault(entry.version, []).append(entry)
         with self._lock:
-            for entry in entries:
-                window = self._windows.get(entry.version)
+            for version, mine in by_version.items():
+                window = self._windows.get(version)
                 if window is None:
-                    ref = reference(entry.path)
+                    ref = reference(mine[0].path)
                     if ref is None:
-                        log.warning(
-                            "version %d kept no training statistics (%s): no skew gauge for it", entry.version, layout.TRAIN_STATS_FILE
-                        )
-                    window = self._windows[entry.version] = _Window(ref)
-                window.add(entry.columns)
-                touched.add(entry.version)
-            for version in touched:
-                self._publish(version, self._windows[version])
+                        log.warning("version %d kept no training statistics (%s): no skew gauge for it", version, layout.TRAIN_STATS_FILE)
+                    window = self._windows[version] = _Window(ref)
+                window.add([e.columns for e in mine])  # one histogram per feature for all of them
+                self._publish(version, window)
 
     def _publish(self, version: int, window: _Window) -> None:
         self.metrics.skew_instances.labels(str(version)).set(window.instances)
