@@ -8,7 +8,8 @@ requests with 1 and 8 clients, REST (a keep-alive connection per client thread) 
 stock stub), each cell runs ``--seconds``; cells alternate off/log so drifting load hits both.
 With ``wrk`` installed the REST cells are also driven by it (a C client that leaves the cores
 to the server). Printed: p50/p99, instances/s, the log/off ratio, the server's CPU share, and
-the lines the log server wrote (checked against the requests it answered).
+the server's CPU time per request (steadier than throughput when other work shares the
+machine), and the lines the log server wrote (checked against the requests it answered).
 
 Run: ``.venv/bin/python bench/bench_request_log.py`` (about 3 minutes).
 """
@@ -61,6 +62,11 @@ def grpc_factory(port: int, request: object, batch: int) -> Callable[[], Callabl
         return call
 
     return factory
+
+
+def cpu_per_request(cell: dict) -> float:
+    """The server's CPU time per answered request, in microseconds (steadier than throughput on a shared machine)."""
+    return cell["server_cpu"] * (os.cpu_count() or 1) * cell["wall"] / max(cell["requests"], 1) * 1e6
 
 
 def logged_lines(directory: str) -> int:
@@ -132,9 +138,9 @@ def main() -> int:
     print(f"the log server wrote {lines:,} lines for the {answered:,} measured requests (plus warm-up ones)")
     print(
         "| protocol | batch | clients | p50 ms off | p50 ms log | p99 ms off | p99 ms log | inst/s off | inst/s log | log/off "
-        "| server CPU off | server CPU log |"
+        "| server CPU off | server CPU log | server CPU µs/request off | log |"
     )
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 14)
     by_key = {(r["protocol"], r["batch"], r["clients"], r["server"]): r for r in results}
     for protocol, batch, clients, server in by_key:
         if server != "off":
@@ -143,7 +149,7 @@ def main() -> int:
         print(
             f"| {protocol} | {batch} | {clients} | {off['p50_ms']:.3f} | {log['p50_ms']:.3f} | {off['p99_ms']:.3f} | {log['p99_ms']:.3f} | "
             f"{off['inst_per_s']:,.0f} | {log['inst_per_s']:,.0f} | {log['inst_per_s'] / off['inst_per_s']:.2f} | "
-            f"{off['server_cpu']:.0%} | {log['server_cpu']:.0%} |"
+            f"{off['server_cpu']:.0%} | {log['server_cpu']:.0%} | {cpu_per_request(off):.0f} | {cpu_per_request(log):.0f} |"
         )
     shutil.rmtree(work, ignore_errors=True)
     return 0
