@@ -135,7 +135,7 @@ def threshold_for(version_dir: str, max_skew: float | None) -> float:
 def _prediction_row(version: int, now: list[float], before: list[float], threshold: float, min_instances: int) -> Row:
     edges = statistics.bin_edges(schema.LABEL)
     if len(before) < min_instances or len(now) < min_instances:
-        return Row(version, PREDICTION, math.nan, threshold, f"fewer than {min_instances} in a window", len(now), "drift")
+        return Row(version, PREDICTION, math.nan, threshold, f"too few (< {min_instances} a window)", len(now), "drift")
     distance = drift.js_divergence(list(statistics.counts(now, edges)), list(statistics.counts(before, edges)))
     return Row(version, PREDICTION, distance, threshold, "moved" if distance > threshold else "ok", len(now), "drift")
 
@@ -145,17 +145,17 @@ def _version_rows(
 ) -> None:
     version_dir = os.path.join(base, str(version))
     threshold = threshold_for(version_dir, max_skew)
-    counts, _sums, n = skew.histograms(r["inputs"] for r in records)
+    counts, sums, n = skew.histograms(r["inputs"] for r in records)
     ref = skew.reference(version_dir)
     if ref is None:
         why = "no training statistics" if os.path.isdir(version_dir) else "version not in --model-base-path"
         report.rows.append(Row(version, "*", math.nan, threshold, why, n))
         return
-    result = skew.compare(counts, ref, version)
+    result = skew.compare(counts, ref, version, sums)
     report.results[version] = result
     over = {f.feature for f in result.over(threshold)}
     for f in result.ranked():
-        verdict = f"fewer than {min_instances} instances" if n < min_instances else ("moved" if f.feature in over else "ok")
+        verdict = f"too few (< {min_instances})" if n < min_instances else ("moved" if f.feature in over else "ok")
         report.rows.append(Row(version, f.feature, f.divergence, threshold, verdict, n))
 
 

@@ -38,7 +38,14 @@ def bars_svg(
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "–"
+    """A divergence with 3 decimals, a mean with 4 significant digits (-73.98), '–' for none."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return "–"
+    return f"{value:.4g}" if abs(value) > 1 else f"{value:.3f}"
+
+
+def _verdict_class(row: Any) -> str:
+    return "fail" if row.moved else ("pass" if row.verdict == "ok" else "")
 
 
 def render(report: Any) -> str:
@@ -49,22 +56,25 @@ def render(report: Any) -> str:
     rows = "".join(
         f"<tr><td>{r.version}</td><td>{html.escape(r.feature)}</td><td class='num'>{_fmt(r.distance)}</td>"
         f"<td class='num'>{r.threshold:g}</td>"
-        f"<td class='{'fail' if r.moved else 'pass'}'>{html.escape(r.verdict)}</td><td class='num'>{r.instances:,}</td></tr>"
+        f"<td class='{_verdict_class(r)}'>{html.escape(r.verdict)}</td><td class='num'>{r.instances:,}</td></tr>"
         for r in report.rows
     )
     figures = []
     for version, result in sorted(report.results.items()):
         for row in drift.report_rows(result):
             plot = bars_svg(row["feature"], row["edges"], row["share_deployed"], row["share_now"], ("training", "requests"))
-            figures.append(
-                f"<figure>{plot}<figcaption>version {version}, {html.escape(row['feature'])}: divergence {row['divergence']:.3f}; "
-                f"mean {_fmt(row['mean_deployed'])} in training, {_fmt(row['mean_now'])} asked</figcaption></figure>"
-            )
+            means = [
+                f"{_fmt(m)} {where}" for m, where in ((row["mean_deployed"], "in training"), (row["mean_now"], "asked")) if m is not None
+            ]
+            caption = f"version {version}, {html.escape(row['feature'])}: divergence {row['divergence']:.3f}"
+            caption += f"; mean {', '.join(means)}" if means else ""
+            figures.append(f"<figure>{plot}<figcaption>{caption} (grey: training, orange: requests)</figcaption></figure>")
     for version, (now, before) in sorted(report.predictions.items()):
         edges = statistics.bin_edges(schema.LABEL)
         plot = bars_svg("prediction", edges, shares(before, schema.LABEL), shares(now, schema.LABEL), ("window before", "this window"))
         figures.append(
-            f"<figure>{plot}<figcaption>version {version}, predicted fare: {len(before):,} before, {len(now):,} now</figcaption></figure>"
+            f"<figure>{plot}<figcaption>version {version}, predicted fare: {len(before):,} in the window before (grey), "
+            f"{len(now):,} in this one (orange)</figcaption></figure>"
         )
     cls, word = ("bad", "Moved") if moved else ("ok", "Nothing moved")
     return f"""<!doctype html>

@@ -66,9 +66,11 @@ def reference(version_dir: str) -> dict[str, Any] | None:
     return drift.read_stats(os.path.join(version_dir, layout.TRAIN_STATS_FILE))
 
 
-def compare(counts: Mapping[str, np.ndarray], ref: dict[str, Any], version: int | str) -> drift.DriftResult:
-    """The drift gate's comparison of these counts with a version's training statistics."""
-    return drift.compare(describe(counts), ref, reference_version=str(version))
+def compare(
+    counts: Mapping[str, np.ndarray], ref: dict[str, Any], version: int | str, sums: Mapping[str, float] | None = None
+) -> drift.DriftResult:
+    """The drift gate's comparison of these counts (and the means, when ``sums`` are given) with a version's training statistics."""
+    return drift.compare(describe(counts, sums), ref, reference_version=str(version))
 
 
 class _Window:
