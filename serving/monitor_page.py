@@ -87,9 +87,10 @@ def render(report: Any) -> str:
 <div id="verdict" class="verdict {cls}" data-moved="{str(bool(moved)).lower()}"><strong>{word}</strong>
 <p>{html.escape(report.verdict())}</p></div>
 <h2>Skew and drift</h2>
-<div class="scroll"><table id="skew"><tr><th>version</th><th>feature</th><th class="num">distance</th><th class="num">threshold</th>
-<th>verdict</th><th class="num">instances</th></tr>{rows}</table></div>
-<p class="note">Distance: the drift gate's Jensen-Shannon divergence (base 2; 0 = the same distribution, 1 = no overlap) over bins
+<div class="scroll"><table id="skew"><tr><th>version</th><th>feature</th><th class="num">distance</th><th class="num">limit</th>
+<th>verdict</th><th class="num">n</th></tr>{rows}</table></div>
+<p class="note">n: instances compared; limit: the threshold.
+Distance: the drift gate's Jensen-Shannon divergence (base 2; 0 = the same distribution, 1 = no overlap) over bins
 fixed by the schema. Skew rows compare the requests a version was asked with its training data; the prediction row compares
 its predictions in this window with the window before.</p>
 <h2>Distributions</h2>

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
+from _browser import browser, check_page  # noqa: F401 - fixture
 from _serving_helpers import export_untrained, publish
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from test_serving_metrics import grpc_predict, scrape
@@ -170,3 +171,14 @@ def test_retrain_command_repeats_the_versions_run(tmp_path):
     assert monitor.threshold_for(str(version), None) == 0.2  # the gate's threshold of that run
     with pytest.raises(ValueError, match="no record of the run"):
         monitor.retrain_command(str(tmp_path))
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_the_page_reads_well_in_chromium(browser, world, width):  # noqa: F811
+    """The page of the moved traffic (written by test_like_training_then_moved) in a real browser, phone and laptop widths."""
+    page = world["tmp"] / "moved.html"
+    if not page.exists():
+        pytest.skip("test_like_training_then_moved did not write the page")
+    found = browser.measure(page.as_uri(), width, name="monitor")
+    check_page(found, width)
+    assert found["verdict"][0].startswith("Moved") and "pickuplat" in found["body"] and "dropofflat" in found["body"]
