@@ -245,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``taxifare monitor``: 0 when nothing moved, 1 when something did (2 for a user error, raised as ValueError)."""
+    """``taxifare monitor``: 0 when nothing moved, 1 when something did, 2 for a user error (raised as ValueError) or an unsent notice."""
     from components.impl.notify import check_webhook, post_webhook
     from serving import monitor_page
 
@@ -260,9 +260,14 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(report.payload(), indent=1) if args.json else report.table())
     print(report.verdict())
     print(f"page: {os.path.abspath(page)}")
+    unsent = False
     if args.notify_webhook:
-        code = post_webhook(args.notify_webhook, report.payload())
-        print(f"notified {args.notify_webhook.split('/')[2]} (HTTP {code})")
+        try:
+            code = post_webhook(args.notify_webhook, report.payload())
+            print(f"notified {args.notify_webhook.split('/')[2]} (HTTP {code})")
+        except RuntimeError as exc:  # one line; the verdict still decides the exit status and the retrain
+            print(f"error: {exc}", file=sys.stderr)
+            unsent = True
     if report.moved and args.retrain:
         served = layout.served_version_dir(args.model_base_path)
         cmd = retrain_command(served or os.path.join(args.model_base_path, str(report.moved[0].version)))
@@ -270,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         import subprocess
 
         subprocess.run([sys.executable, "-m", "pipeline.cli", *cmd[1:]], check=False)
-    return 1 if report.moved else 0
+    return 1 if report.moved else (2 if unsent else 0)
 
 
 def shares(values: list[float], feature: str) -> list[float]:

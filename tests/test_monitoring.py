@@ -144,12 +144,30 @@ def test_like_training_then_moved(world, capsys):
     assert {f for f, v in gauges.items() if v > monitor.DEFAULT_MAX_SKEW} == MOVED, gauges
 
 
-def test_monitor_refuses_an_empty_log(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "holds no complete segment"),
+        (["--notify-webhook", "ftp://example.com/hook"], "is not an http(s) URL"),
+        (["--window", "0"], "--window must be positive"),
+    ],
+)
+def test_monitor_usage_errors_are_one_line(tmp_path, capsys, extra, message):
     (tmp_path / "models").mkdir()
-    code = cli.main(["monitor", "--request-log", str(tmp_path / "none"), "--model-base-path", str(tmp_path / "models")])
+    code = cli.main(["monitor", "--request-log", str(tmp_path / "none"), "--model-base-path", str(tmp_path / "models"), *extra])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "holds no complete segment" in err[0] and "--request-log" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_an_unreachable_webhook_is_one_line_and_the_verdict_still_counts(world, capsys):
+    """A webhook that cannot be reached: one error line; the exit status stays the verdict's (1 when moved, else 2)."""
+    args = ["monitor", "--request-log", str(world["log"]), "--model-base-path", str(world["base"]), "--html", str(world["tmp"] / "x.html")]
+    code = cli.main([*args, "--notify-webhook", "http://127.0.0.1:9/hook", "--min-instances", "1"])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot reach the notify_webhook at 127.0.0.1:9")
+    assert code == (1 if "the live requests moved away" in captured.out else 2)
 
 
 def test_retrain_command_repeats_the_versions_run(tmp_path):
