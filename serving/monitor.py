@@ -109,15 +109,27 @@ def _utc(t: float) -> str:
 
 
 def run_record(version_dir: str) -> dict[str, Any] | None:
-    """The ``taxifare-run.json`` of the local run that deployed a version (``None`` when unknown)."""
+    """The ``taxifare-run.json`` of the local run that deployed a version (``None`` when unknown).
+
+    The deploy record names the run (``run``) and the model's folder (``model_uri``,
+    ``<pipeline root>/<run>/full-train/model``, possibly an earlier run's when full_train came from
+    the cache): the named run's record under that pipeline root first, else the model's run's.
+    """
     try:
         with open(os.path.join(version_dir, layout.DEPLOY_FILE), encoding="utf-8") as fh:
-            model_uri = json.load(fh).get("model_uri", "")
-        with open(os.path.join(os.path.dirname(os.path.dirname(model_uri)), "taxifare-run.json"), encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, ValueError, AttributeError, TypeError):
+            deployed = json.load(fh)
+        model_run = os.path.dirname(os.path.dirname(str(deployed.get("model_uri", ""))))
+    except (OSError, ValueError, AttributeError):
         return None
-    return record if isinstance(record, dict) else None
+    for run_dir in (os.path.join(os.path.dirname(model_run), str(deployed.get("run", ""))), model_run):
+        try:
+            with open(os.path.join(run_dir, "taxifare-run.json"), encoding="utf-8") as fh:
+                record = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
 
 
 def threshold_for(version_dir: str, max_skew: float | None) -> float:

@@ -181,7 +181,12 @@ def test_retrain_command_repeats_the_versions_run(tmp_path):
     (run_dir / "taxifare-run.json").write_text(json.dumps({"path": str(run_dir), "arguments": arguments}))
     version = tmp_path / "serving" / "taxifare" / "3"
     version.mkdir(parents=True)
-    (version / "taxifare_deploy.json").write_text(json.dumps({"model_uri": str(run_dir / "full-train" / "model")}))
+    # full_train came from an earlier run's cache: the deploying run (named in the record) is the one repeated
+    cached = tmp_path / "pipeline" / "taxifare-2026-12-04-07-00-00-1"
+    (cached / "full-train" / "model").mkdir(parents=True)
+    (cached / "taxifare-run.json").write_text(json.dumps({"path": str(cached), "arguments": {**arguments, "train_steps": 5}}))
+    record = {"run": run_dir.name, "model_uri": str(cached / "full-train" / "model")}
+    (version / "taxifare_deploy.json").write_text(json.dumps(record))
     cmd = monitor.retrain_command(str(version))
     parsed = pipeline_cli.build_parser().parse_args(cmd[1:])
     assert parsed.command == "run" and parsed.train_steps == 77 and parsed.pipeline_root == str(tmp_path / "pipeline")
