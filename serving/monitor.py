@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -283,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     if report.moved and args.retrain:
         served = layout.served_version_dir(args.model_base_path)
         cmd = retrain_command(served or os.path.join(args.model_base_path, str(report.moved[0].version)))
-        print("retraining: " + " ".join(cmd), flush=True)
+        print("retraining: " + shlex.join(cmd), flush=True)
         import subprocess
 
         subprocess.run([sys.executable, "-m", "pipeline.cli", *cmd[1:]], check=False)
