@@ -180,7 +180,7 @@ def analyse(
     Raises:
         ValueError: when the log holds no complete segment (one line naming the fix).
     """
-    records = list(request_log.read(log_dir))
+    records = request_log.read_recent(log_dir, 2 * window)
     if not records:
         raise ValueError(
             f"--request-log {log_dir} holds no complete segment: serve with `taxifare serve --request-log {log_dir}` "

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import random
 import re
@@ -346,15 +347,42 @@ def prune(directory: str, max_bytes: int, max_age: float) -> list[str]:
 def read(directory: str) -> Iterator[dict[str, Any]]:
     """Every logged request of the complete segments, oldest segment first (a line that is not JSON is skipped)."""
     for path in segments(directory):
+        yield from read_segment(path)
+
+
+def read_segment(path: str) -> Iterator[dict[str, Any]]:
+    """The logged requests of one segment (none when it was pruned meanwhile)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return
+    for line in data.splitlines():
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:  # pruned meanwhile
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
             continue
-        for line in data.splitlines():
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("inputs"), dict):
-                yield record
+        if isinstance(record, dict) and isinstance(record.get("inputs"), dict) and isinstance(record.get("time"), (int, float)):
+            yield record
+
+
+def read_recent(directory: str, seconds: float) -> list[dict[str, Any]]:
+    """The logged requests of the last ``seconds`` before the newest one, in bounded memory.
+
+    Segments are read newest first (by modification time, which no record in them is later
+    than), so a segment whose every record is already too old is skipped unread.
+    """
+    dated = []
+    for path in segments(directory):
+        with contextlib.suppress(FileNotFoundError):
+            dated.append((os.stat(path).st_mtime, path))
+    newest = -math.inf
+    kept: list[dict[str, Any]] = []
+    for mtime, path in sorted(dated, reverse=True):
+        if mtime < newest - seconds:
+            continue
+        for record in read_segment(path):
+            newest = max(newest, float(record["time"]))
+            if float(record["time"]) > newest - seconds:
+                kept.append(record)
+    return [r for r in kept if float(r["time"]) > newest - seconds]

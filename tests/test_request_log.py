@@ -146,3 +146,16 @@ def test_bad_request_log_flags_get_one_line(tmp_path, capsys, flags, message):
     code = cli.main(["serve", "--model-base-path", str(tmp_path), "--request-log", str(tmp_path / "log"), *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_read_recent_keeps_the_window_before_the_newest_request(tmp_path):
+    """The requests of the window before the newest one, whatever order the segments' names and times are in."""
+    for n, (times, mtime) in enumerate((([100.0, 110.0], 110), ([290.0, 300.0], 300), ([250.0, 260.0], 260)), start=1):
+        path = tmp_path / f"requests-20261205T000000-1-{n:06d}.jsonl"
+        lines = [json.dumps({"time": t, "version": 1, "inputs": {"pickuplat": [40.7]}, "outputs": [9.0]}) for t in times]
+        path.write_text("\n".join(lines) + "\n")
+        os.utime(path, (mtime, mtime))
+    garbled = tmp_path / "requests-20261205T000000-1-000009.jsonl"
+    garbled.write_text("not json\n")  # skipped, line by line
+    assert sorted(r["time"] for r in request_log.read_recent(str(tmp_path), 45)) == [260.0, 290.0, 300.0]
+    assert len(request_log.read_recent(str(tmp_path), 1000)) == 6
