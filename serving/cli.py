@@ -86,7 +86,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--grace", type=float, default=10.0, help="seconds requests in flight get to finish on SIGTERM (default %(default)s)"
     )
     serve.add_argument("--grpc-workers", type=int, default=8, help="gRPC worker threads (default %(default)s)")
-    serve.add_argument("--quiet", action="store_true", help="no request log (one line per request on stderr otherwise)")
+    serve.add_argument("--quiet", action="store_true", help="no access log (a line per request on stderr; not --request-log)")
     _add_performance_flags(serve)
     serve.add_argument("--ports-file", help="write the bound ports as JSON to this file once listening (useful with port 0)")
     from serving import request_log
