@@ -117,3 +117,15 @@ def prepare_upload(
     with open(evaluation.path, "w", encoding="utf-8") as fh:
         json.dump(evaluation_metrics(verdict), fh)
     return upload_labels(verdict.test_rmse, DatasetStats.from_metadata(test_data.metadata).content_hash)
+
+
+@step
+def enable_request_logging(
+    project: str, location: str, endpoint: Input[VertexEndpoint], sampling_rate: float, bigquery_destination: str
+) -> str:
+    """Turn on the endpoint's request-response logging to BigQuery (after the deploy); returns the destination."""
+    from components.impl.vertex_steps import enable_request_logging as enable
+    from components.impl.vertex_steps import logging_destination
+
+    print(enable(project, location, endpoint.metadata["resourceName"], sampling_rate, bigquery_destination))
+    return logging_destination(project, bigquery_destination)

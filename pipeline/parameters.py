@@ -179,6 +179,12 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("max_replicas", int, 2, checks.positive_int, "most serving replicas.", targets=(VERTEX,)),
     _p("traffic_percentage", int, 100, checks.percentage,
        "share of the endpoint's traffic the new version takes (the rest stays where it was).", targets=(VERTEX,)),
+    _p("request_logging_sampling_rate", float, 0.0, checks.unit_fraction,
+       "share of the endpoint's online predictions Vertex AI logs to BigQuery (request-response logging, set after deploy); "
+       "0 leaves the endpoint's logging as it is (off for a new endpoint).", targets=(VERTEX,)),
+    _p("request_logging_bigquery", str, "", checks.bigquery_destination,
+       "where request-response logging writes: bq://PROJECT[.DATASET[.TABLE]]; empty for a new dataset "
+       "logging_<endpoint>_<id> in the run's project.", targets=(VERTEX,)),
     # Word when a run ends.
     _p("notify_webhook", str, "", checks.webhook_url,
        "a URL that receives each run's outcome as a JSON POST (status, failed step, its log tail; Slack-style 'text'); "

@@ -42,7 +42,7 @@ from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.tune import best_trial, tune, tuning_job_spec
 from components.verify_export import verify_export
-from components.vertex_steps import lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
+from components.vertex_steps import enable_request_logging, lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
 
@@ -133,7 +133,7 @@ def create_vertex_pipeline(
                 ModelImportEvaluationOp(
                     model=model, regression_metrics=prepared.outputs["evaluation"], display_name="taxifare verify_export"
                 ).set_display_name("Import evaluation")
-                _deploy(model, lookup, p)
+                _deploy(model, lookup, p, with_image(enable_request_logging, image))
 
     description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
     summary = "Train on Vertex AI and deploy the taxi-fare model."
@@ -211,8 +211,8 @@ def _upload(prepared: Any, lookup: Any, p: dict[str, Any]) -> Any:
     return dsl.OneOf(as_version.outputs["model"], as_model.outputs["model"])
 
 
-def _deploy(model: Any, lookup: Any, p: dict[str, Any]) -> None:
-    """Deploy ``model`` to the existing endpoint (its traffic split adjusted) or to a new one."""
+def _deploy(model: Any, lookup: Any, p: dict[str, Any], logging_op: Any) -> None:
+    """Deploy ``model`` to the existing endpoint (its traffic split adjusted) or to a new one; then its request logging, if asked."""
     deploy_args = {
         "model": model,
         "deployed_model_display_name": p["model_display_name"],
@@ -221,16 +221,30 @@ def _deploy(model: Any, lookup: Any, p: dict[str, Any]) -> None:
         "dedicated_resources_max_replica_count": p["max_replicas"],
     }
     with dsl.If(lookup.outputs["has_endpoint"] == "true", name="existing-endpoint"):
-        ModelDeployOp(**deploy_args, endpoint=lookup.outputs["endpoint"], traffic_split=lookup.outputs["traffic_split"]).set_display_name(
-            "Deploy to endpoint"
-        )
+        deployed = ModelDeployOp(
+            **deploy_args, endpoint=lookup.outputs["endpoint"], traffic_split=lookup.outputs["traffic_split"]
+        ).set_display_name("Deploy to endpoint")
+        _request_logging(logging_op, lookup.outputs["endpoint"], deployed, p)
     with dsl.Else(name="new-endpoint"):
         created = EndpointCreateOp(project=PROJECT, location=LOCATION, display_name=p["endpoint_display_name"]).set_display_name(
             "Create endpoint"
         )
-        ModelDeployOp(**deploy_args, endpoint=created.outputs["endpoint"], traffic_split={"0": 100}).set_display_name(
+        deployed = ModelDeployOp(**deploy_args, endpoint=created.outputs["endpoint"], traffic_split={"0": 100}).set_display_name(
             "Deploy to new endpoint"
         )
+        _request_logging(logging_op, created.outputs["endpoint"], deployed, p)
+
+
+def _request_logging(logging_op: Any, endpoint: Any, deployed: Any, p: dict[str, Any]) -> None:
+    """With request_logging_sampling_rate > 0, turn on the endpoint's request-response logging once the deploy is done."""
+    with dsl.If(p["request_logging_sampling_rate"] > 0, name="request-logging"):
+        logging_op(
+            project=PROJECT,
+            location=LOCATION,
+            endpoint=endpoint,
+            sampling_rate=p["request_logging_sampling_rate"],
+            bigquery_destination=p["request_logging_bigquery"],
+        ).set_display_name("Request-response logging").set_caching_options(False).after(deployed)
 
 
 def with_email_notification(steps_pipeline: Any, name: str) -> Any:

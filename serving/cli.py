@@ -46,6 +46,13 @@ COMMANDS: dict[str, Command] = {
         "or to --to N, and print what changed. A running server switches within its poll interval. With --endpoint, give "
         "a Vertex AI endpoint's traffic to the model deployed before the one serving now instead.",
     },
+    "monitor": {
+        "help": "training-serving skew and prediction drift from a request log; exit 1 past the threshold",
+        "description": "Compare the requests `taxifare serve --request-log DIR` logged with each served version's training "
+        "statistics (the drift gate's Jensen-Shannon divergence and thresholds, per feature) and its predictions with the "
+        "window before; print a table, write an HTML page, optionally post the verdict and start a retrain. Exit 0 when "
+        "nothing moved, 1 when something did (see docs/monitoring.md).",
+    },
 }
 
 
@@ -80,9 +87,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--grace", type=float, default=10.0, help="seconds requests in flight get to finish on SIGTERM (default %(default)s)"
     )
     serve.add_argument("--grpc-workers", type=int, default=8, help="gRPC worker threads (default %(default)s)")
-    serve.add_argument("--quiet", action="store_true", help="no request log (one line per request on stderr otherwise)")
+    serve.add_argument("--quiet", action="store_true", help="no access log (a line per request on stderr; not --request-log)")
     _add_performance_flags(serve)
     serve.add_argument("--ports-file", help="write the bound ports as JSON to this file once listening (useful with port 0)")
+    from serving import request_log
+
+    request_log.add_flags(serve)
 
     predict = subparsers.add_parser("predict", **COMMANDS["predict"])
     predict.add_argument("--json-instances", required=True, help="file with one JSON instance per line")
@@ -96,6 +106,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--format", choices=("table", "json"), default="table", help="output: a FARE_AMOUNT column or JSON (default %(default)s)"
     )
     _add_label_commands(subparsers)
+    from serving import monitor
+
+    monitor.add_arguments(subparsers.add_parser("monitor", **COMMANDS["monitor"]))
 
 
 #: The rollback flags that say where a Vertex AI endpoint is, with their help.
@@ -322,6 +335,7 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
     from serving.batching import BatchingParameters
     from serving.http1 import HttpLimits
     from serving.payload import Limits
+    from serving.request_log import settings_from_args
     from serving.server import ServerConfig, serve
 
     args.model_base_path, args.host, args.rest_port = base, host, 8501 if rest_port is None else rest_port
@@ -353,6 +367,7 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
         http=HttpLimits(
             max_connections=args.max_connections, request_timeout=args.request_timeout, keep_alive_timeout=args.keep_alive_timeout
         ),
+        request_log=settings_from_args(args),
     )
     return serve(config, ports_file=args.ports_file)
 
@@ -387,6 +402,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "monitor":
+            from serving import monitor
+
+            return monitor.run(args)
         if args.command in ("versions", "label", "rollback"):
             return {"versions": _versions, "label": _label, "rollback": _rollback}[args.command](args)
         return _predict(args)

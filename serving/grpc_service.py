@@ -227,7 +227,9 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
                 started = time.perf_counter()
                 values = servable.predict(columns)
                 self.metrics.runtime(time.perf_counter() - started, runtime=servable.runtime)
-            return self.predict_response(servable, values, size)
+            answer = self.predict_response(servable, values, size)
+            self.app.log_prediction("gRPC", servable, request.model_spec.version_label, columns, values)
+            return answer
 
         return self._run("Predict", PREDICT_API, request, context, go)
 

@@ -25,6 +25,8 @@ PREFIX = ":tensorflow:serving:"
 PREDICT_API = "/tensorflow.serving.PredictionService/Predict"
 METADATA_API = "/tensorflow.serving.PredictionService/GetModelMetadata"
 STATUS_API = "/tensorflow.serving.ModelService/GetModelStatus"
+#: The project's own metrics (request logging, skew), beside TF Serving's.
+TAXIFARE_PREFIX = ":taxifare:"
 
 
 def _exponential(scale: float, growth: float, count: int) -> list[float]:
@@ -87,6 +89,7 @@ class ServingMetrics:
         self._counters.declare(PREFIX + "request_example_count_total", "The total number of examples (instances) in predict requests.")
         self._counters.declare(PREFIX + "batching_session:wrapped_run_count", "Total count of run calls on the wrapped model (batches).")
         self._counters.declare(PREFIX + "load_shed_count", "Requests refused because a connection or queue limit was reached.")
+        self._counters.declare(TAXIFARE_PREFIX + "request_log_dropped", "Sampled requests not logged because the log's writer fell behind.")
         self.registry.register(self._counters)
 
         def histogram(name: str, text: str, labels: list[str], buckets: Sequence[float]) -> Histogram:
@@ -130,6 +133,18 @@ class ServingMetrics:
         )
         self.open_connections = Gauge(PREFIX + "rest:open_connections", "Open REST connections.", registry=self.registry)
         self.queued_requests = Gauge(PREFIX + "queued_requests", "Predict requests waiting for a model thread.", registry=self.registry)
+        self.feature_skew = Gauge(
+            TAXIFARE_PREFIX + "feature_skew",
+            "Jensen-Shannon divergence (0..1) of a feature's recent logged requests from the version's training data (request log only).",
+            ["feature", "version"],
+            registry=self.registry,
+        )
+        self.skew_instances = Gauge(
+            TAXIFARE_PREFIX + "feature_skew_instances",
+            "Logged instances the feature_skew of a version is computed over.",
+            ["version"],
+            registry=self.registry,
+        )
 
     # -- recording -------------------------------------------------------------------------------
     def request(self, api: str, entrypoint: str, status: str, seconds: float, examples: int = 0) -> None:
@@ -159,6 +174,10 @@ class ServingMetrics:
     def shed(self, entrypoint: str, reason: str) -> None:
         """Count a request refused by a limit."""
         self._counters.inc(PREFIX + "load_shed_count", {"entrypoint": entrypoint, "reason": reason})
+
+    def request_log_dropped(self) -> None:
+        """Count a sampled request the request log could not keep."""
+        self._counters.inc(TAXIFARE_PREFIX + "request_log_dropped", {})
 
     def count(self, name: str, labels: dict[str, str]) -> float:
         """The current value of one of the exact-name counters (tests, the benchmark)."""

@@ -90,6 +90,8 @@ class _Exchange:
         self.examples = 0
         self.status_code = "OK"
         self.close_after = False
+        self.label: str | None = None  # the version label a model route names (for the request log)
+        self.columns: Any = None
 
     def run(self) -> None:
         try:
@@ -162,6 +164,7 @@ class _Exchange:
         rest = (match["rest"] or "").lower()
         self.api = m.PREDICT_API if rest.startswith(":") else (m.METADATA_API if rest == "/metadata" else m.STATUS_API)
         version, label = self.model_version(match)
+        self.label = label
         if rest == "/metadata":
             self.answer(200, self.app.metadata(version, label))
         elif rest == "":
@@ -210,6 +213,7 @@ class _Exchange:
             raise RequestError(f"signature {signature!r} does not exist: the model has serving_default only", status=400)
         size = len(next(iter(columns.values())))
         self.examples = size
+        self.columns = columns
         loop = self.server.loop
 
         def done(values: np.ndarray | None, error: BaseException | None) -> None:
@@ -236,6 +240,7 @@ class _Exchange:
             assert values is not None
             if not np.isfinite(values).all():
                 raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
+            self.app.log_prediction("REST", servable, self.label, self.columns, values)
             out = values.astype(np.float64)
             self.note = f" n={len(out)} v={servable.version}" + (" vertex" if vertex else "")
             answer: dict[str, Any]

@@ -27,6 +27,7 @@ from serving.http1 import HttpLimits
 from serving.manager import ModelManager, list_versions
 from serving.metrics import ServingMetrics
 from serving.payload import Limits
+from serving.request_log import RequestLog, RequestLogSettings
 from serving.state import App
 from trainer.warmup import MODEL_NAME
 
@@ -53,6 +54,8 @@ class ServerConfig:
     rest_workers: int = 8
     max_queued_requests: int = 128
     http: HttpLimits = dataclasses.field(default_factory=HttpLimits)
+    #: Sampled requests and answers to JSON-lines segments, and the skew gauges (``--request-log``); ``None``: off.
+    request_log: RequestLogSettings | None = None
 
 
 def check_base_path(path: str, model_name: str) -> None:
@@ -86,7 +89,16 @@ class ModelServer:
         self.config = config
         self.metrics = ServingMetrics(config.model_name)
         self.manager = ModelManager(config.model_base_path, config.model_name, poll_interval=config.poll_interval, loader=self._load)
-        self.app = App(self.manager, config.limits, log_requests=config.log_requests, vertex_routes=config.vertex_routes)
+        self.request_log: RequestLog | None = None
+        self.skew: Any = None
+        if config.request_log is not None:
+            from serving.skew import SkewGauges
+
+            self.skew = SkewGauges(self.metrics)
+            self.request_log = RequestLog(config.request_log, config.model_name, self.skew.add, self.metrics.request_log_dropped)
+        self.app = App(
+            self.manager, config.limits, log_requests=config.log_requests, vertex_routes=config.vertex_routes, request_log=self.request_log
+        )
         self.scheduler = Scheduler(
             config.batching, threads=config.rest_workers, max_queued=config.max_queued_requests, metrics=self.metrics
         )
@@ -128,6 +140,9 @@ class ModelServer:
     def start(self) -> ModelServer:
         """Start watching the base path and serving both protocols."""
         self.manager.start()
+        if self.request_log is not None:
+            self.request_log.start()
+            log.info("logging %g of the predict requests to %s", self.request_log.settings.sample_rate, self.request_log.settings.directory)
         self._grpc.start()
         self._rest.start()
         host = self.config.host
@@ -161,6 +176,8 @@ class ModelServer:
         rest_ok = self._rest.drain(grace)
         grpc_ok = grpc_done.wait(max(0.0, grace - (time.monotonic() - started)) + 1.0)
         self.scheduler.close()
+        if self.request_log is not None:
+            self.request_log.close()  # the open segment is published: nothing answered is lost on a graceful stop
         self.manager.stop()
         log.info(
             "stopped (%s) in %.2fs", "all requests finished" if rest_ok and grpc_ok else "grace period over", time.monotonic() - started

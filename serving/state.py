@@ -18,6 +18,13 @@ class App:
     log_requests: bool = True
     #: Vertex AI's (predict, health) routes of a custom serving container (see :mod:`serving.aip`).
     vertex_routes: tuple[str, str] | None = None
+    #: The request log (``taxifare serve --request-log``), ``None`` when off.
+    request_log: Any = None
+
+    def log_prediction(self, api: str, servable: Any, label: str | None, columns: Any, outputs: Any) -> None:
+        """Hand an answered predict request to the request log, when there is one (queued only: no I/O here)."""
+        if self.request_log is not None:
+            self.request_log.record(api, servable, label, columns, outputs)
 
     @property
     def model_name(self) -> str:

@@ -4,7 +4,7 @@
   ``google.cloud.aiplatform.v1.PipelineService`` (CreatePipelineJob, GetPipelineJob) and
   ``ScheduleService`` (CreateSchedule, GetSchedule, ListSchedules, PauseSchedule,
   ResumeSchedule, DeleteSchedule), and ``EndpointService`` (GetEndpoint, ListEndpoints by display
-  name, UpdateEndpoint: the traffic split) and ``ModelService`` (ListModels: each model's default
+  name, UpdateEndpoint: the traffic split, request-response logging) and ``ModelService`` (ListModels: each model's default
   version, by display name; GetModel of ``name``, ``name@version_id`` or ``name@alias``, with model
   versions) with the official message types of google-cloud-aiplatform.
   The SDK's gRPC transport always opens a TLS channel, so the server has a self-signed
@@ -234,7 +234,7 @@ class VertexServer:
                     found.traffic_split.clear()
                     found.traffic_split.update(split)
                 for path in paths:
-                    if path in ("display_name", "description"):
+                    if path in ("display_name", "description", "predict_request_response_logging_config"):
                         setattr(found, path, getattr(request.endpoint, path))
                 found.update_time = dt.datetime.now(dt.UTC)
                 return found

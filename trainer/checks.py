@@ -133,6 +133,16 @@ def webhook_url(name: str, value: Any) -> str:
     return url
 
 
+def bigquery_destination(name: str, value: Any) -> str:
+    """A BigQuery destination ``bq://PROJECT[.DATASET[.TABLE]]``, or '' for the default."""
+    uri = text(name, value)
+    if uri and not re.fullmatch(r"bq://[a-z][a-z0-9-]{4,28}[a-z0-9](\.[A-Za-z0-9_]{1,1024}){0,2}", uri):
+        raise InputError(
+            f"{name} {uri!r} is not a BigQuery destination: pass bq://PROJECT, bq://PROJECT.DATASET or bq://PROJECT.DATASET.TABLE"
+        )
+    return uri
+
+
 def email_recipients(name: str, value: Any) -> list[str]:
     """E-mail addresses for Vertex AI's notification: a list or comma-separated text, at most three."""
     items = value if isinstance(value, list | tuple) else text(name, value).split(",")

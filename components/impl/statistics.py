@@ -45,6 +45,15 @@ def features() -> tuple[str, ...]:
     return (schema.LABEL, *schema.NUMERIC_FEATURES)
 
 
+def counts(values: Any, edges: Any) -> Any:
+    """The histogram of ``values`` over ``edges`` (values beyond the edges count in the first or last bin), as int64."""
+    import numpy as np
+
+    edges = np.asarray(edges, dtype=np.float64)
+    found, _ = np.histogram(np.clip(np.asarray(values, dtype=np.float64), edges[0], edges[-1]), bins=edges)
+    return found.astype(np.int64)
+
+
 class _Accumulator:
     """Streaming histogram counts and a bounded uniform sample (bottom-k by random priority) of one column."""
 
@@ -60,8 +69,7 @@ class _Accumulator:
     def add(self, values: Any) -> None:
         import numpy as np
 
-        counts, _ = np.histogram(np.clip(values, self.edges[0], self.edges[-1]), bins=self.edges)
-        self.counts += counts
+        self.counts += counts(values, self.edges)
         self.sample = np.concatenate([self.sample, values])
         self.priority = np.concatenate([self.priority, self.rng.random(len(values))])
         if len(self.sample) > QUANTILE_SAMPLE:

@@ -13,6 +13,8 @@
   hash in its labels, so verify_export can compare a candidate with what is deployed.
 * :func:`recheck_deployment` reads the deployed model again right before the upload and deploy,
   so a run never deploys a model no better than one another run deployed meanwhile.
+* :func:`enable_request_logging`: turns on the endpoint's request-response logging to BigQuery
+  after a deploy (``request_logging_sampling_rate`` > 0), changing only that field of the endpoint.
 * :func:`serving_container_spec`: how Vertex AI starts the project's own image as a custom
   serving container (``taxifare serve`` under Vertex's ``AIP_*`` variables; docs/cloud.md says why
   not the prebuilt TF container).
@@ -292,3 +294,37 @@ def recheck_deployment(
     if candidate_rmse < now:
         return True, f"deploying: the candidate (${candidate_rmse:.2f}) beats model {name}, serving now with RMSE ${now:.2f}"
     return False, f"not deployed: model {name} now serves with RMSE ${now:.2f} (candidate ${candidate_rmse:.2f})"
+
+
+def logging_destination(project: str, bigquery_destination: str) -> str:
+    """Where request-response logging writes: the given ``bq://`` URI, else the run's project (Vertex then creates a dataset)."""
+    return bigquery_destination or f"bq://{project}"
+
+
+def enable_request_logging(project: str, location: str, endpoint_name: str, sampling_rate: float, bigquery_destination: str) -> str:
+    """Turn on ``endpoint_name``'s request-response logging (``predict_request_response_logging_config``); returns the step line.
+
+    Only that field is updated (the update mask names it alone), so the traffic split a deploy
+    just set is never touched.
+
+    Raises:
+        InputError: for a rate outside (0, 1] or a destination that is not ``bq://PROJECT[.DATASET[.TABLE]]``.
+    """
+    from google.cloud.aiplatform_v1.types import endpoint as endpoint_types
+    from google.protobuf import field_mask_pb2
+
+    from trainer import checks
+    from trainer.errors import InputError
+
+    rate = checks.unit_fraction("request_logging_sampling_rate", sampling_rate)
+    if rate <= 0:
+        raise InputError("request_logging_sampling_rate must be above 0 to turn request-response logging on, e.g. 0.1")
+    destination = logging_destination(project, checks.bigquery_destination("request_logging_bigquery", bigquery_destination))
+    endpoint = _aiplatform(project, location).Endpoint(endpoint_name)
+    updated = endpoint.gca_resource.__class__(endpoint.gca_resource)
+    updated.predict_request_response_logging_config = endpoint_types.PredictRequestResponseLoggingConfig(
+        enabled=True, sampling_rate=rate, bigquery_destination={"output_uri": destination}
+    )
+    mask = field_mask_pb2.FieldMask(paths=["predict_request_response_logging_config"])
+    endpoint.api_client.update_endpoint(endpoint=updated, update_mask=mask)
+    return f"request-response logging of endpoint {endpoint_name}: {rate:g} of the predictions to {destination}"
