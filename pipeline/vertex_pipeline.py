@@ -123,17 +123,7 @@ def create_vertex_pipeline(
             ).set_display_name("Recheck deployed model")
             recheck.set_caching_options(False)
             with dsl.If(recheck.output == "true", name="still-better"):
-                prepared = with_image(prepare_upload, image)(
-                    model=train.outputs["model"],
-                    verification=verify.outputs["metrics"],
-                    test_data=stage.outputs["test_data"],
-                    serving_image=serving_image,
-                ).set_display_name("Prepare upload")
-                model = _upload(prepared, lookup, p)
-                ModelImportEvaluationOp(
-                    model=model, regression_metrics=prepared.outputs["evaluation"], display_name="taxifare verify_export"
-                ).set_display_name("Import evaluation")
-                _deploy(model, lookup, p, with_image(enable_request_logging, image))
+                _publish(image, serving_image, stage, train, verify, lookup, p)
 
     description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
     summary = "Train on Vertex AI and deploy the taxi-fare model."
@@ -193,6 +183,21 @@ def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any
         project=PROJECT,
         location=LOCATION,
     ).set_display_name("Full training (Vertex custom job)")
+
+
+def _publish(image: str, serving_image: str, stage: Any, train: Any, verify: Any, lookup: Any, p: dict[str, Any]) -> None:
+    """Prepare, upload (with verify_export's evaluation imported into the version) and deploy the candidate."""
+    prepared = with_image(prepare_upload, image)(
+        model=train.outputs["model"],
+        verification=verify.outputs["metrics"],
+        test_data=stage.outputs["test_data"],
+        serving_image=serving_image,
+    ).set_display_name("Prepare upload")
+    model = _upload(prepared, lookup, p)
+    ModelImportEvaluationOp(
+        model=model, regression_metrics=prepared.outputs["evaluation"], display_name="taxifare verify_export"
+    ).set_display_name("Import evaluation")
+    _deploy(model, lookup, p, with_image(enable_request_logging, image))
 
 
 def _upload(prepared: Any, lookup: Any, p: dict[str, Any]) -> Any:

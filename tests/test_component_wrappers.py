@@ -100,19 +100,24 @@ def test_deploy_wrapper_records_the_verdict_the_model_and_the_data_hash(tmp_path
 
 
 def test_prepare_upload_wrapper_labels_the_model_with_its_rmse_and_data(tmp_path):
-    from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel
+    from google_cloud_pipeline_components.types.artifact_types import RegressionMetrics, UnmanagedContainerModel
 
     from components.impl.vertex_steps import rmse_from_labels, serving_container_spec
     from components.vertex_steps import prepare_upload
 
     unmanaged = UnmanagedContainerModel(uri=str(tmp_path / "unmanaged"))
+    evaluation = RegressionMetrics(uri=str(tmp_path / "evaluation"))
     labels = prepare_upload.python_func(
         model=artifact(dsl.Model, "gs://bucket/model"),
         verification=artifact(dsl.Metrics, tmp_path / "m", **Verification(True, "ok", {"test_rmse": 2.345}).to_metadata()),
         test_data=artifact(dsl.Dataset, tmp_path / "t", **DatasetStats("test", 9, "lab", "x", content_hash="CD" * 32).to_metadata()),
         serving_image="us-docker.pkg.dev/x/y:1",
         unmanaged_model=unmanaged,
+        evaluation=evaluation,
     )
+    assert json.loads((tmp_path / "evaluation").read_text())["slicedMetrics"][0]["metrics"] == {
+        "regression": {"rootMeanSquaredError": 2.345}
+    }
     assert rmse_from_labels(labels) == 2.345 and labels["taxifare-test-data"] == "cd" * 8
     assert unmanaged.uri == "gs://bucket/model"
     assert unmanaged.metadata["containerSpec"] == serving_container_spec("us-docker.pkg.dev/x/y:1")
