@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
 
 def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from pipeline import parameters
+    from trainer.validation import MAX_BAD_FRACTION
 
     data = sub.add_parser("data", **COMMANDS["data"])
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{generate,check}")
@@ -69,8 +70,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     gen.add_argument("--seed", type=int, default=seed, help="random seed: the same seed gives the same files (default %(default)s)")
     gen.add_argument("--datetime", action="store_true", help="write the course's later layout, with pickup_datetime as the second column")
     chk = data_sub.add_parser("check", **COMMANDS["data check"])
-    chk.add_argument("paths", help="a file, glob or directory (several separated by commas); local or gs://")
-    chk.add_argument("--max_bad_fraction", type=float, default=None, help="exit with an error when a larger share of rows is bad")
+    chk.add_argument("paths", nargs="+", help="files, globs or directories (also several separated by commas); local or gs://")
+    chk.add_argument(
+        "--max_bad_fraction",
+        type=float,
+        default=MAX_BAD_FRACTION,
+        help="exit with an error (code 2) when a larger share of rows is bad, as the trainer stops (default %(default)s)",
+    )
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -90,13 +96,16 @@ def _data(args: argparse.Namespace) -> int:
             print(f"{split:5s} {result.rows[split]:>10,} rows  {path}")
         print(f"generated {sum(result.rows.values()):,} rows in {result.seconds:.1f}s (seed {args.seed})")
         return 0
-    from trainer import validation
+    from trainer import checks, validation
 
-    report = validation.scan(args.paths, max_bad_fraction=args.max_bad_fraction)
+    checks.unit_fraction("--max_bad_fraction", args.max_bad_fraction)
+    patterns = [part for arg in args.paths for part in arg.split(",") if part.strip()]
+    report = validation.scan(patterns, max_bad_fraction=None, log_drops=False)  # printed here, once
     print(report.summary())
     for example in report.examples:
         print(f"  dropped {example}")
     print(json.dumps(report.as_dict()["columns"], indent=2))
+    report.check(args.max_bad_fraction)  # past the limit: one error line, exit code 2 (as the trainer)
     return 0
 
 
