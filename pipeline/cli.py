@@ -134,6 +134,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--log-file", default=None, help="file for the raw step logs (default: <pipeline-root>/taxifare-run.log)")
     run.add_argument("--no-cache", action="store_true", help="run every step even when an earlier run has its outputs")
     run.add_argument("--cache-root", default=None, help="where the step cache lives (default: <pipeline-root>/.kfp_cache)")
+    run.add_argument(
+        "--verbose", action="store_true", help="keep TensorFlow's own start-up lines and kfp's local-runner warnings in the step log"
+    )
     _add_pipeline_parameters(run)
 
     comp = sub.add_parser("compile", **COMMANDS["compile"])
@@ -169,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         f"taxifare pipeline: source={arguments['source']}, train_steps={arguments['train_steps']}; step log: {os.path.abspath(log_file)}",
         flush=True,
     )
+    _quiet_run(args.verbose)
     result = local_run.run_local(
         arguments,
         pipeline_root=args.pipeline_root,
@@ -178,6 +182,23 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(local_run.summarize(result, arguments["serving_root"], arguments["model_name"]))
     return 0 if result.ok else 1
+
+
+def _quiet_run(verbose: bool) -> None:
+    """Leave TensorFlow's start-up lines (every step) and kfp.local's warnings about the spec out of the log, unless verbose.
+
+    kfp.local warns, for every step, that the display name has no effect locally and that the
+    image is not a Python image (the steps run in this environment, not in it): nothing a user
+    can change.
+    """
+    import warnings
+
+    from trainer import quiet
+
+    quiet.set_verbose(verbose or quiet.verbose())  # the steps' processes inherit it
+    if not quiet.verbose():
+        warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings \['display_name'\] have no effect", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom or non-Python base image")
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from components.common import DEFAULT_IMAGE
 from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
 from components.impl.notify import LOG_ENV, OFFSET_ENV
+from trainer import quiet
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
@@ -96,6 +97,7 @@ class StepTracker(io.TextIOBase):
         self.current = ""
         self._last_progress = 0.0
         self._buffer = ""
+        self._log_buffer = ""  # the log's unfinished line (complete lines are checked for noise)
         self._lock = threading.RLock()
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
@@ -104,9 +106,14 @@ class StepTracker(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        """Log ``text`` and parse its complete lines."""
+        """Log ``text`` (without TensorFlow's start-up lines, unless verbose) and parse its complete lines."""
         with self._lock:
-            self.log.write(text)
+            if quiet.verbose():
+                self.log.write(text)
+            else:
+                self._log_buffer += text
+                *complete, self._log_buffer = self._log_buffer.split("\n")
+                self.log.write("".join(line + "\n" for line in complete if not quiet.is_noise(line)))
             self._buffer += text
             *lines, self._buffer = self._buffer.split("\n")
             for line in lines:
@@ -114,8 +121,11 @@ class StepTracker(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        """Flush the log."""
-        self.log.flush()
+        """Flush the log (with a line not finished yet)."""
+        with self._lock:
+            self.log.write(self._log_buffer)
+            self._log_buffer = ""
+            self.log.flush()
 
     def _read_figures(self, rec: StepRecord) -> None:
         """The step's summary and figures, from the file it wrote (see components.common.summary)."""

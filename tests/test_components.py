@@ -78,8 +78,10 @@ def test_stage_rejects_bad_parameters(tmp_path, kwargs, message):
 def test_stage_fails_on_mostly_bad_data_and_leaves_no_output(tmp_path):
     src = tmp_path / "src.csv"
     src.write_text("12.0,0,0,0,0,1,1\n" * 50 + GOOD.format(key=2) + "\n")
-    with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)"):
+    with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)") as exc:
         stage(str(src), outs(tmp_path / "out"))
+    # The hint names the flag as `taxifare run` spells it (its --max_bad_fraction would be refused).
+    assert "raise --max-bad-fraction (taxifare run; --param max_bad_fraction=" in str(exc.value)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
