@@ -129,3 +129,14 @@ def test_the_lab_trainer_is_quiet_and_a_second_run_keeps_its_export(tmp_path: Pa
     more = subprocess.run([*cmd[:-6], "--train_steps", "60", *cmd[-4:]], capture_output=True, text=True, timeout=300, env=_env(), cwd=ROOT)
     assert more.returncode == 0, more.stderr[-3000:]
     assert len(os.listdir(out / "export" / "exporter")) == 2  # trained further: a new export
+
+
+def test_the_install_has_no_license_deprecation_warning():
+    """setuptools warns (4 times per install) about `project.license` as a TOML table; 77+ reads an SPDX string."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    setuptools = next(req for req in project["build-system"]["requires"] if req.startswith("setuptools"))
+    assert (m := re.fullmatch(r"setuptools>=(\d+)", setuptools)) and int(m.group(1)) >= 77
