@@ -212,19 +212,19 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from pipeline import runs
+    from pipeline import runs, runs_text
     from trainer.storage import InputError
 
     if args.runs_command == "show":
-        print(runs.format_show(runs.find_run(args.pipeline_root, args.run)))
+        print(runs_text.format_show(runs.find_run(args.pipeline_root, args.run)))
         return 0
     if args.runs_command == "compare":
         if len(args.run) < 2:
             raise InputError("runs compare needs at least two runs, e.g. `taxifare runs compare -2 -1`")
-        print(runs.format_compare([runs.find_run(args.pipeline_root, key) for key in args.run]))
+        print(runs_text.format_compare([runs.find_run(args.pipeline_root, key) for key in args.run]))
         return 0
     listed = runs.list_runs(args.pipeline_root)
-    print(runs.format_list(listed))
+    print(runs_text.format_list(listed))
     if listed:
         print(f"\nRuns page: {runs.write_index(args.pipeline_root)}")
     return 0

@@ -409,9 +409,9 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
         lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
     else:
         lines.append("Nothing deployed.")
-    train_dir = _find_output(result.pipeline_root, "full-train", "tensorboard")
+    train_dir = _recorded_tensorboard(result)
     if train_dir:
-        lines.append(f"Loss curves:  tensorboard --logdir {os.path.join(train_dir, 'tensorboard')}")  # runs named train and eval
+        lines.append(f"Loss curves:  tensorboard --logdir {train_dir}")
     report = os.path.join(result.run_dir, "verify-export", "report.html") if result.run_dir else ""
     if report and os.path.exists(report):
         lines.append(f"Verification report (HTML): {report}")
@@ -436,9 +436,15 @@ def failure_lines(result: RunResult) -> list[str]:
     return lines
 
 
-def _find_output(pipeline_root: str, task: str, output: str) -> str:
-    """The newest ``<root>/<run>/<task>/<output>`` path (runs are timestamped)."""
-    import glob
+def _recorded_tensorboard(result: RunResult) -> str:
+    """The TensorBoard logdir of this run's full_train, as its record names it (a cached step's: the run that made it).
 
-    found = sorted(glob.glob(os.path.join(pipeline_root, "taxifare-*", task, output)), key=os.path.getmtime)
-    return found[-1] if found else ""
+    The trainer writes its runs ``train`` and ``eval`` under ``tensorboard/`` of the artifact.
+    """
+    from pipeline import runs
+
+    if not result.run_dir:
+        return ""
+    logdir = runs.load_run(result.pipeline_root, os.path.basename(result.run_dir)).tensorboard
+    inner = os.path.join(logdir, "tensorboard")
+    return inner if logdir and os.path.isdir(inner) else logdir

@@ -10,7 +10,7 @@ import datetime as dt
 import html
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.runs import Run, defaults, table_row
 
@@ -73,6 +73,7 @@ td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .params{overflow-wrap:anywhere;font-size:.85rem;color:#57606a;min-width:7em;max-width:24em}
 .failed{color:#cf222e;font-weight:600}.blessed{color:#1a7f37;font-weight:600}
 .note{font-size:.85rem;color:#57606a}
+code.cmd{font-size:.8rem;overflow-wrap:anywhere;user-select:all}
 a{color:#0969da}
 @media (max-width:700px){
  body{padding:8px}
@@ -84,6 +85,21 @@ a{color:#0969da}
  td[data-label]::before{content:attr(data-label) ": ";color:#57606a;font-weight:400}
 }
 """
+
+
+def _report_cell(run: Run, link: Callable[[str, str], str]) -> str:
+    """The verification report; for a run without one, its run summary and its log (what to read about a failure)."""
+    if run.report:
+        return link(run.report, "report")
+    found = [link(path, text) for path, text in ((run.summary_file, "run summary"), (run.log, "log")) if path and os.path.exists(path)]
+    return " · ".join(found) or "-"
+
+
+def _tensorboard_cell(run: Run) -> str:
+    """The command that shows the run's loss curves (a browser cannot: TensorBoard is a server)."""
+    if not run.tensorboard:
+        return "-"
+    return f'<code class="cmd">tensorboard --logdir {html.escape(run.tensorboard)}</code>'
 
 
 def render_index(runs: Sequence[Run], index_path: str) -> str:
@@ -110,13 +126,13 @@ def render_index(runs: Sequence[Run], index_path: str) -> str:
             ("deployed", r["deployed"], "num"),
             ("duration", r["duration"], "num"),
             ("status", html.escape(r["status"]), status_cls),
-            ("report", link(run.report, "report"), ""),
-            ("logs", link(run.tensorboard, "TensorBoard logdir"), ""),
+            ("report", _report_cell(run, link), ""),
+            ("loss curves", _tensorboard_cell(run), "params"),
         ]
         rows.append("<tr>" + "".join(f'<td data-label="{k}" class="{c}">{v}</td>' for k, v, c in cells) + "</tr>")
     head = "".join(
         f"<th>{k}</th>"
-        for k in ("time", "source", "parameters", "test RMSE", "verdict", "deployed", "duration", "status", "report", "logs")
+        for k in ("time", "source", "parameters", "test RMSE", "verdict", "deployed", "duration", "status", "report", "loss curves")
     )
     generated = dt.datetime.now().isoformat(timespec="seconds").replace("T", " ")
     return f"""<!doctype html>
