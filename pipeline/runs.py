@@ -236,8 +236,10 @@ def record(result: RunResult, arguments: dict[str, Any], *, before: set[str], st
     Returns:
         The run's folder and the runs page.
     """
+    from pipeline.runs_page import stamp_report
+
     run_dir = new_run_dir(result.pipeline_root, before, started)
-    save_record(
+    run = save_record(
         run_dir,
         arguments=arguments,
         steps=result.steps,
@@ -247,7 +249,9 @@ def record(result: RunResult, arguments: dict[str, Any], *, before: set[str], st
         seconds=result.seconds,
         log_path=result.log_path,
     )
-    return run_dir, write_index(result.pipeline_root)
+    index = write_index(result.pipeline_root)
+    stamp_report(run, index)  # which run the report is, now that the run has ended
+    return run_dir, index
 
 
 def load_run(pipeline_root: str, name: str) -> Run:

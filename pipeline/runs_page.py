@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
-from pipeline.runs import Run, defaults, table_row
+from pipeline.runs import Run, _fmt_params, defaults, table_row
 
 INDEX = "index.html"
 
@@ -150,3 +150,31 @@ Compare runs with <code>taxifare runs compare RUN RUN</code>.</p>
 <table id="runs"><tr>{head}</tr>{"".join(rows)}</table>
 </body></html>
 """
+
+
+def report_header(run: Run, report_path: str, index_path: str) -> str:
+    """Which run a verification report belongs to (name, time, data, parameters) and a link to the runs page."""
+    here = os.path.dirname(os.path.abspath(report_path))
+    args = run.arguments
+    source = str(args.get("source", "?"))
+    if source == "synthetic":
+        source = f"synthetic ({args.get('synthetic_rows', 0):,} generated trips, seed {args.get('seed', '?')})"
+    staged = run.steps.get("stage_data", {}).get("summary", "")
+    params = _fmt_params({k: v for k, v in run.differences(defaults()).items() if k != "source"})
+    params = "the defaults" if params == "(defaults)" else f"{params}; the others are the defaults"
+    index = os.path.relpath(index_path, here)
+    return (
+        f'<p id="run">Run <strong>{html.escape(run.name)}</strong>, started {html.escape(run.started.replace("T", " "))}. '
+        f"Data: {html.escape(source)}{'; ' + html.escape(staged) if staged else ''}. Parameters: {html.escape(params)}. "
+        f'<a href="{html.escape(index)}">All runs</a></p>'
+    )
+
+
+def stamp_report(run: Run, index_path: str) -> None:
+    """Write :func:`report_header` into the run's verification report and its pipeline-UI copy (the ``report`` artifact)."""
+    from components.impl.report import stamp_run
+
+    if not run.report:
+        return
+    for path in (run.report, os.path.join(os.path.dirname(run.report), "report")):
+        stamp_run(path, report_header(run, path, index_path))

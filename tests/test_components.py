@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import stage
 
-from components.impl import deploy, full_train, stage_data, verify_export
+from components.impl import deploy, full_train, report, stage_data, verify_export
 from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary
 from pipeline import parameters
 from trainer.errors import InputError
@@ -163,7 +163,8 @@ def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_pa
     assert verdict.blessed, verdict.reason
     assert verdict.metrics["test_rmse"] < verdict.metrics["distance_rule_rmse"] < verdict.metrics["mean_predictor_rmse"]
     assert verdict.metrics["test_json_fare"] > 0
-    assert '<img src="data:image/png;base64,' in verdict.report_html and "Blessed" in verdict.report_html
+    assert 'aria-label="training curve"' in verdict.report_html and "Blessed" in verdict.report_html
+    assert 'aria-label="predicted against actual fare"' in verdict.report_html and report.RUN_MARKER in verdict.report_html
     assert len(verify_export.read_loss_curve(out)["train"]) >= 2
 
 
