@@ -140,3 +140,35 @@ def test_the_install_has_no_license_deprecation_warning():
     assert project["project"]["license"] == "Apache-2.0"
     setuptools = next(req for req in project["build-system"]["requires"] if req.startswith("setuptools"))
     assert (m := re.fullmatch(r"setuptools>=(\d+)", setuptools)) and int(m.group(1)) >= 77
+
+
+def test_serve_starts_without_tensorflows_lines(tmp_path: Path):
+    """`taxifare serve`: its own lines only, then a gRPC predict from a client that never imports TensorFlow."""
+    import signal
+    import time
+
+    from _serving_helpers import INSTANCE, export_untrained, publish
+
+    base = tmp_path / "taxifare"
+    publish(export_untrained(tmp_path / "export", seed=3), base, 1)
+    ports = tmp_path / "ports.json"
+    cmd = [sys.executable, "-m", "pipeline.cli", "serve", "--model-base-path", str(base), "--rest-port", "0", "--grpc-port", "0"]
+    server = subprocess.Popen([*cmd, "--ports-file", str(ports)], stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not ports.exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        grpc_port = json.loads(ports.read_text())["grpc_port"]
+        (tmp_path / "test.json").write_text(json.dumps(INSTANCE) + "\n")
+        predict = [sys.executable, "-m", "pipeline.cli", "predict", "--json-instances", str(tmp_path / "test.json")]
+        for _ in range(100):  # until version 1 is loaded
+            answer = subprocess.run([*predict, "--grpc", f"127.0.0.1:{grpc_port}"], capture_output=True, text=True, env=_env(), cwd=ROOT)
+            if answer.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert answer.returncode == 0 and answer.stdout.splitlines()[0] == "FARE_AMOUNT" and answer.stderr == "", answer.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=60)
+    assert noise_in(err) == [] and "Restoring parameters" not in err, noise_in(err)
+    assert "serving model taxifare" in err
