@@ -75,7 +75,11 @@ def quiet_loggers() -> None:
 def native_stderr_filtered() -> Iterator[None]:
     """Send file descriptor 2 to a temporary file for the duration, then write back all but :data:`NATIVE_NOISE`."""
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a detached process): nothing to filter
+        yield
+        return
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
