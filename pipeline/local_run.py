@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from components.common import DEFAULT_IMAGE
 from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
 from components.impl.notify import LOG_ENV, OFFSET_ENV
+from trainer import quiet
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
@@ -96,6 +97,7 @@ class StepTracker(io.TextIOBase):
         self.current = ""
         self._last_progress = 0.0
         self._buffer = ""
+        self._log_buffer = ""  # the log's unfinished line (complete lines are checked for noise)
         self._lock = threading.RLock()
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
@@ -104,9 +106,14 @@ class StepTracker(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        """Log ``text`` and parse its complete lines."""
+        """Log ``text`` (without TensorFlow's start-up lines, unless verbose) and parse its complete lines."""
         with self._lock:
-            self.log.write(text)
+            if quiet.verbose():
+                self.log.write(text)
+            else:
+                self._log_buffer += text
+                *complete, self._log_buffer = self._log_buffer.split("\n")
+                self.log.write("".join(line + "\n" for line in complete if not quiet.is_noise(line)))
             self._buffer += text
             *lines, self._buffer = self._buffer.split("\n")
             for line in lines:
@@ -114,8 +121,11 @@ class StepTracker(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        """Flush the log."""
-        self.log.flush()
+        """Flush the log (with a line not finished yet)."""
+        with self._lock:
+            self.log.write(self._log_buffer)
+            self._log_buffer = ""
+            self.log.flush()
 
     def _read_figures(self, rec: StepRecord) -> None:
         """The step's summary and figures, from the file it wrote (see components.common.summary)."""
@@ -384,13 +394,10 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
     figures = verify.figures if verify else {}
     lines.append(f"Pipeline finished in {result.seconds:.0f}s.")
     if figures:
-        lines.append(
-            f"Test RMSE ${figures['test_rmse']:.2f}  (distance rule ${figures['distance_rule_rmse']:.2f}, "
-            f"mean predictor ${figures['mean_predictor_rmse']:.2f}"
-            + (f", gradient-boosted trees ${figures['gbt_baseline_rmse']:.2f}" if "gbt_baseline_rmse" in figures else "")
-            + (f", deployed ${figures['deployed_rmse']:.2f} on the same rows" if "deployed_rmse" in figures else "")
-            + ")"
-        )
+        named = {"distance rule": "distance_rule", "mean predictor": "mean_predictor", "gradient-boosted trees": "gbt_baseline"}
+        others = [f"{name} ${figures[key + '_rmse']:.2f}" for name, key in named.items() if key + "_rmse" in figures]
+        others += [f"deployed ${figures['deployed_rmse']:.2f} on the same rows"] if "deployed_rmse" in figures else []
+        lines.append(f"Test RMSE ${figures['test_rmse']:.2f}  ({', '.join(others)})")
         lines.append(("Blessed: " if figures.get("blessed") else "Not blessed: ") + verify.summary.split(": ", 1)[-1] if verify else "")
     deploy = result.steps.get("deploy")
     if deploy and deploy.status == "succeeded" and deploy.figures.get("version") is None:  # compare-and-publish found a better one
@@ -400,9 +407,9 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
         lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
     else:
         lines.append("Nothing deployed.")
-    train_dir = _find_output(result.pipeline_root, "full-train", "tensorboard")
+    train_dir = _recorded_tensorboard(result)
     if train_dir:
-        lines.append(f"Loss curves:  tensorboard --logdir {os.path.join(train_dir, 'tensorboard')}")  # runs named train and eval
+        lines.append(f"Loss curves:  tensorboard --logdir {train_dir}")
     report = os.path.join(result.run_dir, "verify-export", "report.html") if result.run_dir else ""
     if report and os.path.exists(report):
         lines.append(f"Verification report (HTML): {report}")
@@ -427,9 +434,15 @@ def failure_lines(result: RunResult) -> list[str]:
     return lines
 
 
-def _find_output(pipeline_root: str, task: str, output: str) -> str:
-    """The newest ``<root>/<run>/<task>/<output>`` path (runs are timestamped)."""
-    import glob
+def _recorded_tensorboard(result: RunResult) -> str:
+    """The TensorBoard logdir of this run's full_train, as its record names it (a cached step's: the run that made it).
 
-    found = sorted(glob.glob(os.path.join(pipeline_root, "taxifare-*", task, output)), key=os.path.getmtime)
-    return found[-1] if found else ""
+    The trainer writes its runs ``train`` and ``eval`` under ``tensorboard/`` of the artifact.
+    """
+    from pipeline import runs
+
+    if not result.run_dir:
+        return ""
+    logdir = runs.load_run(result.pipeline_root, os.path.basename(result.run_dir)).tensorboard
+    inner = os.path.join(logdir, "tensorboard")
+    return inner if logdir and os.path.isdir(inner) else logdir

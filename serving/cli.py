@@ -88,6 +88,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     serve.add_argument("--grpc-workers", type=int, default=8, help="gRPC worker threads (default %(default)s)")
     serve.add_argument("--quiet", action="store_true", help="no access log (a line per request on stderr; not --request-log)")
+    serve.add_argument("--verbose", action="store_true", help="keep TensorFlow's own start-up and INFO lines (left out otherwise)")
     _add_performance_flags(serve)
     serve.add_argument("--ports-file", help="write the bound ports as JSON to this file once listening (useful with port 0)")
     from serving import request_log
@@ -337,6 +338,7 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
     from serving.payload import Limits
     from serving.request_log import settings_from_args
     from serving.server import ServerConfig, serve
+    from trainer import quiet
 
     args.model_base_path, args.host, args.rest_port = base, host, 8501 if rest_port is None else rest_port
     if args.grpc_port is None:
@@ -349,6 +351,9 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
         if not 0 <= port <= 65535:
             raise ValueError(f"{flag} {port} is not a port number (0..65535)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet.set_verbose(args.verbose or quiet.verbose())
+    quiet.import_tensorflow()  # before serving.server imports it: without TensorFlow's start-up lines
+
     config = ServerConfig(
         model_base_path=args.model_base_path,
         model_name=args.model_name,

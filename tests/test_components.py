@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import stage
 
-from components.impl import deploy, full_train, stage_data, verify_export
+from components.impl import deploy, full_train, report, stage_data, verify_export
 from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary
 from pipeline import parameters
 from trainer.errors import InputError
@@ -78,8 +78,10 @@ def test_stage_rejects_bad_parameters(tmp_path, kwargs, message):
 def test_stage_fails_on_mostly_bad_data_and_leaves_no_output(tmp_path):
     src = tmp_path / "src.csv"
     src.write_text("12.0,0,0,0,0,1,1\n" * 50 + GOOD.format(key=2) + "\n")
-    with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)"):
+    with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)") as exc:
         stage(str(src), outs(tmp_path / "out"))
+    # The hint names the flag as `taxifare run` spells it (its --max_bad_fraction would be refused).
+    assert "raise --max-bad-fraction (taxifare run; --param max_bad_fraction=" in str(exc.value)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
@@ -161,7 +163,8 @@ def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_pa
     assert verdict.blessed, verdict.reason
     assert verdict.metrics["test_rmse"] < verdict.metrics["distance_rule_rmse"] < verdict.metrics["mean_predictor_rmse"]
     assert verdict.metrics["test_json_fare"] > 0
-    assert '<img src="data:image/png;base64,' in verdict.report_html and "Blessed" in verdict.report_html
+    assert 'aria-label="training curve"' in verdict.report_html and "Blessed" in verdict.report_html
+    assert 'aria-label="predicted against actual fare"' in verdict.report_html and report.RUN_MARKER in verdict.report_html
     assert len(verify_export.read_loss_curve(out)["train"]) >= 2
 
 

@@ -219,6 +219,10 @@ class _SplitWriter:
             replace_dir(self.tmp_dirs[split], self.out_paths[split])
 
 
+#: The setting a user raises to let more bad rows through, as the pipeline's front doors spell it.
+BAD_FRACTION_FLAG = "--max-bad-fraction (taxifare run; --param max_bad_fraction=... for submit and schedule)"
+
+
 def _read_sources(
     patterns: dict[str, str], writer: _SplitWriter, carve: tuple[float, float], max_bad_fraction: float
 ) -> tuple[Any, dict[str, Any]]:
@@ -263,7 +267,7 @@ def _read_sources(
                     if chunk.num_rows:
                         writer.write(target, chunk)
             report.merge(part)
-        report.check(max_bad_fraction, what=f"{split} data")
+        report.check(max_bad_fraction, what=f"{split} data", flag=BAD_FRACTION_FLAG)
         reports[split] = report
     if variant is None:  # pragma: no cover - expand() raised before this
         raise InputError("no data was read: check the source")
