@@ -269,6 +269,7 @@ class JsonlChecker:
                 kept.append(obj)
                 kept_bare.append(row)
             out.columns = columns_from_instances(kept_bare, self.features, self.limits) if kept_bare else {}
+            out.errors = self._in_line_order(out.errors)
         out.text = kept
         return out
 
@@ -276,3 +277,10 @@ class JsonlChecker:
     def _fail(out: Checked, instance: Any, reason: str, message: str, source: str) -> None:
         out.errors.append(error_record(instance, reason, message, source))
         out.codes[reason] += 1
+
+    @staticmethod
+    def _in_line_order(errors: list[bytes]) -> list[bytes]:
+        def line(record: bytes) -> int:
+            return int(orjson.loads(record)["source"].rsplit(":", 1)[1])
+
+        return sorted(errors, key=line)
