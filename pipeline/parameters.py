@@ -163,6 +163,15 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("max_replicas", int, 2, checks.positive_int, "most serving replicas.", targets=(VERTEX,)),
     _p("traffic_percentage", int, 100, checks.percentage,
        "share of the endpoint's traffic the new version takes (the rest stays where it was).", targets=(VERTEX,)),
+    _p("batch_source", str, "", checks.text,
+       "trips to score with the version just deployed (or the served one) as the last step; empty to skip. Locally CSV or "
+       "JSON-lines files (a glob, globs separated by commas; local or gs://); on Vertex gs:// JSON-lines files separated by "
+       "commas or one bq://PROJECT.DATASET.TABLE (see docs/batch.md)."),
+    _p("batch_machine_type", str, "n1-standard-2", checks.machine_type, "machine type of the batch prediction job's replicas.",
+       targets=(VERTEX,)),
+    _p("batch_starting_replica_count", int, 1, checks.positive_int, "replicas the batch prediction job starts with.",
+       targets=(VERTEX,)),
+    _p("batch_max_replica_count", int, 2, checks.positive_int, "most replicas of the batch prediction job.", targets=(VERTEX,)),
     # Word when a run ends.
     _p("notify_webhook", str, "", checks.webhook_url,
        "a URL that receives each run's outcome as a JSON POST (status, failed step, its log tail; Slack-style 'text'); "

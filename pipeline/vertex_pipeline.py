@@ -28,6 +28,7 @@ import json
 from typing import Any
 
 from google_cloud_pipeline_components import _placeholders
+from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
 from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
 from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
 from google_cloud_pipeline_components.v1.hyperparameter_tuning_job import HyperparameterTuningJobRunOp
@@ -41,6 +42,7 @@ from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.tune import best_trial, tune, tuning_job_spec
 from components.verify_export import verify_export
+from components.vertex_batch import batch_inputs, served_model
 from components.vertex_steps import lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
@@ -124,6 +126,14 @@ def create_vertex_pipeline(
                 ).set_display_name("Prepare upload")
                 model = _upload(prepared, lookup, p)
                 _deploy(model, lookup, p)
+                with dsl.If(p["batch_source"] != "", name="batch-deployed"):
+                    _batch_predict(image, model, p)
+        with dsl.Else(name="not-blessed"), dsl.If(p["batch_source"] != "", name="batch-served"):
+            served = with_image(served_model, image)(
+                project=PROJECT, location=LOCATION, endpoint_display_name=p["endpoint_display_name"]
+            ).set_display_name("Find served model")
+            served.set_caching_options(False)
+            _batch_predict(image, served.outputs["model"], p)
 
     description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
     summary = "Train on Vertex AI and deploy the taxi-fare model."
@@ -221,6 +231,28 @@ def _deploy(model: Any, lookup: Any, p: dict[str, Any]) -> None:
         ModelDeployOp(**deploy_args, endpoint=created.outputs["endpoint"], traffic_split={"0": 100}).set_display_name(
             "Deploy to new endpoint"
         )
+
+
+def _batch_predict(image: str, model: Any, p: dict[str, Any]) -> None:
+    """The optional last step: a Vertex AI BatchPredictionJob of ``batch_source`` with ``model``, under the pipeline root."""
+    source = with_image(batch_inputs, image)(batch_source=p["batch_source"]).set_display_name("Batch source")
+    ModelBatchPredictOp(
+        project=PROJECT,
+        location=LOCATION,
+        job_display_name="taxifare-batch-predict",
+        model=model,
+        instances_format=source.outputs["instances_format"],
+        gcs_source_uris=source.outputs["gcs_source_uris"],
+        bigquery_source_input_uri=source.outputs["bigquery_source_input_uri"],
+        instance_type="object",
+        key_field="key",
+        excluded_fields=source.outputs["excluded_fields"],
+        predictions_format="jsonl",
+        gcs_destination_output_uri_prefix=dsl.PIPELINE_ROOT_PLACEHOLDER,
+        machine_type=p["batch_machine_type"],
+        starting_replica_count=p["batch_starting_replica_count"],
+        max_replica_count=p["batch_max_replica_count"],
+    ).set_display_name("Batch predict (Vertex batch prediction job)")
 
 
 def with_email_notification(steps_pipeline: Any, name: str) -> Any:

@@ -32,15 +32,52 @@ DEFAULT_MACHINE_TYPE = "n1-standard-2"
 
 
 @dataclasses.dataclass(frozen=True)
+class JobSource:
+    """Where a BatchPredictionJob reads, in the terms of its ``input_config`` and ``instance_config``."""
+
+    instances_format: str
+    gcs_uris: list[str]
+    bigquery_uri: str
+    #: Columns not sent to the model (a BigQuery table's fare).
+    excluded_fields: list[str]
+
+
+def job_source(text: str, instances_format: str | None = None, flag: str = "batch_source") -> JobSource:
+    """gs:// JSON-lines files (separated by commas) or one ``bq://PROJECT.DATASET.TABLE``, checked offline.
+
+    Raises:
+        InputError: CSV, a local path, or not a BigQuery table name.
+    """
+    from pipeline.cloud import settings
+
+    sources = [s.strip() for s in text.split(",") if s.strip()]
+    if not sources:
+        raise InputError(f"{flag} is empty: give gs:// JSON-lines files or bq://PROJECT.DATASET.TABLE")
+    if sources[0].startswith("bq://"):
+        if len(sources) != 1 or not _BIGQUERY.fullmatch(sources[0]):
+            raise InputError(f"{flag} {text}: give one BigQuery table as bq://PROJECT.DATASET.TABLE")
+        return JobSource("bigquery", [], sources[0], [schema.LABEL])
+    if (instances_format or "jsonl") == "csv":
+        raise InputError(
+            "--instances-format csv: Vertex AI sends CSV rows as lists, which the model's server does not take: give JSON lines "
+            "of instances (one object per line, like the lab's test.json) or a BigQuery table (bq://...)"
+        )
+    for uri in sources:
+        if not uri.startswith("gs://"):
+            raise InputError(f"{flag} {uri}: a Vertex AI job reads gs:// files (or one bq:// table); copy the file to a bucket")
+        settings.check_bucket_name(uri[len("gs://") :].split("/", 1)[0], flag)
+    return JobSource("jsonl", sources, "", [])
+
+
+@dataclasses.dataclass(frozen=True)
 class VertexBatch:
     """A Vertex AI batch prediction job's settings, checked."""
 
     project: str
     region: str
     model: str
-    sources: tuple[str, ...]
+    source: JobSource
     output: str
-    instances_format: str
     predictions_format: str
     machine_type: str
     starting_replica_count: int
@@ -70,18 +107,15 @@ class VertexBatch:
             ),
             labels={"taxifare": "batch-predict"},
         )
-        if self.instances_format == "bigquery":
-            job.input_config = types.BatchPredictionJob.InputConfig(
-                instances_format="bigquery", bigquery_source=types.BigQuerySource(input_uri=self.sources[0])
-            )
-            job.instance_config = types.BatchPredictionJob.InstanceConfig(
-                instance_type="object", key_field=schema.KEY, excluded_fields=[schema.LABEL]
-            )
+        source = self.source
+        job.input_config = types.BatchPredictionJob.InputConfig(instances_format=source.instances_format)
+        if source.bigquery_uri:
+            job.input_config.bigquery_source = types.BigQuerySource(input_uri=source.bigquery_uri)
         else:
-            job.input_config = types.BatchPredictionJob.InputConfig(
-                instances_format="jsonl", gcs_source=types.GcsSource(uris=list(self.sources))
-            )
-            job.instance_config = types.BatchPredictionJob.InstanceConfig(key_field=schema.KEY)
+            job.input_config.gcs_source = types.GcsSource(uris=source.gcs_uris)
+        job.instance_config = types.BatchPredictionJob.InstanceConfig(
+            instance_type="object", key_field=schema.KEY, excluded_fields=source.excluded_fields
+        )
         if self.service_account:
             job.service_account = self.service_account
         return job
@@ -109,21 +143,7 @@ def check(args: argparse.Namespace) -> VertexBatch:
     local = [flag for flag, value in (("--model-base-path", args.model_base_path), ("--model-dir", args.model_dir)) if value]
     if local or args.version is not None or args.label is not None:
         raise InputError(f"--model names a Vertex AI model: drop {', '.join(local) or '--version/--label'} (use --model ID@VERSION)")
-    sources = tuple(s.strip() for s in args.input.split(",") if s.strip())
-    fmt = "bigquery" if sources and sources[0].startswith("bq://") else (args.instances_format or "jsonl")
-    if fmt == "bigquery":
-        if len(sources) != 1 or not _BIGQUERY.fullmatch(sources[0]):
-            raise InputError(f"--input {args.input}: give one BigQuery table as bq://PROJECT.DATASET.TABLE")
-    elif fmt == "csv":
-        raise InputError(
-            "--instances-format csv: Vertex AI sends CSV rows as lists, which the model's server does not take: give JSON lines "
-            "of instances (one object per line, like the lab's test.json) or a BigQuery table (bq://...)"
-        )
-    else:
-        for uri in sources:
-            if not uri.startswith("gs://"):
-                raise InputError(f"--input {uri}: a Vertex AI job reads gs:// files (or one bq:// table); copy the file to a bucket")
-            settings.check_bucket_name(uri[len("gs://") :].split("/", 1)[0], "--input")
+    source = job_source(args.input, args.instances_format, "--input")
     if not args.output.startswith("gs://"):
         raise InputError(f"--output {args.output}: a Vertex AI job writes under a gs:// prefix, e.g. gs://BUCKET/batch")
     settings.check_bucket_name(args.output[len("gs://") :].split("/", 1)[0], "--output")
@@ -138,7 +158,7 @@ def check(args: argparse.Namespace) -> VertexBatch:
     display = args.job_display_name or "taxifare-batch-predict"
     checks.display_name("--job-display-name", display)
     return VertexBatch(
-        project, region, model, sources, args.output.rstrip("/"), fmt, args.format, str(machine_type),
+        project, region, model, source, args.output.rstrip("/"), args.format, str(machine_type),
         args.starting_replica_count, args.max_replica_count, display, args.service_account,
     )  # fmt: skip
 

@@ -55,7 +55,7 @@ def test_submits_a_batch_prediction_job_and_waits(vertex):
     assert job.model == f"{PARENT}/models/1234@2" and job.display_name == "taxifare-batch-predict"
     assert job.input_config.instances_format == "jsonl"
     assert list(job.input_config.gcs_source.uris) == ["gs://my-bucket/trips/a.jsonl", "gs://my-bucket/trips/b.jsonl"]
-    assert job.instance_config.key_field == "key"
+    assert (job.instance_config.instance_type, job.instance_config.key_field) == ("object", "key")
     assert job.output_config.predictions_format == "jsonl"
     assert job.output_config.gcs_destination.output_uri_prefix == "gs://my-bucket/batch"
     resources = job.dedicated_resources
