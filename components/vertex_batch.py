@@ -24,10 +24,10 @@ def batch_inputs(batch_source: str) -> NamedTuple(  # type: ignore[valid-type]
     from serving.batch_vertex import job_source
 
     source = job_source(batch_source)
-    outputs = NamedTuple(  # noqa: UP014 - the component's declared outputs, as in its signature
+    Outputs = NamedTuple(  # noqa: UP014 - the component's declared outputs, as in its signature
         "Outputs", [("gcs_source_uris", list), ("bigquery_source_input_uri", str), ("instances_format", str), ("excluded_fields", list)]
     )
-    return outputs(source.gcs_uris, source.bigquery_uri, source.instances_format, source.excluded_fields)
+    return Outputs(source.gcs_uris, source.bigquery_uri, source.instances_format, source.excluded_fields)
 
 
 @step
