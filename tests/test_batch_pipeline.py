@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from _serving_helpers import export_untrained, publish
@@ -55,8 +56,6 @@ def test_run_with_a_batch_source_scores_it_as_the_last_step(serving, tmp_path):
     assert batch.status == "succeeded" and (batch.figures["version"], batch.figures["rows"], batch.figures["errors"]) == (1, 1665, 0)
     folder = batch.figures["path"]
     assert folder.startswith(str(tmp_path / "root")) and folder.endswith("/predictions")  # the step's output artifact
-    assert (
-        json.loads((tmp_path / "root" / folder.split(str(tmp_path / "root") + "/")[1] / "batch_summary.json").read_text())["scored"] == 1665
-    )
+    assert json.loads((Path(folder) / "batch_summary.json").read_text())["scored"] == 1665
     assert any(line.startswith("  ok  batch_predict") and "scored 1,665 of 1,665 rows with version 1" in line for line in lines)
     assert "Batch predictions: scored 1,665 of 1,665 rows with version 1" in summarize(result, str(root), "taxifare")
