@@ -125,6 +125,8 @@ class ShardDone:
     bad_by_file: dict[str, int]
     first_error: str
     codes: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Seconds the worker spent loading the version (on its first shard; 0 on the others).
+    load_seconds: float = 0.0
 
 
 def _prefetch(items: Iterator[Any], depth: int = 3) -> Iterator[Any]:
@@ -178,9 +180,17 @@ def run_shards(settings: BatchSettings, job: out.Job, worker: int, done: set[int
                 yield piece, None
 
     writer: out.ShardWriter | None = None
+    load = servable.load_seconds + servable.warmup_seconds
+
+    def finish(writer: out.ShardWriter) -> None:
+        nonlocal load
+        done = writer.finish()
+        done.load_seconds, load = load, 0.0
+        report(done)
+
     for piece, checked in _prefetch(mine()):
         if writer is not None and writer.shard != piece.shard:
-            report(writer.finish())
+            finish(writer)
             writer = None
         if checked is None:
             continue
@@ -188,7 +198,7 @@ def run_shards(settings: BatchSettings, job: out.Job, worker: int, done: set[int
             writer = out.ShardWriter(job, piece.shard, checker.header())
         writer.write(piece, checked, out.score(servable, checked.columns, settings.batch_size))
     if writer is not None:
-        report(writer.finish())
+        finish(writer)
 
 
 class Progress:
@@ -201,10 +211,12 @@ class Progress:
         self.bad_by_file: Counter[str] = Counter()
         self.first_error = ""
         self.done: list[ShardDone] = []
+        self.load_seconds = 0.0
 
     def __call__(self, shard: ShardDone) -> None:
         """Fold in a finished shard; print progress; stop when too many rows are bad."""
         self.done.append(shard)
+        self.load_seconds = max(self.load_seconds, shard.load_seconds)
         self.rows += shard.rows
         self.errors += shard.errors
         self.bytes += shard.bytes
@@ -219,7 +231,7 @@ class Progress:
 
     def line(self) -> str:
         """``batch-predict: N rows (S shards), E errors, R rows/s, ETA T``."""
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        elapsed = max(time.monotonic() - self.started - self.load_seconds, 1e-9)
         rate = self.rows / elapsed
         text = f"batch-predict: {self.rows:,} rows ({self.shards} shard(s) this run), {self.errors:,} errors, {rate:,.0f} rows/s"
         total = self.job.total_bytes
@@ -264,7 +276,9 @@ def run(settings: BatchSettings, progress: Callable[[str], None] | None = None) 
 
         run_workers(settings, job, tracker)
     seconds = time.monotonic() - tracker.started
-    summary = out.finish(settings, job, [*out.resumed_counts(job), *tracker.done], seconds=seconds, run_rows=tracker.rows)
+    summary = out.finish(
+        settings, job, [*out.resumed_counts(job), *tracker.done], seconds=seconds, load_seconds=tracker.load_seconds, run_rows=tracker.rows
+    )
     tracker.rows, tracker.errors = summary["rows"], summary["errors"]
     tracker.bad_by_file = Counter(summary["errors_by_file"])
     tracker.first_error = summary["first_error"]
@@ -278,7 +292,8 @@ def summary_line(summary: dict[str, Any]) -> str:
     codes = ", ".join(f"{k}={v}" for k, v in summary["errors_by_code"].items())
     return (
         f"scored {summary['scored']:,} of {summary['rows']:,} rows with {version} in {summary['seconds']:.1f}s "
-        f"({summary['rows_per_second']:,.0f} rows/s); {summary['errors']:,} errors{f' ({codes})' if codes else ''}; "
+        f"({summary['rows_per_second']:,.0f} rows/s after {summary['load_seconds']:.1f}s loading the model); "
+        f"{summary['errors']:,} errors{f' ({codes})' if codes else ''}; "
         f"{summary['shards']} shard(s) in {summary['output_dir']}"
     )
 

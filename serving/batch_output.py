@@ -268,7 +268,7 @@ def resumed_counts(job: Job) -> Any:
     return found
 
 
-def finish(settings: Any, job: Job, shards: list[Any], *, seconds: float, run_rows: int) -> dict[str, Any]:
+def finish(settings: Any, job: Job, shards: list[Any], *, seconds: float, load_seconds: float, run_rows: int) -> dict[str, Any]:
     """Write ``batch_summary.json`` (atomically) from every shard's counts, remove ``.tmp-shards``; returns the summary."""
     rows = sum(s.rows for s in shards)
     errors = sum(s.errors for s in shards)
@@ -293,7 +293,8 @@ def finish(settings: Any, job: Job, shards: list[Any], *, seconds: float, run_ro
         "shards": len(shards),
         "resumed_shards": len(job.done),
         "seconds": round(seconds, 3),
-        "rows_per_second": round(run_rows / seconds, 1) if seconds > 0 else 0.0,
+        "load_seconds": round(load_seconds, 3),
+        "rows_per_second": round(run_rows / (seconds - load_seconds), 1) if seconds > load_seconds else 0.0,
     }
     _write_json(os.path.join(job.output_dir, SUMMARY_FILE), summary)
     shutil.rmtree(job.tmp_dir, ignore_errors=True)

@@ -77,7 +77,9 @@ def test_scores_taxi_valid_as_the_server_answers(base, real_valid, tmp_path, cap
         ".taxifare_batch_job.json", "batch_summary.json", "predictions_00001.jsonl", "predictions_00002.jsonl", "predictions_00003.jsonl"
     ]  # fmt: skip
     assert stdout == [f"scored {len(rows):,} of {len(rows):,} rows with version 1 in {summary['seconds']:.1f}s "
-                      f"({summary['rows_per_second']:,.0f} rows/s); 0 errors; 3 shard(s) in {out}"]  # fmt: skip
+                      f"({summary['rows_per_second']:,.0f} rows/s after {summary['load_seconds']:.1f}s loading the model); "
+                      f"0 errors; 3 shard(s) in {out}"]  # fmt: skip
+    assert 0 < summary["load_seconds"] < summary["seconds"]
     got = predictions(out)
     assert [p["instance"]["key"] for p in got] == [row[6] for row in rows]  # in input order, key carried through
     assert got[0]["instance"] == {**instance_of(rows[0]), "key": rows[0][6]}
