@@ -12,6 +12,8 @@ share of the endpoint's traffic, not the newest model of that name): the SavedMo
 ``UnmanagedContainerModel`` served by the project's own image (a custom serving container running
 ``taxifare serve``), ``ModelUploadOp`` (a new version of the existing model when there is one),
 an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
+When ``batch_source`` is set, ``ModelBatchPredictOp`` then scores it with the uploaded version
+(or, when the model was not blessed, with the version the endpoint serves).
 
 check_drift compares the staged training split with the ``assets.extra/taxifare_train_stats.json`` kept in the
 deployed model's artifact folder (full_train writes it beside the SavedModel, so the uploaded
@@ -126,14 +128,8 @@ def create_vertex_pipeline(
                 ).set_display_name("Prepare upload")
                 model = _upload(prepared, lookup, p)
                 _deploy(model, lookup, p)
-                with dsl.If(p["batch_source"] != "", name="batch-deployed"):
-                    _batch_predict(image, model, p)
-        with dsl.Else(name="not-blessed"), dsl.If(p["batch_source"] != "", name="batch-served"):
-            served = with_image(served_model, image)(
-                project=PROJECT, location=LOCATION, endpoint_display_name=p["endpoint_display_name"]
-            ).set_display_name("Find served model")
-            served.set_caching_options(False)
-            _batch_predict(image, served.outputs["model"], p)
+                _batch_predict(image, model, p, name="batch-deployed")
+        _batch_with_served_model(image, p)
 
     description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
     summary = "Train on Vertex AI and deploy the taxi-fare model."
@@ -233,8 +229,25 @@ def _deploy(model: Any, lookup: Any, p: dict[str, Any]) -> None:
         )
 
 
-def _batch_predict(image: str, model: Any, p: dict[str, Any]) -> None:
-    """The optional last step: a Vertex AI BatchPredictionJob of ``batch_source`` with ``model``, under the pipeline root."""
+def _batch_with_served_model(image: str, p: dict[str, Any]) -> None:
+    """When the run's model is not blessed (the Else of the blessed group): batch prediction with the version the endpoint serves."""
+    with dsl.Else(name="not-blessed"), dsl.If(p["batch_source"] != "", name="batch-served"):
+        served = with_image(served_model, image)(
+            project=PROJECT, location=LOCATION, endpoint_display_name=p["endpoint_display_name"]
+        ).set_display_name("Find served model")
+        served.set_caching_options(False)
+        _batch_predict(image, served.outputs["model"], p)
+
+
+def _batch_predict(image: str, model: Any, p: dict[str, Any], name: str | None = None) -> None:
+    """The optional last step: a Vertex AI BatchPredictionJob of ``batch_source`` with ``model``, under the pipeline root.
+
+    With ``name``, inside a condition group of that name that runs it only when ``batch_source`` is set.
+    """
+    if name is not None:
+        with dsl.If(p["batch_source"] != "", name=name):
+            _batch_predict(image, model, p)
+        return
     source = with_image(batch_inputs, image)(batch_source=p["batch_source"]).set_display_name("Batch source")
     ModelBatchPredictOp(
         project=PROJECT,
