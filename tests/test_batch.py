@@ -249,3 +249,25 @@ def test_bad_settings_are_one_line(base, real_valid, tmp_path, capsys):
         assert code == 2 and len(err) == 1 and expected in err[0], (flags, err)
     code, _, err = run_job(capsys, "--input", str(tmp_path / "none*.csv"), "--output", str(tmp_path / "o"), "--model-dir", str(base / "1"))
     assert code == 2 and "no file matches the batch input pattern" in err[0]
+
+
+def test_reads_gzipped_csv_from_gcs_through_the_storage_layer(base, real_valid, gcs, tmp_path, capsys):
+    import io
+
+    from _gcs import make_bucket, upload
+
+    make_bucket(gcs, "batch-in")
+    lines = real_valid.read_text().splitlines()
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb") as fh:
+        fh.write(("\n".join(lines[:100]) + "\n").encode())
+    upload(gcs, "gs://batch-in/trips/part-0.csv.gz", packed.getvalue())
+    upload(gcs, "gs://batch-in/trips/part-1.csv.gz", packed.getvalue())
+    out = tmp_path / "out"
+    code, _, _ = run_job(capsys, "--input", "gs://batch-in/trips/part-*.csv.gz", "--output", str(out), "--model-base-path", str(base))
+    assert code == 0
+    summary = json.loads((out / "batch_summary.json").read_text())
+    assert summary["inputs"] == ["gs://batch-in/trips/part-0.csv.gz", "gs://batch-in/trips/part-1.csv.gz"]
+    assert summary["rows"] == summary["scored"] == 200
+    scored = predictions(out)
+    assert scored[0] == scored[100] and scored[0]["instance"]["key"] == lines[0].rsplit(",", 1)[1]
