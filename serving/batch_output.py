@@ -21,7 +21,7 @@ import orjson
 
 from serving.batch_cli import CSV, INSTANCE_FORMATS, JSONL
 from serving.batch_input import Checked, CsvChecker, JsonlChecker, Piece, error_record, instances_format
-from trainer import schema, storage, validation
+from trainer import storage, validation
 from trainer.errors import InputError
 from trainer.schema import Variant
 
@@ -160,6 +160,8 @@ class ShardWriter:
         self.tmp_errors = os.path.join(job.tmp_dir, f"{os.path.basename(self.final_errors)}.{os.getpid()}")
         self.fh: IO[bytes] = open(self.tmp, "wb")  # noqa: SIM115 - closed by finish
         self.errors_fh: IO[bytes] | None = None
+        #: the input columns of a csv output's rows (the header's, before predicted_fare)
+        self.columns = header.split(",")[:-1]
         if job.ext == "csv":
             self.fh.write(header.encode() + b"\n")
         self.rows = self.errors = self.bytes = 0
@@ -173,12 +175,7 @@ class ShardWriter:
 
         finite = np.isfinite(preds)
         if not finite.all():
-            text = checked.text.to_pylist() if not isinstance(checked.text, list) else checked.text
-            for i in np.flatnonzero(~finite):
-                checked.errors.append(error_record(text[i], "non_finite_prediction", f"the model answered {preds[i]}", piece.path))
-                checked.codes["non_finite_prediction"] += 1
-            checked.text = [t for t, ok in zip(text, finite, strict=True) if ok]
-            preds = preds[finite]
+            preds = self._drop_non_finite(piece, checked, preds, finite)
         self.rows += checked.rows
         self.bytes += int(pc.sum(pc.binary_length(piece.block.lines)).as_py() or 0) + len(piece)
         if checked.errors:
@@ -189,6 +186,24 @@ class ShardWriter:
             self.fh.write(self._rows_text(checked.text, preds))
         else:
             self._write_columns(checked.text, preds)
+
+    def _drop_non_finite(self, piece: Piece, checked: Checked, preds: np.ndarray, finite: np.ndarray) -> np.ndarray:
+        """Rows the model answered NaN or infinity for become errors (as the server answers them with a 422)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        bad = np.flatnonzero(~finite)
+        if isinstance(checked.text, list):
+            instances = [checked.text[i] for i in bad]
+            checked.text = [t for t, ok in zip(checked.text, finite, strict=True) if ok]
+        else:  # instance JSON text (jsonl output) or the input line (csv output)
+            values = checked.text.take(pa.array(bad)).to_pylist()
+            instances = [orjson.loads(v) for v in values] if self.job.ext == "jsonl" else values
+            checked.text = pc.filter(checked.text, pa.array(finite))
+        for i, instance in zip(bad, instances, strict=True):
+            checked.errors.append(error_record(instance, "non_finite_prediction", f"the model answered {preds[i]}", piece.path))
+            checked.codes["non_finite_prediction"] += 1
+        return preds[finite]
 
     def _write_columns(self, text: Any, preds: np.ndarray) -> None:
         import pyarrow as pa
@@ -205,12 +220,9 @@ class ShardWriter:
         fares = preds.astype(np.float64).tolist()
         if self.job.ext == "jsonl":
             return b"".join(orjson.dumps({"instance": o, "prediction": p}) + b"\n" for o, p in zip(objects, fares, strict=True))
-        names = self._row_columns()
+        names = self.columns
         lines = [",".join([*(_csv_field(o.get(n)) for n in names), repr(p)]) for o, p in zip(objects, fares, strict=True)]
         return ("\n".join(lines) + "\n").encode()
-
-    def _row_columns(self) -> list[str]:
-        return [*schema.NUMERIC_FEATURES, *((schema.DATETIME,) if self.job.variant is Variant.DATETIME else ()), schema.KEY]
 
     def _write_errors(self, piece: Piece, checked: Checked) -> None:
         if self.errors_fh is None:

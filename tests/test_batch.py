@@ -176,6 +176,12 @@ def test_jsonl_instances_use_the_servers_validation(base, tmp_path, capsys):
     assert [e["reason"] for e in errors] == ["invalid_instance", "invalid_instance", "malformed_json", "not_an_object"]
     assert errors[0]["message"] == 'invalid_instance: passengers must be a number, got a string ("two")'
     assert "missing features" in errors[1]["message"]
+    args = ["--input", str(source), "--output", str(tmp_path / "csv"), "--model-dir", str(base / "1"), "--max-error-fraction", "1"]
+    assert run_job(capsys, *args, "--format", "csv")[0] == 0
+    lines = (tmp_path / "csv" / "predictions_00001.csv").read_text().splitlines()
+    assert lines[0] == "pickuplon,pickuplat,dropofflon,dropofflat,passengers,key,predicted_fare"
+    assert lines[1] == f"-73.885262,40.773008,-73.987232,40.732403,2,lab,{scored[0]['prediction']!r}"
+    assert lines[2].startswith("-73.885262,40.773008,-73.987232,40.732403,2,,") and len(lines) == 3
 
 
 def test_another_jobs_folder_is_refused(base, real_valid, tmp_path, capsys):
