@@ -292,7 +292,23 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
                 raise InputError(f"tuning_space: {exc}") from None
     if target == VERTEX and merged["min_replicas"] > merged["max_replicas"]:
         raise InputError(f"min_replicas ({merged['min_replicas']}) is above max_replicas ({merged['max_replicas']}): raise max_replicas")
+    _check_batch(merged, target)
     return out
+
+
+def _check_batch(merged: Mapping[str, Any], target: str) -> None:
+    """On Vertex, batch_source is what a BatchPredictionJob reads (gs:// JSON lines or one bq:// table), and the replica counts agree."""
+    if target != VERTEX:
+        return
+    if merged["batch_source"]:
+        from serving.batch_vertex import job_source
+
+        job_source(merged["batch_source"])
+    if merged["batch_starting_replica_count"] > merged["batch_max_replica_count"]:
+        raise InputError(
+            f"batch_starting_replica_count ({merged['batch_starting_replica_count']}) is above batch_max_replica_count "
+            f"({merged['batch_max_replica_count']}): raise batch_max_replica_count"
+        )
 
 
 def _limit_flag(target: str) -> str:
