@@ -297,8 +297,18 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
 
 
 def _check_batch(merged: Mapping[str, Any], target: str) -> None:
-    """On Vertex, batch_source is what a BatchPredictionJob reads (gs:// JSON lines or one bq:// table), and the replica counts agree."""
+    """Refuse a batch_source that cannot be scored, before the run.
+
+    Locally its local files must exist (a run does not fail at its last step for a typo); on
+    Vertex it is what a BatchPredictionJob reads (gs:// JSON lines or one bq:// table), and the
+    replica counts agree.
+    """
     if target != VERTEX:
+        from trainer import storage
+
+        local = [pattern for pattern in str(merged["batch_source"]).split(",") if pattern.strip() and not storage.is_gcs(pattern.strip())]
+        if local:
+            storage.expand(local, what="batch_source")
         return
     if merged["batch_source"]:
         from serving.batch_vertex import job_source
