@@ -109,6 +109,11 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _escaped(text: str) -> str:
+    """``text`` as argparse help (which formats it with ``%``: a literal percent sign is doubled)."""
+    return text.replace("%", "%%")
+
+
 def _add_pipeline_parameters(parser: argparse.ArgumentParser) -> None:
     """One flag per pipeline parameter (and front-door setting), from :mod:`pipeline.parameters`."""
     from pipeline import parameters
@@ -305,8 +310,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _escaped(text: str) -> str:
-    """``text`` as argparse help (which formats it with ``%``: a literal percent sign is doubled)."""
-    return text.replace("%", "%%")

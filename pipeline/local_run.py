@@ -100,6 +100,8 @@ class StepTracker(io.TextIOBase):
         self._log_buffer = ""  # the log's unfinished line (complete lines are checked for noise)
         self._lock = threading.RLock()
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        #: Condition groups' task names -> their names in the DAG ("blessed", "batch-served"...), see condition_names.
+        self.conditions: dict[str, str] = {}
 
     def writable(self) -> bool:
         """Always."""
@@ -134,7 +136,7 @@ class StepTracker(io.TextIOBase):
             rec.summary, rec.figures = written.text, written.figures
 
     def _step(self, task: str) -> StepRecord:
-        name = task.replace("-", "_")
+        name = "batch_predict" if re.fullmatch(r"batch-predict-\d+", task) else task.replace("-", "_")  # its not-blessed branch's copy
         return self.steps.setdefault(name, StepRecord(name))
 
     def _line(self, line: str) -> None:
@@ -163,6 +165,8 @@ class StepTracker(io.TextIOBase):
             self.console(f"  ok  {rec.name:<14} cached  (outputs of an earlier run reused)")
         elif m := _SKIPPED.search(line):
             task = m.group(1)
+            if self.conditions.get(task, "").startswith(("batch-", "not-blessed")):
+                return  # a branch of the optional batch_predict step (batch_source empty), or the not-blessed branch
             if task.startswith("condition"):  # the dsl.If group holding deploy
                 rec = self._step("deploy")
                 rec.status = "skipped"
@@ -271,7 +275,7 @@ def _run_local(
 ) -> RunResult:
     from kfp import local
 
-    from pipeline import parameters, runs
+    from pipeline import dag, parameters, runs
     from pipeline.pipeline import create_pipeline
 
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
@@ -306,6 +310,7 @@ def _run_local(
         terminal = sys.stdout
         summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
         tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)), summary_dir)
+        tracker.conditions = dag.condition_names(pipeline_func)
         os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
         try:
             with _captured(tracker):
@@ -407,6 +412,9 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
         lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
     else:
         lines.append("Nothing deployed.")
+    batch = result.steps.get("batch_predict")
+    if batch and batch.status == "succeeded":
+        lines.append(f"Batch predictions: {batch.summary}")
     train_dir = _recorded_tensorboard(result)
     if train_dir:
         lines.append(f"Loss curves:  tensorboard --logdir {train_dir}")

@@ -70,6 +70,9 @@ CASES = [
     ([*SUBMIT, "--param", "replica_count=0"], "replica_count must be a positive integer"),
     ([*SUBMIT, "--param", "traffic_percentage=101"], ("traffic_percentage", "101")),
     ([*SUBMIT, "--param", "min_replicas=3", "--param", "max_replicas=2"], ("min_replicas (3)", "max_replicas (2)")),
+    ([*SUBMIT, "--param", "batch_source=data/trips.csv"], "batch_source data/trips.csv: a Vertex AI job reads gs:// files"),
+    ([*SUBMIT, "--param", "batch_source=bq://nope"], "give one BigQuery table as bq://PROJECT.DATASET.TABLE"),
+    ([*SUBMIT, "--param", "batch_starting_replica_count=3"], ("batch_starting_replica_count (3)", "batch_max_replica_count (2)")),
     # names and formats
     (["submit", "--region", "us-central1", "--pipeline-root", "gs://b-1/r"], "missing project: pass --project or set GOOGLE_CLOUD_PROJECT"),
     (["submit", "--project", "test-project", "--pipeline-root", "gs://b-1/r"], "missing region: pass --region or set TAXIFARE_REGION"),

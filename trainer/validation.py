@@ -221,8 +221,11 @@ def detect_layout(files: Sequence[str], *, what: str = "data") -> Variant:
     return next(iter(found))
 
 
-def _clean_block(block: LineBlock, variant: Variant) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
+def _clean_block(block: LineBlock, variant: Variant, *, label: bool = True) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
     """Check one block of lines.
+
+    With ``label=False`` (rows to score, :mod:`serving.batch_input`) the fare column must be
+    there but is neither read nor checked.
 
     Returns:
         ``(valid_mask, columns, failures)``: columns are typed arrays over *all* rows of the
@@ -248,7 +251,7 @@ def _clean_block(block: LineBlock, variant: Variant) -> tuple[Any, dict[str, Any
     alive = right_count if alive is None else pc.and_(alive, right_count)
 
     text = {name: pc.utf8_trim_whitespace(pc.list_element(padded, i)) for i, name in enumerate(names)}
-    numeric = [schema.LABEL, *schema.NUMERIC_FEATURES]
+    numeric = [schema.LABEL, *schema.NUMERIC_FEATURES] if label else list(schema.NUMERIC_FEATURES)
     is_number = pc.match_substring_regex(text[numeric[0]], NUMBER_REGEX)
     for n in numeric[1:]:
         is_number = pc.and_(is_number, pc.match_substring_regex(text[n], NUMBER_REGEX))
@@ -274,9 +277,12 @@ def _clean_block(block: LineBlock, variant: Variant) -> tuple[Any, dict[str, Any
     checks = [
         (Reason.OUTSIDE_NYC, in_nyc),
         (Reason.BAD_PASSENGERS, inside(schema.PASSENGERS)),
-        (Reason.FARE_TOO_LOW, pc.greater_equal(columns[schema.LABEL], schema.MIN_FARE)),
-        (Reason.FARE_TOO_HIGH, pc.less_equal(columns[schema.LABEL], schema.MAX_FARE)),
     ]
+    if label:
+        checks += [
+            (Reason.FARE_TOO_LOW, pc.greater_equal(columns[schema.LABEL], schema.MIN_FARE)),
+            (Reason.FARE_TOO_HIGH, pc.less_equal(columns[schema.LABEL], schema.MAX_FARE)),
+        ]
     for reason, ok in checks:
         failures[reason] = pc.and_(alive, pc.invert(ok))
         alive = pc.and_(alive, ok)
