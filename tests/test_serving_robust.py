@@ -428,3 +428,18 @@ def test_a_pipelining_client_that_reads_nothing_does_not_hold_the_server(served,
     finally:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
+
+
+def test_a_huge_version_number_in_the_url_is_404_not_500(served, no_tracebacks):
+    answer = requests.get(served.url + "/v1/models/taxifare/versions/" + "9" * 5000, timeout=10)
+    assert answer.status_code == 404 and "not a version number" in answer.json()["error"]
+
+
+def test_grpc_negative_dimension_is_named_as_such(served):
+    from serving.payload import RequestError
+
+    proto = tf.make_tensor_proto([1.0], dtype=tf.float32)
+    proto.tensor_shape.dim[0].size = -1
+    with pytest.raises(RequestError) as err:
+        tensor_to_array("pickuplon", proto, "float", 1000)
+    assert "not -1" in str(err.value) and "more than the limit" not in str(err.value)
