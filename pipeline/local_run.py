@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from components.common import DEFAULT_IMAGE
 from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
 from components.impl.notify import LOG_ENV, OFFSET_ENV
+from pipeline.scratch import _LOCK_FILE, SCRATCH_DIR, run_scratch  # noqa: F401 - SCRATCH_DIR, _LOCK_FILE: part of this module's API
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
@@ -98,6 +99,7 @@ class StepTracker(io.TextIOBase):
         self._buffer = ""
         self._lock = threading.RLock()
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self.log_problem = ""  # why the log could not be written ('' while it can)
 
     def writable(self) -> bool:
         """Always."""
@@ -106,7 +108,8 @@ class StepTracker(io.TextIOBase):
     def write(self, text: str) -> int:
         """Log ``text`` and parse its complete lines."""
         with self._lock:
-            self.log.write(text)
+            if not self.log_problem:
+                self._guard(self.log.write, text)
             self._buffer += text
             *lines, self._buffer = self._buffer.split("\n")
             for line in lines:
@@ -115,7 +118,16 @@ class StepTracker(io.TextIOBase):
 
     def flush(self) -> None:
         """Flush the log."""
-        self.log.flush()
+        if not self.log_problem:
+            self._guard(self.log.flush)
+
+    def _guard(self, call: Callable[..., Any], *args: Any) -> None:
+        """A write to the log; when it fails (disk full, read-only), one console line and no more writes."""
+        try:
+            call(*args)
+        except OSError as exc:
+            self.log_problem = f"{getattr(self.log, 'name', 'the log')}: {exc.strerror or exc}"
+            self.console(f"  !!  the step log cannot be written ({self.log_problem}): the run goes on, its steps' lines are not kept")
 
     def _read_figures(self, rec: StepRecord) -> None:
         """The step's summary and figures, from the file it wrote (see components.common.summary)."""
@@ -142,7 +154,7 @@ class StepTracker(io.TextIOBase):
             self._read_figures(rec)
             if rec.status == "failed":
                 rec.error = step_error_line(list(self._tail))
-            self.log.flush()  # the exit task reads the log of the steps before it
+            self.flush()  # the exit task reads the log of the steps before it
             if rec.status == "succeeded":
                 self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
             else:
@@ -288,22 +300,31 @@ def _run_local(
         arguments["data_fingerprint"] = data_fingerprint(arguments)
     start, started_at = time.monotonic(), time.time()
     before = set(runs.list_run_dirs(pipeline_root))
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
-        log.flush()
-        # The exit step (run_summary) reads the failed step's lines from here.
-        os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(log.tell())
-        terminal = sys.stdout
-        summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
-        tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)), summary_dir)
-        os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
-        try:
-            with _captured(tracker):
-                pipeline_func(**arguments)
-        finally:
-            os.environ.pop(SUMMARY_DIR_ENV, None)
-            shutil.rmtree(summary_dir, ignore_errors=True)
+    terminal = sys.stdout
+    log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, whatever a full disk does to it
+    tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)))
+    tracker.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
+    tracker.flush()
+    # The exit step (run_summary) reads the failed step's lines from here.
+    os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(_tell(log))
+    tracker.summary_dir = summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
+    os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
+    try:
+        with _captured(tracker):
+            pipeline_func(**arguments)
+    except OSError as exc:  # kfp's own writes under the pipeline root (disk full, read-only): the step it ran fails
+        rec = tracker.steps.get(tracker.current) or StepRecord(tracker.current or "the pipeline")
+        tracker.steps[rec.name] = rec
+        rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+        tracker.console(f"  FAIL {rec.name:<13} {rec.error}")
+    finally:
+        os.environ.pop(SUMMARY_DIR_ENV, None)
+        shutil.rmtree(summary_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # already said once by the tracker
+            log.close()
     failed = [r.name for r in tracker.steps.values() if r.status == "failed"]
+    if cache:
+        drop_suspect_cache(tracker.steps, cache_root or os.path.join(pipeline_root, ".kfp_cache"), tracker.console)
     result = RunResult(
         ok=not failed,
         steps=tracker.steps,
@@ -312,67 +333,47 @@ def _run_local(
         seconds=time.monotonic() - start,
         failed_step=failed[0] if failed else "",
     )
-    result.run_dir, result.index = runs.record(result, arguments, before=before, started=started_at)
+    try:
+        result.run_dir, result.index = runs.record(result, arguments, before=before, started=started_at)
+    except OSError as exc:
+        tracker.console(f"  !!  the run's record cannot be written ({exc.strerror or exc}: {exc.filename or pipeline_root})")
     return result
 
 
-#: Per-run scratch folders (kfp's workspace, the steps' TMPDIR) under the pipeline root.
-SCRATCH_DIR = ".scratch"
-_LOCK_FILE = ".owner.lock"
-#: Seconds a new scratch folder is left alone, whoever holds its lock (its run is starting).
-_SCRATCH_GRACE = 30.0
+#: A step that checks a model, and the steps whose cached outputs it checks.
+_CHECKED_BY = {"verify_export": ("full_train",)}
 
 
-@contextlib.contextmanager
-def run_scratch(pipeline_root: str) -> Iterator[str]:
-    """A scratch folder of this run under ``<pipeline_root>/.scratch``, removed when the run ends.
+def drop_suspect_cache(steps: dict[str, StepRecord], cache_root: str, console: Callable[[str], None]) -> list[str]:
+    """Drop the cache entries of cached steps whose output a later step found bad, so the next run redoes them.
 
-    Steps get it as ``TMPDIR`` (kfp.local writes each step's ``ephemeral_component.py`` to
-    ``mktemp -d``, and the steps' own temp files go there too), and kfp's workspace lives in it,
-    so nothing is left in /tmp. A run holds a lock on its folder; folders of runs whose process
-    is gone (killed) are removed when the next run starts.
+    A damaged cached model would otherwise come back from the cache on every rerun and fail
+    verification every time. Returns the steps whose entries were removed.
     """
-    import fcntl
-    import shutil
-    import tempfile
+    import glob
 
-    base = os.path.join(pipeline_root, SCRATCH_DIR)
-    os.makedirs(base, exist_ok=True)
-    for name in os.listdir(base):
-        _remove_if_abandoned(os.path.join(base, name))
-    path = tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base)
-    lock = open(os.path.join(path, _LOCK_FILE), "w")  # noqa: SIM115 - held for the whole run
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    tmp = os.path.join(path, "tmp")
-    os.makedirs(tmp)
-    os.makedirs(os.path.join(path, "workspace"))
-    old_tmpdir = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = tmp
+    dropped = []
+    for checker, producers in _CHECKED_BY.items():
+        if steps.get(checker, StepRecord(checker)).status != "failed":
+            continue
+        for name in producers:
+            rec = steps.get(name)
+            if rec is None or rec.status != "cached" or not rec.cache_key:
+                continue
+            for path in glob.glob(os.path.join(cache_root, f"{rec.cache_key}*.json")):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                    dropped.append(name)
+            if name in dropped:
+                console(f"  !!  {checker} failed on the cached output of {name}: its cache entry is dropped, the next run redoes it")
+    return dropped
+
+
+def _tell(log: TextIO) -> int:
     try:
-        yield path
-    finally:
-        if old_tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = old_tmpdir
-        shutil.rmtree(path, ignore_errors=True)
-        lock.close()
-
-
-def _remove_if_abandoned(folder: str) -> None:
-    """Remove a run's scratch folder when no process holds its lock (and it is not just being made)."""
-    import fcntl
-    import shutil
-
-    lock_path = os.path.join(folder, _LOCK_FILE)
-    try:
-        if time.time() - os.path.getmtime(lock_path if os.path.exists(lock_path) else folder) < _SCRATCH_GRACE:
-            return  # too new: its run may not have taken the lock yet
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for as long as its run is alive
-            shutil.rmtree(folder, ignore_errors=True)
-    except OSError:  # BlockingIOError: a run in progress; anything else: not ours to judge
-        return
+        return log.tell()
+    except OSError:
+        return 0
 
 
 def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
@@ -423,6 +424,8 @@ def failure_lines(result: RunResult) -> list[str]:
     if summary_file and os.path.exists(summary_file):
         lines.append(f"Run summary: {summary_file}")
     lines.append("Fix the cause and run the same command again: completed steps are reused from the cache.")
+    if any(r.status == "cached" for r in result.steps.values()):
+        lines.append("Some steps came from the cache: if one of their outputs is damaged, run with --no-cache to redo them all.")
     return lines
 
 
