@@ -36,6 +36,8 @@ _START = re.compile(r"Executing task '([\w-]+)'")
 _END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 _CACHED = re.compile(r"Task ([\w-]+) cache hit(?: \(key=(\w+)\))?")
 _SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
+#: An output's URI in kfp.local's "Task ... outputs:" lines: names this run's own folder.
+_OUTPUT_URI = re.compile(r"uri='[^']*/(taxifare-\d{4}(?:-\d\d){5}-\d+)/")
 _RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
 _TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
 _TUNE_PROGRESS = re.compile(r"\btrial \d+/\d+: .*best so far.*$")
@@ -100,6 +102,8 @@ class StepTracker(io.TextIOBase):
         self._lock = threading.RLock()
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.log_problem = ""  # why the log could not be written ('' while it can)
+        self.run_name = ""  # this run's folder, from the URI of an output it wrote
+        self.pipeline_started = 0.0  # when kfp.local named this run's folder (its "Running pipeline" line)
 
     def writable(self) -> bool:
         """Always."""
@@ -121,6 +125,12 @@ class StepTracker(io.TextIOBase):
         if not self.log_problem:
             self._guard(self.log.flush)
 
+    def fail_current(self, exc: BaseException) -> None:
+        """The step running now failed outside its own process (kfp.local could not write its files)."""
+        rec = self.steps.setdefault(self.current or "the pipeline", StepRecord(self.current or "the pipeline"))
+        rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+        self.console(f"  FAIL {rec.name:<13} {rec.error}")
+
     def _guard(self, call: Callable[..., Any], *args: Any) -> None:
         """A write to the log; when it fails (disk full, read-only), one console line and no more writes."""
         try:
@@ -140,6 +150,10 @@ class StepTracker(io.TextIOBase):
         return self.steps.setdefault(name, StepRecord(name))
 
     def _line(self, line: str) -> None:
+        if not self.pipeline_started and "Running pipeline:" in line:
+            self.pipeline_started = time.time()
+        if not self.run_name and (m := _OUTPUT_URI.search(line)):
+            self.run_name = m.group(1)
         if m := _START.search(line):
             rec = self._step(m.group(1))
             rec.status, rec.started, rec.error = "running", time.monotonic(), ""
@@ -306,17 +320,15 @@ def _run_local(
     tracker.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
     tracker.flush()
     # The exit step (run_summary) reads the failed step's lines from here.
-    os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(_tell(log))
+    os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(os.path.getsize(log_path))
     tracker.summary_dir = summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
     os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
+    called = time.time()
     try:
         with _captured(tracker):
             pipeline_func(**arguments)
     except OSError as exc:  # kfp's own writes under the pipeline root (disk full, read-only): the step it ran fails
-        rec = tracker.steps.get(tracker.current) or StepRecord(tracker.current or "the pipeline")
-        tracker.steps[rec.name] = rec
-        rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
-        tracker.console(f"  FAIL {rec.name:<13} {rec.error}")
+        tracker.fail_current(exc)
     finally:
         os.environ.pop(SUMMARY_DIR_ENV, None)
         shutil.rmtree(summary_dir, ignore_errors=True)
@@ -334,7 +346,10 @@ def _run_local(
         failed_step=failed[0] if failed else "",
     )
     try:
-        result.run_dir, result.index = runs.record(result, arguments, before=before, started=started_at)
+        window = (called, tracker.pipeline_started or time.time())  # when kfp.local stamped this run's folder
+        result.run_dir, result.index = runs.record(
+            result, arguments, before=before, started=started_at, name=tracker.run_name, window=window
+        )
     except OSError as exc:
         tracker.console(f"  !!  the run's record cannot be written ({exc.strerror or exc}: {exc.filename or pipeline_root})")
     return result
@@ -369,13 +384,6 @@ def drop_suspect_cache(steps: dict[str, StepRecord], cache_root: str, console: C
     return dropped
 
 
-def _tell(log: TextIO) -> int:
-    try:
-        return log.tell()
-    except OSError:
-        return 0
-
-
 def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
     """The end-of-run summary: what happened and what to do next."""
     lines = [""]
@@ -400,7 +408,10 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
         lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
     else:
         lines.append("Nothing deployed.")
-    train_dir = _find_output(result.pipeline_root, "full-train", "tensorboard")
+    own = os.path.join(result.run_dir, "full-train") if result.run_dir else ""  # this run's, never another's
+    train_dir = (
+        own if own and os.path.isdir(os.path.join(own, "tensorboard")) else _find_output(result.pipeline_root, "full-train", "tensorboard")
+    )
     if train_dir:
         lines.append(f"Loss curves:  tensorboard --logdir {os.path.join(train_dir, 'tensorboard')}")  # runs named train and eval
     report = os.path.join(result.run_dir, "verify-export", "report.html") if result.run_dir else ""

@@ -112,15 +112,33 @@ def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
     return ""
 
 
-def new_run_dir(pipeline_root: str, before: set[str], started: float) -> str:
-    """The run directory kfp.local created since ``before`` was listed (created here when it made none)."""
+def new_run_dir(pipeline_root: str, before: set[str], started: float, name: str = "", window: tuple[float, float] | None = None) -> str:
+    """This run's directory: ``name`` when the run saw it, else the one kfp.local stamped within ``window``.
+
+    Never simply "the newest new folder": with several runs at once in one root, that is
+    another run's. A run that wrote no folder (every step from the cache) gets its own,
+    named by ``started``.
+    """
+    if name and os.path.isdir(os.path.join(pipeline_root, name)):
+        return os.path.join(pipeline_root, name)
     names = sorted(set(list_run_dirs(pipeline_root)) - before)
-    if names:
-        return os.path.join(pipeline_root, names[-1])
+    if window is not None:
+        low, high = window
+        names = [n for n in names if low - 0.001 <= _stamp(n) <= high + 0.001]  # the stamp is taken between the two
+    if len(names) == 1:
+        return os.path.join(pipeline_root, names[0])
     stamp = dt.datetime.fromtimestamp(started).strftime("%Y-%m-%d-%H-%M-%S-%f")
     path = os.path.join(pipeline_root, f"taxifare-{stamp}")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _stamp(name: str) -> float:
+    """The time in a run folder's name (kfp.local's local-time stamp); 0 when it has none."""
+    try:
+        return dt.datetime.strptime(name.removeprefix("taxifare-"), "%Y-%m-%d-%H-%M-%S-%f").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def list_run_dirs(pipeline_root: str) -> list[str]:
@@ -193,13 +211,21 @@ def save_record(
     return run
 
 
-def record(result: RunResult, arguments: dict[str, Any], *, before: set[str], started: float) -> tuple[str, str]:
-    """After a run: find its folder (created since ``before``), save its record, refresh the runs page.
+def record(
+    result: RunResult,
+    arguments: dict[str, Any],
+    *,
+    before: set[str],
+    started: float,
+    name: str = "",
+    window: tuple[float, float] | None = None,
+) -> tuple[str, str]:
+    """After a run: find its folder (see :func:`new_run_dir`), save its record, refresh the runs page.
 
     Returns:
         The run's folder and the runs page.
     """
-    run_dir = new_run_dir(result.pipeline_root, before, started)
+    run_dir = new_run_dir(result.pipeline_root, before, started, name, window)
     save_record(
         run_dir,
         arguments=arguments,
