@@ -137,7 +137,8 @@ class RequestParser:
         self._head_bytes = 0  # the header lines' bytes
         self._partial = 0
         self._headers_done = False
-        self._body = bytearray()
+        self._body: list[bytes] = []
+        self._body_len = 0
         self._request: Request | None = None
 
     def feed(self, data: bytes) -> None:
@@ -175,7 +176,7 @@ class RequestParser:
             return
         request = self._request
         if request is not None and self._headers_done:
-            got = len(self._body)
+            got = self._body_len
             self._fail(HttpError(400, f"the body ended after {got} of {request.length} bytes (Content-Length): nothing was predicted"))
         else:
             self._fail(HttpError(400, "the connection ended in the middle of the request head"))
@@ -246,11 +247,13 @@ class RequestParser:
 
     def on_body(self, body: bytes) -> None:
         """A piece of the body."""
-        self._body += body
+        self._body.append(body)
+        self._body_len += len(body)
 
     def on_message_complete(self) -> None:
         """The request is complete: queue it."""
         assert self._request is not None
-        self.ready.append((self._request, bytes(self._body)))
+        body = self._body
+        self.ready.append((self._request, body[0] if len(body) == 1 else b"".join(body)))
         self.receiving = False
         self._reset()
