@@ -170,7 +170,7 @@ def _check_run_paths(args: argparse.Namespace, log_file: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import local_run, parameters
+    from pipeline import local_run, parameters, runs_text
 
     settings = {p.name: getattr(args, p.name) for p in parameters.for_target(parameters.LOCAL, pipeline_only=False) if p.run_flag}
     settings["serving_root"] = os.path.abspath(args.serving_root)
@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         cache_root=args.cache_root,
     )
-    print(local_run.summarize(result, arguments["serving_root"], arguments["model_name"]))
+    print(runs_text.summarize(result, arguments["serving_root"], arguments["model_name"]))
     return 0 if result.ok else 1
 
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ def _started_from_name(name: str) -> str:
     return dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int(us[:6].ljust(6, "0"))).isoformat(timespec="seconds")
 
 
-def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
-    """The URI of ``output`` in kfp.local's cache entry whose key starts with ``cache_key``."""
+def _cache_entries(pipeline_root: str, cache_key: str) -> Iterator[dict[str, Any]]:
+    """kfp.local's cache entries whose key starts with ``cache_key`` (output name -> its artifact or value)."""
     import glob
 
     for path in glob.glob(os.path.join(pipeline_root, ".kfp_cache", f"{cache_key}*.json")):
@@ -117,6 +118,13 @@ def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
                 entry = json.load(fh)
         except (OSError, ValueError):
             continue
+        if isinstance(entry, dict):
+            yield entry
+
+
+def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
+    """The URI of ``output`` in kfp.local's cache entry whose key starts with ``cache_key``."""
+    for entry in _cache_entries(pipeline_root, cache_key):
         value = entry.get(output)
         if isinstance(value, dict) and value.get("uri"):
             return str(value["uri"])
@@ -125,15 +133,8 @@ def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
 
 def _cached_origin(pipeline_root: str, cache_key: str) -> str:
     """The folder name of the run whose outputs kfp.local's cache entry ``cache_key...`` holds ('' when unknown)."""
-    import glob
-
-    for path in glob.glob(os.path.join(pipeline_root, ".kfp_cache", f"{cache_key}*.json")):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                entry = json.load(fh)
-        except (OSError, ValueError):
-            continue
-        for value in entry.values() if isinstance(entry, dict) else ():
+    for entry in _cache_entries(pipeline_root, cache_key):
+        for value in entry.values():
             uri = value.get("uri") if isinstance(value, dict) else None
             name = os.path.relpath(str(uri), pipeline_root).split(os.sep)[0] if uri else ""
             if _RUN_DIR.match(name):
@@ -158,15 +159,33 @@ def _step_data(pipeline_root: str, steps: dict[str, StepRecord]) -> dict[str, di
     return data
 
 
-def new_run_dir(pipeline_root: str, before: set[str], started: float) -> str:
-    """The run directory kfp.local created since ``before`` was listed (created here when it made none)."""
+def new_run_dir(pipeline_root: str, before: set[str], started: float, name: str = "", window: tuple[float, float] | None = None) -> str:
+    """This run's directory: ``name`` when the run saw it, else the one kfp.local stamped within ``window``.
+
+    Never simply "the newest new folder": with several runs at once in one root, that is
+    another run's. A run that wrote no folder (every step from the cache) gets its own,
+    named by ``started``.
+    """
+    if name and os.path.isdir(os.path.join(pipeline_root, name)):
+        return os.path.join(pipeline_root, name)
     names = sorted(set(list_run_dirs(pipeline_root)) - before)
-    if names:
-        return os.path.join(pipeline_root, names[-1])
+    if window is not None:
+        low, high = window
+        names = [n for n in names if low - 0.001 <= _stamp(n) <= high + 0.001]  # the stamp is taken between the two
+    if len(names) == 1:
+        return os.path.join(pipeline_root, names[0])
     stamp = dt.datetime.fromtimestamp(started).strftime("%Y-%m-%d-%H-%M-%S-%f")
     path = os.path.join(pipeline_root, f"taxifare-{stamp}")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _stamp(name: str) -> float:
+    """The time in a run folder's name (kfp.local's local-time stamp); 0 when it has none."""
+    try:
+        return dt.datetime.strptime(name.removeprefix("taxifare-"), "%Y-%m-%d-%H-%M-%S-%f").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def list_run_dirs(pipeline_root: str) -> list[str]:
@@ -236,15 +255,23 @@ def save_record(
     return run
 
 
-def record(result: RunResult, arguments: dict[str, Any], *, before: set[str], started: float) -> tuple[str, str]:
-    """After a run: find its folder (created since ``before``), save its record, refresh the runs page.
+def record(
+    result: RunResult,
+    arguments: dict[str, Any],
+    *,
+    before: set[str],
+    started: float,
+    name: str = "",
+    window: tuple[float, float] | None = None,
+) -> tuple[str, str]:
+    """After a run: find its folder (see :func:`new_run_dir`), save its record, refresh the runs page.
 
     Returns:
         The run's folder and the runs page.
     """
     from pipeline.runs_page import stamp_report
 
-    run_dir = new_run_dir(result.pipeline_root, before, started)
+    run_dir = new_run_dir(result.pipeline_root, before, started, name, window)
     run = save_record(
         run_dir,
         arguments=arguments,

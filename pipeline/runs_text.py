@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.local_run import RunResult, StepRecord
 from pipeline.runs import _PLACES, METRICS, Run, _fmt_money, _fmt_params, _fmt_seconds, defaults
 
 #: The terminal width the text is made for.
@@ -163,3 +164,72 @@ def format_compare(runs: Sequence[Run]) -> str:
         spec = ",".join(f"{r.name.removeprefix('taxifare-')}:{shown_path(r.tensorboard)}" for r in runs)
         text += ["", "All curves in one TensorBoard:", f"  tensorboard --logdir_spec {spec}"]
     return "\n".join(text)
+
+
+# -- the end of `taxifare run` ------------------------------------------------------------------------
+def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
+    """The end-of-run summary: what happened and what to do next."""
+    lines = [""]
+    if not result.ok:
+        return "\n".join([*lines, *failure_lines(result)])
+    verify = result.steps.get("verify_export")
+    figures = verify.figures if verify else {}
+    lines.append(f"Pipeline finished in {result.seconds:.0f}s.")
+    if figures:
+        named = {"distance rule": "distance_rule", "mean predictor": "mean_predictor", "gradient-boosted trees": "gbt_baseline"}
+        others = [f"{name} ${figures[key + '_rmse']:.2f}" for name, key in named.items() if key + "_rmse" in figures]
+        others += [f"deployed ${figures['deployed_rmse']:.2f} on the same rows"] if "deployed_rmse" in figures else []
+        lines.append(f"Test RMSE ${figures['test_rmse']:.2f}  ({', '.join(others)})")
+        lines.append(("Blessed: " if figures.get("blessed") else "Not blessed: ") + verify.summary.split(": ", 1)[-1] if verify else "")
+    deploy = result.steps.get("deploy")
+    if deploy and deploy.status == "succeeded" and deploy.figures.get("version") is None:  # compare-and-publish found a better one
+        lines.append("Nothing deployed: " + deploy.summary.split(": ", 1)[-1])
+    elif deploy and deploy.status == "succeeded":
+        lines.append(f"Deployed version {deploy.figures['version']} at {deploy.figures['path']}")
+        lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
+    else:
+        lines.append("Nothing deployed.")
+    batch = result.steps.get("batch_predict")
+    if batch and batch.status == "succeeded":
+        lines.append(f"Batch predictions: {batch.summary}")
+    train_dir = _recorded_tensorboard(result)
+    if train_dir:
+        lines.append(f"Loss curves:  tensorboard --logdir {train_dir}")
+    report = os.path.join(result.run_dir, "verify-export", "report.html") if result.run_dir else ""
+    if report and os.path.exists(report):
+        lines.append(f"Verification report (HTML): {report}")
+    if result.index:
+        lines.append(f"All runs:  {result.index}  (or `taxifare runs`)")
+    lines.append(f"Step log: {result.log_path}")
+    return "\n".join(lines)
+
+
+def failure_lines(result: RunResult) -> list[str]:
+    """The last lines of a failed run: the step, the reason, the log file, where the run's summary is, what to do.
+
+    The reason is the failed step's own error line (``StepRecord.error``, picked out of its log).
+    """
+    rec = result.steps.get(result.failed_step, StepRecord(result.failed_step))
+    lines = [f"FAILED at {result.failed_step}: {rec.error or 'the step failed without an error line; see the log'}"]
+    lines.append(f"Log file: {result.log_path}")
+    summary_file = os.path.join(result.run_dir, "run-summary", "summary") if result.run_dir else ""
+    if summary_file and os.path.exists(summary_file):
+        lines.append(f"Run summary: {summary_file}")
+    lines.append("Fix the cause and run the same command again: completed steps are reused from the cache.")
+    if any(r.status == "cached" for r in result.steps.values()):
+        lines.append("Some steps came from the cache: if one of their outputs is damaged, run with --no-cache to redo them all.")
+    return lines
+
+
+def _recorded_tensorboard(result: RunResult) -> str:
+    """The TensorBoard logdir of this run's full_train, as its record names it (a cached step's: the run that made it).
+
+    The trainer writes its runs ``train`` and ``eval`` under ``tensorboard/`` of the artifact.
+    """
+    from pipeline import runs
+
+    if not result.run_dir:
+        return ""
+    logdir = runs.load_run(result.pipeline_root, os.path.basename(result.run_dir)).tensorboard
+    inner = os.path.join(logdir, "tensorboard")
+    return inner if logdir and os.path.isdir(inner) else logdir

@@ -86,7 +86,9 @@ def tensor_to_array(name: str, proto: tensor_pb2.TensorProto, kind: str, max_bat
         raise RequestError(
             f"input {name} must be a 1-D tensor (one value per instance), got shape {dims}: send tf.make_tensor_proto([v1, v2, ...])"
         )
-    if dims[0] < 0 or dims[0] > max_batch:
+    if dims[0] < 0:
+        raise RequestError(f"input {name} has shape {dims}: a dimension must be a count (0 or more), not {dims[0]}; set the size it holds")
+    if dims[0] > max_batch:
         raise RequestError(f"input {name} has {dims[0]} values, more than the limit of {max_batch}: split it into smaller batches")
     content = proto.tensor_content
     if kind == "float" and len(content) == 4 * dims[0]:  # what tf.make_tensor_proto sends: the bytes as they are (~1 us vs ~9)

@@ -11,7 +11,8 @@ from _serving_helpers import export_untrained, publish
 from conftest import real
 
 from components.impl.batch_predict import batch_predict
-from pipeline.local_run import run_local, summarize
+from pipeline.local_run import run_local
+from pipeline.runs_text import summarize
 
 
 @pytest.fixture(scope="module")

@@ -144,6 +144,17 @@ CASES = [
     (["setup", *WHERE, "--bucket", "b-1"], "missing service account"),
     ([*SETUP, "--service-account", "x"], "is not a service account e-mail"),
     ([*SETUP, "--training-service-account", "trainer"], "--training-service-account 'trainer' is not a service account e-mail"),
+    # a hostile pass: paths that climb out of the bucket, local data, odd images and names
+    (["submit", *WHERE, "--pipeline-root", "gs://my-bucket/../x"], "'..' path segment"),
+    (["submit", *WHERE, "--pipeline-root", "gs://my-bucket/./a"], "'.' or '..' path segment"),
+    (["submit", *WHERE, "--pipeline-root", "gs://my-bucket/ /a"], "blank"),
+    (["submit", *WHERE, "--pipeline-root", "gs:///root"], "names no bucket: write gs://BUCKET/pipeline-root"),
+    ([*SUBMIT, "--param", "source=/gcs/my-bucket/../x/*.csv"], "'..' path segment"),
+    ([*SUBMIT, "--param", "source=data/*.csv"], "is a path on this machine, which Vertex AI cannot read"),
+    ([*SUBMIT, "--param", "eval_source=/home/me/valid.csv"], "is a path on this machine"),
+    ([*SUBMIT, "--image", "us-central1-docker.pkg.dev/my-proj/Taxi/taxifare:0.1.0"], "has capitals in its repository path"),
+    ([*SUBMIT, "--display-name", "x" * 200], "--display-name has 200 characters: Vertex AI takes 1 to 128"),
+    ([*CREATE, "--display-name", "x" * 129], "--display-name has 129 characters"),
     # last of all: the credentials
     ([*SUBMIT], "no Google Cloud credentials found: run `gcloud auth application-default login`"),
     (["schedule", "list", *WHERE], "no Google Cloud credentials found"),

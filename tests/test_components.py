@@ -92,6 +92,16 @@ def test_stage_fails_on_an_empty_split(tmp_path):
         stage(str(src), outs(tmp_path / "out"))
 
 
+def test_valid_rows_that_all_share_one_key_get_a_message_about_the_key_split(tmp_path):
+    """Every valid row with the same key hashes into one split: the message says the split is by key."""
+    src = tmp_path / "src.csv"
+    src.write_text("\n".join(GOOD.format(key=7) for _ in range(300)) + "\n")
+    with pytest.raises(InputError, match="split is empty") as err:
+        stage(str(src), outs(tmp_path / "out"))
+    message = str(err.value)
+    assert "300 valid rows" in message and "split is by a hash of each row's key" in message and "distinct keys" in message
+
+
 def test_stage_reads_the_dated_partitions_of_the_window(tmp_path):
     for day, n in (("2026-11-25", 100), ("2026-11-26", 120), ("2026-11-27", 130), ("2026-11-28", 999)):
         folder = tmp_path / "src" / f"dt={day}"

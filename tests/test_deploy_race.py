@@ -184,3 +184,62 @@ def test_the_deploy_component_compares_publishes_and_keeps_the_train_stats(expor
     model_dir = str(tmp_path / "serving" / "taxifare")
     assert layout.read_labels(model_dir) == {"stable": 1, "canary": 2}
     assert layout.deployed_train_stats(model_dir) == stats
+
+
+def test_a_stray_file_named_like_a_version_is_reported_and_skipped(exports, tmp_path, capsys):
+    """A regular file ``2`` beside version 1: deploy numbers past it, `taxifare versions` reports it."""
+    from pipeline.cli import main as taxifare
+
+    first = deploy.publish(exports[0], str(tmp_path), "taxifare", {"run": "manual"})
+    assert first.version == 1
+    (tmp_path / "taxifare" / "2").write_text("not a version")
+    second = deploy.publish(exports[1], str(tmp_path), "taxifare", {"run": "manual"})
+    assert second.version == 3 and os.path.isdir(second.path)
+    assert any("version 2: a file, not a version directory" in b for b in second.broken), second.broken
+    assert taxifare(["versions", "--model-base-path", str(tmp_path / "taxifare")]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.split()[:1] == ["2"])
+    assert "a file, not a version directory" in line, out
+
+
+def test_an_unreadable_version_directory_is_reported_as_permission_denied():
+    """A version directory this user cannot read (mode 000) is named as such, not as 'no saved_model.pb'."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="taxifare-mode000-"))  # readable by the unprivileged user
+    tmp_path.chmod(0o755)
+    version = tmp_path / "taxifare" / "1"
+    version.mkdir(parents=True)
+    (version / layout.SAVED_MODEL).write_bytes(b"x")
+    version.chmod(0)
+    try:
+        code = "import sys; from serving import layout; print([v.problem for v in layout.scan(sys.argv[1])])"
+        # root reads any mode: run the scan as an unprivileged user when this is root
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(tmp_path / "taxifare")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": root},
+            timeout=60,
+        )
+        code = (
+            "import logging, sys; logging.basicConfig(); from serving.manager import ModelManager; "
+            "ModelManager(sys.argv[1], 'taxifare').poll_once()"
+        )
+        server = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(tmp_path / "taxifare")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            timeout=120,
+        )
+    finally:
+        version.chmod(0o755)
+        shutil.rmtree(tmp_path)
+    assert "permission denied" in out.stdout, (out.stdout, out.stderr[-500:])
+    assert "version 1 of taxifare" in server.stderr and "is skipped: permission denied" in server.stderr, server.stderr[-800:]

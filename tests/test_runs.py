@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -156,7 +157,8 @@ def test_a_cached_step_shows_the_figures_of_the_run_that_made_it(tmp_path, capsy
 
 def test_the_closing_loss_curves_line_names_the_runs_own_logs(tmp_path):
     """A run whose full_train came from the cache points at the logs its record names, not at the newest folder on disk."""
-    from pipeline.local_run import RunResult, summarize
+    from pipeline.local_run import RunResult
+    from pipeline.runs_text import summarize
 
     root = tmp_path / "pipeline"
     mine = fake_run_dir(root, "2026-11-28-06-00-00-000001")
@@ -224,3 +226,30 @@ def test_the_runs_page_reads_well_in_chromium(browser, three, width):
     # The loss curves: the command to run (TensorBoard is a server), not a link to a folder listing.
     assert "tensorboard --logdir " + str(three) in found["runs"][1 + 1]
     assert "data_fingerprint" not in found["runs"][1 + 1]
+
+
+def test_three_runs_at_once_each_find_their_own_folder(tmp_path):
+    """Runs started together in one root: each record goes to its own folder, never 'the newest new one'."""
+    import datetime as dt
+
+    from pipeline import local_run
+
+    def stamp(t: float) -> str:
+        return "taxifare-" + dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d-%H-%M-%S-%f")
+
+    t0 = 1_790_000_000.0
+    names = [stamp(t0 + i * 0.2) for i in range(3)]  # three runs, kfp.local stamped 0.2 s apart
+    for name in names:
+        (tmp_path / name).mkdir()
+    before: set[str] = set()
+    # the first run saw its folder in its outputs' URIs; the second only knows when kfp stamped it
+    assert runs.new_run_dir(str(tmp_path), before, t0 - 1, names[0]) == str(tmp_path / names[0])
+    assert runs.new_run_dir(str(tmp_path), before, t0 - 1, "", (t0 + 0.19, t0 + 0.21)) == str(tmp_path / names[1])
+    # a run whose steps all came from the cache wrote no folder: it gets its own, not another run's
+    own = runs.new_run_dir(str(tmp_path), before, t0 + 5, "", (t0 + 5, t0 + 5.01))
+    assert os.path.basename(own) not in names and os.path.isdir(own)
+    # the tracker reads the run's folder from kfp.local's output lines
+    tracker = local_run.StepTracker(io.StringIO(), lambda line: None)
+    uri = f"{tmp_path}/{names[2]}/stage-data/dataset"
+    tracker.write(f"Task 'stage-data' outputs:\n    dataset: Dataset( name='dataset',\n        uri='{uri}',\n")
+    assert tracker.run_name == names[2]

@@ -265,3 +265,24 @@ def test_an_error_after_training_started_exits_2_with_the_line_last(tmp_path, sm
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == "error: the evaluation data holds no valid row: check --eval_data_paths"
     assert "terminate called" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_full_output_disk_gives_an_error_line_not_a_silent_exit_1(tmp_path, small_data):
+    """Writes past a size limit fail (EFBIG, as on a nearly full disk): the trainer says so in one line."""
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with an error instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run(
+        trainer_cmd(small_data, tmp_path / "out", 20),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write the training output") and "--output_dir" in last, proc.stderr[-2000:]

@@ -275,6 +275,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def failure_line(exc: BaseException) -> str:
+    """One line for an error that ended training: a write that failed (disk full, read-only), or else what it was.
+
+    TensorFlow's own file errors (checkpoints, summaries, the export) are ``OpError``s, not
+    ``OSError``s: both are named with the path and the fix. Anything else is a bug: its
+    traceback is printed first.
+    """
+    import errno
+
+    op_error = type(exc).__module__.startswith("tensorflow") and hasattr(exc, "message")
+    if isinstance(exc, OSError) or op_error:
+        text = str(getattr(exc, "message", "") or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "free some space or pass another --output_dir"
+        if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            hint = "pass an --output_dir this user can write to"
+        return f"cannot write the training output ({type(exc).__name__}: {text[:300]}): {hint}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    import traceback
+
+    traceback.print_exception(exc, file=sys.stderr)
+    return f"training failed: {type(exc).__name__}: {str(exc)[:300]}"
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     """``python -m trainer.task`` (and ``taxifare train``): :func:`main`, then leave without TensorFlow's teardown.
 
@@ -290,6 +314,8 @@ def run(argv: Sequence[str] | None = None) -> None:
         code = main(argv)
     except SystemExit as exc:  # argparse's --help and usage errors
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BaseException as exc:  # os._exit below would swallow it: say it in one line (a traceback for a bug)
+        print(f"error: {failure_line(exc)}", file=sys.stderr)
     finally:
         logging.shutdown()
         sys.stdout.flush()

@@ -284,6 +284,16 @@ def _describe(split: str, writer: _SplitWriter, variant: Any, origin: Any, sourc
     from trainer import validation
 
     rows = writer.counts[split]
+    carved = split == "train" or "carved by key hash" in source
+    if rows == 0 and carved and origin.valid > 0:  # valid rows, all hashed into the other splits
+        raise InputError(
+            f"the {split} split is empty though the source holds {origin.valid:,} valid rows: the split is by a hash of each "
+            "row's key, so rows sharing a key land in one split (do they all share one key?): give the rows distinct keys, "
+            f"or pass {split}_source"
+            if split != "train"
+            else f"the train split is empty though the source holds {origin.valid:,} valid rows: the split is by a hash of each "
+            "row's key, so rows sharing a key land in one split (do they all share one key?): give the rows distinct keys"
+        )
     if rows == 0:
         raise InputError(
             f"the {split} split is empty: give it more rows (a larger source, or a larger {split}_fraction)"
