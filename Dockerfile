@@ -15,6 +15,7 @@ WORKDIR /app
 # The project and its runtime dependencies, at the versions of the lock file (used as
 # constraints, so the dev tools it also pins stay out of the image).
 COPY requirements.lock pyproject.toml README.md ./
+COPY base/ base/
 COPY trainer/ trainer/
 COPY components/ components/
 COPY pipeline/ pipeline/

@@ -33,8 +33,8 @@ def batch_inputs(batch_source: str) -> NamedTuple(  # type: ignore[valid-type]
 @step
 def served_model(project: str, location: str, endpoint_display_name: str, model: Output[VertexModel]) -> None:
     """The model version taking the largest share of the endpoint's traffic, as a VertexModel artifact (for ModelBatchPredictOp)."""
+    from base.errors import InputError
     from components.impl.vertex_steps import api_uri, find_deployed_model, read_endpoint
-    from trainer.errors import InputError
 
     deployed = find_deployed_model(project, location, read_endpoint(project, location, endpoint_display_name))
     if deployed is None:

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from trainer.errors import Command, OneLineParser
+from base.errors import Command, OneLineParser
 
 #: The commands of this module (and their subcommands), as in :data:`serving.cli.COMMANDS`.
 COMMANDS: dict[str, Command] = {
@@ -83,7 +83,8 @@ def _data(args: argparse.Namespace) -> int:
     import json
 
     if args.data_command == "generate":
-        from trainer import storage, synthetic
+        from base import storage
+        from trainer import synthetic
         from trainer.schema import Variant
 
         storage.check_output_dir(args.out, "--out")
@@ -96,7 +97,8 @@ def _data(args: argparse.Namespace) -> int:
             print(f"{split:5s} {result.rows[split]:>10,} rows  {path}")
         print(f"generated {sum(result.rows.values()):,} rows in {result.seconds:.1f}s (seed {args.seed})")
         return 0
-    from trainer import checks, validation
+    from base import checks
+    from trainer import validation
 
     checks.unit_fraction("--max_bad_fraction", args.max_bad_fraction)
     patterns = [part for arg in args.paths for part in arg.split(",") if part.strip()]
@@ -161,7 +163,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _check_run_paths(args: argparse.Namespace, log_file: str) -> None:
     """Refuse unwritable run folders before anything is created (one line each, exit code 2)."""
-    from trainer.storage import check_output_dir, check_output_file
+    from base.storage import check_output_dir, check_output_file
 
     check_output_dir(args.pipeline_root, "--pipeline-root")
     check_output_dir(args.cache_root or os.path.join(args.pipeline_root, ".kfp_cache"), "--cache-root")
@@ -222,8 +224,8 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from base.errors import InputError
     from pipeline import runs, runs_text
-    from trainer.storage import InputError
 
     if args.runs_command == "show":
         print(runs_text.format_show(runs.find_run(args.pipeline_root, args.run)))
@@ -241,9 +243,9 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from base.errors import InputError
     from components.common import DEFAULT_IMAGE
     from pipeline.compile import TARGETS, compile_pipeline
-    from trainer.errors import InputError
 
     targets = list(TARGETS) if args.target == "all" else [args.target]
     if args.output and len(targets) > 1:
@@ -291,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.cloud.cli import run as run_cloud
 
         return run_cloud(args)
-    from trainer.errors import InputError
+    from base.errors import InputError
 
     try:
         if args.command == "data":

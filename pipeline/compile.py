@@ -7,8 +7,8 @@ import os
 import tempfile
 from typing import Any
 
+from base.storage import check_output_file, public_mode
 from components.common import DEFAULT_IMAGE
-from trainer.storage import check_output_file, public_mode
 
 LOCAL_YAML = os.path.join("compiled", "taxifare_pipeline.yaml")
 VERTEX_YAML = os.path.join("compiled", "taxifare_vertex.yaml")

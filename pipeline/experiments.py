@@ -24,7 +24,7 @@ def check_experiment(name: str) -> str:
     Raises:
         InputError: when Vertex AI would refuse the name.
     """
-    from trainer.storage import InputError
+    from base.errors import InputError
 
     if not _NAME.match(name):
         raise InputError(f"experiment {name!r}: use 1-128 lowercase letters, digits and hyphens, starting with a letter or digit")

@@ -45,7 +45,7 @@ _TUNE_PROGRESS = re.compile(r"\btrial \d+/\d+: .*best so far.*$")
 #: Seconds between two progress lines of a training step.
 PROGRESS_EVERY = 10.0
 _TRACEBACK = "Traceback (most recent call last):"
-#: The module path before an exception's name (``trainer.storage.``InputError: ...).
+#: The module path before an exception's name (``base.storage.``InputError: ...).
 _MODULE_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*(?::|$))")
 #: Lines of a step's output kept to find its error (a TF traceback runs to a few hundred).
 _TAIL_LINES = 2000

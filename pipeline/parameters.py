@@ -6,7 +6,7 @@ for kfp.local and Kubeflow, :mod:`pipeline.vertex_pipeline` for Vertex AI), the
 ``schedule`` call before anything runs. Where the local and the Vertex default differ
 (``train_steps``, ``synthetic_rows``) the row says so with ``vertex_default``.
 
-The checks themselves are in :mod:`trainer.checks`, which the steps and the trainer call
+The checks themselves are in :mod:`base.checks`, which the steps and the trainer call
 too; the hyperparameters default to the trainer's own (:mod:`trainer.config`). The steps'
 functions take these settings without defaults of their own: every default is declared here.
 No kfp and no TensorFlow here (as TFX's ``constants.py``).
@@ -19,8 +19,9 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from trainer import checks, config, validation, warmup
-from trainer.errors import InputError
+from base import checks, layout
+from base.errors import InputError
+from trainer import config, validation
 
 LOCAL = "local"
 VERTEX = "vertex"
@@ -115,7 +116,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("hidden_units", str, ",".join(map(str, config.HIDDEN_UNITS)), checks.hidden_units,
        "hidden layer sizes separated by commas, e.g. '64,32'."),
     _p("learning_rate", float, config.LEARNING_RATE, checks.learning_rate, "Adam learning rate."),
-    _p("max_model_params", int, checks.MAX_MODEL_PARAMS, checks.positive_int,
+    _p("max_model_params", int, config.MAX_MODEL_PARAMS, checks.positive_int,
        "the largest model (in parameters, from hidden_units and the embeddings) accepted before any step runs.",
        in_pipeline=False),
     _p("max_drift", float, 0.0, _max_drift,
@@ -163,7 +164,7 @@ PARAMETERS: tuple[Parameter, ...] = (
        "trained on the run's train split; off: the trees' RMSE is reported beside the model's."),
     _p("serving_root", str, "", checks.text, "the directory of TF-Serving model base paths that deploy publishes into.",
        targets=(LOCAL,), run_flag=False),
-    _p("model_name", str, warmup.MODEL_NAME, checks.model_name, "the served model's name (a directory under serving_root).",
+    _p("model_name", str, layout.MODEL_NAME, checks.model_name, "the served model's name (a directory under serving_root).",
        targets=(LOCAL,)),
     _p("infra_validation", bool, True, checks.boolean,
        "serve the candidate in its own process and check its REST and gRPC answers before blessing it.", targets=(LOCAL,)),
@@ -299,7 +300,7 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
     checks.data_window(merged["source"], merged["window_days"])
     checks.synthetic_rows(merged["source"], merged["synthetic_rows"])
     hidden = checks.hidden_units("hidden_units", merged["hidden_units"])
-    checks.check_model_size(hidden, limit=merged["max_model_params"], datetime_layout=merged["datetime_layout"], flag=_limit_flag(target))
+    config.check_model_size(hidden, limit=merged["max_model_params"], datetime_layout=merged["datetime_layout"], flag=_limit_flag(target))
     if merged["tuning_trials"]:
         from components.impl.tune import check_tuning, parse_space
 
@@ -309,7 +310,7 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
             units = checks.hidden_units("tuning_space hidden_units", choice)
             layout = merged["datetime_layout"]
             try:
-                checks.check_model_size(units, limit=merged["max_model_params"], datetime_layout=layout, flag=_limit_flag(target))
+                config.check_model_size(units, limit=merged["max_model_params"], datetime_layout=layout, flag=_limit_flag(target))
             except InputError as exc:
                 raise InputError(f"tuning_space: {exc}") from None
     if target == VERTEX and merged["min_replicas"] > merged["max_replicas"]:
@@ -326,7 +327,7 @@ def _check_batch(merged: Mapping[str, Any], target: str) -> None:
     replica counts agree.
     """
     if target != VERTEX:
-        from trainer import storage
+        from base import storage
 
         local = [pattern for pattern in str(merged["batch_source"]).split(",") if pattern.strip() and not storage.is_gcs(pattern.strip())]
         if local:

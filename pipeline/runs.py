@@ -328,7 +328,7 @@ def find_run(pipeline_root: str, key: str) -> Run:
     Raises:
         InputError: naming the runs that exist.
     """
-    from trainer.storage import InputError
+    from base.errors import InputError
 
     names = list(reversed(list_run_dirs(pipeline_root)))
     if not names:

@@ -14,7 +14,7 @@ with no flags then serves as Vertex expects:
 * ``AIP_DEPLOYED_MODEL_ID``, ``AIP_ENDPOINT_ID``, ``AIP_PROJECT_NUMBER`` - reported in the log.
 
 Any problem (``AIP_STORAGE_URI`` unset, unreadable, holding no ``saved_model.pb``, a port that is
-not a number) is one :class:`~serving.layout.LayoutError` line: ``taxifare serve`` prints it and
+not a number) is one :class:`~base.layout.LayoutError` line: ``taxifare serve`` prints it and
 exits non-zero, and Vertex shows it in the deployment's logs.
 """
 
@@ -25,8 +25,8 @@ import os
 import tempfile
 from collections.abc import Mapping
 
-from serving import layout
-from serving.layout import LayoutError
+from base import layout
+from base.layout import LayoutError
 
 #: Vertex AI's defaults when a variable is missing (its documented defaults).
 DEFAULT_PORT = 8080
@@ -93,7 +93,7 @@ def download(uri: str, dest: str) -> None:
     Raises:
         LayoutError: when the bucket cannot be read or the prefix holds no object.
     """
-    from trainer.storage import _gcs_client, split_gcs
+    from base.storage import _gcs_client, split_gcs
 
     bucket, prefix = split_gcs(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""

@@ -28,11 +28,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from base import layout, storage
+from base.errors import InputError
 from serving import batch_output as out
-from serving import layout
 from serving.batch_cli import DEFAULT_BATCH_SIZE, DEFAULT_MAX_ERROR_FRACTION, DEFAULT_SHARD_ROWS, OUTPUT_FORMATS
-from trainer import storage
-from trainer.errors import InputError
 
 #: Rows a job must have seen before the share of bad rows can stop it.
 MIN_ROWS_FOR_ERROR_CHECK = 1000

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from base.errors import InputError
 from serving.batch_cli import CSV, JSONL
 from serving.payload import Feature, Limits, RequestError, columns_from_instances
 from trainer import schema, validation
-from trainer.errors import InputError
 from trainer.lines import LineBlock, line_blocks
 from trainer.schema import Reason, Variant
 

@@ -19,10 +19,11 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from base import storage
+from base.errors import InputError
 from serving.batch_cli import CSV, INSTANCE_FORMATS, JSONL
 from serving.batch_input import Checked, CsvChecker, JsonlChecker, Piece, error_record, instances_format
-from trainer import storage, validation
-from trainer.errors import InputError
+from trainer import validation
 from trainer.schema import Variant
 
 JOB_FILE = ".taxifare_batch_job.json"

@@ -22,8 +22,8 @@ import sys
 import time
 from typing import Any
 
+from base.errors import InputError
 from trainer import schema
-from trainer.errors import InputError
 
 _MODEL = re.compile(r"(?:projects/[^/]+/locations/[^/]+/models/)?([0-9A-Za-z_-]+)(@[0-9A-Za-z_-]+)?")
 _BIGQUERY = re.compile(r"bq://[a-z][a-z0-9-]{4,28}[a-z0-9]\.\w+\.[\w$-]+")
@@ -152,7 +152,7 @@ def check(args: argparse.Namespace) -> VertexBatch:
         settings.check_at_least_one(value, flag)
     if args.starting_replica_count > args.max_replica_count:
         raise InputError(f"--starting-replica-count {args.starting_replica_count} is above --max-replica-count {args.max_replica_count}")
-    from trainer import checks
+    from base import checks
 
     machine_type = checks.machine_type("--machine-type", args.machine_type or DEFAULT_MACHINE_TYPE)
     display = args.job_display_name or "taxifare-batch-predict"

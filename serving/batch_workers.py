@@ -12,7 +12,7 @@ import multiprocessing
 import queue
 from typing import Any
 
-from trainer.errors import InputError
+from base.errors import InputError
 
 
 def _worker(settings: Any, job: Any, worker: int, messages: Any) -> None:

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from base.errors import Command, OneLineParser
+from base.layout import MODEL_NAME
 from serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
-from trainer.errors import Command, OneLineParser
-from trainer.warmup import MODEL_NAME
 
 #: The commands, each with its line in the command list (``help``) and its ``--help`` text (``description``).
 COMMANDS: dict[str, Command] = {
@@ -203,7 +203,8 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from serving import labels, layout
+    from base import layout
+    from serving import labels
 
     if args.endpoint is not None:
         return _rollback_endpoint(args)

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType, SimpleNamespace, TracebackType
 from typing import Any
 
+from base.layout import MODEL_NAME
 from serving.payload import RequestError
-from trainer.warmup import MODEL_NAME
 
 
 @functools.cache

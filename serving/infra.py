@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trainer.warmup import MODEL_NAME
+from base.layout import MODEL_NAME
 
 #: Largest absolute difference accepted between served and in-process predictions (dollars).
 TOLERANCE = 1e-4

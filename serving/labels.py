@@ -1,6 +1,6 @@
 """Operator commands on a model base path: list versions, set labels, roll back (no TensorFlow).
 
-The labels file and the version layout are :mod:`serving.layout`'s; a running ``taxifare
+The labels file and the version layout are :mod:`base.layout`'s; a running ``taxifare
 serve`` re-reads them every poll interval and moves its routes without failing a request.
 Labels are changed under the deploy lock, so they never interleave with a deploy.
 """
@@ -12,8 +12,8 @@ import json
 import os
 from typing import Any
 
-from serving import layout
-from serving.layout import LayoutError
+from base import layout
+from base.layout import LayoutError
 
 
 @dataclasses.dataclass

@@ -1,6 +1,6 @@
 """Version management: watch the model base path, its labels, and serve what they name.
 
-The layout of a base path (what a version is, the labels file) is :mod:`serving.layout`'s.
+The layout of a base path (what a version is, the labels file) is :mod:`base.layout`'s.
 The policy is TF Serving's, with version labels:
 
 * a directory of the base path counts as a version when its name is all digits and it
@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from serving import layout
-from serving.layout import list_versions
+from base import layout
+from base.layout import list_versions
 from serving.payload import RequestError
 
 __all__ = ["ModelManager", "VersionState", "list_versions", "snapshot"]

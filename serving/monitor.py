@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from base import layout
 from components.impl import drift, statistics
-from serving import layout, request_log, skew
+from serving import request_log, skew
 from trainer import schema
 
 #: The threshold when neither ``--max-skew`` nor the version's run (its ``max_drift``) gives one.

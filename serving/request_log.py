@@ -37,11 +37,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from base import atomic
+
 log = logging.getLogger("serving")
 
 #: What a complete segment's name looks like (temporaries start with ``.tmp-``).
 SEGMENT_RE = re.compile(r"^requests-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl$")
-TMP_PREFIX = ".tmp-"
 #: Requests waiting for the writer; beyond this they are dropped (and counted), never waited for.
 MAX_PENDING = 20_000
 
@@ -136,16 +137,6 @@ class Entry:
     label: str
     columns: Mapping[str, Any]
     outputs: np.ndarray
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RequestLog:
@@ -272,7 +263,7 @@ class RequestLog:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._opened))
         name = f"requests-{stamp}-{os.getpid()}-{self._seq:06d}.jsonl"
         self._final = os.path.join(self.settings.directory, name)
-        self._tmp = os.path.join(self.settings.directory, TMP_PREFIX + name)
+        self._tmp = os.path.join(self.settings.directory, atomic.TMP_PREFIX + name)
         self._fh = open(self._tmp, "wb")  # noqa: SIM115 - kept open across calls, closed by _publish
         self._written = 0
 
@@ -293,8 +284,8 @@ def recover(directory: str) -> list[str]:
     """
     published = []
     for name in sorted(os.listdir(directory)):
-        m = SEGMENT_RE.match(name[len(TMP_PREFIX) :]) if name.startswith(TMP_PREFIX) else None
-        if m is None or _pid_alive(int(m.group(2))):
+        m = SEGMENT_RE.match(name[len(atomic.TMP_PREFIX) :]) if name.startswith(atomic.TMP_PREFIX) else None
+        if m is None or atomic.pid_alive(int(m.group(2))):
             continue
         path = os.path.join(directory, name)
         with open(path, "rb+") as fh:
@@ -303,8 +294,8 @@ def recover(directory: str) -> list[str]:
         if data.rfind(b"\n") < 0:
             os.remove(path)
             continue
-        os.replace(path, os.path.join(directory, name[len(TMP_PREFIX) :]))
-        published.append(name[len(TMP_PREFIX) :])
+        os.replace(path, os.path.join(directory, name[len(atomic.TMP_PREFIX) :]))
+        published.append(name[len(atomic.TMP_PREFIX) :])
     if published:
         log.warning("request log: published %d segment(s) a stopped server left unfinished: %s", len(published), ", ".join(published))
     return published

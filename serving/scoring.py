@@ -13,7 +13,7 @@ import dataclasses
 import math
 import os
 
-from serving import layout
+from base import layout
 
 
 @dataclasses.dataclass
@@ -38,7 +38,7 @@ def score_versions(model_dir: str, pattern: str) -> tuple[int, list[Score]]:
     import numpy as np
     import tensorflow as tf
 
-    from trainer import storage
+    from base import storage
     from trainer.inputs import read_arrays
 
     files = storage.expand(pattern, what="--score data")

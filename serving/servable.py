@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from base.errors import InputError
 from serving.payload import Feature, Limits, check_column, features_for
 from trainer import schema
-from trainer.errors import InputError
 from trainer.export import read_saved_model
 from trainer.stock_check import tf_error_line
 

@@ -21,6 +21,7 @@ import time
 from types import FrameType, TracebackType
 from typing import Any
 
+from base.layout import MODEL_NAME
 from serving import manager as manager_module
 from serving.batching import BatchingParameters, Scheduler
 from serving.http1 import HttpLimits
@@ -29,7 +30,6 @@ from serving.metrics import ServingMetrics
 from serving.payload import Limits
 from serving.request_log import RequestLog, RequestLogSettings
 from serving.state import App
-from trainer.warmup import MODEL_NAME
 
 log = logging.getLogger("serving")
 

@@ -3,7 +3,7 @@
 The measure is the drift gate's (:mod:`components.impl.drift`): per feature, the
 Jensen-Shannon divergence between the normalised histograms, over the fixed, schema-derived
 bins of :func:`components.impl.statistics.bin_edges`, of the served version's training split
-(``assets.extra/taxifare_train_stats.json`` in its folder, :data:`serving.layout.TRAIN_STATS_FILE`)
+(``assets.extra/taxifare_train_stats.json`` in its folder, :data:`base.layout.TRAIN_STATS_FILE`)
 and of the instances it was asked. The server (with a request log) keeps the last
 :data:`WINDOW` logged instances of each version and exports the result as Prometheus gauges
 (:class:`SkewGauges`); ``taxifare monitor`` computes the same from the log's segments.
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from base import layout
 from components.impl import drift, statistics
-from serving import layout
 from trainer import schema
 
 log = logging.getLogger("serving")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from serving.layout import LayoutError
+from base.layout import LayoutError
 
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z]+(?:-[a-z]+)+[0-9]+$")

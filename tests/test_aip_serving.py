@@ -21,7 +21,7 @@ from _gcs import make_bucket
 from _serving_helpers import INSTANCE, export_untrained, inprocess, publish
 from conftest import ROOT
 
-from serving import layout
+from base import layout
 from serving.manager import ModelManager
 
 PREDICT = "/v1/endpoints/123/deployedModels/456:predict"

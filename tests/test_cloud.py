@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from _vertex_fake import KfpServer, VertexRestServer, VertexServer, self_signed
 
+from base.errors import InputError
 from pipeline import cli
 from pipeline.cloud import cron as cloud_cron
 from pipeline.cloud import kubeflow, vertex_jobs
 from pipeline.cloud.template import load_template
 from pipeline.cloud.vertex_jobs import Location, Run, Schedule
-from trainer.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = str(ROOT / "compiled" / "taxifare_pipeline.yaml")

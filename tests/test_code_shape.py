@@ -1,4 +1,4 @@
-"""Code shape: no module of the four packages over 450 lines, no function over 80 (issue 9's bar).
+"""Code shape: no module of the five packages over 450 lines, no function over 80 (issue 9's bar).
 
 A long module or function usually does several jobs; split it into ones whose names say what
 they do. Known exceptions are listed below with the reason, and must shrink, never grow: the
@@ -10,7 +10,7 @@ import ast
 import pytest
 from conftest import ROOT
 
-PACKAGES = ("trainer", "components", "pipeline", "serving")
+PACKAGES = ("base", "trainer", "components", "pipeline", "serving")
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 #: Modules and functions still over the bar, each being split by another piece of work.

@@ -19,7 +19,7 @@ COMPONENT_MODULES = [
     "components.vertex_steps",
     "components.impl.contracts",
     "pipeline.parameters",
-    "trainer.checks",
+    "base.checks",
     "trainer.validation",
 ]
 HEAVY = ("tensorflow", "keras", "pandas", "numpy", "pyarrow", "matplotlib", "google.cloud.aiplatform")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import stage
 
+from base.errors import InputError
 from components.impl import deploy, full_train, report, stage_data, verify_export
 from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary
 from pipeline import parameters
-from trainer.errors import InputError
 
 #: verify()'s pipeline settings, at the pipeline's defaults.
 CHECKS = {name: parameters.BY_NAME[name].default for name in ("max_rmse", "model_name")}

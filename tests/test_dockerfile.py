@@ -43,7 +43,7 @@ def test_installs_the_project_at_the_locked_versions():
     assert len(installs) == 1 and "-c requirements.lock ." in installs[0], installs  # runtime deps only, locked
     assert all("--no-cache-dir" in r for r in installs)
     assert any(c.startswith("requirements.lock") for c in copies)
-    for package in ("trainer/", "components/", "pipeline/", "serving/"):
+    for package in ("base/", "trainer/", "components/", "pipeline/", "serving/"):
         assert any(c.startswith(package) for c in copies), package
 
 

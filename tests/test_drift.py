@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import stage
 
+from base.errors import InputError
 from components.impl import drift, statistics
 from trainer import schema, synthetic
-from trainer.errors import InputError
 from trainer.schema import Variant
 
 LAB = Variant.LAB.columns

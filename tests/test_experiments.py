@@ -9,8 +9,8 @@ import pytest
 from _metadata_fake import ExperimentServer
 from _vertex_fake import self_signed
 
+from base.errors import InputError
 from pipeline import experiments
-from trainer.storage import InputError
 
 TEMPLATE = str(Path(__file__).resolve().parents[1] / "compiled" / "taxifare_pipeline.yaml")
 

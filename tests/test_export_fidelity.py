@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from base.errors import InputError
 from components.impl import verify_export
 from trainer import schema, synthetic, warmup
 from trainer.export import check_export_dir, export_model
 from trainer.schema import Variant
 from trainer.stock_check import stock_predict
-from trainer.storage import InputError
 
 
 def build(variant: Variant, seed: int = 3):

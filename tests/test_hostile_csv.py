@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import stage
 
+from base.errors import InputError
 from components.impl import stage_data
 from pipeline.cli import main as cli_main
 from trainer import lines as csvlines
 from trainer import validation
-from trainer.errors import InputError
 from trainer.schema import Reason, Variant
 
 LAB = "{fare},-73.987625,40.750617,-73.971163,40.78518,1,{key}"

@@ -134,7 +134,7 @@ Traceback (most recent call last):
   File "<frozen runpy>", line 198, in _run_module_as_main
   File "components/impl/stage_data.py", line 183, in stage
     raise InputError(f"{{path}} fits no taxi layout")
-trainer.storage.InputError: /data/x.csv fits no taxi layout: none of its first 1 rows does
+base.errors.InputError: /data/x.csv fits no taxi layout: none of its first 1 rows does
 {blank}
 """
 
@@ -206,15 +206,16 @@ def test_stale_tmp_exports_are_removed_on_the_next_export(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid that is surely gone once it exits
     gone.wait()
     base = tmp_path / "export" / "exporter"
-    stale = base / f".tmp-100-{gone.pid}"
-    mine = base / f".tmp-200-{os.getpid()}"
-    recent = base / f".tmp-300-{gone.pid}"
+    stale = base / f".tmp-{gone.pid}-100"
+    mine = base / f".tmp-{os.getpid()}-200"  # our own id on an old temporary: a dead process whose id we reuse
+    live = base / f".tmp-{os.getppid()}-250"  # a running process's export: kept
+    recent = base / f".tmp-{gone.pid}-300"
     done = base / "100"
-    for folder in (stale, mine, recent, done):
+    for folder in (stale, mine, live, done):
         (folder / "variables").mkdir(parents=True)
-    before = model.PROCESS_START - 60
-    for folder in (stale, mine, done):
-        os.utime(folder, (before, before))
-    os.utime(recent, (model.PROCESS_START + 1, model.PROCESS_START + 1))
-    assert model.remove_stale_exports(str(base)) == [str(stale)]
-    assert sorted(os.listdir(base)) == sorted([mine.name, recent.name, done.name])
+    time.sleep(0.05)
+    started = time.time()  # ctime cannot be set back: stand for "this process started" between the two groups
+    time.sleep(0.05)
+    (recent / "variables").mkdir(parents=True)
+    assert model.remove_stale_exports(str(base), older_than=started) == sorted([str(stale), str(mine)])
+    assert sorted(os.listdir(base)) == sorted([live.name, recent.name, done.name])

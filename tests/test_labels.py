@@ -17,8 +17,8 @@ import tensorflow as tf
 from _serving_helpers import INSTANCE, export_untrained, inprocess, publish
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from base import layout
 from pipeline.cli import main as taxifare
-from serving import layout
 from serving.server import ModelServer, ServerConfig
 from trainer import schema
 

@@ -43,7 +43,7 @@ def test_a_failing_step_shows_its_error(monkeypatch):
         "Executing task 'stage-data'",
         "    Traceback (most recent call last):",
         "        raise InputError(f'...')",
-        "    trainer.errors.InputError: 100 of 100 train data rows (100.0%) are bad (outside_nyc=100)",
+        "    base.errors.InputError: 100 of 100 train data rows (100.0%) are bad (outside_nyc=100)",
         "Task 'stage-data' finished with status FAILURE",
     ]
     console, tracker, _ = feed(lines, monkeypatch)

@@ -6,10 +6,10 @@ import pytest
 import yaml
 from conftest import ROOT
 
+from base.errors import InputError
 from pipeline import parameters
 from pipeline.cli import main
-from trainer import checks
-from trainer.errors import InputError
+from trainer import config
 
 
 def test_every_row_has_help_and_a_default_that_passes_its_check():
@@ -133,13 +133,13 @@ def test_model_size_estimate_matches_the_keras_model():
 
     for variant in Variant:
         for hidden in ((64, 32), (7,), (16, 8, 4)):
-            config = TrainConfig("x", "y", "z", hidden_units=hidden)
-            expected = build_model(variant, config).count_params()
-            assert checks.model_size(hidden, datetime_layout=variant is Variant.DATETIME) == expected, (variant, hidden)
+            cfg = TrainConfig("x", "y", "z", hidden_units=hidden)
+            expected = build_model(variant, cfg).count_params()
+            assert config.model_size(hidden, datetime_layout=variant is Variant.DATETIME) == expected, (variant, hidden)
         crossed = TrainConfig("x", "y", "z", embedding_dim=3, cross_embedding_dim=5)  # the cell cross, off by default
         expected = build_model(variant, crossed).count_params()
-        size = checks.model_size((64, 32), datetime_layout=variant is Variant.DATETIME, embedding_dim=3, cross_embedding_dim=5)
-        assert size == expected > checks.model_size((64, 32), datetime_layout=variant is Variant.DATETIME), variant
+        size = config.model_size((64, 32), datetime_layout=variant is Variant.DATETIME, embedding_dim=3, cross_embedding_dim=5)
+        assert size == expected > config.model_size((64, 32), datetime_layout=variant is Variant.DATETIME), variant
 
 
 def test_batch_source_files_are_checked_before_the_run(tmp_path):

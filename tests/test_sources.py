@@ -8,9 +8,10 @@ import re
 import pytest
 from _gcs import make_bucket, upload
 
+from base import storage
+from base.errors import InputError
 from components.impl import sources
-from trainer import storage, validation
-from trainer.errors import InputError
+from trainer import validation
 from trainer.schema import Variant
 
 ROW = "12.5,-73.99,40.75,-73.98,40.76,1,k{}\n"

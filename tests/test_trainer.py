@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_python
 
+from base.errors import InputError
 from trainer import model as trainer_model
 from trainer import schema, synthetic
-from trainer.errors import InputError
 from trainer.model import TrainConfig, train_and_evaluate
 from trainer.schema import Variant
 

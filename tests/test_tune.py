@@ -8,8 +8,8 @@ import tempfile
 
 import pytest
 
+from base.errors import InputError
 from components.impl import tune
-from trainer.errors import InputError
 
 
 def test_default_space():

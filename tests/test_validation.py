@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer import schema, storage, validation
-from trainer.errors import InputError
+from base import storage
+from base.errors import InputError
+from trainer import schema, validation
 from trainer.schema import Reason, Variant
 
 GOOD = "12.0,-73.987625,40.750617,-73.971163,40.78518,1,0"

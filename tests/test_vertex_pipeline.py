@@ -629,8 +629,8 @@ def test_batch_inputs_split_the_source(source, expected):
 
 
 def test_batch_inputs_refuse_local_files_with_one_line():
+    from base.errors import InputError
     from components.vertex_batch import batch_inputs
-    from trainer.errors import InputError
 
     with pytest.raises(InputError, match=r"batch_source data/trips\.csv: a Vertex AI job reads gs:// files"):
         batch_inputs.python_func("data/trips.csv")

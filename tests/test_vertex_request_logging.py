@@ -10,8 +10,8 @@ import pytest
 from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint
 from test_vertex_pipeline import ENDPOINT, spec, vertex_api  # noqa: F401 - fixtures
 
+from base.errors import InputError
 from components.vertex_steps import enable_request_logging
-from trainer.errors import InputError
 
 
 def _config(server):

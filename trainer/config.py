@@ -14,8 +14,9 @@ import os
 import tempfile
 from collections.abc import Sequence
 
-from trainer import storage, validation
-from trainer.errors import InputError
+from base import checks, storage
+from base.errors import InputError
+from trainer import schema, validation
 
 #: Defaults shared by the CLI flags (trainer/task.py) and the dataclass below.
 TRAIN_STEPS = 5000
@@ -32,6 +33,15 @@ EMBEDDING_DIM = 4
 #: the trips fall in 482 cell pairs, 222 seen once) learns the noise of rarely seen pairs: valid
 #: RMSE $4.72-$4.76 with it, $4.40-$4.62 without (seeds 1-3, README "Quality").
 CROSS_EMBEDDING_DIM = 0
+#: The default limit of the model-size guard (the default model has about 6,200 parameters).
+MAX_MODEL_PARAMS = 10_000_000
+#: Bytes per parameter while training: the float32 weight, its gradient and Adam's two moments.
+TRAIN_BYTES_PER_PARAM = 16
+#: Engineered numeric features (distances, deltas, normalised coordinates, passengers) before
+#: the airport proximities (one per airport for pickup and for dropoff): see trainer.features.
+BASE_NUMERIC_FEATURES = 10
+#: Embedding widths of the datetime layout's hour, weekday and hour x weekday (trainer.model).
+DATETIME_EMBEDDINGS = ((schema.N_HOURS, 3), (schema.N_DAYS, 2), (schema.N_HOURS * schema.N_DAYS, 3))
 
 
 @dataclasses.dataclass
@@ -94,8 +104,7 @@ class TrainConfig:
             raise InputError(f"--early_stopping_patience must be 0 (off) or a number of evaluations (got {self.early_stopping_patience})")
         if not self.hidden_units or any(u <= 0 for u in self.hidden_units):
             raise InputError(f"--hidden_units must be one or more positive layer sizes, e.g. 64 32 (got {list(self.hidden_units)})")
-        if not math.isfinite(self.learning_rate) or not 0 < self.learning_rate < 10:
-            raise InputError(f"--learning_rate must be a small positive number such as 0.003 (got {self.learning_rate})")
+        checks.learning_rate("--learning_rate", self.learning_rate)
         if not math.isfinite(self.dropout) or not 0 <= self.dropout < 1:
             raise InputError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if not math.isfinite(self.l2) or self.l2 < 0:
@@ -139,3 +148,43 @@ def check_output_dir(output_dir: str) -> None:
         os.unlink(name)
     except OSError as exc:
         raise InputError(f"--output_dir {output_dir} is not writable ({probe}: {exc.strerror}): {fix}") from None
+
+
+def model_size(
+    hidden: Sequence[int],
+    *,
+    datetime_layout: bool = False,
+    embedding_dim: int = EMBEDDING_DIM,
+    cross_embedding_dim: int = CROSS_EMBEDDING_DIM,
+) -> int:
+    """The number of parameters of :func:`trainer.model.build_model` for these settings."""
+    numeric = BASE_NUMERIC_FEATURES + 2 * len(schema.AIRPORTS)
+    embeddings = [(schema.N_CELLS, embedding_dim)] * 2
+    if cross_embedding_dim:
+        embeddings.append((schema.N_CROSS_BINS, cross_embedding_dim))
+    if datetime_layout:
+        embeddings += list(DATETIME_EMBEDDINGS)
+    count = sum(size * dim for size, dim in embeddings)
+    width = numeric + sum(dim for _, dim in embeddings)
+    for units in (*hidden, 1):  # the hidden layers, then deep_out
+        count += width * units + units
+        width = units
+    return count + numeric + 1  # wide_out
+
+
+def check_model_size(
+    hidden: Sequence[int], *, limit: int = MAX_MODEL_PARAMS, datetime_layout: bool = False, flag: str = "max_model_params"
+) -> int:
+    """Refuse a model larger than ``limit`` parameters, before anything is built.
+
+    Returns:
+        The model's number of parameters.
+    """
+    count = model_size(hidden, datetime_layout=datetime_layout)
+    if count > limit:
+        gib = count * TRAIN_BYTES_PER_PARAM / 2**30
+        raise InputError(
+            f"hidden_units {','.join(map(str, hidden))} makes a model of {count:,} parameters (about {gib:,.1f} GiB to train), "
+            f"over the limit of {limit:,}: use smaller hidden_units, or raise the limit with {flag}"
+        )
+    return count

@@ -27,8 +27,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from base import atomic, storage
+from base.errors import InputError
 from trainer import schema
-from trainer.errors import InputError
 from trainer.schema import Variant
 
 METRICS_FILE = "metrics.json"
@@ -37,55 +38,28 @@ SIGNATURE = "serving_default"
 log = logging.getLogger(__name__)
 
 
-def _process_start() -> float:
-    """When this process started (seconds since the epoch; import time where /proc is missing)."""
-    try:
-        with open("/proc/self/stat") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
-
-
-#: When this process started: ``.tmp-*`` exports last written before that are leftovers.
-PROCESS_START = _process_start()
-
-
-def remove_stale_exports(export_base: str) -> list[str]:
+def remove_stale_exports(export_base: str, older_than: float | None = None) -> list[str]:
     """Remove ``.tmp-*`` exports under ``export_base`` left by an earlier process (a killed export).
 
-    A temporary export is stale when it was last written before this process started and the
-    process named in it (``.tmp-<stamp>-<pid>``) is not running here; exports of a live
-    process are never touched. Returns the folders removed.
+    The rule is :func:`base.atomic.is_stale` (last written before this process started, its
+    writer not running here), also for ``gs://`` (through ``tf.io.gfile``); ``older_than`` stands
+    for this process's start time. Returns the folders removed.
     """
     import tensorflow as tf
 
-    removed = []
-    for path in tf.io.gfile.glob(os.path.join(export_base, ".tmp-*")):
-        pid = path.rstrip("/").rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        if tf.io.gfile.stat(path).mtime_nsec / 1e9 >= PROCESS_START:
-            continue
-        tf.io.gfile.rmtree(path)
-        removed.append(path)
+    if not storage.is_gcs(export_base):
+        removed = [os.path.join(export_base, name) for name in atomic.remove_stale(export_base, older_than)]
+    else:
+        removed = []
+        limit = atomic.process_start_time() if older_than is None else older_than
+        for path in tf.io.gfile.glob(os.path.join(export_base, atomic.TMP_PREFIX + "*")):
+            name = os.path.basename(path.rstrip("/"))
+            if atomic.is_stale(name, tf.io.gfile.stat(path).mtime_nsec / 1e9, limit):
+                tf.io.gfile.rmtree(path)
+                removed.append(path)
     if removed:
         log.info("removed %d unfinished export(s) of earlier runs: %s", len(removed), ", ".join(removed))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def serving_specs(variant: Variant) -> list[Any]:
@@ -104,7 +78,7 @@ def export_model(
 ) -> str:
     """Write a SavedModel with the raw-feature ``serving_default`` signature.
 
-    Written to ``<export_base>/.tmp-<ts>-<pid>/`` then renamed to ``<export_base>/<ts>/``, so
+    Written to ``<export_base>/.tmp-<pid>-<ts>/`` then renamed to ``<export_base>/<ts>/``, so
     a reader never sees a partial export. ``metrics`` goes into ``metrics.json`` inside it; the
     lab's test instance and ``warmup_instances`` (raw-feature dicts, e.g. a few real
     evaluation rows) into ``assets.extra/tf_serving_warmup_requests``.
@@ -131,7 +105,7 @@ def export_model(
     stamp = str(int(time.time()))
     while tf.io.gfile.exists(os.path.join(export_base, stamp)):
         stamp = str(int(stamp) + 1)
-    tmp = os.path.join(export_base, f".tmp-{stamp}-{os.getpid()}")
+    tmp = os.path.join(export_base, f"{atomic.TMP_PREFIX}{os.getpid()}-{stamp}")
     final = os.path.join(export_base, stamp)
     archive.write_out(tmp, verbose=False)
     with tf.io.gfile.GFile(os.path.join(tmp, METRICS_FILE), "w") as fh:

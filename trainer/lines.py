@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from trainer import storage
-from trainer.errors import InputError
+from base import storage
+from base.errors import InputError
 
 #: Bytes read at a time.
 BLOCK_SIZE = 4 << 20

@@ -34,17 +34,16 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from base.errors import InputError
 from trainer import features, inputs, schema, validation
 from trainer.best import BestCheckpoint
 from trainer.config import TrainConfig
-from trainer.errors import InputError
-from trainer.export import EXPORT_SUBDIR, METRICS_FILE, PROCESS_START, export_model, latest_export, remove_stale_exports, unchanged_export
+from trainer.export import EXPORT_SUBDIR, METRICS_FILE, export_model, latest_export, remove_stale_exports, unchanged_export
 from trainer.schema import Variant
 
 __all__ = [
     "EXPORT_SUBDIR",
     "METRICS_FILE",
-    "PROCESS_START",
     "TrainConfig",
     "TrainResult",
     "build_model",

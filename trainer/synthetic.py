@@ -22,11 +22,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from base.errors import InputError
+from base.storage import public_mode
 from trainer import schema
-from trainer.errors import InputError
 from trainer.geo import haversine_km
 from trainer.schema import Variant
-from trainer.storage import public_mode
 
 # (lon, lat, spread in degrees, weight) of pickup hot spots.
 _MANHATTAN = [

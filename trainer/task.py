@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from trainer.errors import OneLineParser
+from base.errors import OneLineParser
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if trial:
         output_dir = os.path.join(output_dir, trial)
 
-    from trainer.errors import InputError
+    from base.errors import InputError
 
     config = config_from_args(args, output_dir)
     try:

@@ -22,8 +22,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from trainer import schema, storage
-from trainer.errors import InputError
+from base import storage
+from base.errors import InputError
+from trainer import schema
 from trainer.lines import LineBlock, line_blocks
 from trainer.schema import Reason, Variant
 

@@ -19,18 +19,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from base.errors import InputError
+from base.layout import MODEL_NAME, WARMUP_FILE
 from trainer import schema
-from trainer.errors import InputError
 from trainer.schema import Variant
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 #: TF Serving reads at most this many warm-up records.
 MAX_RECORDS = 1000
 #: Instances of the sample written one per request (the batched request holds all of them).
 MAX_SINGLE = 100
-#: The served model's name when none is given: the warm-up requests ask for it, ``taxifare serve``
-#: and its clients use it, and the pipeline deploys under it (its model_name parameter).
-MODEL_NAME = "taxifare"
 SIGNATURE = "serving_default"
 
 

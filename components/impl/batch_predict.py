@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from serving import layout
+from base import layout
 
 
 def scoring_version(deployed_path: str, serving_root: str, model_name: str) -> tuple[str, int | None] | None:

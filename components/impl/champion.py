@@ -1,7 +1,7 @@
 """The champion: the model a candidate must beat, found and scored on the candidate's own test rows.
 
 Locally the champion is the version the default route of ``serving_root/model_name`` serves
-(:func:`serving.layout.comparison_order`: ``stable``, else the newest complete version); when
+(:func:`base.layout.comparison_order`: ``stable``, else the newest complete version); when
 that one cannot be loaded, the next newest that can. On Vertex it is the model taking the
 largest share of the endpoint's traffic (its SavedModel read through the ``/gcs/`` mount), or
 only its RMSE recorded at deploy when the SavedModel cannot be read.
@@ -89,7 +89,7 @@ def score(path: str, feats: dict[str, Any], label: Any, name: str) -> Champion:
 
 def find(feats: dict[str, Any], label: Any, *, serving_root: str, model_name: str, uri: str = "", recorded_rmse: float = -1.0) -> Champion:
     """The champion and its predictions of the test rows (see the module doc)."""
-    from serving import layout
+    from base import layout
 
     broken: list[str] = []
     if uri:

@@ -1,7 +1,7 @@
 """Step 5, deploy: compare-and-publish the blessed model as the next version of a model base path.
 
 ``<serving_root>/<model_name>/`` is a TF-Serving model base path, laid out as
-:mod:`serving.layout` defines it (versions, labels, deploy records). A version is copied under a
+:mod:`base.layout` defines it (versions, labels, deploy records). A version is copied under a
 hidden temporary name, completed with ``taxifare_deploy.json`` (run, metrics, data hash) and the
 training data statistics, then renamed to its number: a server never sees a half-written
 version.
@@ -37,9 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from base import atomic, checks, layout
 from components.impl.gate import Decision, GateSettings
-from serving import layout
-from trainer import checks
 
 DEPLOY_FILE = layout.DEPLOY_FILE
 LOCK_FILE = layout.LOCK_FILE
@@ -134,7 +133,7 @@ def judger(model_path: str, test_path: str, settings: GateSettings) -> Callable[
 
 
 def _check_settings(model_path: str, serving_root: str, model_name: str, mode: str) -> None:
-    from trainer.errors import InputError
+    from base.errors import InputError
 
     if not serving_root:
         raise InputError("serving_root is empty: pass the directory that `taxifare serve --model-base-path` watches")
@@ -260,8 +259,7 @@ def publish(
     _check_settings(model_path, serving_root, model_name, mode)
     model_dir = os.path.join(serving_root, model_name)
     os.makedirs(model_dir, exist_ok=True)
-    started = layout.process_start_time()
-    tmp = os.path.join(model_dir, f"{layout.TMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+    tmp = atomic.temp_path(os.path.join(model_dir, "candidate"))
     ask = _Ask(candidate_rmse, test_data_hash, rescore, mode, judged)
     try:
         shutil.copytree(model_path, tmp)
@@ -270,7 +268,7 @@ def publish(
             with open(os.path.join(tmp, layout.TRAIN_STATS_FILE), "w", encoding="utf-8") as fh:
                 json.dump(train_stats, fh, indent=2, default=str)
         with layout.locked(model_dir):
-            removed = [name for name in layout.remove_stale_temporaries(model_dir, older_than=started) if name != os.path.basename(tmp)]
+            removed = [name for name in atomic.remove_stale(model_dir) if name != os.path.basename(tmp)]
             result = _compare_and_publish(model_dir, tmp, model_name, info, ask)
             result.removed_temporaries = removed
             return result
@@ -291,7 +289,7 @@ class _Ask:
 
 def _decide(model_dir: str, ask: _Ask) -> tuple[dict[str, int], list[layout.VersionInfo], Published | dict[str, Any]]:
     """Under the lock: ``(labels, versions, refusal or what to record of the comparison)``."""
-    from trainer.errors import InputError
+    from base.errors import InputError
 
     try:
         labels = layout.read_labels(model_dir)

@@ -60,7 +60,7 @@ def write_stats(metadata: dict[str, Any], directory: str) -> str:
 
 def read_stats(path: str) -> dict[str, Any] | None:
     """A statistics document from a file (local, ``/gcs/`` or ``gs://``), or ``None`` when there is none or it is unreadable."""
-    from trainer import storage
+    from base import storage
 
     try:
         with storage.open_binary(path) as fh:
@@ -77,25 +77,16 @@ def read_stats(path: str) -> dict[str, Any] | None:
 def read_deployed_stats(serving_root: str, model_name: str) -> tuple[str, dict[str, Any] | None]:
     """The served version's training statistics: ``(version, document or None)``; ``("", None)`` when nothing is deployed.
 
-    Uses the serving layout (``serving.layout.served_version_dir`` and ``deployed_train_stats``:
-    the version the default route serves) when the serving package provides it, else the newest version.
+    Uses the model base path's layout (``base.layout.served_version_dir`` and
+    ``deployed_train_stats``: the version the default route serves).
     """
     if not serving_root:
         return "", None
+    from base import layout
+
     model_dir = os.path.join(serving_root, model_name)
-    try:
-        from serving import layout  # type: ignore[attr-defined]
-
-        served = layout.served_version_dir(model_dir)
-        return (os.path.basename(served), layout.deployed_train_stats(model_dir)) if served else ("", None)
-    except (ImportError, AttributeError):
-        pass
-    from components.impl.deploy import latest_version_dir
-
-    latest = latest_version_dir(serving_root, model_name)
-    if not latest:
-        return "", None
-    return os.path.basename(latest), read_stats(os.path.join(latest, STATS_FILE))
+    served = layout.served_version_dir(model_dir)
+    return (os.path.basename(served), layout.deployed_train_stats(model_dir)) if served else ("", None)
 
 
 def js_divergence(p_counts: list[int], q_counts: list[int]) -> float:
@@ -215,7 +206,7 @@ def check_max_drift(value: Any) -> float:
     Raises:
         InputError: for a value that is not a number, negative or above 1.
     """
-    from trainer.errors import InputError
+    from base.errors import InputError
 
     try:
         number = float(value)

@@ -8,7 +8,7 @@ run and pass it as the pipeline parameter ``data_fingerprint``, which ``stage_da
 changed data changes the key, unchanged data keeps it.
 
 What is fingerprinted, per source (``source``, ``eval_source``, ``test_source``), resolved by
-the same code ``stage_data`` uses (:mod:`trainer.storage`, :mod:`components.impl.sources`):
+the same code ``stage_data`` uses (:mod:`base.storage`, :mod:`components.impl.sources`):
 
 * local files: each file's path, size and modification time (nanoseconds);
 * ``gs://`` objects: each object's name, generation and size (one listing per folder, through
@@ -78,7 +78,7 @@ def describe_sources(params: Mapping[str, Any], *, now: dt.datetime | None = Non
                 "files": file_states(files),
             }
         else:
-            from trainer import storage
+            from base import storage
 
             what = "training data" if name == "source" else name.replace("_source", "") + " data"
             described[name] = {"kind": "files", "pattern": text, "files": file_states(storage.expand(text, what=what))}
@@ -103,7 +103,7 @@ def file_states(files: list[str]) -> list[list[Any]]:
 
     ``gs://`` objects are listed once per folder (not fetched one by one).
     """
-    from trainer import storage
+    from base import storage
 
     states: list[list[Any]] = []
     listed: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}

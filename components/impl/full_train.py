@@ -21,7 +21,7 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
     Raises:
         InputError: for anything but positive integers.
     """
-    from trainer import checks
+    from base import checks
 
     return checks.hidden_units("hidden_units", text)
 

@@ -100,7 +100,7 @@ def check_webhook(url: str) -> None:
     Raises:
         InputError: naming the problem and the fix (a ValueError).
     """
-    from trainer.checks import webhook_url
+    from base.checks import webhook_url
 
     webhook_url("notify_webhook", url)
 

@@ -19,9 +19,9 @@ import tempfile
 import zlib
 from typing import Any
 
+from base.errors import InputError
 from components.common import replace_dir, summary
 from components.impl.contracts import DatasetStats
-from trainer.errors import InputError
 from trainer.schema import Variant
 
 SYNTHETIC = "synthetic"
@@ -83,7 +83,7 @@ class StageSettings:
         Raises:
             InputError: one line naming the parameter.
         """
-        from trainer import checks
+        from base import checks
 
         checks.source("source", self.source)
         checks.synthetic_rows(self.source, checks.positive_int("synthetic_rows", self.synthetic_rows))

@@ -56,8 +56,8 @@ def parse_space(text: str) -> SearchSpace:
     Raises:
         InputError: one line naming the dimension that leaves no valid value, or the syntax error.
     """
+    from base.errors import InputError
     from components.impl.full_train import parse_hidden_units
-    from trainer.errors import InputError
 
     example = f"write it like {DEFAULT_SPACE!r}"
     given: dict[str, str] = {}
@@ -116,7 +116,7 @@ def check_tuning(trials: Any, space: str, parallel_trials: Any = 1) -> None:
     Raises:
         InputError: a negative or single trial, a bad parallel count, a space with no valid value.
     """
-    from trainer.errors import InputError
+    from base.errors import InputError
 
     try:
         count = int(trials)

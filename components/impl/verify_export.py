@@ -9,7 +9,7 @@ In the step's own process (a fresh one, as any step) it loads the SavedModel, ch
 * the model currently deployed under ``serving_root/model_name`` on the same split, when
   there is one (the candidate must be strictly better): as deploy's compare-and-publish
   chooses it, the version the default route serves, else the next newest one that loads and
-  scores; broken versions are skipped and named in the reason (:mod:`serving.layout`),
+  scores; broken versions are skipped and named in the reason (:mod:`base.layout`),
 
 and, when asked, serves the candidate with ``taxifare serve`` in its own process and checks
 that REST and gRPC answers equal the in-process predictions (infra validation). Always, it
@@ -48,7 +48,7 @@ class Verdict(Verification):
 
 def load_split(path: str) -> tuple[Any, dict[str, Any], Any]:
     """Read a staged split directory: ``(variant, features by name, labels)`` as numpy arrays."""
-    from trainer import storage
+    from base import storage
     from trainer.inputs import read_arrays
 
     return read_arrays(storage.expand(os.path.join(path, "*.csv"), what="test data"))

@@ -313,8 +313,8 @@ def enable_request_logging(project: str, location: str, endpoint_name: str, samp
     from google.cloud.aiplatform_v1.types import endpoint as endpoint_types
     from google.protobuf import field_mask_pb2
 
-    from trainer import checks
-    from trainer.errors import InputError
+    from base import checks
+    from base.errors import InputError
 
     rate = checks.unit_fraction("request_logging_sampling_rate", sampling_rate)
     if rate <= 0:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from base.errors import Command
 from pipeline.cloud.commands import run
-from trainer.errors import Command
 
 #: The commands (and the schedule subcommands with flags of their own), as in :data:`serving.cli.COMMANDS`.
 COMMANDS: dict[str, Command] = {

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from typing import Any
 
+from base.errors import InputError
 from pipeline.cloud import settings as s
 from pipeline.cloud.cron import cron_to_kfp, validate_cron
 from pipeline.cloud.template import (
@@ -30,7 +31,6 @@ from pipeline.cloud.template import (
     with_fingerprint,
 )
 from pipeline.experiments import DEFAULT_EXPERIMENT, check_experiment
-from trainer.errors import InputError
 
 
 def _env(value: str | None, name: str) -> str | None:

@@ -12,7 +12,7 @@ import dataclasses
 import zoneinfo
 from collections.abc import Mapping
 
-from trainer.errors import InputError
+from base.errors import InputError
 
 _MONTHS = {m: i + 1 for i, m in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])}
 _DAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}

@@ -14,9 +14,9 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from base.errors import InputError
 from pipeline.cloud.template import Template
 from pipeline.cloud.vertex_jobs import ScheduleInfo
-from trainer.errors import InputError
 
 _HEALTHZ = "/apis/v2beta1/healthz"
 

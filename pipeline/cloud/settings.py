@@ -1,7 +1,7 @@
 """Checks of the cloud settings: project, region, bucket, pipeline root, accounts, network, labels, times, ids.
 
 Each check is a plain function of its value that returns it normalised or raises
-:class:`~trainer.storage.InputError` with one line naming the problem and the fix. Nothing here
+:class:`~base.errors.InputError` with one line naming the problem and the fix. Nothing here
 touches the network or looks credentials up: the commands run every check first, so a bad value
 never reaches a cloud API (nor Google's credential look-up, which probes the GCE metadata server).
 """
@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from trainer.errors import InputError
+from base.errors import InputError
 
 #: Regions where Vertex AI runs pipelines, custom jobs and endpoints: the regional locations of
 #: google-cloud-aiplatform 1.165 (``constants.base.SUPPORTED_REGIONS`` without ``global``, which

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from trainer.errors import InputError
+from base.errors import InputError
 
 #: The templates ``taxifare compile`` writes, by kind.
 DEFAULT_TEMPLATES = {

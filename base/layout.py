@@ -1,4 +1,4 @@
-"""What a served model base path holds: the one definition used by deploy and by the server.
+"""What a served model base path holds, and the served model's default name: the one definition used by the trainer, deploy and the server.
 
 Standard library only, so that steps and commands can import it without TensorFlow.
 
@@ -17,7 +17,8 @@ Standard library only, so that steps and commands can import it without TensorFl
 
 * ``labels.json`` - version labels, ``{"stable": 3, "canary": 4}``, written atomically
   (temporary file + rename); names ``[a-zA-Z0-9_]+`` as in TF Serving;
-* ``.tmp-*`` - a version being written (renamed to its number when complete);
+* ``.tmp-*`` - a version being written (renamed to its number when complete); a writer that
+  died leaves one, removed by deploy under the lock (:func:`base.atomic.remove_stale`);
 * ``.deploy.lock`` - the lock deploy holds while it numbers and publishes a version.
 
 The **default route** (no version, no label) serves the ``stable`` label when it is set,
@@ -33,21 +34,23 @@ import json
 import math
 import os
 import re
-import shutil
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from trainer import warmup as trainer_warmup
+from base import atomic
 
+#: The served model's name when none is given (the directory under a serving root): the warm-up
+#: requests ask for it, ``taxifare serve`` and its clients use it, and the pipeline deploys under it
+#: (its model_name parameter).
+MODEL_NAME = "taxifare"
 SAVED_MODEL = "saved_model.pb"
 DEPLOY_FILE = "taxifare_deploy.json"
 METRICS_FILE = "metrics.json"
 TRAIN_STATS_FILE = os.path.join("assets.extra", "taxifare_train_stats.json")
-WARMUP_FILE = trainer_warmup.WARMUP_FILE
+#: TF Serving's warm-up records inside a version (written by trainer/warmup.py, replayed by both servers).
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 LABELS_FILE = "labels.json"
 LOCK_FILE = ".deploy.lock"
-TMP_PREFIX = ".tmp-"
 STABLE = "stable"
 CANARY = "canary"
 LABEL_RE = re.compile(r"^[a-zA-Z0-9_]+$")
@@ -193,18 +196,7 @@ def write_labels(model_dir: str, labels: dict[str, int]) -> None:
     """Write the labels file atomically (a reader sees the old or the new file, never a part)."""
     for name in labels:
         check_label(name)
-    path = os.path.join(model_dir, LABELS_FILE)
-    tmp = os.path.join(model_dir, f"{TMP_PREFIX}labels-{os.getpid()}-{time.monotonic_ns()}.json")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(dict(sorted(labels.items())), fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    atomic.write_json(os.path.join(model_dir, LABELS_FILE), dict(sorted(labels.items())), durable=True, indent=2)
 
 
 def default_version(versions: dict[int, str] | list[int], labels: dict[str, int]) -> int | None:
@@ -264,58 +256,3 @@ def locked(model_dir: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def remove_stale_temporaries(model_dir: str, older_than: float) -> list[str]:
-    """Delete ``.tmp-*`` entries last changed before ``older_than`` (a Unix time); their names.
-
-    Called with the start time of the running process: a temporary that old was left by a
-    writer that died (one still writing would have touched it since). A temporary whose name
-    carries the id of a process still running on this machine (``.tmp-<pid>-...``) is kept: its
-    writer may be waiting for the lock with its copy complete.
-    """
-    removed: list[str] = []
-    try:
-        names = os.listdir(model_dir)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(TMP_PREFIX) or _writer_alive(name):
-            continue
-        path = os.path.join(model_dir, name)
-        try:  # ctime: copies keep their source's mtime, but no writer can set a ctime in the past
-            newest = max([os.lstat(path).st_ctime, *(os.lstat(os.path.join(r, f)).st_ctime for r, _, fs in os.walk(path) for f in fs)])
-        except OSError:
-            continue
-        if newest < older_than:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.remove(path)
-            removed.append(name)
-    return sorted(removed)
-
-
-def _writer_alive(name: str) -> bool:
-    match = re.match(r"^\.tmp-(?:labels-)?(\d+)-", name)
-    if not match or int(match.group(1)) in (0, os.getpid()):
-        return False
-    try:
-        os.kill(int(match.group(1)), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def process_start_time() -> float:
-    """When this process started (Unix time): ``/proc/self``'s ctime on Linux, else this module's import."""
-    try:
-        return os.stat(f"/proc/{os.getpid()}").st_ctime
-    except OSError:
-        return _IMPORTED
-
-
-_IMPORTED = time.time()

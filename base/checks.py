@@ -1,10 +1,11 @@
 """Value checks shared by the pipeline's front door, its steps and the trainer (standard library only).
 
 Each check takes the name to show (``train_steps``, ``--train_steps``...) and the value, and
-returns the value as its type or raises :class:`~trainer.errors.InputError` with one line
+returns the value as its type or raises :class:`~base.errors.InputError` with one line
 naming the parameter and a valid value. :mod:`pipeline.parameters` names one of these per
-pipeline parameter; the steps and the trainer call the same functions where they check the
-same thing, so a rule is written once.
+pipeline parameter; the CLIs, the steps and the trainer call the same functions where they check
+the same thing, so a rule is written once. What depends on the model (its size) is the trainer's
+(:mod:`trainer.config`).
 """
 
 from __future__ import annotations
@@ -12,21 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Sequence
 from typing import Any
 
-from trainer import config, schema
-from trainer.errors import InputError
+from base.errors import InputError
 
-#: The default limit of the model-size guard (the default model has about 6,200 parameters).
-MAX_MODEL_PARAMS = 10_000_000
-#: Bytes per parameter while training: the float32 weight, its gradient and Adam's two moments.
-TRAIN_BYTES_PER_PARAM = 16
-#: Engineered numeric features (distances, deltas, normalised coordinates, passengers) before
-#: the airport proximities (one per airport for pickup and for dropoff): see trainer.features.
-BASE_NUMERIC_FEATURES = 10
-#: Embedding widths of the datetime layout's hour, weekday and hour x weekday (trainer.model).
-DATETIME_EMBEDDINGS = ((schema.N_HOURS, 3), (schema.N_DAYS, 2), (schema.N_HOURS * schema.N_DAYS, 3))
 _MACHINE_TYPE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[A-Za-z]{2,}")
@@ -259,43 +249,3 @@ def synthetic_rows(source: str, rows: int) -> None:
     """Generated data needs enough rows for three splits."""
     if source.strip() == "synthetic" and rows < 100:
         raise InputError(f"synthetic_rows must be at least 100 (got {rows})")
-
-
-def model_size(
-    hidden: Sequence[int],
-    *,
-    datetime_layout: bool = False,
-    embedding_dim: int = config.EMBEDDING_DIM,
-    cross_embedding_dim: int = config.CROSS_EMBEDDING_DIM,
-) -> int:
-    """The number of parameters of :func:`trainer.model.build_model` for these settings."""
-    numeric = BASE_NUMERIC_FEATURES + 2 * len(schema.AIRPORTS)
-    embeddings = [(schema.N_CELLS, embedding_dim)] * 2
-    if cross_embedding_dim:
-        embeddings.append((schema.N_CROSS_BINS, cross_embedding_dim))
-    if datetime_layout:
-        embeddings += list(DATETIME_EMBEDDINGS)
-    count = sum(size * dim for size, dim in embeddings)
-    width = numeric + sum(dim for _, dim in embeddings)
-    for units in (*hidden, 1):  # the hidden layers, then deep_out
-        count += width * units + units
-        width = units
-    return count + numeric + 1  # wide_out
-
-
-def check_model_size(
-    hidden: Sequence[int], *, limit: int = MAX_MODEL_PARAMS, datetime_layout: bool = False, flag: str = "max_model_params"
-) -> int:
-    """Refuse a model larger than ``limit`` parameters, before anything is built.
-
-    Returns:
-        The model's number of parameters.
-    """
-    count = model_size(hidden, datetime_layout=datetime_layout)
-    if count > limit:
-        gib = count * TRAIN_BYTES_PER_PARAM / 2**30
-        raise InputError(
-            f"hidden_units {','.join(map(str, hidden))} makes a model of {count:,} parameters (about {gib:,.1f} GiB to train), "
-            f"over the limit of {limit:,}: use smaller hidden_units, or raise the limit with {flag}"
-        )
-    return count

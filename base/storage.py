@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from trainer.errors import InputError as InputError  # re-exported: older imports keep working
+from base.errors import InputError
 
 
 def is_gcs(path: str) -> bool:
