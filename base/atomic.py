@@ -1,7 +1,7 @@
 """Write elsewhere, then rename: the one way a file or folder appears complete (standard library only).
 
 A reader never sees a half-written file: :func:`replacing` hands out a temporary path beside
-the target, named ``.tmp-<pid>-<name>-<ns>``, and renames it onto the target only when the
+the target, named ``.tmp-<pid>-<ns>-<name>``, and renames it onto the target only when the
 block ends without an error (else removes it). :func:`write_text`, :func:`write_bytes` and
 :func:`write_json` are the one-call forms.
 
@@ -29,9 +29,9 @@ _PID = re.compile(r"^\.tmp-(\d+)-")
 
 
 def temp_path(path: str) -> str:
-    """A fresh temporary path beside ``path``: ``<dir>/.tmp-<pid>-<name>-<ns>``."""
+    """A fresh temporary path beside ``path``: ``<dir>/.tmp-<pid>-<ns>-<name>`` (the name's extension kept)."""
     directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{name}-{time.monotonic_ns()}")
+    return os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}-{name}")
 
 
 def _remove(path: str) -> None:
@@ -50,25 +50,31 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def replacing(path: str, *, durable: bool = False, replace: bool = True) -> Iterator[str]:
-    """Yield a temporary path (file or folder) beside ``path``; rename it onto ``path`` when the block succeeds.
+def publish(tmp: str, path: str, *, durable: bool = False) -> None:
+    """Rename the finished temporary ``tmp`` onto ``path``.
 
-    Args:
-        path: the target.
-        durable: also fsync the directory after the rename (fsync a file's contents yourself, or
-            use :func:`write_bytes` with ``durable=True``).
-        replace: ``False``: refuse (``OSError``) to replace an existing target (``os.rename``,
-            which refuses a non-empty folder); ``True``: ``os.replace``.
+    When both are folders, the one there (kfp's empty placeholder, an older copy) is replaced whole.
+
+    ``durable`` also fsyncs the directory after the rename (fsync a file's contents yourself, or
+    use :func:`write_bytes` with ``durable=True``).
+    """
+    if os.path.isdir(tmp) and os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    if durable:
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
+def replacing(path: str, *, durable: bool = False) -> Iterator[str]:
+    """Yield a temporary path (for a file or a folder) beside ``path``; :func:`publish` it onto ``path`` when the block succeeds.
 
     On an error inside the block, or in the rename, the temporary is removed.
     """
     tmp = temp_path(path)
     try:
         yield tmp
-        (os.replace if replace else os.rename)(tmp, path)
-        if durable:
-            _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        publish(tmp, path, durable=durable)
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)

@@ -198,10 +198,3 @@ def check_output_file(path: str, flag: str) -> None:
     if not os.path.isdir(existing):
         raise InputError(f"{flag} {path} cannot be written: {existing} is a file, not a directory")
     _probe_writable(existing, flag, path)
-
-
-def public_mode() -> int:
-    """The mode a new file gets from ``open()`` (0644 under the usual umask 022), for files made with ``mkstemp`` (0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask

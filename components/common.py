@@ -9,7 +9,6 @@ step reports its key figure with :func:`summary`: a line on stderr for the log, 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -59,12 +58,3 @@ def local_path(uri_or_path: str) -> str:
     if uri_or_path.startswith("gs://"):
         return "/gcs/" + uri_or_path[len("gs://") :]
     return uri_or_path
-
-
-def replace_dir(tmp: str, final: str) -> None:
-    """Move the finished directory ``tmp`` to ``final``, replacing an empty placeholder there."""
-    if os.path.isdir(final) and not os.listdir(final):
-        os.rmdir(final)
-    elif os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from typing import Any
 
-from base.storage import check_output_file, public_mode
+from base import atomic
+from base.storage import check_output_file
 from components.common import DEFAULT_IMAGE
 
 LOCAL_YAML = os.path.join("compiled", "taxifare_pipeline.yaml")
@@ -50,13 +50,6 @@ def compile_pipeline(out_path: str | None = None, *, image: str = DEFAULT_IMAGE,
 
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".compile-", suffix=".yaml")
-    os.close(fd)
-    try:
+    with atomic.replacing(out_path) as tmp:  # the temporary keeps the .yaml kfp asks for
         compiler.Compiler().compile(factories[target](image=image), tmp)
-        os.chmod(tmp, public_mode())  # mkstemp makes it 0600: the spec is for others to read (0644)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path

@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from base import atomic
+
 if TYPE_CHECKING:
     from pipeline.local_run import RunResult, StepRecord
 
@@ -247,11 +249,7 @@ def save_record(
         tensorboard=tensorboard if tensorboard and os.path.isdir(tensorboard) else "",
         log=os.path.abspath(log_path),
     )
-    target = os.path.join(run_dir, RECORD)
-    tmp = f"{target}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(dataclasses.asdict(run), fh, indent=1, default=str)
-    os.replace(tmp, target)
+    atomic.write_text(os.path.join(run_dir, RECORD), json.dumps(dataclasses.asdict(run), indent=1, default=str))
     return run
 
 
@@ -397,8 +395,5 @@ def write_index(pipeline_root: str) -> str:
 
     path = index_path(pipeline_root)
     page = render_index(list_runs(pipeline_root), path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    os.replace(tmp, path)
+    atomic.write_text(path, page)
     return path

@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from base import storage
+from base import atomic, storage
 from base.errors import InputError
 from serving.batch_cli import CSV, INSTANCE_FORMATS, JSONL
 from serving.batch_input import Checked, CsvChecker, JsonlChecker, Piece, error_record, instances_format
@@ -69,11 +69,7 @@ def _record(settings: Any, files: list[str], fmt: str) -> dict[str, Any]:
 
 
 def _write_json(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(value, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, value, indent=2)
 
 
 def prepare(settings: Any) -> Job:

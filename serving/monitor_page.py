@@ -13,6 +13,7 @@ import math
 import os
 from typing import Any
 
+from base import atomic
 from components.impl import drift, statistics
 from components.impl.report import _CSS as REPORT_CSS
 from trainer import schema
@@ -102,8 +103,5 @@ its predictions in this window with the window before.</p>
 def write(path: str, report: Any) -> str:
     """Write the page to ``path`` (through a temporary name); returns ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(render(report))
-    os.replace(tmp, path)
+    atomic.write_text(path, render(report))
     return path

@@ -21,6 +21,7 @@ import time
 from types import FrameType, TracebackType
 from typing import Any
 
+from base import atomic
 from base.layout import MODEL_NAME
 from serving import manager as manager_module
 from serving.batching import BatchingParameters, Scheduler
@@ -199,10 +200,7 @@ class ModelServer:
 
 def write_ports_file(path: str, server: ModelServer) -> None:
     """Write ``{"rest_port", "grpc_port", "pid"}`` to ``path`` atomically (temp file + rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"rest_port": server.rest_port, "grpc_port": server.grpc_port, "pid": os.getpid()}, fh)
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps({"rest_port": server.rest_port, "grpc_port": server.grpc_port, "pid": os.getpid()}))
 
 
 def serve(config: ServerConfig, ports_file: str | None = None) -> int:

@@ -25,9 +25,9 @@ def export_untrained(out: Path, seed: int) -> str:
 
 
 def publish(model_dir: str, base: Path, version: int) -> Path:
-    """Copy ``model_dir`` into ``base/.tmp-V-pid`` and rename it to ``base/V`` (atomic, like deploy)."""
+    """Copy ``model_dir`` into ``base/.tmp-pid-V`` and rename it to ``base/V`` (atomic, like deploy)."""
     base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{version}-{os.getpid()}"
+    tmp = base / f".tmp-{os.getpid()}-{version}"
     shutil.copytree(model_dir, tmp)
     final = base / str(version)
     os.rename(tmp, final)

@@ -16,14 +16,13 @@ import dataclasses
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from base import atomic
 from base.errors import InputError
-from base.storage import public_mode
 from trainer import schema
 from trainer.geo import haversine_km
 from trainer.schema import Variant
@@ -210,10 +209,7 @@ def generate(
     rng = np.random.default_rng(seed)
     counts = dict.fromkeys(SPLITS, 0)
     with contextlib.ExitStack() as stack:
-        tmp = {
-            s: stack.enter_context(tempfile.NamedTemporaryFile("w", dir=out_dir, prefix=f".{s}.", suffix=".tmp", delete=False))
-            for s in SPLITS
-        }
+        tmp = {s: stack.enter_context(open(atomic.temp_path(os.path.join(out_dir, f"{s}.csv")), "w")) for s in SPLITS}
 
         def remove_leftovers() -> None:  # after a crash, or the renamed files are already gone
             for fh in tmp.values():
@@ -237,9 +233,8 @@ def generate(
         paths = {}
         for split, fh in tmp.items():
             fh.close()
-            os.chmod(fh.name, public_mode())  # NamedTemporaryFile makes it 0600
             paths[split] = os.path.join(out_dir, f"{split}.csv")
-            os.replace(fh.name, paths[split])
+            atomic.publish(fh.name, paths[split])
     return Generated(paths=paths, rows=counts, seconds=time.monotonic() - start)
 
 

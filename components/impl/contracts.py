@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from base import atomic
 from trainer.schema import LABEL
 
 #: The environment variable naming the folder of step summaries (set by ``taxifare run``).
@@ -162,10 +163,7 @@ class StepSummary:
         """Write ``<directory>/<step>.json`` (through a temporary name); returns the path."""
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, f"{self.step}.json")
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(dataclasses.asdict(self), fh, default=str)
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(dataclasses.asdict(self), default=str))
         return path
 
     @classmethod

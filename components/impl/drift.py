@@ -23,6 +23,8 @@ import math
 import os
 from typing import Any
 
+from base import atomic
+
 #: The file holding a model's (and so a deployed version's) training statistics, inside its SavedModel
 #: folder (the serving layout's ``TRAIN_STATS_FILE``; TF Serving ignores ``assets.extra``).
 STATS_FILE = os.path.join("assets.extra", "taxifare_train_stats.json")
@@ -51,10 +53,7 @@ def write_stats(metadata: dict[str, Any], directory: str) -> str:
     """Write :func:`stats_document` of ``metadata`` as ``directory/`` :data:`STATS_FILE` (through a temporary name)."""
     path = os.path.join(directory, STATS_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(stats_document(metadata), fh, indent=1)
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(stats_document(metadata), indent=1))
     return path
 
 

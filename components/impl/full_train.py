@@ -100,9 +100,7 @@ def train(
 
 def copy_export(export_dir: str, model_path: str) -> None:
     """Copy the SavedModel into the ``Model`` artifact's directory (through a temporary name)."""
-    from components.common import replace_dir
+    from base import atomic
 
-    tmp = model_path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(export_dir, tmp)
-    replace_dir(tmp, model_path)
+    with atomic.replacing(model_path.rstrip("/")) as tmp:
+        shutil.copytree(export_dir, tmp)

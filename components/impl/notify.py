@@ -28,6 +28,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from base import atomic
 from components.common import summary as print_summary
 
 #: Environment set by ``taxifare run`` for the exit step (kfp.local only).
@@ -240,10 +241,7 @@ def run_summary_step(
     )
     os.makedirs(os.path.dirname(summary_path) or ".", exist_ok=True)
     for path, content in ((summary_path, json.dumps(result.payload(), indent=1)), (summary_path + ".txt", result.details() + "\n")):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(content)
-        os.replace(tmp, path)
+        atomic.write_text(path, content)
     notified = ""
     if notify_webhook:
         code = post_webhook(notify_webhook, result.payload())

@@ -280,14 +280,11 @@ def write_report(artifact_path: str, page: str) -> str:
     Each file is written under a temporary name and renamed into place, so a reader never sees
     half a page.
     """
-    import os
+    from base import atomic
 
     target = report_file(artifact_path)
     for path in (artifact_path, target):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, path)
+        atomic.write_text(path, page)
     return target
 
 
@@ -298,7 +295,7 @@ def stamp_run(report_path: str, block: str) -> bool:
     verify_export wrote the page. The file is rewritten under a temporary name and renamed.
     Returns whether the page had the marker.
     """
-    import os
+    from base import atomic
 
     try:
         with open(report_path, encoding="utf-8") as fh:
@@ -307,8 +304,5 @@ def stamp_run(report_path: str, block: str) -> bool:
         return False
     if RUN_MARKER not in page:
         return False
-    tmp = f"{report_path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(page.replace(RUN_MARKER, block, 1))
-    os.replace(tmp, report_path)
+    atomic.write_text(report_path, page.replace(RUN_MARKER, block, 1))
     return True

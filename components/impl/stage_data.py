@@ -19,8 +19,9 @@ import tempfile
 import zlib
 from typing import Any
 
+from base import atomic
 from base.errors import InputError
-from components.common import replace_dir, summary
+from components.common import summary
 from components.impl.contracts import DatasetStats
 from trainer.schema import Variant
 
@@ -183,7 +184,8 @@ class _SplitWriter:
         for split in SPLITS:
             parent = os.path.dirname(os.path.abspath(out_paths[split]))
             os.makedirs(parent, exist_ok=True)
-            self.tmp_dirs[split] = tempfile.mkdtemp(prefix=f".{split}-", dir=parent)
+            self.tmp_dirs[split] = atomic.temp_path(out_paths[split])
+            os.makedirs(self.tmp_dirs[split])
 
     def __enter__(self) -> "_SplitWriter":
         return self
@@ -216,7 +218,7 @@ class _SplitWriter:
     def publish(self) -> None:
         """Move each finished split to its output path."""
         for split in SPLITS:
-            replace_dir(self.tmp_dirs[split], self.out_paths[split])
+            atomic.publish(self.tmp_dirs[split], self.out_paths[split])
 
 
 #: The setting a user raises to let more bad rows through, as the pipeline's front doors spell it.

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -275,10 +274,9 @@ def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, steps
 
 def write_record(tuned: Tuned, path: str) -> None:
     """The tuning record as JSON at ``path`` (through a temporary name)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(tuned.record(), fh, indent=1)
-    os.replace(tmp, path)
+    from base import atomic
+
+    atomic.write_text(path, json.dumps(tuned.record(), indent=1))
 
 
 # --- Vertex AI hyperparameter tuning job --------------------------------------------------
