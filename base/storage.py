@@ -59,7 +59,8 @@ def check_bucket_name(bucket: str, *, what: str = "bucket") -> str:
     return bucket
 
 
-def _gcs_client() -> Any:
+def gcs_client() -> Any:
+    """The one Cloud Storage client (google-cloud-storage; anonymous against ``STORAGE_EMULATOR_HOST`` when set)."""
     from google.cloud import storage  # heavy; only for gs://
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -73,7 +74,7 @@ def _expand_one(pattern: str) -> list[str]:
     if is_gcs(pattern):
         bucket, name = split_gcs(pattern)
         prefix = name.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
-        blobs = _gcs_client().list_blobs(bucket, prefix=prefix)
+        blobs = gcs_client().list_blobs(bucket, prefix=prefix)
         matches = [b.name for b in blobs if fnmatch.fnmatchcase(b.name, name) and not b.name.endswith("/")]
         return [f"gs://{bucket}/{m}" for m in sorted(matches)]
     pattern = os.path.expanduser(pattern)
@@ -119,7 +120,7 @@ def open_binary(path: str) -> IO[bytes]:
     """Open a local file or a ``gs://`` object for binary reading."""
     if is_gcs(path):
         bucket, name = split_gcs(path)
-        blob = _gcs_client().bucket(bucket).blob(name)
+        blob = gcs_client().bucket(bucket).blob(name)
         return blob.open("rb")  # type: ignore[no-any-return]
     return open(path, "rb")
 

@@ -62,7 +62,7 @@ def _p(name: str, type_: type, default: Any, check: Callable[[str, Any], Any], h
 
 
 def _max_drift(name: str, value: Any) -> float:
-    from components.impl.drift import check_max_drift
+    from trainer.divergence import check_max_drift
 
     return check_max_drift(value)
 

@@ -30,7 +30,6 @@ import json
 import warnings
 from typing import Any
 
-from google_cloud_pipeline_components import _placeholders
 from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
 from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
 from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
@@ -57,8 +56,12 @@ with warnings.catch_warnings():
     from google_cloud_pipeline_components.preview.model_evaluation import ModelImportEvaluationOp
 
 PIPELINE_NAME = "taxifare-vertex"
-PROJECT = _placeholders.PROJECT_ID_PLACEHOLDER
-LOCATION = _placeholders.LOCATION_PLACEHOLDER
+#: The run's own project and location, resolved by Vertex AI Pipelines when the run starts. Neither
+#: kfp nor google-cloud-pipeline-components exports them publicly (GCPC keeps them in its private
+#: ``_placeholders``); they are the defaults of GCPC's public ``CustomTrainingJobOp``, which
+#: tests/test_vertex_pipeline.py checks, so a change in GCPC fails a test instead of a run.
+PROJECT = "{{$.pipeline_google_cloud_project_id}}"
+LOCATION = "{{$.pipeline_google_cloud_location}}"
 
 
 def create_vertex_pipeline(

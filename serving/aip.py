@@ -31,7 +31,6 @@ from base.layout import LayoutError
 #: Vertex AI's defaults when a variable is missing (its documented defaults).
 DEFAULT_PORT = 8080
 MODE_PREDICTION = "PREDICTION"
-VARIABLES = ("AIP_MODE", "AIP_HTTP_PORT", "AIP_PREDICT_ROUTE", "AIP_HEALTH_ROUTE", "AIP_STORAGE_URI")
 
 
 @dataclasses.dataclass
@@ -93,13 +92,13 @@ def download(uri: str, dest: str) -> None:
     Raises:
         LayoutError: when the bucket cannot be read or the prefix holds no object.
     """
-    from base.storage import _gcs_client, split_gcs
+    from base.storage import gcs_client, split_gcs
 
     bucket, prefix = split_gcs(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     count = 0
     try:
-        client = _gcs_client()
+        client = gcs_client()
         for blob in client.list_blobs(bucket, prefix=prefix):
             relative = blob.name[len(prefix) :]
             if not relative or relative.endswith("/"):

@@ -4,7 +4,7 @@ For the logged requests of the last ``--window`` seconds (ending at the newest l
 request), per served version found in them:
 
 * **skew**, per input feature: the drift gate's Jensen-Shannon divergence
-  (:func:`components.impl.drift.compare`, over :mod:`components.impl.statistics`' fixed bins)
+  (:func:`trainer.divergence.compare`, over :mod:`trainer.statistics`' fixed bins)
   between the instances that version was asked and its training split, whose statistics it
   keeps in ``assets.extra/taxifare_train_stats.json``; a feature whose divergence is above the
   threshold (``--max-skew``; by default the ``max_drift`` of the run that produced the version
@@ -13,7 +13,7 @@ request), per served version found in them:
   the window before it, over the fare's bins.
 
 It prints a table, writes an HTML page (:mod:`serving.monitor_page`), optionally posts the
-verdict to a webhook (:func:`components.impl.notify.post_webhook`) and, with ``--retrain``,
+verdict to a webhook (:func:`base.webhook.post_webhook`) and, with ``--retrain``,
 starts ``taxifare run`` with the recorded parameters of the run that produced the served
 version when something moved. Exit status: 0 when nothing moved, 1 when something did.
 """
@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from base import layout
-from components.impl import drift, statistics
 from serving import request_log, skew
-from trainer import schema
+from trainer import divergence, schema, statistics
 
 #: The threshold when neither ``--max-skew`` nor the version's run (its ``max_drift``) gives one.
 DEFAULT_MAX_SKEW = 0.1
@@ -68,7 +67,7 @@ class Report:
 
     rows: list[Row]
     window: tuple[float, float]
-    results: dict[int, drift.DriftResult] = dataclasses.field(default_factory=dict)
+    results: dict[int, divergence.DriftResult] = dataclasses.field(default_factory=dict)
     predictions: dict[int, tuple[list[float], list[float]]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -137,10 +136,10 @@ def run_record(version_dir: str) -> dict[str, Any] | None:
 def threshold_for(version_dir: str, max_skew: float | None) -> float:
     """``--max-skew`` when given, else the ``max_drift`` of the version's run when it set one, else :data:`DEFAULT_MAX_SKEW`."""
     if max_skew is not None:
-        return drift.check_max_drift(max_skew)
+        return divergence.check_max_drift(max_skew)
     recorded = ((run_record(version_dir) or {}).get("arguments") or {}).get("max_drift")
     try:
-        value = drift.check_max_drift(recorded)
+        value = divergence.check_max_drift(recorded)
     except ValueError:
         value = 0.0
     return value if value > 0 else DEFAULT_MAX_SKEW
@@ -150,7 +149,7 @@ def _prediction_row(version: int, now: list[float], before: list[float], thresho
     edges = statistics.bin_edges(schema.LABEL)
     if len(before) < min_instances or len(now) < min_instances:
         return Row(version, PREDICTION, math.nan, threshold, f"too few (< {min_instances} a window)", len(now), "drift")
-    distance = drift.js_divergence(list(statistics.counts(now, edges)), list(statistics.counts(before, edges)))
+    distance = divergence.js_divergence(list(statistics.counts(now, edges)), list(statistics.counts(before, edges)))
     return Row(version, PREDICTION, distance, threshold, "moved" if distance > threshold else "ok", len(now), "drift")
 
 
@@ -260,7 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``taxifare monitor``: 0 when nothing moved, 1 when something did, 2 for a user error (raised as ValueError) or an unsent notice."""
-    from components.impl.notify import check_webhook, post_webhook
+    from base.webhook import check_webhook, post_webhook
     from serving import monitor_page
 
     if args.notify_webhook:

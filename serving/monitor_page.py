@@ -14,9 +14,8 @@ import os
 from typing import Any
 
 from base import atomic
-from components.impl import drift, statistics
-from components.impl.report import _CSS as REPORT_CSS
-from trainer import schema
+from base.page_style import PAGE_CSS
+from trainer import divergence, schema, statistics
 
 
 def bars_svg(
@@ -62,7 +61,7 @@ def render(report: Any) -> str:
     )
     figures = []
     for version, result in sorted(report.results.items()):
-        for row in drift.report_rows(result):
+        for row in divergence.report_rows(result):
             plot = bars_svg(row["feature"], row["edges"], row["share_deployed"], row["share_now"], ("training", "requests"))
             means = [
                 f"{_fmt(m)} {where}" for m, where in ((row["mean_deployed"], "in training"), (row["mean_now"], "asked")) if m is not None
@@ -82,7 +81,7 @@ def render(report: Any) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>taxifare monitor: {word}</title>
-<style>{REPORT_CSS}</style></head>
+<style>{PAGE_CSS}</style></head>
 <body>
 <h1>taxifare monitor</h1>
 <div id="verdict" class="verdict {cls}" data-moved="{str(bool(moved)).lower()}"><strong>{word}</strong>

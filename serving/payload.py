@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -352,14 +351,6 @@ def parse_predict_body(
     raise RequestError('the body has no "instances": send {"instances": [{...one trip...}, ...]}')
 
 
-def to_json_floats(values: np.ndarray) -> list[float]:
-    """float32 predictions as JSON-ready Python floats (exact: float32 round-trips through float64)."""
-    out = values.astype(np.float64).tolist()
-    if not all(math.isfinite(v) for v in out):
-        raise RequestError("the model produced a non-finite prediction for these inputs", status=422)
-    return out
-
-
 def read_json_instances(path: str) -> list[dict[str, Any]]:
     """Instances from a ``--json-instances`` file: one JSON object per line (blank lines skipped).
 
@@ -387,10 +378,3 @@ def read_json_instances(path: str) -> list[dict[str, Any]]:
     if not out:
         raise RequestError(f"{path} holds no instance: write one JSON object per line")
     return out
-
-
-def columns_to_rows(columns: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """The inverse of the columnar format (used by clients and tests)."""
-    names = list(columns)
-    n = len(columns[names[0]]) if names else 0
-    return [{name: columns[name][i] for name in names} for i in range(n)]

@@ -1,8 +1,8 @@
 """Training-serving skew: how far what a served version is asked has moved from what it learned.
 
-The measure is the drift gate's (:mod:`components.impl.drift`): per feature, the
+The measure is the drift gate's (:mod:`trainer.divergence`): per feature, the
 Jensen-Shannon divergence between the normalised histograms, over the fixed, schema-derived
-bins of :func:`components.impl.statistics.bin_edges`, of the served version's training split
+bins of :func:`trainer.statistics.bin_edges`, of the served version's training split
 (``assets.extra/taxifare_train_stats.json`` in its folder, :data:`base.layout.TRAIN_STATS_FILE`)
 and of the instances it was asked. The server (with a request log) keeps the last
 :data:`WINDOW` logged instances of each version and exports the result as Prometheus gauges
@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from base import layout
-from components.impl import drift, statistics
-from trainer import schema
+from trainer import divergence, schema, statistics
 
 log = logging.getLogger("serving")
 
@@ -36,7 +35,7 @@ def edges() -> dict[str, np.ndarray]:
 
 
 def describe(counts: Mapping[str, np.ndarray], sums: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
-    """A ``columns`` document (as :func:`components.impl.statistics.describe` writes it) from histogram counts per feature."""
+    """A ``columns`` document (as :func:`trainer.statistics.describe` writes it) from histogram counts per feature."""
     bins = edges()
     out: dict[str, dict[str, Any]] = {}
     for name, found in counts.items():
@@ -63,14 +62,14 @@ def histograms(columns: Iterable[Mapping[str, Any]]) -> tuple[dict[str, np.ndarr
 
 def reference(version_dir: str) -> dict[str, Any] | None:
     """A version's training statistics (``None`` when it kept none)."""
-    return drift.read_stats(os.path.join(version_dir, layout.TRAIN_STATS_FILE))
+    return divergence.read_stats(os.path.join(version_dir, layout.TRAIN_STATS_FILE))
 
 
 def compare(
     counts: Mapping[str, np.ndarray], ref: dict[str, Any], version: int | str, sums: Mapping[str, float] | None = None
-) -> drift.DriftResult:
+) -> divergence.DriftResult:
     """The drift gate's comparison of these counts (and the means, when ``sums`` are given) with a version's training statistics."""
-    return drift.compare(describe(counts, sums), ref, reference_version=str(version))
+    return divergence.compare(describe(counts, sums), ref, reference_version=str(version))
 
 
 class _Window:

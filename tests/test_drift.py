@@ -10,8 +10,8 @@ import pytest
 from conftest import stage
 
 from base.errors import InputError
-from components.impl import drift, statistics
-from trainer import schema, synthetic
+from components.impl import drift
+from trainer import divergence, schema, statistics, synthetic
 from trainer.schema import Variant
 
 LAB = Variant.LAB.columns
@@ -69,27 +69,27 @@ def test_describe_counts_every_row_and_gets_quantiles_right(tmp_path):
 
 
 def test_same_distribution_is_not_flagged(data):
-    result = drift.compare(data["fresh"], data["deployed"], reference_version="3")
+    result = divergence.compare(data["fresh"], data["deployed"], reference_version="3")
     assert len(result.features) == len(statistics.features()) and not result.skipped
     assert result.largest < 0.01, result.line()
-    assert drift.compare(data["deployed"], data["deployed"]).largest == 0.0
+    assert divergence.compare(data["deployed"], data["deployed"]).largest == 0.0
     drift.gate(result, 0.05)  # does not raise
 
 
 def test_shifted_fares_are_flagged_on_the_fare_only(data):
-    result = drift.compare(data["fares"], data["deployed"], reference_version="3")
+    result = divergence.compare(data["fares"], data["deployed"], reference_version="3")
     assert [f.feature for f in result.over(0.05)] == ["fare_amount"]
     assert result.ranked()[0].feature == "fare_amount"
     assert "fare_amount" in result.line()
 
 
 def test_shifted_pickups_are_flagged_on_the_pickup_coordinates_only(data):
-    result = drift.compare(data["pickups"], data["deployed"], reference_version="3")
+    result = divergence.compare(data["pickups"], data["deployed"], reference_version="3")
     assert sorted(f.feature for f in result.over(0.05)) == ["pickuplat", "pickuplon"]
 
 
 def test_gate_stops_with_one_line_that_says_how_to_accept(data):
-    result = drift.compare(data["fares"], data["deployed"], reference_version="3")
+    result = divergence.compare(data["fares"], data["deployed"], reference_version="3")
     with pytest.raises(drift.DriftError) as err:
         drift.gate(result, 0.05)
     message = str(err.value)
@@ -103,12 +103,12 @@ def test_gate_stops_with_one_line_that_says_how_to_accept(data):
 @pytest.mark.parametrize("value", ["abc", -0.1, float("nan"), float("inf"), 1.5, None])
 def test_bad_threshold_is_one_line(value):
     with pytest.raises(InputError, match="max_drift must be 0 \\(off\\) or a Jensen-Shannon divergence"):
-        drift.check_max_drift(value)
+        divergence.check_max_drift(value)
 
 
 def test_statistics_without_histograms_are_skipped_not_failed(data):
     old = {name: {"min": 1.0, "mean": 2.0, "max": 3.0} for name in statistics.features()}
-    result = drift.compare(data["fresh"], old)
+    result = divergence.compare(data["fresh"], old)
     assert result.features == [] and result.skipped == list(statistics.features())
     assert result.line() == "no feature could be compared"
 
@@ -138,7 +138,7 @@ def test_check_with_nothing_deployed_reports_and_passes(tmp_path, capsys):
 
 
 def test_report_rows_hold_both_distributions(data):
-    rows = drift.report_rows(drift.compare(data["fares"], data["deployed"]))
+    rows = divergence.report_rows(divergence.compare(data["fares"], data["deployed"]))
     assert rows[0]["feature"] == "fare_amount"
     assert len(rows[0]["share_now"]) == len(rows[0]["edges"]) - 1 == len(rows[0]["share_deployed"])
     assert sum(rows[0]["share_now"]) == pytest.approx(1.0) and rows[0]["median_now"] > rows[0]["median_deployed"]

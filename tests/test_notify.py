@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from base import webhook
 from components.impl import notify
 
 
@@ -134,7 +135,7 @@ def test_the_step_writes_the_summary_and_posts_it(hook, tmp_path, monkeypatch):
 def test_a_webhook_that_refuses_gives_one_clear_line(hook):
     hook.status = 404
     with pytest.raises(RuntimeError, match=r"the notify_webhook at 127\.0\.0\.1:\d+ answered HTTP 404"):
-        notify.post_webhook(hook.url, {"text": "x"})
+        webhook.post_webhook(hook.url, {"text": "x"})
 
 
 def test_an_unreachable_webhook_gives_one_clear_line():
@@ -144,13 +145,13 @@ def test_an_unreachable_webhook_gives_one_clear_line():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(RuntimeError, match=rf"cannot reach the notify_webhook at 127\.0\.0\.1:{port}"):
-        notify.post_webhook(f"http://127.0.0.1:{port}/hook", {"text": "x"}, timeout=2)
+        webhook.post_webhook(f"http://127.0.0.1:{port}/hook", {"text": "x"}, timeout=2)
 
 
 @pytest.mark.parametrize("url", ["hooks.slack.com/x", "ftp://host/x", "http://"])
 def test_a_webhook_that_is_not_a_url_is_refused(url):
     with pytest.raises(ValueError, match="is not an http\\(s\\) URL"):
-        notify.check_webhook(url)
+        webhook.check_webhook(url)
 
 
 def test_a_failing_local_run_ends_with_the_step_and_notifies(hook, tmp_path, capsys):

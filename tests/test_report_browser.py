@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from _browser import check_page
 
-from components.impl import drift, report, report_plots, slices, statistics, verify_export
+from components.impl import drift, report, report_plots, slices, verify_export
 from pipeline import runs
 from pipeline.runs_page import report_header
-from trainer import synthetic
+from trainer import divergence, statistics, synthetic
 from trainer.schema import Variant
 
 
@@ -72,7 +72,7 @@ def page(trips, tmp_path, *, blessed: bool, deployed: bool) -> tuple[str, report
     page = report.render_report(data)
     if deployed:  # the drift section: this split's statistics against the training split's (as the deployed model kept them)
         now, then = ({"columns": statistics.describe(str(path), Variant.LAB.columns)} for path in trips[2])
-        page = drift.with_section(page, drift.report_html(drift.compare(now, then, reference_version="3"), 0.05))
+        page = drift.with_section(page, drift.report_html(divergence.compare(now, then, reference_version="3"), 0.05))
     return report.write_report(str(artifact), page), data
 
 

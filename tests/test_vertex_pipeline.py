@@ -634,3 +634,13 @@ def test_batch_inputs_refuse_local_files_with_one_line():
 
     with pytest.raises(InputError, match=r"batch_source data/trips\.csv: a Vertex AI job reads gs:// files"):
         batch_inputs.python_func("data/trips.csv")
+
+
+def test_project_and_location_placeholders_are_vertex_s():
+    """The pinned placeholders are what GCPC's public ops default to (GCPC's own constants are private)."""
+    from google_cloud_pipeline_components.v1.custom_job import CustomTrainingJobOp
+
+    from pipeline import vertex_pipeline
+
+    inputs = CustomTrainingJobOp.component_spec.inputs
+    assert (inputs["project"].default, inputs["location"].default) == (vertex_pipeline.PROJECT, vertex_pipeline.LOCATION)

@@ -1,11 +1,11 @@
 """Data drift: per-feature statistics of a split, and how far a new training split moved from the deployed model's.
 
-``stage_data`` adds :func:`components.impl.statistics.describe` to each split's ``columns``
+``stage_data`` adds :func:`trainer.statistics.describe` to each split's ``columns``
 metadata: per feature the count, quantiles and a histogram over **fixed bin edges**
 (derived from :mod:`trainer.schema`'s ranges and location grid), so any two data sets share
 their bins and can be compared without the rows. The deployed version keeps its training split's statistics
 (:data:`STATS_FILE`, written by deploy from :func:`stats_document`), and the ``check_drift``
-step compares a new run's training split with them (:func:`compare`):
+step compares a new run's training split with them (:func:`trainer.divergence.compare`):
 
 * per feature, the Jensen-Shannon divergence (base 2, so 0 = the same distribution, 1 = no
   overlap) between the two normalised histograms; numeric features and the label alike;
@@ -17,21 +17,19 @@ TF-free: numpy and pyarrow only; no kfp.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 from typing import Any
 
 from base import atomic
+from trainer import divergence
 
 #: The file holding a model's (and so a deployed version's) training statistics, inside its SavedModel
 #: folder (the serving layout's ``TRAIN_STATS_FILE``; TF Serving ignores ``assets.extra``).
 STATS_FILE = os.path.join("assets.extra", "taxifare_train_stats.json")
 #: Version of the statistics document.
 STATS_FORMAT = 1
-#: How many features the step line names.
-TOP = 3
 
 
 class DriftError(ValueError):
@@ -57,22 +55,6 @@ def write_stats(metadata: dict[str, Any], directory: str) -> str:
     return path
 
 
-def read_stats(path: str) -> dict[str, Any] | None:
-    """A statistics document from a file (local, ``/gcs/`` or ``gs://``), or ``None`` when there is none or it is unreadable."""
-    from base import storage
-
-    try:
-        with storage.open_binary(path) as fh:
-            document = json.loads(fh.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    except Exception as exc:  # google.api_core NotFound and friends on gs://
-        if type(exc).__name__ in ("NotFound", "Forbidden"):
-            return None
-        raise
-    return document if isinstance(document, dict) and isinstance(document.get("columns"), dict) else None
-
-
 def read_deployed_stats(serving_root: str, model_name: str) -> tuple[str, dict[str, Any] | None]:
     """The served version's training statistics: ``(version, document or None)``; ``("", None)`` when nothing is deployed.
 
@@ -88,100 +70,7 @@ def read_deployed_stats(serving_root: str, model_name: str) -> tuple[str, dict[s
     return (os.path.basename(served), layout.deployed_train_stats(model_dir)) if served else ("", None)
 
 
-def js_divergence(p_counts: list[int], q_counts: list[int]) -> float:
-    """Jensen-Shannon divergence (base 2, in [0, 1]) of two histograms over the same bins."""
-    import numpy as np
-
-    p = np.asarray(p_counts, dtype=np.float64)
-    q = np.asarray(q_counts, dtype=np.float64)
-    if p.sum() <= 0 or q.sum() <= 0:
-        return math.nan
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2
-
-    def kl(a: Any, b: Any) -> float:
-        mask = a > 0
-        return float(np.sum(a[mask] * np.log2(a[mask] / b[mask])))
-
-    return max(0.0, min(1.0, 0.5 * kl(p, m) + 0.5 * kl(q, m)))
-
-
-@dataclasses.dataclass
-class FeatureDrift:
-    """How one feature moved."""
-
-    feature: str
-    divergence: float
-    current: dict[str, Any]
-    reference: dict[str, Any]
-
-
-@dataclasses.dataclass
-class DriftResult:
-    """The comparison of a training split with the deployed version's."""
-
-    features: list[FeatureDrift]
-    reference_version: str = ""
-    skipped: list[str] = dataclasses.field(default_factory=list)
-
-    def ranked(self) -> list[FeatureDrift]:
-        """Features by divergence, largest first."""
-        return sorted(self.features, key=lambda f: -f.divergence)
-
-    def over(self, max_drift: float) -> list[FeatureDrift]:
-        """The features whose divergence exceeds ``max_drift`` (none when the gate is off, ``max_drift`` 0)."""
-        if max_drift <= 0:
-            return []
-        return [f for f in self.ranked() if f.divergence > max_drift]
-
-    @property
-    def largest(self) -> float:
-        """The largest divergence (0 when nothing was compared)."""
-        return max((f.divergence for f in self.features), default=0.0)
-
-    def line(self, top: int = TOP) -> str:
-        """The step line: the features that moved most."""
-        if not self.features:
-            return "no feature could be compared"
-        moved = ", ".join(f"{f.feature} {f.divergence:.3f}" for f in self.ranked()[:top])
-        return f"largest drift vs deployed version {self.reference_version or '?'} (Jensen-Shannon): {moved}"
-
-    def as_metrics(self) -> dict[str, float]:
-        """``{"drift_<feature>": divergence, "drift_max": largest}`` (for a Metrics artifact)."""
-        return {**{f"drift_{f.feature}": round(f.divergence, 6) for f in self.features}, "drift_max": round(self.largest, 6)}
-
-
-def compare(current: dict[str, Any], reference: dict[str, Any], *, reference_version: str = "") -> DriftResult:
-    """Per-feature Jensen-Shannon divergence of the current training statistics from the reference's.
-
-    Args:
-        current: the new train split's ``columns`` metadata (or a :func:`stats_document`).
-        reference: the deployed version's statistics document (or its ``columns``).
-        reference_version: the deployed version, for messages.
-
-    Returns:
-        The divergences; features whose histograms are missing or use other bin edges are
-        listed in ``skipped`` (statistics written before histograms existed).
-    """
-    cur = current.get("columns", current)
-    ref = reference.get("columns", reference)
-    result = DriftResult(features=[], reference_version=reference_version)
-    from components.impl.statistics import features
-
-    for name in features():
-        a, b = (cur.get(name) or {}).get("histogram"), (ref.get(name) or {}).get("histogram")
-        if not a or not b or [round(e, 6) for e in a["edges"]] != [round(e, 6) for e in b["edges"]]:
-            result.skipped.append(name)
-            continue
-        divergence = js_divergence(a["counts"], b["counts"])
-        if math.isnan(divergence):
-            result.skipped.append(name)
-            continue
-        result.features.append(FeatureDrift(name, divergence, cur[name], ref[name]))
-    return result
-
-
-def gate(result: DriftResult, max_drift: float) -> None:
+def gate(result: divergence.DriftResult, max_drift: float) -> None:
     """Stop when any feature moved more than ``max_drift`` (0 = off).
 
     Raises:
@@ -199,49 +88,6 @@ def gate(result: DriftResult, max_drift: float) -> None:
     )
 
 
-def check_max_drift(value: Any) -> float:
-    """``max_drift`` as a float: 0 (off) or a divergence in (0, 1].
-
-    Raises:
-        InputError: for a value that is not a number, negative or above 1.
-    """
-    from base.errors import InputError
-
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number < 0 or number > 1:
-        raise InputError(f"max_drift must be 0 (off) or a Jensen-Shannon divergence between 0 and 1 such as 0.1 (got {value!r})")
-    return number
-
-
-def report_rows(result: DriftResult) -> list[dict[str, Any]]:
-    """The drift table of the verification report, largest first.
-
-    Per feature: the divergence, both means and medians, and both normalised histograms over
-    the shared bins (for a plot).
-    """
-    rows = []
-    for f in result.ranked():
-        hist_now, hist_then = f.current["histogram"], f.reference["histogram"]
-        total_now, total_then = sum(hist_now["counts"]) or 1, sum(hist_then["counts"]) or 1
-        rows.append(
-            {
-                "feature": f.feature,
-                "divergence": f.divergence,
-                "mean_now": f.current.get("mean"),
-                "mean_deployed": f.reference.get("mean"),
-                "median_now": f.current.get("quantiles", {}).get("p50"),
-                "median_deployed": f.reference.get("quantiles", {}).get("p50"),
-                "edges": hist_now["edges"],
-                "share_now": [c / total_now for c in hist_now["counts"]],
-                "share_deployed": [c / total_then for c in hist_then["counts"]],
-            }
-        )
-    return rows
-
-
 def check(
     train_metadata: dict[str, Any],
     *,
@@ -249,7 +95,7 @@ def check(
     model_name: str = "",
     deployed_stats_uri: str = "",
     max_drift: float = 0.0,
-) -> DriftResult | None:
+) -> divergence.DriftResult | None:
     """The work of the ``check_drift`` step: compare, print the step line, stop above ``max_drift``.
 
     Args:
@@ -268,20 +114,20 @@ def check(
     """
     from components.common import summary
 
-    max_drift = check_max_drift(max_drift)
+    max_drift = divergence.check_max_drift(max_drift)
     version, reference = reference_stats(serving_root=serving_root, model_name=model_name, deployed_stats_uri=deployed_stats_uri)
     if reference is None:
         why = f"deployed version {version} kept no training statistics" if version else "nothing deployed yet"
         summary("check_drift", f"no comparison: {why}", compared=0)
         return None
-    result = compare(train_metadata, reference, reference_version=version)
+    result = divergence.compare(train_metadata, reference, reference_version=version)
     over = result.over(max_drift)
     summary(
         "check_drift",
         result.line() + (f"; {len(over)} above --max-drift {max_drift:g}" if over else ""),
         compared=len(result.features),
         largest=round(result.largest, 6),
-        **{f"drift_{f.feature}": round(f.divergence, 6) for f in result.ranked()[:TOP]},
+        **{f"drift_{f.feature}": round(f.divergence, 6) for f in result.ranked()[: divergence.TOP]},
     )
     gate(result, max_drift)
     return result
@@ -293,7 +139,7 @@ def reference_stats(*, serving_root: str = "", model_name: str = "", deployed_st
 
     if deployed_stats_uri:
         version = deployed_stats_uri.rstrip("/").rsplit("/", 1)[-1]
-        return version, read_stats(os.path.join(local_path(deployed_stats_uri.rstrip("/")), STATS_FILE))
+        return version, divergence.read_stats(os.path.join(local_path(deployed_stats_uri.rstrip("/")), STATS_FILE))
     return read_deployed_stats(serving_root, model_name)
 
 
@@ -361,7 +207,7 @@ def _feature_rows(r: dict[str, Any], max_drift: float) -> str:
     )
 
 
-def report_html(result: DriftResult | None, max_drift: float = 0.0) -> str:
+def report_html(result: divergence.DriftResult | None, max_drift: float = 0.0) -> str:
     """The report's drift section: a table (largest first) with both distributions per feature, or a line saying why none.
 
     Four narrow columns, and each feature's distributions on a row of their own across the
@@ -372,7 +218,7 @@ def report_html(result: DriftResult | None, max_drift: float = 0.0) -> str:
     if result is None:
         why = "No comparison: nothing deployed, or the deployed version kept no training statistics."
         return f"<section id='drift'><h2>Data drift</h2><p>{why}</p></section>"
-    body = "".join(_feature_rows(r, max_drift) for r in report_rows(result))
+    body = "".join(_feature_rows(r, max_drift) for r in divergence.report_rows(result))
     note = (
         "Jensen-Shannon divergence (base 2; 0 = same distribution, 1 = no overlap) of this run's training split "
         f"against the training data of deployed version {html.escape(result.reference_version or '?')}, over bins fixed by the schema. "
@@ -401,7 +247,7 @@ def report_section(
     version, reference = reference_stats(serving_root=serving_root, model_name=model_name, deployed_stats_uri=deployed_stats_uri)
     if reference is None:
         return report_html(None)
-    return report_html(compare(train_metadata, reference, reference_version=version), max_drift)
+    return report_html(divergence.compare(train_metadata, reference, reference_version=version), max_drift)
 
 
 def with_section(page: str, section: str) -> str:

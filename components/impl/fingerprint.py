@@ -112,7 +112,7 @@ def file_states(files: list[str]) -> list[list[Any]]:
             bucket, name = storage.split_gcs(path)
             folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
             if (bucket, folder) not in listed:
-                blobs = storage._gcs_client().list_blobs(bucket, prefix=folder)
+                blobs = storage.gcs_client().list_blobs(bucket, prefix=folder)
                 listed[bucket, folder] = {b.name: (int(b.generation or 0), int(b.size or 0)) for b in blobs}
             generation, size = listed[bucket, folder].get(name, (0, -1))
             states.append([path, size, generation])

@@ -4,7 +4,7 @@ The pipeline wraps its steps in ``dsl.ExitHandler(run_summary)``, so this step r
 them whatever happened, with the final status of the group (``dsl.PipelineTaskFinalStatus``).
 :func:`summarize_run` turns that into a summary (status, the failed step, the tail of its log,
 the link to the run), writes it as JSON and text, and, when ``notify_webhook`` is set, POSTs it
-as JSON (:func:`post_webhook`: ``text`` for Slack / Google Chat style hooks, and the fields).
+as JSON (:func:`base.webhook.post_webhook`: ``text`` for Slack / Google Chat style hooks, and the fields).
 
 Where the facts come from:
 
@@ -29,12 +29,12 @@ import urllib.request
 from typing import Any
 
 from base import atomic
+from base.webhook import post_webhook
 from components.common import summary as print_summary
 
 #: Environment set by ``taxifare run`` for the exit step (kfp.local only).
 LOG_ENV, OFFSET_ENV = "TAXIFARE_RUN_LOG", "TAXIFARE_RUN_LOG_OFFSET"
 LOG_TAIL_LINES = 30
-WEBHOOK_TIMEOUT = 10.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FAILED_TASKS = re.compile(r"failed tasks are:\s*\[([^\]]*)\]", re.IGNORECASE)
 _TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
@@ -93,17 +93,6 @@ class RunSummary:
     def payload(self) -> dict[str, Any]:
         """The JSON body of the webhook."""
         return {"text": self.text(), **dataclasses.asdict(self)}
-
-
-def check_webhook(url: str) -> None:
-    """Refuse a webhook URL that cannot work ('' is fine: no webhook).
-
-    Raises:
-        InputError: naming the problem and the fix (a ValueError).
-    """
-    from base.checks import webhook_url
-
-    webhook_url("notify_webhook", url)
 
 
 def console_link(job_resource_name: str) -> str:
@@ -187,28 +176,6 @@ def summarize_run(
     if not result.error:
         result.error = error_message or "no error message"
     return result
-
-
-def post_webhook(url: str, body: dict[str, Any], timeout: float = WEBHOOK_TIMEOUT) -> int:
-    """POST ``body`` as JSON to ``url``; return the HTTP status.
-
-    Raises:
-        RuntimeError: one line naming the URL's host and what went wrong.
-    """
-    check_webhook(url)
-    data = json.dumps(body, default=str).encode()
-    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json; charset=utf-8"})
-    host = urllib.parse.urlsplit(url).netloc
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(
-            f"the notify_webhook at {host} answered HTTP {exc.code}: check the URL (a revoked hook answers 403/404)"
-        ) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RuntimeError(f"cannot reach the notify_webhook at {host} ({reason}): check the URL and the network") from None
 
 
 def run_summary_step(

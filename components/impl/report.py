@@ -25,40 +25,13 @@ import html
 import math
 from typing import Any
 
+from base.page_style import PAGE_CSS
 from components.impl.slices import AIRPORT_NAMES, AIRPORT_RADIUS_KM, airport_of, distance_and_airport_slices, trip_km
 
 #: Where :func:`stamp_run` puts the run's identity (under the title).
 RUN_MARKER = "<!-- taxifare:run -->"
 
 __all__ = ["AIRPORT_NAMES", "ReportInput", "airport_of", "render_report", "segments", "trip_km", "write_report"]
-
-_CSS = """
-:root{color-scheme:light}
-*{box-sizing:border-box}
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;padding:12px 16px;max-width:1100px;
-line-height:1.45;color:#1f2328;background:#fff}
-h1{font-size:1.5rem;margin:.4em 0}h2{font-size:1.15rem;margin:1.4em 0 .5em}
-.verdict{border-radius:8px;padding:10px 14px;color:#fff}
-.ok{background:#1a7f37}.bad{background:#cf222e}
-.verdict p{margin:.3em 0 0;overflow-wrap:anywhere}
-.scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;font-size:.92rem}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-td.num{white-space:nowrap}
-td.detail{overflow-wrap:anywhere;min-width:8em}
-tr.model td{font-weight:600}
-.pass{color:#1a7f37;font-weight:700}.fail{color:#cf222e;font-weight:700}
-figure{margin:12px 0;max-width:100%}
-figure img,figure svg{display:block;max-width:100%;height:auto}
-#run{font-size:.9rem;color:#57606a;overflow-wrap:anywhere;margin:.2em 0 .8em}
-figcaption{font-size:.85rem;color:#57606a}
-.plots{display:flex;flex-wrap:wrap;gap:16px}
-.plots figure{flex:1 1 320px;min-width:0}
-.note{font-size:.85rem;color:#57606a}
-td small{color:#57606a;white-space:nowrap}
-@media (max-width:600px){body{padding:8px 8px}table{font-size:.78rem}th,td{padding:3px 3px}}
-"""
 
 
 @dataclasses.dataclass
@@ -240,7 +213,7 @@ def render_report(data: ReportInput) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>taxifare verification: {verdict_word}</title>
-<style>{_CSS}</style></head>
+<style>{PAGE_CSS}</style></head>
 <body>
 <h1>taxifare verification report</h1>
 {RUN_MARKER}

@@ -133,7 +133,7 @@ def _gcs_glob(pattern: str) -> list[str]:
 
     bucket, name = storage.split_gcs(pattern)
     folder = name.rsplit("/", 1)[0] + "/"
-    blobs = storage._gcs_client().list_blobs(bucket, prefix=folder)
+    blobs = storage.gcs_client().list_blobs(bucket, prefix=folder)
     return sorted(f"gs://{bucket}/{b.name}" for b in blobs if fnmatch.fnmatchcase(b.name, name) and not b.name.endswith("/"))
 
 

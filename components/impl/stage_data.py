@@ -8,7 +8,7 @@ row's ``key`` (the same row always lands in the same split, whatever the file or
 Every row is validated against :mod:`trainer.schema`; each split is written as CSV into its
 ``Dataset`` artifact (a directory), and its statistics go into the artifact's metadata: row
 count, dropped rows per reason, per feature min/mean/max, count, quantiles and a histogram over
-fixed bins (:func:`components.impl.statistics.describe`, for the drift check), a content hash.
+fixed bins (:func:`trainer.statistics.describe`, for the drift check), a content hash.
 """
 
 import dataclasses
@@ -282,8 +282,7 @@ def _describe(split: str, writer: _SplitWriter, variant: Any, origin: Any, sourc
     Raises:
         InputError: the split is empty.
     """
-    from components.impl import statistics
-    from trainer import validation
+    from trainer import statistics, validation
 
     rows = writer.counts[split]
     carved = split == "train" or "carved by key hash" in source
