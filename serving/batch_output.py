@@ -239,11 +239,11 @@ class ShardWriter:
         self.fh.close()
         if self.errors_fh is not None:
             self.errors_fh.close()
-            os.replace(self.tmp_errors, self.final_errors)
+            atomic.publish(self.tmp_errors, self.final_errors)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.final_errors)
-        os.replace(self.tmp, self.final)
+        atomic.publish(self.tmp, self.final)
         return ShardDone(self.shard, self.rows, self.errors, self.bytes, dict(self.bad_by_file), self.first_error, dict(self.codes))
 
 

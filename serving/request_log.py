@@ -273,7 +273,7 @@ class RequestLog:
             return
         self._fh.close()
         self._fh = None
-        os.replace(self._tmp, self._final)
+        atomic.publish(self._tmp, self._final)
         prune(self.settings.directory, self.settings.max_bytes, self.settings.max_age)
 
 
@@ -294,7 +294,7 @@ def recover(directory: str) -> list[str]:
         if data.rfind(b"\n") < 0:
             os.remove(path)
             continue
-        os.replace(path, os.path.join(directory, name[len(atomic.TMP_PREFIX) :]))
+        atomic.publish(path, os.path.join(directory, name[len(atomic.TMP_PREFIX) :]))
         published.append(name[len(atomic.TMP_PREFIX) :])
     if published:
         log.warning("request log: published %d segment(s) a stopped server left unfinished: %s", len(published), ", ".join(published))
