@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import stage
 
+from base import layout
 from base.errors import InputError
 from components.impl import drift
 from trainer import divergence, schema, statistics, synthetic
@@ -118,7 +119,7 @@ def test_check_reads_the_deployed_version_and_gates(tmp_path, data, capsys):
     version.mkdir(parents=True)
     (version / "saved_model.pb").write_bytes(b"")  # a complete version, as the serving layout counts them
     drift.write_stats({"rows": 20_000, "variant": "lab", "columns": data["deployed"]}, str(version))
-    assert json.loads((version / drift.STATS_FILE).read_text())["format"] == drift.STATS_FORMAT
+    assert json.loads((version / layout.TRAIN_STATS_FILE).read_text())["format"] == drift.STATS_FORMAT
     same = drift.check({"columns": data["fresh"]}, serving_root=str(tmp_path / "serving"), model_name="taxifare", max_drift=0.05)
     assert same is not None and same.reference_version == "4"
     assert "largest drift vs deployed version 4" in "".join(capsys.readouterr())

@@ -4,7 +4,7 @@
 metadata: per feature the count, quantiles and a histogram over **fixed bin edges**
 (derived from :mod:`trainer.schema`'s ranges and location grid), so any two data sets share
 their bins and can be compared without the rows. The deployed version keeps its training split's statistics
-(:data:`STATS_FILE`, written by deploy from :func:`stats_document`), and the ``check_drift``
+(:data:`base.layout.TRAIN_STATS_FILE`, written by deploy from :func:`stats_document`), and the ``check_drift``
 step compares a new run's training split with them (:func:`trainer.divergence.compare`):
 
 * per feature, the Jensen-Shannon divergence (base 2, so 0 = the same distribution, 1 = no
@@ -22,12 +22,9 @@ import math
 import os
 from typing import Any
 
-from base import atomic
+from base import atomic, layout
 from trainer import divergence
 
-#: The file holding a model's (and so a deployed version's) training statistics, inside its SavedModel
-#: folder (the serving layout's ``TRAIN_STATS_FILE``; TF Serving ignores ``assets.extra``).
-STATS_FILE = os.path.join("assets.extra", "taxifare_train_stats.json")
 #: Version of the statistics document.
 STATS_FORMAT = 1
 
@@ -37,7 +34,7 @@ class DriftError(ValueError):
 
 
 def stats_document(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The statistics kept with a deployed version (:data:`STATS_FILE`), from the train split's artifact metadata."""
+    """The statistics kept with a deployed version (:data:`base.layout.TRAIN_STATS_FILE`), from the train split's artifact metadata."""
     return {
         "format": STATS_FORMAT,
         "rows": metadata.get("rows"),
@@ -48,8 +45,8 @@ def stats_document(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_stats(metadata: dict[str, Any], directory: str) -> str:
-    """Write :func:`stats_document` of ``metadata`` as ``directory/`` :data:`STATS_FILE` (through a temporary name)."""
-    path = os.path.join(directory, STATS_FILE)
+    """Write :func:`stats_document` of ``metadata`` as ``directory/`` :data:`base.layout.TRAIN_STATS_FILE` (through a temporary name)."""
+    path = os.path.join(directory, layout.TRAIN_STATS_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic.write_text(path, json.dumps(stats_document(metadata), indent=1))
     return path
@@ -63,8 +60,6 @@ def read_deployed_stats(serving_root: str, model_name: str) -> tuple[str, dict[s
     """
     if not serving_root:
         return "", None
-    from base import layout
-
     model_dir = os.path.join(serving_root, model_name)
     served = layout.served_version_dir(model_dir)
     return (os.path.basename(served), layout.deployed_train_stats(model_dir)) if served else ("", None)
@@ -100,9 +95,9 @@ def check(
 
     Args:
         train_metadata: the staged train split's artifact metadata.
-        serving_root: local deployments (``<serving_root>/<model_name>/<version>/`` :data:`STATS_FILE`).
+        serving_root: local deployments (``<serving_root>/<model_name>/<version>/`` :data:`base.layout.TRAIN_STATS_FILE`).
         model_name: the served model under ``serving_root``.
-        deployed_stats_uri: on Vertex, the deployed model's artifact folder (its :data:`STATS_FILE`);
+        deployed_stats_uri: on Vertex, the deployed model's artifact folder (its :data:`base.layout.TRAIN_STATS_FILE`);
             empty locally.
         max_drift: the largest divergence allowed for any feature; 0 = report only.
 
@@ -139,7 +134,7 @@ def reference_stats(*, serving_root: str = "", model_name: str = "", deployed_st
 
     if deployed_stats_uri:
         version = deployed_stats_uri.rstrip("/").rsplit("/", 1)[-1]
-        return version, divergence.read_stats(os.path.join(local_path(deployed_stats_uri.rstrip("/")), STATS_FILE))
+        return version, divergence.read_stats(os.path.join(local_path(deployed_stats_uri.rstrip("/")), layout.TRAIN_STATS_FILE))
     return read_deployed_stats(serving_root, model_name)
 
 
