@@ -94,8 +94,7 @@ class TrainConfig:
             "--shuffle_buffer": self.shuffle_buffer,
         }
         for flag, value in positive.items():
-            if value <= 0:
-                raise InputError(f"{flag} must be a positive integer (got {value})")
+            checks.positive_int(flag, value)
         if self.cross_embedding_dim < 0:
             raise InputError(f"--cross_embedding_dim must be 0 (no cell cross) or a positive size (got {self.cross_embedding_dim})")
         if self.eval_steps is not None and self.eval_steps <= 0:
