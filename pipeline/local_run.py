@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from components.common import DEFAULT_IMAGE
 from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
 from components.impl.notify import LOG_ENV, OFFSET_ENV
-from pipeline.scratch import _LOCK_FILE, SCRATCH_DIR, run_scratch  # noqa: F401 - SCRATCH_DIR, _LOCK_FILE: part of this module's API
+from pipeline.scratch import run_scratch
 from trainer import quiet
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -34,7 +34,7 @@ RECORD = "taxifare-run.json"
 NO_RECORD = "no record: running or stopped"
 _RUN_DIR = re.compile(r"^taxifare-(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d+)$")
 #: Parameters that say where things go rather than what the run does (not shown as differences).
-_PLACES = ("serving_root",)
+PLACES = ("serving_root",)
 #: Parameters no user sets: computed for every run (what the sources held), so never "not the default".
 COMPUTED = ("data_fingerprint",)
 #: The metrics shown side by side, in this order, with their labels.
@@ -87,7 +87,7 @@ class Run:
 
     def differences(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """The parameters set to something else than their default (places and computed ones left out)."""
-        return {k: v for k, v in self.arguments.items() if k not in _PLACES + COMPUTED and (k not in defaults or not _same(v, defaults[k]))}
+        return {k: v for k, v in self.arguments.items() if k not in PLACES + COMPUTED and (k not in defaults or not _same(v, defaults[k]))}
 
     @property
     def summary_file(self) -> str:
@@ -353,17 +353,20 @@ def defaults() -> dict[str, Any]:
     return parameters.defaults(parameters.LOCAL)
 
 
-def _fmt_seconds(seconds: float | None) -> str:
+def fmt_seconds(seconds: float | None) -> str:
+    """A duration as ``42s`` or ``3.5min`` (``-`` when unknown), for ``taxifare runs`` and the runs page."""
     if seconds is None:
         return "-"
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
 
 
-def _fmt_money(value: Any) -> str:
+def fmt_money(value: Any) -> str:
+    """Dollars as ``$4.21`` (``-`` when not a finite number)."""
     return f"${value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
-def _fmt_params(params: dict[str, Any]) -> str:
+def fmt_params(params: dict[str, Any]) -> str:
+    """Parameters as ``name=value`` words (``(defaults)`` when none)."""
     return " ".join(f"{k}={v}" for k, v in params.items()) or "(defaults)"
 
 
@@ -373,11 +376,11 @@ def table_row(run: Run, base: dict[str, Any]) -> dict[str, str]:
         "run": run.name,
         "time": run.started.replace("T", " "),
         "source": str(run.arguments.get("source", "-")),
-        "parameters": _fmt_params({k: v for k, v in run.differences(base).items() if k != "source"}) if run.arguments else "?",
-        "test RMSE": _fmt_money(run.test_rmse),
+        "parameters": fmt_params({k: v for k, v in run.differences(base).items() if k != "source"}) if run.arguments else "?",
+        "test RMSE": fmt_money(run.test_rmse),
         "verdict": run.verdict,
         "deployed": str(run.deployed_version) if run.deployed_version is not None else "-",
-        "duration": _fmt_seconds(run.seconds),
+        "duration": fmt_seconds(run.seconds),
         "status": run.status + (f" at {run.failed_step}" if run.failed_step else ""),
     }
 

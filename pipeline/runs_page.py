@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
-from pipeline.runs import Run, _fmt_params, defaults, table_row
+from pipeline.runs import Run, defaults, fmt_params, table_row
 
 INDEX = "index.html"
 
@@ -172,7 +172,7 @@ def report_header(run: Run, report_path: str, index_path: str) -> str:
     if source == "synthetic":
         source = f"synthetic ({args.get('synthetic_rows', 0):,} generated trips, seed {args.get('seed', '?')})"
     staged = run.steps.get("stage_data", {}).get("summary", "")
-    params = _fmt_params({k: v for k, v in run.differences(defaults()).items() if k != "source"})
+    params = fmt_params({k: v for k, v in run.differences(defaults()).items() if k != "source"})
     params = "the defaults" if params == "(defaults)" else f"{params}; the others are the defaults"
     index = os.path.relpath(index_path, here)
     return (

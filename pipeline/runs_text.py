@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.local_run import RunResult, StepRecord
-from pipeline.runs import _PLACES, METRICS, Run, _fmt_money, _fmt_params, _fmt_seconds, defaults
+from pipeline.runs import METRICS, PLACES, Run, defaults, fmt_money, fmt_params, fmt_seconds
 
 #: The terminal width the text is made for.
 WIDTH = 80
@@ -76,13 +76,13 @@ def format_list(runs: Sequence[Run]) -> str:
     for i, run in enumerate(runs, 1):
         deployed = str(run.deployed_version) if run.deployed_version is not None else "-"
         started = run.started.replace("T", " ")[:16]
-        rows.append([f"-{i}", started, _fmt_money(run.test_rmse), deployed, _fmt_seconds(run.seconds), outcome(run)])
+        rows.append([f"-{i}", started, fmt_money(run.test_rmse), deployed, fmt_seconds(run.seconds), outcome(run)])
     table = _table(rows)
     lines = [table[0]]
     for run, line in zip(runs, table[1:], strict=True):
         lines.append(line)
         if run.arguments:
-            params = _fmt_params({k: v for k, v in run.differences(base).items() if k != "source"})
+            params = fmt_params({k: v for k, v in run.differences(base).items() if k != "source"})
             lines += _wrap(f"{run.arguments.get('source', '-')}; {params}", "    ", "      ")
     lines += ["", "`taxifare runs show -N`: one run (its folder, steps, report, logs)."]
     return "\n".join(lines)
@@ -99,7 +99,7 @@ def _step_lines(name: str, step: dict[str, Any]) -> list[str]:
 def format_show(run: Run) -> str:
     """``taxifare runs show RUN``: everything about one run."""
     base = defaults()
-    lines = [f"run       {run.name}", f"started   {run.started.replace('T', ' ')}   took {_fmt_seconds(run.seconds)}"]
+    lines = [f"run       {run.name}", f"started   {run.started.replace('T', ' ')}   took {fmt_seconds(run.seconds)}"]
     lines += _wrap(f"{run.status} at {run.failed_step}: {run.error}" if run.failed_step else run.status, "status    ", " " * 10)
     lines.append(f"verdict   {run.verdict}" + (f"   deployed version {run.deployed_version}" if run.deployed_version is not None else ""))
     lines += ["", "parameters (* = not the default)"]
@@ -144,8 +144,8 @@ def format_compare(runs: Sequence[Run]) -> str:
     head = ["", *[r.started.replace("T", " ")[5:16] for r in runs]]
     rows = [head, ["status", *[r.status for r in runs]], ["verdict", *[r.verdict for r in runs]]]
     rows.append(["deployed", *[str(r.deployed_version) if r.deployed_version is not None else "-" for r in runs]])
-    rows.append(["took", *[_fmt_seconds(r.seconds) for r in runs]])
-    names = [n for n in base if n not in _PLACES]
+    rows.append(["took", *[fmt_seconds(r.seconds) for r in runs]])
+    names = [n for n in base if n not in PLACES]
     differing = [n for n in names if len({json.dumps(r.arguments.get(n, base[n]), sort_keys=True) for r in runs}) > 1]
     for name in names:
         if name in differing or any(name in r.differences(base) for r in runs):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 #: Per-run scratch folders (kfp's workspace, the steps' TMPDIR) under the pipeline root.
 SCRATCH_DIR = ".scratch"
-_LOCK_FILE = ".owner.lock"
+LOCK_FILE = ".owner.lock"
 #: Seconds a new scratch folder is left alone, whoever holds its lock (its run is starting).
 _SCRATCH_GRACE = 30.0
 
@@ -32,7 +32,7 @@ def run_scratch(pipeline_root: str) -> Iterator[str]:
     for name in os.listdir(base):
         _remove_if_abandoned(os.path.join(base, name))
     path = tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base)
-    lock = open(os.path.join(path, _LOCK_FILE), "w")  # noqa: SIM115 - held for the whole run
+    lock = open(os.path.join(path, LOCK_FILE), "w")  # noqa: SIM115 - held for the whole run
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     tmp = os.path.join(path, "tmp")
     os.makedirs(tmp)
@@ -55,7 +55,7 @@ def _remove_if_abandoned(folder: str) -> None:
     import fcntl
     import shutil
 
-    lock_path = os.path.join(folder, _LOCK_FILE)
+    lock_path = os.path.join(folder, LOCK_FILE)
     try:
         if time.time() - os.path.getmtime(lock_path if os.path.exists(lock_path) else folder) < _SCRATCH_GRACE:
             return  # too new: its run may not have taken the lock yet

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import local_run
+from pipeline import local_run, scratch
 from pipeline.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,25 +177,25 @@ def test_run_prints_the_steps_error_line_and_leaves_nothing_in_tmp(tmp_path):
     assert failed.startswith(f"FAILED at stage_data: InputError: mixed layouts in the train data: {data / 'a.csv'} is in the lab layout")
     assert any(line.startswith("  FAIL stage_data") and "InputError: mixed layouts" in line for line in lines)
     assert os.listdir(own_tmp) == []  # no tmp.*/ephemeral_component.py, no kfp-workspace-*
-    assert os.listdir(tmp_path / "pr" / local_run.SCRATCH_DIR) == []
+    assert os.listdir(tmp_path / "pr" / scratch.SCRATCH_DIR) == []
 
 
 def test_scratch_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path / "outer"))
-    base = tmp_path / local_run.SCRATCH_DIR
+    base = tmp_path / scratch.SCRATCH_DIR
     dead, live, young = base / "run-1-dead", base / "run-2-live", base / "run-3-young"
     for folder in (dead, live, young):
         (folder / "tmp" / "tmp.abc").mkdir(parents=True)
         (folder / "tmp" / "tmp.abc" / "ephemeral_component.py").write_text("x")
-        (folder / local_run._LOCK_FILE).write_text("")
+        (folder / scratch.LOCK_FILE).write_text("")
     old = time.time() - 3600
     for folder in (dead, live):
-        os.utime(folder / local_run._LOCK_FILE, (old, old))
-    with open(live / local_run._LOCK_FILE) as held:
+        os.utime(folder / scratch.LOCK_FILE, (old, old))
+    with open(live / scratch.LOCK_FILE) as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running `taxifare run` holds it
-        with local_run.run_scratch(str(tmp_path)) as scratch:
-            assert os.environ["TMPDIR"] == os.path.join(scratch, "tmp")
-            assert sorted(os.listdir(base)) == sorted([live.name, young.name, os.path.basename(scratch)])
+        with scratch.run_scratch(str(tmp_path)) as folder:
+            assert os.environ["TMPDIR"] == os.path.join(folder, "tmp")
+            assert sorted(os.listdir(base)) == sorted([live.name, young.name, os.path.basename(folder)])
         assert os.environ["TMPDIR"] == str(tmp_path / "outer")
         assert sorted(os.listdir(base)) == [live.name, young.name]
 
