@@ -2,7 +2,7 @@
 
 No new parser: CSV lines are read by :func:`trainer.lines.line_blocks` (plain or ``.gz``, local
 or ``gs://``, any line length, in bounded memory) and checked by the trainer's own
-:func:`trainer.validation._clean_block` (the fare column is not needed to score a trip, so it
+:func:`trainer.validation.clean_block` (the fare column is not needed to score a trip, so it
 is neither read nor checked); JSON-lines instances (the REST body's instance objects) are checked
 by the server's :func:`serving.payload.columns_from_instances`. Rows that fail become error
 records (the instance, ``{"code", "message"}``) instead of stopping the job.
@@ -138,7 +138,7 @@ class CsvChecker:
             good: Any = True
             out = Checked(rows=len(piece), columns={}, text=None)
         else:  # some line is not: the validator's row-by-row rules and reasons
-            good, columns, failures = validation._clean_block(block, self.variant, label=False)
+            good, columns, failures = validation.clean_block(block, self.variant, label=False)
             if not self.check_ranges:
                 good = pc.or_(pc.or_(good, failures[Reason.OUTSIDE_NYC]), failures[Reason.BAD_PASSENGERS])
             blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(block.lines)), 0)
@@ -165,7 +165,7 @@ class CsvChecker:
 
         The lines are parsed by pyarrow's CSV reader (no quoting, as the validator splits on commas);
         any line it cannot parse, an empty field, a value out of range or a bad date-time sends the
-        block to :func:`trainer.validation._clean_block`, which names each bad row's reason.
+        block to :func:`trainer.validation.clean_block`, which names each bad row's reason.
         """
         import pyarrow as pa
         import pyarrow.compute as pc

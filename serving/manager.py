@@ -97,7 +97,7 @@ class ModelManager:
         self.model_dir = model_dir
         self.model_name = model_name
         self.poll_interval = poll_interval
-        self._loader = loader or _load_and_warm_up
+        self._loader = loader or load_and_warm_up
         self._lock = threading.Lock()
         self._available = threading.Condition(self._lock)
         self._routes = Routes()
@@ -335,7 +335,8 @@ class ModelManager:
             return self._available.wait_for(lambda: self._routes.default is not None, timeout=timeout)
 
 
-def _load_and_warm_up(path: str, version: int) -> Any:
+def load_and_warm_up(path: str, version: int) -> Any:
+    """Load the SavedModel of ``version`` at ``path`` and replay its warm-up requests (the server's loader calls it, timing it)."""
     from serving import warmup
     from serving.servable import LoadError, Servable
 

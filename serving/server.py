@@ -135,7 +135,7 @@ class ModelServer:
         """The manager's loader, timing the warm-up for the metrics."""
         started = time.monotonic()
         try:
-            servable = manager_module._load_and_warm_up(path, version)
+            servable = manager_module.load_and_warm_up(path, version)
         except Exception:
             self.metrics.warmup(path, time.monotonic() - started, ok=False)
             raise

@@ -222,7 +222,7 @@ def detect_layout(files: Sequence[str], *, what: str = "data") -> Variant:
     return next(iter(found))
 
 
-def _clean_block(block: LineBlock, variant: Variant, *, label: bool = True) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
+def clean_block(block: LineBlock, variant: Variant, *, label: bool = True) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
     """Check one block of lines.
 
     With ``label=False`` (rows to score, :mod:`serving.batch_input`) the fare column must be
@@ -302,7 +302,7 @@ def iter_valid(path: str, variant: Variant, report: ScanReport) -> Iterator[Any]
     dropped_here = 0
     for block in line_blocks(path):
         lines = block.lines
-        mask, columns, failures = _clean_block(block, variant)
+        mask, columns, failures = clean_block(block, variant)
         n = len(lines)
         valid = int(pc.sum(mask).as_py() or 0)
         report.rows += n
