@@ -68,3 +68,29 @@ def test_empty_training_split_is_refused():
     empty = {c: np.zeros(0, np.float32) for c in schema.NUMERIC_FEATURES}
     with pytest.raises(ValueError, match="training split is empty"):
         baseline.fit_predict(empty, np.zeros(0), empty, seed=1)
+
+
+def test_quality_bench_runs_the_same_folds_for_every_model(tmp_path):
+    # The benchmark's smoke mode, without the network (the trainer has its own tests): one command, a table.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "folds.json"
+    proc = subprocess.run(
+        [sys.executable, str(root / "bench" / "bench_quality.py"), "--quick", "--models", "gbt", "linear", "rule", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["gbt", "linear", "rule"]
+    assert "seed 1 fold 2/2      gbt: RMSE" in proc.stderr  # progress lines
+    folds = json.loads(out.read_text())["folds"]
+    assert [(f["seed"], f["fold"]) for f in folds["gbt"]] == [(f["seed"], f["fold"]) for f in folds["rule"]] == [(1, 0), (1, 1)]
+    assert all(g["rmse"] < r["rmse"] for g, r in zip(folds["gbt"], folds["rule"], strict=True))
