@@ -116,6 +116,20 @@ def test_resume_after_kill_continues_the_step_count(tmp_path, small_data):
     assert metrics["steps_this_run"] == 60
 
 
+@pytest.mark.slow
+def test_cli_names_the_last_step_figure_when_the_eval_data_chose_the_checkpoint(tmp_path, small_data):
+    # Early stopping guarantees an exported step before the last: the closing line must say which figure is unbiased.
+    flags = ("--learning_rate", "0.03", "--steps_per_loop", "10", "--eval_every_steps", "10", "--early_stopping_patience", "3")
+    proc = subprocess.run(
+        trainer_cmd(small_data, tmp_path, 5000, *flags, "--seed", "2"), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((Path(trainer_model.latest_export(str(tmp_path))) / "metrics.json").read_text())
+    assert m["exported_step"] < m["steps"]
+    expected = f"The step was chosen on this same data: the last step's ${m['last_step_rmse']:.2f} is the unbiased figure."
+    assert expected in proc.stdout
+
+
 def test_trial_writes_to_its_own_subdirectory(tmp_path, small_data):
     metric_file = tmp_path / "hypertune" / "output.metrics"
     env = {

@@ -636,6 +636,40 @@ def test_batch_inputs_refuse_local_files_with_one_line():
         batch_inputs.python_func("data/trips.csv")
 
 
+def test_a_new_signature_never_replaces_the_endpoints_contract(vertex_api, capsys, tmp_path, real_valid):
+    """The contract gate on Vertex: the endpoint serves a lab-layout model; a datetime-layout candidate is refused by name."""
+    import shutil
+
+    import keras
+
+    from components.impl.gate import GateSettings
+    from trainer.model import TrainConfig, build_model, export_model
+    from trainer.schema import Variant
+
+    def untrained(variant: Variant, out: str) -> str:
+        keras.utils.set_random_seed(5)
+        return export_model(build_model(variant, TrainConfig("unused", "unused", "unused")), variant, out, {"seed": 5})
+
+    served = untrained(Variant.LAB, str(tmp_path / "served"))
+    candidate = untrained(Variant.DATETIME, str(tmp_path / "candidate"))
+    test = tmp_path / "test"
+    test.mkdir()
+    shutil.copy(real_valid.parent / "taxi-datetime-valid.csv", test / "data.csv")
+    vertex_api.upload_model(MODEL, "taxifare", served, vertex.upload_labels(4.0, "abc"))  # its artifact, read as /gcs/ would be
+    vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1")], {"111": 100})
+    found, _ = lookup(vertex_api, capsys)
+    assert found["deployed_model_uri"] == served
+    args = {"train_fare_mean": 11.0, "max_rmse": 1000.0, "model_name": "taxifare", "deployed_model_uri": served}
+    verdict = verify(candidate, str(test), deployed_rmse=found["deployed_rmse"], **args)
+    assert not verdict.blessed and verdict.reason.startswith(
+        "incompatible signature: adds input pickup_datetime (the endpoint's model, taking"
+    )
+    assert "--allow-signature-change" in verdict.reason
+    allowed = verify(candidate, str(test), deployed_rmse=found["deployed_rmse"], gate=GateSettings(allow_signature_change=True), **args)
+    contract = next((ok, detail) for name, ok, detail in allowed.checks if name.startswith("keeps the served signature"))
+    assert contract[0] and "adds input pickup_datetime" in contract[1] and "allowed by allow_signature_change" in contract[1]
+
+
 def test_project_and_location_placeholders_are_vertex_s():
     """The pinned placeholders are what GCPC's public ops default to (GCPC's own constants are private)."""
     from google_cloud_pipeline_components.v1.custom_job import CustomTrainingJobOp

@@ -265,9 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not result.export_dir:  # a worker of a multi-worker job
         print(f"\nDone: worker finished {m['steps']} steps; the chief evaluates and exports the model.", flush=True)
         return 0
+    honest = ""
+    if m["exported_step"] != m["steps"]:  # the evaluation data chose the checkpoint: its figure flatters it
+        honest = f" The step was chosen on this same data: the last step's ${m['last_step_rmse']:.2f} is the unbiased figure."
     print(
         f"\nDone: eval RMSE ${m['rmse']:.2f} on {m['eval_examples']} examples, the model of step {m['exported_step']} "
-        f"({m['export_reason']}); {m['steps']} steps ({m['steps_this_run']} this run, {m['examples_per_second']:,.0f} examples/s).\n"
+        f"({m['export_reason']}); {m['steps']} steps ({m['steps_this_run']} this run, {m['examples_per_second']:,.0f} examples/s)."
+        f"{honest}\n"
         f"SavedModel: {result.export_dir}{' (unchanged: nothing was trained this run)' if not m['steps_this_run'] else ''}\n"
         f"{next_steps(output_dir, result.export_dir)}",
         flush=True,

@@ -313,7 +313,7 @@ def _judge(ev: _Evidence, champ: Any, settings: GateSettings) -> None:
         return
     if champ.signature is not None:
         changes = gate.contract_changes(champ.signature, ev.signature)
-        ok, detail = gate.contract_verdict(changes, f"{champ.name}, served by the default route", settings.allow_signature_change)
+        ok, detail = gate.contract_verdict(changes, f"{champ.name}, {champ.route}", settings.allow_signature_change)
         ev.checks.append((CONTRACT_CHECK, ok, detail))
         if changes:
             ev.details["signature_change"] = "; ".join(changes)
@@ -343,6 +343,9 @@ def _reason(ev: _Evidence, champ: Any) -> tuple[bool, str]:
     decision = [detail for name, ok, detail in ev.checks if name in (CONTRACT_CHECK, GATE_CHECK) and not ok]
     if decision and len(decision) == len(failed):  # only the deploy decision said no: its own line says why
         return False, decision[0]
+    contract = [detail for name, ok, detail in ev.checks if name == CONTRACT_CHECK and not ok]
+    if contract:  # what a user must decide about comes first, then the rest
+        return False, contract[0] + "; also failed: " + "; ".join(f for f in failed if not f.startswith(CONTRACT_CHECK))
     if failed:
         return False, "failed: " + "; ".join(failed)
     m = ev.metrics
