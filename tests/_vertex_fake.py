@@ -29,6 +29,8 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 _PAIR: list[tuple[bytes, bytes]] = []
 
 
@@ -550,3 +552,12 @@ class KfpServer:
         """Stop serving."""
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def vertex(tmp_path: Any) -> Any:
+    """A local Vertex API server over TLS (gRPC) and the path of its CA file (``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``)."""
+    key, cert, path = self_signed(str(tmp_path))
+    server = VertexServer(key, cert)
+    yield server, path
+    server.stop()

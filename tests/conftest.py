@@ -13,8 +13,9 @@ REAL_DATA = Path(os.environ.get("TAXIFARE_SAMPLES", ROOT.parent / "shared" / "da
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: Fixtures of the local GCS emulator (fake-gcs-server): gcs_server, gcs; and of headless Chromium: browser.
-pytest_plugins = ["_gcs", "_browser"]
+#: Fixtures of the local GCS emulator (fake-gcs-server): gcs_server, gcs; of headless Chromium: browser; of the
+#: local Vertex API server over gRPC: vertex.
+pytest_plugins = ["_gcs", "_browser", "_vertex_fake"]
 
 
 def real(name: str) -> Path:

@@ -12,20 +12,11 @@ import subprocess
 import sys
 
 import pytest
-from _vertex_fake import VertexServer, self_signed
 from conftest import ROOT
 
 from pipeline.cli import main as taxifare
 
 PARENT = "projects/test-project/locations/us-central1"
-
-
-@pytest.fixture
-def vertex(tmp_path):
-    key, cert, path = self_signed(str(tmp_path))
-    server = VertexServer(key, cert)
-    yield server, path
-    server.stop()
 
 
 def submit(vertex, *args: str):

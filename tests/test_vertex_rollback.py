@@ -11,18 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from _vertex_fake import VertexServer, self_signed
 from conftest import ROOT
 
 NAME = "projects/test-project/locations/us-central1/endpoints/123"
-
-
-@pytest.fixture
-def vertex(tmp_path):
-    key, cert, path = self_signed(str(tmp_path))
-    server = VertexServer(key, cert)
-    yield server, path
-    server.stop()
 
 
 def rollback(vertex, *args: str):
