@@ -322,6 +322,7 @@ def run(args: argparse.Namespace, peers: dict[str, Peer], venv_of: dict[str, Pat
                     peer.proc.wait(30)
                 except subprocess.TimeoutExpired:
                     os.killpg(peer.proc.pid, 9)
+    shutil.rmtree(work, ignore_errors=True)
     return results, versions
 
 
