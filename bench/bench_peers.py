@@ -20,7 +20,8 @@ in the project's environment. Every answer is checked against taxifare's for the
 (the same predictions), then wrk (one thread, ``-c`` keep-alive connections; ``apt-get install wrk``)
 drives each server with 1-instance and 100-instance bodies at 1 and 8 connections, the servers
 taking turns cell by cell for ``--rounds`` rounds (the best round of each cell is kept: the machine
-is shared). The in-process session call, driven by 1 and 8 threads of this process, is the limit.
+is shared); while one is measured the others are paused (SIGSTOP to their process trees), so
+their idle threads take nothing from it. The in-process session call, driven by 1 and 8 threads of this process, is the limit.
 
 Printed per cell: instances/s, p50, p99, server CPU (the server's process tree, 100% = every
 core), the ratio of taxifare to the best peer, and each server's throughput over the in-process
@@ -33,6 +34,7 @@ virtualenv; then about 4 minutes with 2 rounds of 5 s cells). ``--setup-only`` m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -79,7 +81,8 @@ class Peer:
 PEERS = {
     "kserve": Peer("KServe", ["kserve"], "kserve", "v1", "/v1/models/taxifare:predict", "/v1/models/taxifare"),
     "bentoml": Peer("BentoML", ["bentoml"], "bentoml", "v1", "/predict", "/readyz"),
-    "mlserver": Peer("MLServer", ["mlserver"], "mlserver", "v2", "/v2/models/taxifare/infer", "/v2/models/taxifare/ready"),
+    # uvloop 0.22 made asyncio.get_event_loop() raise outside a loop, which MLServer 1.7's inference worker calls
+    "mlserver": Peer("MLServer", ["mlserver", "uvloop<0.22"], "mlserver", "v2", "/v2/models/taxifare/infer", "/v2/models/taxifare/ready"),
 }
 
 
@@ -198,6 +201,21 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def pause_others(pids: list[int], keep: int | None, pause: bool) -> None:
+    """SIGSTOP (``pause``) or SIGCONT every server but ``keep``, so idle servers take no CPU from the one measured."""
+    for pid in pids:
+        if pid == keep:
+            continue
+        for proc in tree(pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.suspend() if pause else proc.resume()
+
+
 def wrk(port: int, path: str, body: bytes, clients: int, seconds: float, work: Path, tag: str) -> dict[str, float]:
     """``clients`` keep-alive connections from wrk (one thread) posting ``body`` to ``path`` for ``seconds``."""
     body_file, script = work / f"body-{tag}.json", work / f"post-{tag}.lua"
@@ -218,6 +236,15 @@ def wrk(port: int, path: str, body: bytes, clients: int, seconds: float, work: P
         return float(m.group(1)) * bs._WRK_UNITS[m.group(2)] if m else float("nan")
 
     return {"p50_ms": percentile("50"), "p99_ms": percentile("99"), "requests": requests, "wall": measured}
+
+
+def wrk_cell(server: tuple[str, int, str, int], body: bytes, clients: int, seconds: float, work: Path, batch: int) -> dict[str, float]:
+    """:func:`wrk` on ``server`` plus its process tree's CPU share (100% = every core)."""
+    fmt, port, path, pid = server
+    cpu0, t0 = tree_cpu(pid), time.perf_counter()
+    cell = wrk(port, path, body, clients, seconds, work, f"{fmt}-{batch}")
+    cell["server_cpu"] = (tree_cpu(pid) - cpu0) / ((time.perf_counter() - t0) * (os.cpu_count() or 1))
+    return cell
 
 
 def parse_args() -> argparse.Namespace:
@@ -287,6 +314,7 @@ def run(args: argparse.Namespace, peers: dict[str, Peer], venv_of: dict[str, Pat
                     raise SystemExit(f"{name} answered {got[:3]} for batch {batch}, the session call {want[:3]}")
         print(f"every server answers the session call's fares (1 and 100 rows); load average {os.getloadavg()[0]:.2f}", flush=True)
         best: dict[tuple[str, int, int], dict[str, Any]] = {}
+        pids = [server[3] for server in servers.values()]
         for rnd in range(args.rounds):
             for batch in (1, 100):
                 data = bs.rows(batch)
@@ -294,14 +322,15 @@ def run(args: argparse.Namespace, peers: dict[str, Peer], venv_of: dict[str, Pat
                 for clients in (1, 8):
                     cells = [("in-process session", None)] + [(n, s) for n, s in servers.items()]
                     for name, server in cells:
-                        if server is None:
-                            cell = bs.run_cell(lambda a=arrays: lambda: session_call(*a), clients, args.seconds, None)
-                            cell["server_cpu"] = cell["client_cpu"]
-                        else:
-                            fmt, port, path, pid = server
-                            cpu0, t0 = tree_cpu(pid), time.perf_counter()
-                            cell = wrk(port, path, body_for(fmt, data, names), clients, args.seconds, work, f"{fmt}-{batch}")
-                            cell["server_cpu"] = (tree_cpu(pid) - cpu0) / ((time.perf_counter() - t0) * (os.cpu_count() or 1))
+                        pause_others(pids, server[3] if server else None, True)
+                        try:
+                            if server is None:
+                                cell = bs.run_cell(lambda a=arrays: lambda: session_call(*a), clients, args.seconds, None)
+                                cell["server_cpu"] = cell["client_cpu"]
+                            else:
+                                cell = wrk_cell(server, body_for(server[0], data, names), clients, args.seconds, work, batch)
+                        finally:
+                            pause_others(pids, server[3] if server else None, False)
                         cell.update(mode=name, batch=batch, clients=clients, round=rnd, inst_per_s=cell["requests"] * batch / cell["wall"])
                         key = (name, batch, clients)
                         if key not in best or cell["inst_per_s"] > best[key]["inst_per_s"]:
