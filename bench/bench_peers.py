@@ -10,6 +10,7 @@ once: ``serving.servable.session_callable``, copied without the project's import
 * **KServe**: its Python ``ModelServer`` with a custom ``kserve.Model`` (V1 protocol, the same
   ``/v1/models/taxifare:predict`` body as taxifare's);
 * **BentoML**: a ``@bentoml.service`` with one worker, ``POST /predict`` with ``{"instances": [...]}``;
+* **Ray Serve**: a deployment (one replica) behind its HTTP proxy, ``POST /predict`` with ``{"instances": [...]}``;
 * **MLServer**: a custom runtime, V2 protocol (``/v2/models/taxifare/infer``; it has no
   ``instances`` route, so its body is the same rows as V2 columns).
 
@@ -27,7 +28,7 @@ Printed per cell: instances/s, p50, p99, server CPU (the server's process tree, 
 core), the ratio of taxifare to the best peer, and each server's throughput over the in-process
 call's. Peer versions are printed with the table.
 
-Run: ``.venv/bin/python bench/bench_peers.py`` (first run: about 4 minutes per peer to make its
+Run: ``.venv/bin/python bench/bench_peers.py`` (first run: 2 to 6 minutes per peer to make its
 virtualenv; then about 4 minutes with 2 rounds of 5 s cells). ``--setup-only`` makes the venvs.
 """
 
@@ -83,6 +84,7 @@ PEERS = {
     "bentoml": Peer("BentoML", ["bentoml"], "bentoml", "v1", "/predict", "/readyz"),
     # uvloop 0.22 made asyncio.get_event_loop() raise outside a loop, which MLServer 1.7's inference worker calls
     "mlserver": Peer("MLServer", ["mlserver", "uvloop<0.22"], "mlserver", "v2", "/v2/models/taxifare/infer", "/v2/models/taxifare/ready"),
+    "rayserve": Peer("Ray Serve", ["ray[serve]"], "ray", "v1", "/predict", "/predict"),
 }
 
 
@@ -137,6 +139,8 @@ def start_peer(key: str, peer: Peer, venv: Path, work: Path, model_dir: str, nam
     py = str(venv / "bin" / "python")
     if key == "kserve":
         cmd = [py, str(PEERS_SRC / "kserve_server.py"), "--http_port", str(peer.port), "--grpc_port", str(free_port())]
+    elif key == "rayserve":
+        cmd = [py, str(PEERS_SRC / "rayserve_app.py"), str(peer.port)]
     elif key == "bentoml":
         cmd = [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:Taxifare", "--host", "127.0.0.1", "--port", str(peer.port)]
     else:
@@ -251,7 +255,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="SavedModel to serve (default: export a fresh one)")
     parser.add_argument("--venvs", default=str(Path.home() / ".cache" / "taxifare-bench-peers"), help="where the peers' venvs live")
-    parser.add_argument("--peers", default="kserve,bentoml,mlserver", help="comma-separated, of: " + ", ".join(PEERS))
+    parser.add_argument("--peers", default="kserve,bentoml,mlserver,rayserve", help="comma-separated, of: " + ", ".join(PEERS))
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every cell; the best is kept (default %(default)s)")
     parser.add_argument("--setup-only", action="store_true", help="make the peers' venvs and stop")
