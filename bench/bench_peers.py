@@ -148,7 +148,20 @@ def start_peer(key: str, peer: Peer, venv: Path, work: Path, model_dir: str, nam
         model = settings / "taxifare"
         model.mkdir(parents=True, exist_ok=True)
         (settings / "settings.json").write_text(
-            json.dumps({"host": "127.0.0.1", "http_port": peer.port, "grpc_port": free_port(), "metrics_port": free_port()})
+            json.dumps(
+                {
+                    "host": "127.0.0.1",
+                    "http_port": peer.port,
+                    "grpc_port": free_port(),
+                    "metrics_port": free_port(),
+                    # no access log, as taxifare's server runs with --quiet
+                    "logging_settings": {
+                        "version": 1,
+                        "disable_existing_loggers": False,
+                        "loggers": {"uvicorn.access": {"level": "WARNING"}},
+                    },
+                }
+            )
         )
         (model / "model-settings.json").write_text(json.dumps({"name": "taxifare", "implementation": "mlserver_runtime.Taxifare"}))
         cmd = [str(venv / "bin" / "mlserver"), "start", str(settings)]
@@ -258,6 +271,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--peers", default="kserve,bentoml,mlserver,rayserve", help="comma-separated, of: " + ", ".join(PEERS))
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every cell; the best is kept (default %(default)s)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (the servers' logs)")
     parser.add_argument("--setup-only", action="store_true", help="make the peers' venvs and stop")
     parser.add_argument("--json-out", help="also write the results to this JSON file")
     return parser.parse_args()
@@ -355,7 +369,10 @@ def run(args: argparse.Namespace, peers: dict[str, Peer], venv_of: dict[str, Pat
                     peer.proc.wait(30)
                 except subprocess.TimeoutExpired:
                     os.killpg(peer.proc.pid, 9)
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"kept {work} (the servers' logs)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return results, versions
 
 

@@ -1,8 +1,8 @@
 """A BentoML service around the shared session call: ``POST /predict`` with ``{"instances": [...]}``.
 
 The service as BentoML's docs write one (``@bentoml.service`` class, a synchronous ``@bentoml.api``
-method with typed arguments, one worker). Run by ``bench/bench_peers.py`` in BentoML's own
-virtualenv: ``bentoml serve bentoml_service:Taxifare --port P``.
+method with typed arguments, one worker; no access log, as taxifare's server runs with ``--quiet``).
+Run by ``bench/bench_peers.py`` in BentoML's own virtualenv: ``bentoml serve bentoml_service:Taxifare --port P``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import bentoml
 import peer_model
 
 
-@bentoml.service(workers=1)
+@bentoml.service(workers=1, logging={"access": {"enabled": False}})
 class Taxifare:
     def __init__(self) -> None:
         self.call = peer_model.load()

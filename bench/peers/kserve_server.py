@@ -3,10 +3,12 @@
 A custom ``kserve.Model`` as KServe's docs write one: ``load`` then a synchronous ``predict``
 taking the decoded ``{"instances": [...]}`` body. Run by ``bench/bench_peers.py`` in KServe's
 own virtualenv: ``python kserve_server.py --http_port P --grpc_port G`` (KServe's own flags).
+No access log and no latency log, as taxifare's server runs with ``--quiet``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kserve
@@ -30,4 +32,7 @@ class Taxifare(kserve.Model):
 
 
 if __name__ == "__main__":
-    kserve.ModelServer(enable_latency_logging=False).start([Taxifare()])
+    server = kserve.ModelServer(enable_latency_logging=False)  # configures logging
+    for name in ("uvicorn.access", "kserve.trace"):  # no access log nor per-request timing lines, as taxifare's --quiet
+        logging.getLogger(name).setLevel(logging.WARNING)
+    server.start([Taxifare()])
