@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
 
 def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from pipeline import parameters
+    from trainer.validation import MAX_BAD_FRACTION
 
     data = sub.add_parser("data", **COMMANDS["data"])
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{generate,check}")
@@ -69,8 +70,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     gen.add_argument("--seed", type=int, default=seed, help="random seed: the same seed gives the same files (default %(default)s)")
     gen.add_argument("--datetime", action="store_true", help="write the course's later layout, with pickup_datetime as the second column")
     chk = data_sub.add_parser("check", **COMMANDS["data check"])
-    chk.add_argument("paths", help="a file, glob or directory (several separated by commas); local or gs://")
-    chk.add_argument("--max_bad_fraction", type=float, default=None, help="exit with an error when a larger share of rows is bad")
+    chk.add_argument("paths", nargs="+", help="files, globs or directories (also several separated by commas); local or gs://")
+    chk.add_argument(
+        "--max_bad_fraction",
+        type=float,
+        default=MAX_BAD_FRACTION,
+        help="exit with an error (code 2) when a larger share of rows is bad, as the trainer stops (default %(default)s)",
+    )
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -90,14 +96,22 @@ def _data(args: argparse.Namespace) -> int:
             print(f"{split:5s} {result.rows[split]:>10,} rows  {path}")
         print(f"generated {sum(result.rows.values()):,} rows in {result.seconds:.1f}s (seed {args.seed})")
         return 0
-    from trainer import validation
+    from trainer import checks, validation
 
-    report = validation.scan(args.paths, max_bad_fraction=args.max_bad_fraction)
+    checks.unit_fraction("--max_bad_fraction", args.max_bad_fraction)
+    patterns = [part for arg in args.paths for part in arg.split(",") if part.strip()]
+    report = validation.scan(patterns, max_bad_fraction=None, log_drops=False)  # printed here, once
     print(report.summary())
     for example in report.examples:
         print(f"  dropped {example}")
     print(json.dumps(report.as_dict()["columns"], indent=2))
+    report.check(args.max_bad_fraction)  # past the limit: one error line, exit code 2 (as the trainer)
     return 0
+
+
+def _escaped(text: str) -> str:
+    """``text`` as argparse help (which formats it with ``%``: a literal percent sign is doubled)."""
+    return text.replace("%", "%%")
 
 
 def _add_pipeline_parameters(parser: argparse.ArgumentParser) -> None:
@@ -109,10 +123,15 @@ def _add_pipeline_parameters(parser: argparse.ArgumentParser) -> None:
         if not param.run_flag:
             continue  # a flag of its own (a local path)
         if param.type is bool:
-            group.add_argument(param.flag, dest=param.name, action=argparse.BooleanOptionalAction, default=param.default, help=param.help)
+            flag_help = _escaped(param.help)
+            group.add_argument(param.flag, dest=param.name, action=argparse.BooleanOptionalAction, default=param.default, help=flag_help)
         else:
             group.add_argument(
-                param.flag, dest=param.name, type=param.type, default=param.default, help=f"{param.help} (default: {param.default!r})"
+                param.flag,
+                dest=param.name,
+                type=param.type,
+                default=param.default,
+                help=_escaped(f"{param.help} (default: {param.default!r})"),
             )
 
 
@@ -125,6 +144,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--log-file", default=None, help="file for the raw step logs (default: <pipeline-root>/taxifare-run.log)")
     run.add_argument("--no-cache", action="store_true", help="run every step even when an earlier run has its outputs")
     run.add_argument("--cache-root", default=None, help="where the step cache lives (default: <pipeline-root>/.kfp_cache)")
+    run.add_argument(
+        "--verbose", action="store_true", help="keep TensorFlow's own start-up lines and kfp's local-runner warnings in the step log"
+    )
     _add_pipeline_parameters(run)
 
     comp = sub.add_parser("compile", **COMMANDS["compile"])
@@ -148,7 +170,7 @@ def _check_run_paths(args: argparse.Namespace, log_file: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import local_run, parameters
+    from pipeline import local_run, parameters, runs_text
 
     settings = {p.name: getattr(args, p.name) for p in parameters.for_target(parameters.LOCAL, pipeline_only=False) if p.run_flag}
     settings["serving_root"] = os.path.abspath(args.serving_root)
@@ -160,6 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         f"taxifare pipeline: source={arguments['source']}, train_steps={arguments['train_steps']}; step log: {os.path.abspath(log_file)}",
         flush=True,
     )
+    _quiet_run(args.verbose)
     result = local_run.run_local(
         arguments,
         pipeline_root=args.pipeline_root,
@@ -167,8 +190,25 @@ def _run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         cache_root=args.cache_root,
     )
-    print(local_run.summarize(result, arguments["serving_root"], arguments["model_name"]))
+    print(runs_text.summarize(result, arguments["serving_root"], arguments["model_name"]))
     return 0 if result.ok else 1
+
+
+def _quiet_run(verbose: bool) -> None:
+    """Leave TensorFlow's start-up lines (every step) and kfp.local's warnings about the spec out of the log, unless verbose.
+
+    kfp.local warns, for every step, that the display name has no effect locally and that the
+    image is not a Python image (the steps run in this environment, not in it): nothing a user
+    can change.
+    """
+    import warnings
+
+    from trainer import quiet
+
+    quiet.set_verbose(verbose or quiet.verbose())  # the steps' processes inherit it
+    if not quiet.verbose():
+        warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings \['display_name'\] have no effect", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom or non-Python base image")
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -182,19 +222,19 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from pipeline import runs
+    from pipeline import runs, runs_text
     from trainer.storage import InputError
 
     if args.runs_command == "show":
-        print(runs.format_show(runs.find_run(args.pipeline_root, args.run)))
+        print(runs_text.format_show(runs.find_run(args.pipeline_root, args.run)))
         return 0
     if args.runs_command == "compare":
         if len(args.run) < 2:
             raise InputError("runs compare needs at least two runs, e.g. `taxifare runs compare -2 -1`")
-        print(runs.format_compare([runs.find_run(args.pipeline_root, key) for key in args.run]))
+        print(runs_text.format_compare([runs.find_run(args.pipeline_root, key) for key in args.run]))
         return 0
     listed = runs.list_runs(args.pipeline_root)
-    print(runs.format_list(listed))
+    print(runs_text.format_list(listed))
     if listed:
         print(f"\nRuns page: {runs.write_index(args.pipeline_root)}")
     return 0

@@ -179,3 +179,31 @@ def exit_handler(summary_op: Any, params: dict[str, Any]) -> dsl.ExitHandler:
 def blessed(verify_task: Any) -> dsl.If:
     """The condition group of the deployment steps: the verification blessed the model."""
     return dsl.If(verify_task.outputs["Output"] == True, name="blessed")  # noqa: E712 - a pipeline condition, not Python
+
+
+def batch_scoring(batch_op: Any, params: dict[str, Any], *, name: str, **inputs: Any) -> None:
+    """The optional last step: batch_predict on ``batch_source`` when it is set (a condition group named ``name``).
+
+    Args:
+        batch_op: the batch_predict component.
+        params: the pipeline parameters.
+        name: the condition group's name (unique in the pipeline).
+        inputs: ``deployed_path``, ``serving_root`` and ``model_name`` as the branch provides them.
+    """
+    with dsl.If(params["batch_source"] != "", name=name):
+        (
+            batch_op(batch_source=params["batch_source"], **inputs)
+            .set_display_name("Batch predict")
+            .set_caching_options(False)  # scores with what is deployed now
+        )
+
+
+def condition_names(pipeline_func: Any) -> dict[str, str]:
+    """The condition groups of a pipeline: task name (``condition-4``) -> its name in the DAG (``blessed``, ``batch-served``).
+
+    ``taxifare run`` reads kfp.local's "Skipping conditional task condition-4" lines with it: only
+    the ``blessed`` group's skip means deploy was skipped.
+    """
+    spec = pipeline_func.pipeline_spec
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
+    return {name: task.task_info.name for dag in dags for name, task in dag.tasks.items() if name.startswith("condition")}

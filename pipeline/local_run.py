@@ -29,12 +29,16 @@ from typing import Any, TextIO
 from components.common import DEFAULT_IMAGE
 from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
 from components.impl.notify import LOG_ENV, OFFSET_ENV
+from pipeline.scratch import _LOCK_FILE, SCRATCH_DIR, run_scratch  # noqa: F401 - SCRATCH_DIR, _LOCK_FILE: part of this module's API
+from trainer import quiet
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([\w-]+)'")
 _END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 _CACHED = re.compile(r"Task ([\w-]+) cache hit(?: \(key=(\w+)\))?")
 _SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
+#: An output's URI in kfp.local's "Task ... outputs:" lines: names this run's own folder.
+_OUTPUT_URI = re.compile(r"uri='[^']*/(taxifare-\d{4}(?:-\d\d){5}-\d+)/")
 _RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
 _TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
 _TUNE_PROGRESS = re.compile(r"\btrial \d+/\d+: .*best so far.*$")
@@ -98,15 +102,28 @@ class StepTracker(io.TextIOBase):
         self._buffer = ""
         self._lock = threading.RLock()
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self.log_problem = ""  # why the log could not be written ('' while it can)
+        self.run_name = ""  # this run's folder, from the URI of an output it wrote
+        self.pipeline_started = 0.0  # when kfp.local named this run's folder (its "Running pipeline" line)
+        self._log_buffer = ""  # the log's unfinished line (complete lines are checked for noise)
+        #: Condition groups' task names -> their names in the DAG ("blessed", "batch-served"...), see condition_names.
+        self.conditions: dict[str, str] = {}
 
     def writable(self) -> bool:
         """Always."""
         return True
 
     def write(self, text: str) -> int:
-        """Log ``text`` and parse its complete lines."""
+        """Log ``text`` (without TensorFlow's start-up lines, unless verbose) and parse its complete lines."""
         with self._lock:
-            self.log.write(text)
+            if quiet.verbose():
+                kept = text
+            else:
+                self._log_buffer += text
+                *complete, self._log_buffer = self._log_buffer.split("\n")
+                kept = "".join(line + "\n" for line in complete if not quiet.is_noise(line))
+            if not self.log_problem and kept:
+                self._guard(self.log.write, kept)
             self._buffer += text
             *lines, self._buffer = self._buffer.split("\n")
             for line in lines:
@@ -114,8 +131,27 @@ class StepTracker(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        """Flush the log."""
-        self.log.flush()
+        """Flush the log (with a line not finished yet)."""
+        with self._lock:
+            pending, self._log_buffer = self._log_buffer, ""
+            if not self.log_problem:
+                self._guard(self.log.write, pending)
+            if not self.log_problem:
+                self._guard(self.log.flush)
+
+    def fail_current(self, exc: BaseException) -> None:
+        """The step running now failed outside its own process (kfp.local could not write its files)."""
+        rec = self.steps.setdefault(self.current or "the pipeline", StepRecord(self.current or "the pipeline"))
+        rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+        self.console(f"  FAIL {rec.name:<13} {rec.error}")
+
+    def _guard(self, call: Callable[..., Any], *args: Any) -> None:
+        """A write to the log; when it fails (disk full, read-only), one console line and no more writes."""
+        try:
+            call(*args)
+        except OSError as exc:
+            self.log_problem = f"{getattr(self.log, 'name', 'the log')}: {exc.strerror or exc}"
+            self.console(f"  !!  the step log cannot be written ({self.log_problem}): the run goes on, its steps' lines are not kept")
 
     def _read_figures(self, rec: StepRecord) -> None:
         """The step's summary and figures, from the file it wrote (see components.common.summary)."""
@@ -124,10 +160,14 @@ class StepTracker(io.TextIOBase):
             rec.summary, rec.figures = written.text, written.figures
 
     def _step(self, task: str) -> StepRecord:
-        name = task.replace("-", "_")
+        name = "batch_predict" if re.fullmatch(r"batch-predict-\d+", task) else task.replace("-", "_")  # its not-blessed branch's copy
         return self.steps.setdefault(name, StepRecord(name))
 
     def _line(self, line: str) -> None:
+        if not self.pipeline_started and "Running pipeline:" in line:
+            self.pipeline_started = time.time()
+        if not self.run_name and (m := _OUTPUT_URI.search(line)):
+            self.run_name = m.group(1)
         if m := _START.search(line):
             rec = self._step(m.group(1))
             rec.status, rec.started, rec.error = "running", time.monotonic(), ""
@@ -142,7 +182,7 @@ class StepTracker(io.TextIOBase):
             self._read_figures(rec)
             if rec.status == "failed":
                 rec.error = step_error_line(list(self._tail))
-            self.log.flush()  # the exit task reads the log of the steps before it
+            self.flush()  # the exit task reads the log of the steps before it
             if rec.status == "succeeded":
                 self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
             else:
@@ -153,6 +193,8 @@ class StepTracker(io.TextIOBase):
             self.console(f"  ok  {rec.name:<14} cached  (outputs of an earlier run reused)")
         elif m := _SKIPPED.search(line):
             task = m.group(1)
+            if self.conditions.get(task, "").startswith(("batch-", "not-blessed")):
+                return  # a branch of the optional batch_predict step (batch_source empty), or the not-blessed branch
             if task.startswith("condition"):  # the dsl.If group holding deploy
                 rec = self._step("deploy")
                 rec.status = "skipped"
@@ -261,7 +303,7 @@ def _run_local(
 ) -> RunResult:
     from kfp import local
 
-    from pipeline import parameters, runs
+    from pipeline import dag, parameters, runs
     from pipeline.pipeline import create_pipeline
 
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
@@ -288,22 +330,30 @@ def _run_local(
         arguments["data_fingerprint"] = data_fingerprint(arguments)
     start, started_at = time.monotonic(), time.time()
     before = set(runs.list_run_dirs(pipeline_root))
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
-        log.flush()
-        # The exit step (run_summary) reads the failed step's lines from here.
-        os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(log.tell())
-        terminal = sys.stdout
-        summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
-        tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)), summary_dir)
-        os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
-        try:
-            with _captured(tracker):
-                pipeline_func(**arguments)
-        finally:
-            os.environ.pop(SUMMARY_DIR_ENV, None)
-            shutil.rmtree(summary_dir, ignore_errors=True)
+    terminal = sys.stdout
+    log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, whatever a full disk does to it
+    tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)))
+    tracker.conditions = dag.condition_names(pipeline_func)
+    tracker.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
+    tracker.flush()
+    # The exit step (run_summary) reads the failed step's lines from here.
+    os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(os.path.getsize(log_path))
+    tracker.summary_dir = summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
+    os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
+    called = time.time()
+    try:
+        with _captured(tracker):
+            pipeline_func(**arguments)
+    except OSError as exc:  # kfp's own writes under the pipeline root (disk full, read-only): the step it ran fails
+        tracker.fail_current(exc)
+    finally:
+        os.environ.pop(SUMMARY_DIR_ENV, None)
+        shutil.rmtree(summary_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # already said once by the tracker
+            log.close()
     failed = [r.name for r in tracker.steps.values() if r.status == "failed"]
+    if cache:
+        drop_suspect_cache(tracker.steps, cache_root or os.path.join(pipeline_root, ".kfp_cache"), tracker.console)
     result = RunResult(
         ok=not failed,
         steps=tracker.steps,
@@ -312,124 +362,40 @@ def _run_local(
         seconds=time.monotonic() - start,
         failed_step=failed[0] if failed else "",
     )
-    result.run_dir, result.index = runs.record(result, arguments, before=before, started=started_at)
+    try:
+        window = (called, tracker.pipeline_started or time.time())  # when kfp.local stamped this run's folder
+        result.run_dir, result.index = runs.record(
+            result, arguments, before=before, started=started_at, name=tracker.run_name, window=window
+        )
+    except OSError as exc:
+        tracker.console(f"  !!  the run's record cannot be written ({exc.strerror or exc}: {exc.filename or pipeline_root})")
     return result
 
 
-#: Per-run scratch folders (kfp's workspace, the steps' TMPDIR) under the pipeline root.
-SCRATCH_DIR = ".scratch"
-_LOCK_FILE = ".owner.lock"
-#: Seconds a new scratch folder is left alone, whoever holds its lock (its run is starting).
-_SCRATCH_GRACE = 30.0
+#: A step that checks a model, and the steps whose cached outputs it checks.
+_CHECKED_BY = {"verify_export": ("full_train",)}
 
 
-@contextlib.contextmanager
-def run_scratch(pipeline_root: str) -> Iterator[str]:
-    """A scratch folder of this run under ``<pipeline_root>/.scratch``, removed when the run ends.
+def drop_suspect_cache(steps: dict[str, StepRecord], cache_root: str, console: Callable[[str], None]) -> list[str]:
+    """Drop the cache entries of cached steps whose output a later step found bad, so the next run redoes them.
 
-    Steps get it as ``TMPDIR`` (kfp.local writes each step's ``ephemeral_component.py`` to
-    ``mktemp -d``, and the steps' own temp files go there too), and kfp's workspace lives in it,
-    so nothing is left in /tmp. A run holds a lock on its folder; folders of runs whose process
-    is gone (killed) are removed when the next run starts.
+    A damaged cached model would otherwise come back from the cache on every rerun and fail
+    verification every time. Returns the steps whose entries were removed.
     """
-    import fcntl
-    import shutil
-    import tempfile
-
-    base = os.path.join(pipeline_root, SCRATCH_DIR)
-    os.makedirs(base, exist_ok=True)
-    for name in os.listdir(base):
-        _remove_if_abandoned(os.path.join(base, name))
-    path = tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base)
-    lock = open(os.path.join(path, _LOCK_FILE), "w")  # noqa: SIM115 - held for the whole run
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    tmp = os.path.join(path, "tmp")
-    os.makedirs(tmp)
-    os.makedirs(os.path.join(path, "workspace"))
-    old_tmpdir = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = tmp
-    try:
-        yield path
-    finally:
-        if old_tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = old_tmpdir
-        shutil.rmtree(path, ignore_errors=True)
-        lock.close()
-
-
-def _remove_if_abandoned(folder: str) -> None:
-    """Remove a run's scratch folder when no process holds its lock (and it is not just being made)."""
-    import fcntl
-    import shutil
-
-    lock_path = os.path.join(folder, _LOCK_FILE)
-    try:
-        if time.time() - os.path.getmtime(lock_path if os.path.exists(lock_path) else folder) < _SCRATCH_GRACE:
-            return  # too new: its run may not have taken the lock yet
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for as long as its run is alive
-            shutil.rmtree(folder, ignore_errors=True)
-    except OSError:  # BlockingIOError: a run in progress; anything else: not ours to judge
-        return
-
-
-def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
-    """The end-of-run summary: what happened and what to do next."""
-    lines = [""]
-    if not result.ok:
-        return "\n".join([*lines, *failure_lines(result)])
-    verify = result.steps.get("verify_export")
-    figures = verify.figures if verify else {}
-    lines.append(f"Pipeline finished in {result.seconds:.0f}s.")
-    if figures:
-        lines.append(
-            f"Test RMSE ${figures['test_rmse']:.2f}  (distance rule ${figures['distance_rule_rmse']:.2f}, "
-            f"mean predictor ${figures['mean_predictor_rmse']:.2f}"
-            + (f", gradient-boosted trees ${figures['gbt_baseline_rmse']:.2f}" if "gbt_baseline_rmse" in figures else "")
-            + (f", deployed ${figures['deployed_rmse']:.2f} on the same rows" if "deployed_rmse" in figures else "")
-            + ")"
-        )
-        lines.append(("Blessed: " if figures.get("blessed") else "Not blessed: ") + verify.summary.split(": ", 1)[-1] if verify else "")
-    deploy = result.steps.get("deploy")
-    if deploy and deploy.status == "succeeded" and deploy.figures.get("version") is None:  # compare-and-publish found a better one
-        lines.append("Nothing deployed: " + deploy.summary.split(": ", 1)[-1])
-    elif deploy and deploy.status == "succeeded":
-        lines.append(f"Deployed version {deploy.figures['version']} at {deploy.figures['path']}")
-        lines.append(f"Serve it:  taxifare serve --model-base-path {os.path.join(serving_root, model_name)} --model-name {model_name}")
-    else:
-        lines.append("Nothing deployed.")
-    train_dir = _find_output(result.pipeline_root, "full-train", "tensorboard")
-    if train_dir:
-        lines.append(f"Loss curves:  tensorboard --logdir {os.path.join(train_dir, 'tensorboard')}")  # runs named train and eval
-    report = os.path.join(result.run_dir, "verify-export", "report.html") if result.run_dir else ""
-    if report and os.path.exists(report):
-        lines.append(f"Verification report (HTML): {report}")
-    if result.index:
-        lines.append(f"All runs:  {result.index}  (or `taxifare runs`)")
-    lines.append(f"Step log: {result.log_path}")
-    return "\n".join(lines)
-
-
-def failure_lines(result: RunResult) -> list[str]:
-    """The last lines of a failed run: the step, the reason, the log file, where the run's summary is, what to do.
-
-    The reason is the failed step's own error line (``StepRecord.error``, picked out of its log).
-    """
-    rec = result.steps.get(result.failed_step, StepRecord(result.failed_step))
-    lines = [f"FAILED at {result.failed_step}: {rec.error or 'the step failed without an error line; see the log'}"]
-    lines.append(f"Log file: {result.log_path}")
-    summary_file = os.path.join(result.run_dir, "run-summary", "summary") if result.run_dir else ""
-    if summary_file and os.path.exists(summary_file):
-        lines.append(f"Run summary: {summary_file}")
-    lines.append("Fix the cause and run the same command again: completed steps are reused from the cache.")
-    return lines
-
-
-def _find_output(pipeline_root: str, task: str, output: str) -> str:
-    """The newest ``<root>/<run>/<task>/<output>`` path (runs are timestamped)."""
     import glob
 
-    found = sorted(glob.glob(os.path.join(pipeline_root, "taxifare-*", task, output)), key=os.path.getmtime)
-    return found[-1] if found else ""
+    dropped = []
+    for checker, producers in _CHECKED_BY.items():
+        if steps.get(checker, StepRecord(checker)).status != "failed":
+            continue
+        for name in producers:
+            rec = steps.get(name)
+            if rec is None or rec.status != "cached" or not rec.cache_key:
+                continue
+            for path in glob.glob(os.path.join(cache_root, f"{rec.cache_key}*.json")):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                    dropped.append(name)
+            if name in dropped:
+                console(f"  !!  {checker} failed on the cached output of {name}: its cache entry is dropped, the next run redoes it")
+    return dropped

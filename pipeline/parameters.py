@@ -185,6 +185,15 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p("request_logging_bigquery", str, "", checks.bigquery_destination,
        "where request-response logging writes: bq://PROJECT[.DATASET[.TABLE]]; empty for a new dataset "
        "logging_<endpoint>_<id> in the run's project.", targets=(VERTEX,)),
+    _p("batch_source", str, "", checks.text,
+       "trips to score with the version just deployed (or the served one) as the last step; empty to skip. Locally CSV or "
+       "JSON-lines files (a glob, globs separated by commas; local or gs://); on Vertex gs:// JSON-lines files separated by "
+       "commas or one bq://PROJECT.DATASET.TABLE (see docs/batch.md)."),
+    _p("batch_machine_type", str, "n1-standard-2", checks.machine_type, "machine type of the batch prediction job's replicas.",
+       targets=(VERTEX,)),
+    _p("batch_starting_replica_count", int, 1, checks.positive_int, "replicas the batch prediction job starts with.",
+       targets=(VERTEX,)),
+    _p("batch_max_replica_count", int, 2, checks.positive_int, "most replicas of the batch prediction job.", targets=(VERTEX,)),
     # Word when a run ends.
     _p("notify_webhook", str, "", checks.webhook_url,
        "a URL that receives each run's outcome as a JSON POST (status, failed step, its log tail; Slack-style 'text'); "
@@ -305,7 +314,33 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
                 raise InputError(f"tuning_space: {exc}") from None
     if target == VERTEX and merged["min_replicas"] > merged["max_replicas"]:
         raise InputError(f"min_replicas ({merged['min_replicas']}) is above max_replicas ({merged['max_replicas']}): raise max_replicas")
+    _check_batch(merged, target)
     return out
+
+
+def _check_batch(merged: Mapping[str, Any], target: str) -> None:
+    """Refuse a batch_source that cannot be scored, before the run.
+
+    Locally its local files must exist (a run does not fail at its last step for a typo); on
+    Vertex it is what a BatchPredictionJob reads (gs:// JSON lines or one bq:// table), and the
+    replica counts agree.
+    """
+    if target != VERTEX:
+        from trainer import storage
+
+        local = [pattern for pattern in str(merged["batch_source"]).split(",") if pattern.strip() and not storage.is_gcs(pattern.strip())]
+        if local:
+            storage.expand(local, what="batch_source")
+        return
+    if merged["batch_source"]:
+        from serving.batch_vertex import job_source
+
+        job_source(merged["batch_source"])
+    if merged["batch_starting_replica_count"] > merged["batch_max_replica_count"]:
+        raise InputError(
+            f"batch_starting_replica_count ({merged['batch_starting_replica_count']}) is above batch_max_replica_count "
+            f"({merged['batch_max_replica_count']}): raise batch_max_replica_count"
+        )
 
 
 def _limit_flag(target: str) -> str:

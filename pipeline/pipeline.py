@@ -11,6 +11,7 @@ from typing import Any
 
 from kfp import dsl
 
+from components.batch_predict import batch_predict
 from components.check_drift import check_drift
 from components.common import DEFAULT_IMAGE
 from components.deploy import deploy
@@ -25,7 +26,7 @@ from pipeline.dag import with_image
 __all__ = ["PIPELINE_NAME", "STEPS", "create_pipeline", "with_image"]
 
 PIPELINE_NAME = "taxifare"
-STEPS = ("stage-data", "check-drift", "smoke-train", "tune", "full-train", "verify-export", "deploy")
+STEPS = ("stage-data", "check-drift", "smoke-train", "tune", "full-train", "verify-export", "deploy", "batch-predict")
 
 
 def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> Any:
@@ -38,8 +39,8 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
     Returns:
         A ``@dsl.pipeline`` function, ready to compile or run with ``kfp.local``.
     """
-    stage_op, drift_op, smoke_op, tune_op, train_op, verify_op, deploy_op = (
-        with_image(c, image) for c in (stage_data, check_drift, smoke_train, tune, full_train, verify_export, deploy)
+    stage_op, drift_op, smoke_op, tune_op, train_op, verify_op, deploy_op, batch_op = (
+        with_image(c, image) for c in (stage_data, check_drift, smoke_train, tune, full_train, verify_export, deploy, batch_predict)
     )
 
     def steps(p: dict[str, Any]) -> None:
@@ -70,8 +71,9 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
             deployed_model_uri="",
             deployed_rmse=-1.0,
         )
+        served = {"serving_root": p["serving_root"], "model_name": p["model_name"]}
         with dag.blessed(verify):
-            (
+            deployed = (
                 deploy_op(
                     model=train.outputs["model"],
                     train_data=stage.outputs["train_data"],
@@ -85,6 +87,9 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
                 .set_display_name("Deploy")
                 .set_caching_options(False)  # a side effect: never skipped by the cache
             )
+            dag.batch_scoring(batch_op, p, name="batch-deployed", deployed_path=deployed.output, **served)
+        with dsl.Else(name="not-blessed"):
+            dag.batch_scoring(batch_op, p, name="batch-served", deployed_path="", **served)
 
     description = "Stage NYC taxi trips, smoke-train, train, verify the export and deploy it when it is better."
     return dag.pipeline(

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ NO_RECORD = "no record: running or stopped"
 _RUN_DIR = re.compile(r"^taxifare-(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d+)$")
 #: Parameters that say where things go rather than what the run does (not shown as differences).
 _PLACES = ("serving_root",)
+#: Parameters no user sets: computed for every run (what the sources held), so never "not the default".
+COMPUTED = ("data_fingerprint",)
 #: The metrics shown side by side, in this order, with their labels.
 METRICS = {
     "test_rmse": "test RMSE",
@@ -82,10 +84,14 @@ class Run:
         return "-" if self.blessed is None else ("blessed" if self.blessed else "not blessed")
 
     def differences(self, defaults: dict[str, Any]) -> dict[str, Any]:
-        """The parameters whose value differs from the default."""
-        return {k: v for k, v in self.arguments.items() if k not in _PLACES and k in defaults and not _same(v, defaults[k])} | {
-            k: v for k, v in self.arguments.items() if k not in defaults and k not in _PLACES
-        }
+        """The parameters set to something else than their default (places and computed ones left out)."""
+        return {k: v for k, v in self.arguments.items() if k not in _PLACES + COMPUTED and (k not in defaults or not _same(v, defaults[k]))}
+
+    @property
+    def summary_file(self) -> str:
+        """The run_summary step's text (status, failed step, its error and log tail), when it wrote one."""
+        path = os.path.join(self.path, "run-summary", "summary.txt")
+        return path if os.path.exists(path) else ""
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -102,8 +108,8 @@ def _started_from_name(name: str) -> str:
     return dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int(us[:6].ljust(6, "0"))).isoformat(timespec="seconds")
 
 
-def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
-    """The URI of ``output`` in kfp.local's cache entry whose key starts with ``cache_key``."""
+def _cache_entries(pipeline_root: str, cache_key: str) -> Iterator[dict[str, Any]]:
+    """kfp.local's cache entries whose key starts with ``cache_key`` (output name -> its artifact or value)."""
     import glob
 
     for path in glob.glob(os.path.join(pipeline_root, ".kfp_cache", f"{cache_key}*.json")):
@@ -112,21 +118,74 @@ def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
                 entry = json.load(fh)
         except (OSError, ValueError):
             continue
+        if isinstance(entry, dict):
+            yield entry
+
+
+def _find_cached_output(pipeline_root: str, cache_key: str, output: str) -> str:
+    """The URI of ``output`` in kfp.local's cache entry whose key starts with ``cache_key``."""
+    for entry in _cache_entries(pipeline_root, cache_key):
         value = entry.get(output)
         if isinstance(value, dict) and value.get("uri"):
             return str(value["uri"])
     return ""
 
 
-def new_run_dir(pipeline_root: str, before: set[str], started: float) -> str:
-    """The run directory kfp.local created since ``before`` was listed (created here when it made none)."""
+def _cached_origin(pipeline_root: str, cache_key: str) -> str:
+    """The folder name of the run whose outputs kfp.local's cache entry ``cache_key...`` holds ('' when unknown)."""
+    for entry in _cache_entries(pipeline_root, cache_key):
+        for value in entry.values():
+            uri = value.get("uri") if isinstance(value, dict) else None
+            name = os.path.relpath(str(uri), pipeline_root).split(os.sep)[0] if uri else ""
+            if _RUN_DIR.match(name):
+                return name
+    return ""
+
+
+def _step_data(pipeline_root: str, steps: dict[str, StepRecord]) -> dict[str, dict[str, Any]]:
+    """Each step's record; a cached step's summary and figures are those of the run that made its outputs."""
+    data = {}
+    for name, rec in steps.items():
+        step = {"status": rec.status, "seconds": round(rec.seconds, 2), "summary": rec.summary, "figures": rec.figures, "error": rec.error}
+        origin = _cached_origin(pipeline_root, rec.cache_key) if rec.status == "cached" and rec.cache_key else ""
+        made = load_run(pipeline_root, origin).steps.get(name, {}) if origin else {}
+        if made.get("summary") or made.get("figures"):
+            step |= {
+                "summary": made.get("summary", ""),
+                "figures": made.get("figures", {}),
+                "cached_from": made.get("cached_from") or origin,
+            }
+        data[name] = step
+    return data
+
+
+def new_run_dir(pipeline_root: str, before: set[str], started: float, name: str = "", window: tuple[float, float] | None = None) -> str:
+    """This run's directory: ``name`` when the run saw it, else the one kfp.local stamped within ``window``.
+
+    Never simply "the newest new folder": with several runs at once in one root, that is
+    another run's. A run that wrote no folder (every step from the cache) gets its own,
+    named by ``started``.
+    """
+    if name and os.path.isdir(os.path.join(pipeline_root, name)):
+        return os.path.join(pipeline_root, name)
     names = sorted(set(list_run_dirs(pipeline_root)) - before)
-    if names:
-        return os.path.join(pipeline_root, names[-1])
+    if window is not None:
+        low, high = window
+        names = [n for n in names if low - 0.001 <= _stamp(n) <= high + 0.001]  # the stamp is taken between the two
+    if len(names) == 1:
+        return os.path.join(pipeline_root, names[0])
     stamp = dt.datetime.fromtimestamp(started).strftime("%Y-%m-%d-%H-%M-%S-%f")
     path = os.path.join(pipeline_root, f"taxifare-{stamp}")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _stamp(name: str) -> float:
+    """The time in a run folder's name (kfp.local's local-time stamp); 0 when it has none."""
+    try:
+        return dt.datetime.strptime(name.removeprefix("taxifare-"), "%Y-%m-%d-%H-%M-%S-%f").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def list_run_dirs(pipeline_root: str) -> list[str]:
@@ -162,10 +221,7 @@ def save_record(
         log_path: the log file of the run.
     """
     pipeline_root = os.path.dirname(os.path.abspath(run_dir))
-    step_data = {
-        name: {"status": rec.status, "seconds": round(rec.seconds, 2), "summary": rec.summary, "figures": rec.figures, "error": rec.error}
-        for name, rec in steps.items()
-    }
+    step_data = _step_data(pipeline_root, steps)
     verify = steps.get("verify_export")
     metrics = {k: v for k, v in (verify.figures if verify else {}).items() if k != "blessed"}
     deploy = steps.get("deploy")
@@ -199,14 +255,24 @@ def save_record(
     return run
 
 
-def record(result: RunResult, arguments: dict[str, Any], *, before: set[str], started: float) -> tuple[str, str]:
-    """After a run: find its folder (created since ``before``), save its record, refresh the runs page.
+def record(
+    result: RunResult,
+    arguments: dict[str, Any],
+    *,
+    before: set[str],
+    started: float,
+    name: str = "",
+    window: tuple[float, float] | None = None,
+) -> tuple[str, str]:
+    """After a run: find its folder (see :func:`new_run_dir`), save its record, refresh the runs page.
 
     Returns:
         The run's folder and the runs page.
     """
-    run_dir = new_run_dir(result.pipeline_root, before, started)
-    save_record(
+    from pipeline.runs_page import stamp_report
+
+    run_dir = new_run_dir(result.pipeline_root, before, started, name, window)
+    run = save_record(
         run_dir,
         arguments=arguments,
         steps=result.steps,
@@ -216,7 +282,9 @@ def record(result: RunResult, arguments: dict[str, Any], *, before: set[str], st
         seconds=result.seconds,
         log_path=result.log_path,
     )
-    return run_dir, write_index(result.pipeline_root)
+    index = write_index(result.pipeline_root)
+    stamp_report(run, index)  # which run the report is, now that the run has ended
+    return run_dir, index
 
 
 def load_run(pipeline_root: str, name: str) -> Run:
@@ -297,21 +365,8 @@ def _fmt_money(value: Any) -> str:
     return f"${value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
-def _fmt_metric(key: str, value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-" if value is None else str(value)
-    if key == "test_examples":
-        return f"{int(value):,}"
-    return f"${value:,.4f}" if math.isfinite(value) else str(value)
-
-
 def _fmt_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items()) or "(defaults)"
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def table_row(run: Run, base: dict[str, Any]) -> dict[str, str]:
@@ -327,88 +382,6 @@ def table_row(run: Run, base: dict[str, Any]) -> dict[str, str]:
         "duration": _fmt_seconds(run.seconds),
         "status": run.status + (f" at {run.failed_step}" if run.failed_step else ""),
     }
-
-
-def format_list(runs: Sequence[Run]) -> str:
-    """``taxifare runs``: one line per run, newest first."""
-    if not runs:
-        return "no runs yet: start one with `taxifare run`"
-    base = defaults()
-    rows = [table_row(r, base) for r in runs]
-    keys = ["time", "source", "parameters", "test RMSE", "verdict", "deployed", "duration", "status", "run"]
-    return _table([keys, *[[r[k] for k in keys] for r in rows]])
-
-
-def format_show(run: Run) -> str:
-    """``taxifare runs show RUN``: everything about one run."""
-    base = defaults()
-    lines = [
-        f"run       {run.name}",
-        f"folder    {run.path}",
-        f"started   {run.started.replace('T', ' ')}   duration {_fmt_seconds(run.seconds)}",
-        f"status    {run.status}" + (f" at {run.failed_step}: {run.error}" if run.failed_step else ""),
-        f"verdict   {run.verdict}" + (f"   deployed version {run.deployed_version}" if run.deployed_version is not None else ""),
-        "",
-        "parameters (* = not the default)",
-    ]
-    diffs = run.differences(base)
-    for name, value in run.arguments.items():
-        lines.append(f"  {'*' if name in diffs else ' '} {name:<18} {value!r}")
-    if run.steps:
-        lines += ["", "steps"]
-        for name, step in run.steps.items():
-            lines.append(f"  {name:<14} {step['status']:<10} {step['seconds']:7.1f}s  {step.get('error') or step.get('summary', '')}")
-    if run.metrics:
-        lines += ["", "metrics"]
-        for key, label in METRICS.items():
-            if key in run.metrics:
-                value = run.metrics[key]
-                lines.append(f"  {label:<30} {_fmt_metric(key, value)}")
-    lines += [""]
-    lines.append(f"report       {run.report or '-'}")
-    lines.append(f"tensorboard  tensorboard --logdir {run.tensorboard}" if run.tensorboard else "tensorboard  -")
-    lines.append(f"log          {run.log or '-'}")
-    return "\n".join(lines)
-
-
-def _versus(first: Run, other: Run) -> str:
-    """``other``'s test RMSE minus ``first``'s, only when both were measured on the same test rows."""
-    a, b = first.test_rmse, other.test_rmse
-    if a is None or b is None or not a:
-        return "-"
-    if first.test_rows_id != other.test_rows_id or not first.test_rows_id:
-        return "other rows"  # figures from different test sets are not compared
-    return f"{b - a:+.2f} ({(b - a) / a:+.1%})"
-
-
-def format_compare(runs: Sequence[Run]) -> str:
-    """``taxifare runs compare A B...``: parameters and metrics side by side, the RMSE difference, links."""
-    base = defaults()
-    head = ["", *[r.name.removeprefix("taxifare-") for r in runs]]
-    rows = [head, ["started", *[r.started.replace("T", " ") for r in runs]], ["status", *[r.status for r in runs]]]
-    rows.append(["verdict", *[r.verdict for r in runs]])
-    rows.append(["deployed", *[str(r.deployed_version) if r.deployed_version is not None else "-" for r in runs]])
-    rows.append(["duration", *[_fmt_seconds(r.seconds) for r in runs]])
-    names = [n for n in base if n not in _PLACES]
-    differing = [n for n in names if len({json.dumps(r.arguments.get(n, base[n]), sort_keys=True) for r in runs}) > 1]
-    for name in names:
-        if name in differing or any(name in r.differences(base) for r in runs):
-            mark = "*" if name in differing else " "
-            rows.append([f"{mark} {name}", *[str(r.arguments.get(name, "-")) for r in runs]])
-    for key, label in METRICS.items():
-        if any(key in r.metrics for r in runs):
-            values = [r.metrics.get(key) for r in runs]
-            rows.append([label, *[_fmt_metric(key, v) for v in values]])
-    rows.append(["test rows (id)", *[r.test_rows_id or "-" for r in runs]])
-    rows.append(["test RMSE vs first", "", *[_versus(runs[0], r) for r in runs[1:]]])
-    text = [_table(rows), "", "(* = differs between these runs)"]
-    for run in runs:
-        text.append(f"{run.name}:")
-        text.append(f"  report       {run.report or '-'}")
-        text.append(f"  tensorboard  {run.tensorboard or '-'}")
-    if all(r.tensorboard for r in runs):
-        text.append("All curves in one TensorBoard:  tensorboard --logdir_spec " + ",".join(f"{r.name}:{r.tensorboard}" for r in runs))
-    return "\n".join(text)
 
 
 def index_path(pipeline_root: str) -> str:

@@ -10,9 +10,9 @@ import datetime as dt
 import html
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from pipeline.runs import Run, defaults, table_row
+from pipeline.runs import Run, _fmt_params, defaults, table_row
 
 INDEX = "index.html"
 
@@ -82,6 +82,7 @@ td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .params{overflow-wrap:anywhere;font-size:.85rem;color:#57606a;min-width:7em;max-width:24em}
 .failed{color:#cf222e;font-weight:600}.blessed{color:#1a7f37;font-weight:600}
 .note{font-size:.85rem;color:#57606a}
+code.cmd{font-size:.8rem;overflow-wrap:anywhere;user-select:all}
 a{color:#0969da}
 @media (max-width:700px){
  body{padding:8px}
@@ -93,6 +94,21 @@ a{color:#0969da}
  td[data-label]::before{content:attr(data-label) ": ";color:#57606a;font-weight:400}
 }
 """
+
+
+def _report_cell(run: Run, link: Callable[[str, str], str]) -> str:
+    """The verification report; for a run without one, its run summary and its log (what to read about a failure)."""
+    if run.report:
+        return link(run.report, "report")
+    found = [link(path, text) for path, text in ((run.summary_file, "run summary"), (run.log, "log")) if path and os.path.exists(path)]
+    return " · ".join(found) or "-"
+
+
+def _tensorboard_cell(run: Run) -> str:
+    """The command that shows the run's loss curves (a browser cannot: TensorBoard is a server)."""
+    if not run.tensorboard:
+        return "-"
+    return f'<code class="cmd">tensorboard --logdir {html.escape(run.tensorboard)}</code>'
 
 
 def render_index(runs: Sequence[Run], index_path: str) -> str:
@@ -119,13 +135,13 @@ def render_index(runs: Sequence[Run], index_path: str) -> str:
             ("deployed", r["deployed"], "num"),
             ("duration", r["duration"], "num"),
             ("status", html.escape(r["status"]), status_cls),
-            ("report", link(run.report, "report"), ""),
-            ("logs", link(run.tensorboard, "TensorBoard logdir"), ""),
+            ("report", _report_cell(run, link), ""),
+            ("loss curves", _tensorboard_cell(run), "params"),
         ]
         rows.append("<tr>" + "".join(f'<td data-label="{k}" class="{c}">{v}</td>' for k, v, c in cells) + "</tr>")
     head = "".join(
         f"<th>{k}</th>"
-        for k in ("time", "source", "parameters", "test RMSE", "verdict", "deployed", "duration", "status", "report", "logs")
+        for k in ("time", "source", "parameters", "test RMSE", "verdict", "deployed", "duration", "status", "report", "loss curves")
     )
     generated = dt.datetime.now().isoformat(timespec="seconds").replace("T", " ")
     return f"""<!doctype html>
@@ -146,3 +162,31 @@ same rows; see its report.</p>
 <table id="runs"><tr>{head}</tr>{"".join(rows)}</table>
 </body></html>
 """
+
+
+def report_header(run: Run, report_path: str, index_path: str) -> str:
+    """Which run a verification report belongs to (name, time, data, parameters) and a link to the runs page."""
+    here = os.path.dirname(os.path.abspath(report_path))
+    args = run.arguments
+    source = str(args.get("source", "?"))
+    if source == "synthetic":
+        source = f"synthetic ({args.get('synthetic_rows', 0):,} generated trips, seed {args.get('seed', '?')})"
+    staged = run.steps.get("stage_data", {}).get("summary", "")
+    params = _fmt_params({k: v for k, v in run.differences(defaults()).items() if k != "source"})
+    params = "the defaults" if params == "(defaults)" else f"{params}; the others are the defaults"
+    index = os.path.relpath(index_path, here)
+    return (
+        f'<p id="run">Run <strong>{html.escape(run.name)}</strong>, started {html.escape(run.started.replace("T", " "))}. '
+        f"Data: {html.escape(source)}{'; ' + html.escape(staged) if staged else ''}. Parameters: {html.escape(params)}. "
+        f'<a href="{html.escape(index)}">All runs</a></p>'
+    )
+
+
+def stamp_report(run: Run, index_path: str) -> None:
+    """Write :func:`report_header` into the run's verification report and its pipeline-UI copy (the ``report`` artifact)."""
+    from components.impl.report import stamp_run
+
+    if not run.report:
+        return
+    for path in (run.report, os.path.join(os.path.dirname(run.report), "report")):
+        stamp_run(path, report_header(run, path, index_path))

@@ -12,6 +12,8 @@ share of the endpoint's traffic, not the newest model of that name): the SavedMo
 ``UnmanagedContainerModel`` served by the project's own image (a custom serving container running
 ``taxifare serve``), ``ModelUploadOp`` (a new version of the existing model when there is one),
 an existing endpoint or a new one, ``ModelDeployOp`` with machine type, replicas and a traffic share.
+When ``batch_source`` is set, ``ModelBatchPredictOp`` then scores it with the uploaded version
+(or, when the model was not blessed, with the version the endpoint serves).
 
 check_drift compares the staged training split with the ``assets.extra/taxifare_train_stats.json`` kept in the
 deployed model's artifact folder (full_train writes it beside the SavedModel, so the uploaded
@@ -29,6 +31,7 @@ import warnings
 from typing import Any
 
 from google_cloud_pipeline_components import _placeholders
+from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
 from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
 from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
 from google_cloud_pipeline_components.v1.hyperparameter_tuning_job import HyperparameterTuningJobRunOp
@@ -42,6 +45,7 @@ from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.tune import best_trial, tune, tuning_job_spec
 from components.verify_export import verify_export
+from components.vertex_batch import batch_inputs, served_model
 from components.vertex_steps import enable_request_logging, lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
@@ -123,7 +127,9 @@ def create_vertex_pipeline(
             ).set_display_name("Recheck deployed model")
             recheck.set_caching_options(False)
             with dsl.If(recheck.output == "true", name="still-better"):
-                _publish(image, serving_image, stage, train, verify, lookup, p)
+                model = _publish(image, serving_image, stage, train, verify, lookup, p)
+                _batch_predict(image, model, p, name="batch-deployed")
+        _batch_with_served_model(image, p)
 
     description = "Stage NYC taxi trips, smoke-train, train on Vertex AI, verify, upload and deploy when better."
     summary = "Train on Vertex AI and deploy the taxi-fare model."
@@ -185,8 +191,8 @@ def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any
     ).set_display_name("Full training (Vertex custom job)")
 
 
-def _publish(image: str, serving_image: str, stage: Any, train: Any, verify: Any, lookup: Any, p: dict[str, Any]) -> None:
-    """Prepare, upload (with verify_export's evaluation imported into the version) and deploy the candidate."""
+def _publish(image: str, serving_image: str, stage: Any, train: Any, verify: Any, lookup: Any, p: dict[str, Any]) -> Any:
+    """Prepare, upload (with verify_export's evaluation imported into the version) and deploy the candidate; the uploaded model."""
     prepared = with_image(prepare_upload, image)(
         model=train.outputs["model"],
         verification=verify.outputs["metrics"],
@@ -198,6 +204,7 @@ def _publish(image: str, serving_image: str, stage: Any, train: Any, verify: Any
         model=model, regression_metrics=prepared.outputs["evaluation"], display_name="taxifare verify_export"
     ).set_display_name("Import evaluation")
     _deploy(model, lookup, p, with_image(enable_request_logging, image))
+    return model
 
 
 def _upload(prepared: Any, lookup: Any, p: dict[str, Any]) -> Any:
@@ -250,6 +257,45 @@ def _request_logging(logging_op: Any, endpoint: Any, deployed: Any, p: dict[str,
             sampling_rate=p["request_logging_sampling_rate"],
             bigquery_destination=p["request_logging_bigquery"],
         ).set_display_name("Request-response logging").set_caching_options(False).after(deployed)
+
+
+def _batch_with_served_model(image: str, p: dict[str, Any]) -> None:
+    """When the run's model is not blessed (the Else of the blessed group): batch prediction with the version the endpoint serves."""
+    with dsl.Else(name="not-blessed"), dsl.If(p["batch_source"] != "", name="batch-served"):
+        served = with_image(served_model, image)(
+            project=PROJECT, location=LOCATION, endpoint_display_name=p["endpoint_display_name"]
+        ).set_display_name("Find served model")
+        served.set_caching_options(False)
+        _batch_predict(image, served.outputs["model"], p)
+
+
+def _batch_predict(image: str, model: Any, p: dict[str, Any], name: str | None = None) -> None:
+    """The optional last step: a Vertex AI BatchPredictionJob of ``batch_source`` with ``model``, under the pipeline root.
+
+    With ``name``, inside a condition group of that name that runs it only when ``batch_source`` is set.
+    """
+    if name is not None:
+        with dsl.If(p["batch_source"] != "", name=name):
+            _batch_predict(image, model, p)
+        return
+    source = with_image(batch_inputs, image)(batch_source=p["batch_source"]).set_display_name("Batch source")
+    ModelBatchPredictOp(
+        project=PROJECT,
+        location=LOCATION,
+        job_display_name="taxifare-batch-predict",
+        model=model,
+        instances_format=source.outputs["instances_format"],
+        gcs_source_uris=source.outputs["gcs_source_uris"],
+        bigquery_source_input_uri=source.outputs["bigquery_source_input_uri"],
+        instance_type="object",
+        key_field="key",
+        excluded_fields=source.outputs["excluded_fields"],
+        predictions_format="jsonl",
+        gcs_destination_output_uri_prefix=dsl.PIPELINE_ROOT_PLACEHOLDER,
+        machine_type=p["batch_machine_type"],
+        starting_replica_count=p["batch_starting_replica_count"],
+        max_replica_count=p["batch_max_replica_count"],
+    ).set_display_name("Batch predict (Vertex batch prediction job)")
 
 
 def with_email_notification(steps_pipeline: Any, name: str) -> Any:

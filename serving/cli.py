@@ -1,4 +1,4 @@
-"""``taxifare serve``, ``predict``, ``versions``, ``label`` and ``rollback``: registered by :func:`add_commands`.
+"""``taxifare serve``, ``predict``, ``batch-predict``, ``versions``, ``label`` and ``rollback``: registered by :func:`add_commands`.
 
 Also runnable alone: ``python -m serving serve ...`` / ``python -m serving predict ...``.
 """
@@ -28,6 +28,14 @@ COMMANDS: dict[str, Command] = {
     "predict": {
         "help": "send instances to a server (the lab's predict command)",
         "description": "Send the instances of a JSON-lines file (one JSON object per line, like the lab's test.json) and print the fares.",
+    },
+    "batch-predict": {
+        "help": "score files of trips with a deployed version (locally, or as a Vertex AI batch prediction job)",
+        "description": "Score CSV files (either of the lab's layouts, plain or .gz, local or gs://) or JSON lines of instances "
+        "with a version of a model base path (the one its default route serves, --version or --label) or one export, into a "
+        "folder shaped like Vertex AI's batch output: predictions_00001.jsonl ... ({instance, prediction}; or --format csv), "
+        "errors_00001.jsonl ... for rows that cannot be scored, batch_summary.json. A rerun after a kill resumes from the "
+        "finished shards. With --model, submits a Vertex AI BatchPredictionJob instead (see docs/batch.md).",
     },
     "versions": {
         "help": "list a model's versions: RMSE, labels, the default route, loaded or not",
@@ -88,6 +96,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     serve.add_argument("--grpc-workers", type=int, default=8, help="gRPC worker threads (default %(default)s)")
     serve.add_argument("--quiet", action="store_true", help="no access log (a line per request on stderr; not --request-log)")
+    serve.add_argument("--verbose", action="store_true", help="keep TensorFlow's own start-up and INFO lines (left out otherwise)")
     _add_performance_flags(serve)
     serve.add_argument("--ports-file", help="write the bound ports as JSON to this file once listening (useful with port 0)")
     from serving import request_log
@@ -105,6 +114,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     predict.add_argument(
         "--format", choices=("table", "json"), default="table", help="output: a FARE_AMOUNT column or JSON (default %(default)s)"
     )
+    from serving import batch_cli
+
+    batch_cli.add_parser(subparsers, COMMANDS["batch-predict"])  # type: ignore[arg-type]
     _add_label_commands(subparsers)
     from serving import monitor
 
@@ -337,6 +349,7 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
     from serving.payload import Limits
     from serving.request_log import settings_from_args
     from serving.server import ServerConfig, serve
+    from trainer import quiet
 
     args.model_base_path, args.host, args.rest_port = base, host, 8501 if rest_port is None else rest_port
     if args.grpc_port is None:
@@ -349,6 +362,9 @@ def _serve_path(args: argparse.Namespace, base: str, host: str, rest_port: int |
         if not 0 <= port <= 65535:
             raise ValueError(f"{flag} {port} is not a port number (0..65535)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet.set_verbose(args.verbose or quiet.verbose())
+    quiet.import_tensorflow()  # before serving.server imports it: without TensorFlow's start-up lines
+
     config = ServerConfig(
         model_base_path=args.model_base_path,
         model_name=args.model_name,
@@ -406,6 +422,10 @@ def run(args: argparse.Namespace) -> int:
             from serving import monitor
 
             return monitor.run(args)
+        if args.command == "batch-predict":
+            from serving import batch_cli
+
+            return batch_cli.run(args)
         if args.command in ("versions", "label", "rollback"):
             return {"versions": _versions, "label": _label, "rollback": _rollback}[args.command](args)
         return _predict(args)

@@ -8,21 +8,117 @@
         fares = client.predict(instances)
 
 The REST client uses the standard library only (a keep-alive connection per thread); the
-gRPC client uses the official TF Serving stubs (importing TensorFlow, about 4 s).
+gRPC client uses the official TF Serving stubs and builds its tensors with numpy, without
+TensorFlow (whose import costs about 4 s of CPU for one request): see :func:`serving_protos`.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
+import sys
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from types import TracebackType
+from types import ModuleType, SimpleNamespace, TracebackType
 from typing import Any
 
 from serving.payload import RequestError
 from trainer.warmup import MODEL_NAME
+
+
+@functools.cache
+def serving_protos() -> SimpleNamespace:
+    """TF Serving's request and stub modules, loaded without running ``tensorflow/__init__.py``.
+
+    The ``*_pb2`` modules of ``tensorflow_serving.apis`` import ``tensorflow.core.framework``'s
+    protos, and importing any ``tensorflow.*`` module first runs TensorFlow's package
+    ``__init__`` (the whole library: 4-7 s). When TensorFlow is not loaded yet, a bare package
+    module stands in for ``tensorflow`` (the real folder as its path) while the protos load, and
+    is removed afterwards: the proto modules are plain generated code that needs nothing else,
+    and a later ``import tensorflow`` runs the real package and finds them loaded.
+    """
+    stand_in = None
+    if "tensorflow" not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.find_spec("tensorflow")  # locates the package without running it
+        if spec is not None and spec.submodule_search_locations:
+            stand_in = ModuleType("tensorflow")
+            stand_in.__path__ = list(spec.submodule_search_locations)
+            sys.modules["tensorflow"] = stand_in
+    try:
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorflow_serving.apis import (
+            get_model_metadata_pb2,
+            get_model_status_pb2,
+            model_service_pb2_grpc,
+            predict_pb2,
+            prediction_service_pb2_grpc,
+        )
+    finally:
+        if stand_in is not None and sys.modules.get("tensorflow") is stand_in:
+            del sys.modules["tensorflow"]
+    return SimpleNamespace(
+        tensor_pb2=tensor_pb2,
+        tensor_shape_pb2=tensor_shape_pb2,
+        types_pb2=types_pb2,
+        predict_pb2=predict_pb2,
+        get_model_status_pb2=get_model_status_pb2,
+        get_model_metadata_pb2=get_model_metadata_pb2,
+        prediction_service_pb2_grpc=prediction_service_pb2_grpc,
+        model_service_pb2_grpc=model_service_pb2_grpc,
+    )
+
+
+def tensor_proto(values: Sequence[Any]) -> Any:
+    """A 1-D ``TensorProto`` of ``values``: DT_FLOAT bytes as ``tf.make_tensor_proto`` sends them, or DT_STRING.
+
+    Raises:
+        TypeError, ValueError: values that are neither all numbers nor all strings.
+    """
+    import numpy as np
+
+    protos = serving_protos()
+    shape = protos.tensor_shape_pb2.TensorShapeProto(dim=[protos.tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
+    if values and isinstance(values[0], str):
+        if not all(isinstance(v, str) for v in values):
+            raise TypeError("mixes strings and other values")
+        return protos.tensor_pb2.TensorProto(
+            dtype=protos.types_pb2.DT_STRING, tensor_shape=shape, string_val=[v.encode("utf-8") for v in values]
+        )
+    odd = [v for v in values if v is None or isinstance(v, (str, bytes))]
+    if odd:
+        raise TypeError(f"expected a number for every instance, got {odd[0]!r}")
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"expected one number per instance, got shape {array.shape}")
+    return protos.tensor_pb2.TensorProto(dtype=protos.types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=array.tobytes())
+
+
+def tensor_values(proto: Any) -> list[float]:
+    """The numbers of a float or double ``TensorProto`` (what ``tf.make_ndarray`` gives, flattened).
+
+    Raises:
+        ServingError: a tensor of another type.
+    """
+    import numpy as np
+
+    types = serving_protos().types_pb2
+    dtypes = {types.DT_FLOAT: (np.float32, "float_val"), types.DT_DOUBLE: (np.float64, "double_val")}
+    if proto.dtype not in dtypes:
+        raise ServingError(f"the server answered a tensor of type {types.DataType.Name(proto.dtype)}, not numbers")
+    dtype, field = dtypes[proto.dtype]
+    size = 1
+    for dim in proto.tensor_shape.dim:
+        size *= dim.size
+    if proto.tensor_content:
+        return [float(v) for v in np.frombuffer(proto.tensor_content, dtype=dtype)]
+    values = list(getattr(proto, field))
+    if len(values) == 1 and size > 1:  # TF's compact form: one value for a tensor filled with it
+        values *= size
+    return [float(v) for v in values]
 
 
 class ServingError(RuntimeError):
@@ -161,14 +257,14 @@ class GrpcClient:
 
     def __init__(self, target: str = "127.0.0.1:8500", model_name: str = MODEL_NAME, timeout: float = 30.0) -> None:
         import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+        protos = serving_protos()
         self.target = target
         self.model_name = model_name
         self.timeout = timeout
         self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self.stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self.model_stub = protos.model_service_pb2_grpc.ModelServiceStub(self._channel)
         self.last_version: str | None = None
 
     def _call(self, fn: Any, request: Any, what: str) -> Any:
@@ -182,18 +278,15 @@ class GrpcClient:
             raise ServingError(f"{what}: {code.name if code else 'ERROR'}: {details}", code.name if code else None) from None
 
     def predict_request(self, instances: Sequence[Mapping[str, Any]], version: int | None = None) -> Any:
-        """The ``PredictRequest`` for ``instances`` (one ``tf.make_tensor_proto`` per feature).
+        """The ``PredictRequest`` for ``instances`` (one tensor per feature, as ``tf.make_tensor_proto`` makes it).
 
         Raises:
             RequestError: when the instances do not all have the same features.
         """
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-
         if not instances:
             raise RequestError("no instance to send: give at least one")
         names = list(instances[0])
-        request = predict_pb2.PredictRequest()
+        request = serving_protos().predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = "serving_default"
         if version is not None:
@@ -203,9 +296,8 @@ class GrpcClient:
                 values = [row[name] for row in instances]
             except KeyError:
                 raise RequestError(f"every instance needs the same features; one lacks {name}") from None
-            dtype = tf.string if values and isinstance(values[0], str) else tf.float32
             try:
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
+                request.inputs[name].CopyFrom(tensor_proto(values))
             except (TypeError, ValueError) as exc:
                 raise RequestError(f"{name}: {exc}") from None
         return request
@@ -216,11 +308,9 @@ class GrpcClient:
         Raises:
             ServingError: with the server's status and message.
         """
-        import tensorflow as tf
-
         response = self._call(self.stub.Predict, self.predict_request(instances, version), "Predict")
         self.last_version = str(response.model_spec.version.value)
-        return [float(v) for v in tf.make_ndarray(response.outputs["fare_amount"])]
+        return tensor_values(response.outputs["fare_amount"])
 
     def status(self, version: int | None = None) -> Any:
         """The ``GetModelStatusResponse``.
@@ -228,9 +318,7 @@ class GrpcClient:
         Raises:
             ServingError: with the server's status and message.
         """
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        request = get_model_status_pb2.GetModelStatusRequest()
+        request = serving_protos().get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.model_name
         if version is not None:
             request.model_spec.version.value = version
@@ -242,9 +330,7 @@ class GrpcClient:
         Raises:
             ServingError: with the server's status and message.
         """
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request = serving_protos().get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = self.model_name
         if version is not None:
             request.model_spec.version.value = version

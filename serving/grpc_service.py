@@ -45,7 +45,16 @@ _CODES = {
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.FAILED_PRECONDITION,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
+}
+#: The methods of TF Serving's services this server does not implement, and what to do instead.
+_UNIMPLEMENTED = {
+    "Classify": "the model has a predict signature only (no classification): call Predict",
+    "Regress": "the model has a predict signature only (no tf.Example regression): call Predict",
+    "MultiInference": "the model has a predict signature only: call Predict",
+    "HandleReloadConfigRequest": "versions come from --model-base-path: publish a version folder, or move traffic with "
+    "`taxifare label` / `taxifare rollback`",
 }
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 
@@ -77,7 +86,9 @@ def tensor_to_array(name: str, proto: tensor_pb2.TensorProto, kind: str, max_bat
         raise RequestError(
             f"input {name} must be a 1-D tensor (one value per instance), got shape {dims}: send tf.make_tensor_proto([v1, v2, ...])"
         )
-    if dims[0] < 0 or dims[0] > max_batch:
+    if dims[0] < 0:
+        raise RequestError(f"input {name} has shape {dims}: a dimension must be a count (0 or more), not {dims[0]}; set the size it holds")
+    if dims[0] > max_batch:
         raise RequestError(f"input {name} has {dims[0]} values, more than the limit of {max_batch}: split it into smaller batches")
     content = proto.tensor_content
     if kind == "float" and len(content) == 4 * dims[0]:  # what tf.make_tensor_proto sends: the bytes as they are (~1 us vs ~9)
@@ -270,6 +281,29 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext) -> Any:
         """Version states, as ``GET /v1/models/{name}`` answers them."""
         return self._run("GetModelStatus", STATUS_API, request, context, lambda: self.status_response(request))
+
+    # -- what TF Serving has and this server does not: UNIMPLEMENTED, logged and counted like any call --
+    def _unimplemented(self, service: str, method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        def go() -> tuple[Any, str, int]:
+            raise RequestError(f"{method} is not implemented by this server: {_UNIMPLEMENTED[method]}", status=501)
+
+        return self._run(method, f"/tensorflow.serving.{service}/{method}", request, context, go)
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """UNIMPLEMENTED (no traceback in the log; counted in the metrics)."""
+        return self._unimplemented("PredictionService", "Classify", request, context)
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """UNIMPLEMENTED (no traceback in the log; counted in the metrics)."""
+        return self._unimplemented("PredictionService", "Regress", request, context)
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """UNIMPLEMENTED (no traceback in the log; counted in the metrics)."""
+        return self._unimplemented("PredictionService", "MultiInference", request, context)
+
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """UNIMPLEMENTED (no traceback in the log; counted in the metrics)."""
+        return self._unimplemented("ModelService", "HandleReloadConfigRequest", request, context)
 
 
 def _handlers(service: _Service) -> list[grpc.GenericRpcHandler]:

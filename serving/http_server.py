@@ -1,8 +1,9 @@
 """The REST server's HTTP/1.1 front end on :mod:`asyncio`: connections, limits, graceful drain.
 
-One event-loop thread serves every connection (keep-alive and pipelining); each complete
-request goes to :meth:`HttpServer.exchange`, which :class:`serving.rest.RestServer` implements
-with TF Serving's routes. Protocol errors get an answer too (400, 405, 408, 411, 413, 414,
+One event-loop thread serves every connection (keep-alive and pipelining); requests are
+parsed by llhttp (:mod:`serving.http1`, through ``httptools``), and each complete request
+goes to :meth:`HttpServer.exchange`, which :class:`serving.rest.RestServer` implements with
+TF Serving's routes. Protocol errors get an answer too (400, 405, 408, 411, 413, 414,
 431, 505, 503 when a limit is reached) and one log line, and the connection is closed after
 it (reading and discarding what the client still sends for a moment, so the answer is not
 lost to a TCP reset).
@@ -23,26 +24,35 @@ import orjson
 
 from serving import metrics as m
 from serving.batching import Scheduler
-from serving.http1 import HttpError, HttpLimits, Request, http_date, parse_head
+from serving.http1 import HttpError, HttpLimits, Request, RequestParser, http_date
 from serving.state import App
 
 access_log = logging.getLogger("serving.access")
 
 
 class Connection(asyncio.Protocol):
-    """One client connection: parses requests, one at a time, and answers them in order."""
+    """One client connection: requests parsed by :class:`serving.http1.RequestParser`, answered one at a time, in order.
+
+    Pipelined requests wait in the parser's queue while reading is paused; each answer
+    schedules the next request as a new event-loop callback, so a deep pipeline costs one
+    request of work per turn of the loop (other connections get theirs in between) and no
+    call stack grows with it. While the client does not read its answers (the transport's
+    write buffer is full), no further request is started.
+    """
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.request: Request | None = None
+        self.parser = RequestParser(server.http, server.app.limits.max_body_bytes)
+        self.request: Request | None = None  # the request being answered
         self.busy = False  # a request is being handled (the answer is not written yet)
         self.closing = False  # answered with Connection: close; discarding what comes
         self.timer: asyncio.TimerHandle | None = None
         self.peer = "-"
         self.over_limit = False
-        self.paused = False
+        self.paused = False  # reading paused: requests are waiting in the queue
+        self.write_paused = False  # the client is not reading its answers
+        self.scheduled = False  # the next queued request is scheduled on the loop
         self.eof = False
 
     # -- connection events -------------------------------------------------------------------------
@@ -70,34 +80,44 @@ class Connection(asyncio.Protocol):
             self.timer.cancel()
         if self.busy and self.request is not None:
             access_log.info('REST %s "%s %s" client disconnected before the answer', self.peer, self.request.method, self.request.path)
+        self.parser.ready.clear()
         self.transport = None
         self.server.changed()
 
     def eof_received(self) -> bool:
-        """The client stopped sending: answer an incomplete request with 400; keep open while answering."""
+        """The client stopped sending: an incomplete request gets a 400; keep open while answering."""
         self.eof = True
-        if not self.closing and not self.busy and self.buf:
-            if self.request is not None:
-                got = len(self.buf)
-                self._fail(400, f"the body ended after {got} of {self.request.length} bytes (Content-Length): nothing was predicted")
-            else:
-                self._fail(400, "the connection ended in the middle of the request head")
-        # keep the transport open while an answer is being computed; it is closed after it
-        return self.busy
+        if not self.closing:
+            self.parser.eof()
+            self._next()
+        # keep the transport open while answers are due; it is closed after the last
+        return self.busy or bool(self.parser.ready)
 
     def data_received(self, data: bytes) -> None:
-        """Bytes arrived: parse the requests they complete."""
+        """Bytes arrived: parse the requests they complete, answer the first."""
         if self.closing:
             return
-        if not self.buf and not self.busy and self.request is None:
+        parser = self.parser
+        if not self.busy and not parser.ready and not parser.receiving:
             self._arm(self.server.http.request_timeout, self._on_timeout)  # a new request begins
-        self.buf += data
-        if self.busy:
-            if len(self.buf) > self.server.http.max_header_bytes and self.transport is not None and not self.paused:
-                self.transport.pause_reading()  # pipelined requests wait until this one is answered
-                self.paused = True
-            return
-        self._process()
+        parser.feed(data)
+        if parser.continue_due:
+            parser.continue_due = False
+            if not self.busy and not parser.ready and parser.receiving and self.transport is not None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if parser.ready and (self.busy or len(parser.ready) > 1) and not self.paused and self.transport is not None:
+            self.transport.pause_reading()  # pipelined requests wait until the ones before are answered
+            self.paused = True
+        self._next()
+
+    def pause_writing(self) -> None:
+        """The client is not reading its answers: start no further request."""
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        """The client reads again: go on with the queued requests."""
+        self.write_paused = False
+        self._schedule()
 
     # -- timers ----------------------------------------------------------------------------------
     def _arm(self, seconds: float, callback: Any) -> None:
@@ -106,95 +126,54 @@ class Connection(asyncio.Protocol):
         self.timer = self.server.loop.call_later(seconds, callback)
 
     def _on_timeout(self) -> None:
-        if self.transport is None or self.busy:
+        if self.transport is None or self.busy or self.parser.ready:
             return
-        if self.buf or self.request is not None:
-            what = "body" if self.request is not None else "request head"
-            self._fail(408, f"the {what} was not complete within {self.server.http.request_timeout:g}s: send the whole request at once")
+        if self.parser.receiving:
+            self._fail(408, f"the request was not complete within {self.server.http.request_timeout:g}s: send the whole request at once")
         else:
             self.transport.close()  # an idle keep-alive connection
 
-    # -- parsing ---------------------------------------------------------------------------------
-    def _process(self) -> None:
-        limits = self.server.http
-        while not self.busy and not self.closing and self.transport is not None:
-            if self.request is None:
-                if not self.buf:
-                    return
-                if self.buf[0] == 0x16:
-                    self._fail(400, "this port speaks plain HTTP, not TLS: use http://, not https://")
-                    return
-                if self.buf.startswith(b"PRI * HTTP/2"):
-                    self._fail(505, "HTTP/2 is not supported on this port: use HTTP/1.1 (gRPC has its own port)")
-                    return
-                line_end = self.buf.find(b"\r\n", 0, limits.max_request_line + 2)
-                if line_end < 0 and len(self.buf) > limits.max_request_line:
-                    self._fail(414, f"the request line is longer than the limit of {limits.max_request_line} bytes")
-                    return
-                end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
-                    first = self.buf if line_end < 0 else self.buf[:line_end]
-                    if len(self.buf) > limits.max_header_bytes:
-                        self._fail(431, f"the request head is longer than the limit of {limits.max_header_bytes} bytes")
-                    elif any(b < 0x20 or b > 0x7E for b in bytes(first[:64])):
-                        self._fail(400, "the request line holds binary data: this port speaks HTTP/1.1")
-                    return
-                if end > limits.max_header_bytes:
-                    self._fail(431, f"the request head is longer than the limit of {limits.max_header_bytes} bytes")
-                    return
-                head = bytes(self.buf[:end])
-                del self.buf[: end + 4]
-                try:
-                    request = parse_head(head, limits)
-                    self._framing(request)
-                except HttpError as exc:
-                    self._fail(exc.status, str(exc), request_line=head.split(b"\r\n", 1)[0][:200])
-                    return
-                self.request = request
-                if request.length > len(self.buf) and request.headers.get("expect", "").lower() == "100-continue":
-                    assert self.transport is not None
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request = self.request
-            if len(self.buf) < request.length:
-                return
-            body = bytes(self.buf[: request.length])
-            del self.buf[: request.length]
-            self.request = request
-            self.busy = True
-            self.server.in_flight += 1
-            if self.timer is not None:
-                self.timer.cancel()
-            self.server.exchange(self, request, body)
+    # -- dispatching -----------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        """Start the next queued request on a later turn of the event loop."""
+        if not self.scheduled and self.parser.ready:
+            self.scheduled = True
+            self.server.loop.call_soon(self._scheduled_next)
 
-    def _framing(self, request: Request) -> None:
-        """Check how the body is framed and set ``request.length``.
+    def _scheduled_next(self) -> None:
+        self.scheduled = False
+        self._next()
 
-        Raises:
-            HttpError: for chunked bodies, missing or bad lengths, bodies over the limit.
-        """
-        if "transfer-encoding" in request.headers:
-            raise HttpError(411, "chunked request bodies are not supported: send a Content-Length")
-        text = request.headers.get("content-length")
-        if text is None:
-            if request.method in ("POST", "PUT", "PATCH"):
-                raise HttpError(411, "the request has no Content-Length header: send the JSON body with its length")
+    def _next(self) -> None:
+        """Start the first queued request, if none is being answered."""
+        if self.busy or self.closing or self.write_paused or self.transport is None:
             return
-        if not text.isdigit() or not text.isascii() or len(text) > 18:
-            raise HttpError(400, f"Content-Length {text[:40]!r} is not a byte count")
-        length = int(text)
-        limit = self.server.app.limits.max_body_bytes
-        if length > limit:
-            raise HttpError(413, f"the body has {length} bytes, more than the limit of {limit}: split the batch into smaller requests")
-        request.length = length
+        ready = self.parser.ready
+        if not ready:
+            return
+        item = ready.popleft()
+        if isinstance(item, HttpError):
+            ready.clear()
+            self._fail(item.status, str(item))
+            return
+        request, body = item
+        self.request = request
+        self.busy = True
+        self.server.in_flight += 1
+        if self.timer is not None:
+            self.timer.cancel()
+        self.server.exchange(self, request, body)
 
     # -- answering --------------------------------------------------------------------------------
     def write_answer(self, request: Request | None, status: int, body: bytes, headers: dict[str, str], close: bool) -> None:
-        """Write one answer; then read the next request or close."""
+        """Write one answer; then schedule the next request, or close."""
         transport = self.transport
         self._not_busy()
         if transport is None or transport.is_closing():
             return
-        close = close or request is None or not request.keep_alive or self.server.draining or self.eof
+        parser = self.parser
+        last = not parser.ready and (parser.failed or self.eof)
+        close = close or request is None or not request.keep_alive or self.server.draining or last
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         phrase = HTTPStatus(status).phrase
         head = (
@@ -207,20 +186,21 @@ class Connection(asyncio.Protocol):
         if close:
             self._linger()
             return
-        if self.paused:
-            transport.resume_reading()
-            self.paused = False
-        if self.buf:
-            self._arm(self.server.http.request_timeout, self._on_timeout)
-            self._process()
+        if parser.ready:
+            self._schedule()
         else:
-            self._arm(self.server.http.keep_alive_timeout, self._on_timeout)
+            if self.paused:
+                transport.resume_reading()
+                self.paused = False
+            if parser.receiving:
+                self._arm(self.server.http.request_timeout, self._on_timeout)
+            else:
+                self._arm(self.server.http.keep_alive_timeout, self._on_timeout)
         self.server.changed()
 
-    def _fail(self, status: int, message: str, request_line: bytes | None = None) -> None:
+    def _fail(self, status: int, message: str) -> None:
         """Answer a protocol error with ``{"error": ...}`` and close the connection."""
-        what = request_line.decode("latin-1", "replace") if request_line else "-"
-        access_log.info('REST %s "%s" %d error=%r', self.peer, what[:120], status, message[:200])
+        access_log.info("REST %s %d error=%r", self.peer, status, message[:200])
         body = orjson.dumps({"error": message})
         self.write_answer(None, status, body, {"Content-Type": "application/json"}, close=True)
 
@@ -232,7 +212,8 @@ class Connection(asyncio.Protocol):
     def _linger(self) -> None:
         """Close after the answer, reading (and dropping) what the client still sends for up to 2 s."""
         self.closing = True
-        self.buf.clear()
+        self.parser.ready.clear()
+        self.parser.failed = True
         transport = self.transport
         if transport is None:
             return
@@ -249,6 +230,11 @@ class Connection(asyncio.Protocol):
         else:  # pragma: no cover - TCP transports can
             transport.close()
         self.server.changed()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is being received, queued or answered on this connection."""
+        return not self.busy and not self.parser.ready and (not self.parser.receiving or self.closing)
 
 
 class HttpServer:
@@ -326,11 +312,11 @@ class HttpServer:
             conns = list(self.conns)
         except RuntimeError:  # changed by the loop thread meanwhile
             return True
-        return any(c.busy or c.request is not None or (c.buf and not c.closing) for c in conns)
+        return not all(c.idle for c in conns)
 
     def _close_idle(self) -> None:
         for conn in list(self.conns):
-            if conn.transport is not None and not conn.busy and conn.request is None and not conn.buf:
+            if conn.transport is not None and conn.idle:
                 conn.transport.close()
 
     def server_close(self) -> None:

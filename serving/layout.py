@@ -113,6 +113,18 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def missing_model_problem(path: str) -> str:
+    """Why a version directory holds no readable SavedModel."""
+    try:
+        os.listdir(path)
+        os.stat(os.path.join(path, SAVED_MODEL))
+    except PermissionError:
+        return "permission denied: this user cannot read it (fix its mode, e.g. chmod -R a+rX)"
+    except OSError:
+        pass
+    return f"no {SAVED_MODEL}"
+
+
 def scan(model_dir: str) -> list[VersionInfo]:
     """Every numbered directory under ``model_dir``, oldest first, complete or broken."""
     try:
@@ -122,11 +134,14 @@ def scan(model_dir: str) -> list[VersionInfo]:
     out = []
     for name in names:
         path = os.path.join(model_dir, name)
-        if not is_version_name(name) or not os.path.isdir(path):
+        if not is_version_name(name):
+            continue
+        if not os.path.isdir(path):  # a stray file takes the number: reported, and deploy numbers past it
+            out.append(VersionInfo(int(name), path, complete=False, problem="a file, not a version directory: remove or rename it"))
             continue
         info = VersionInfo(int(name), path, complete=is_complete(path))
         if not info.complete:
-            info.problem = f"no {SAVED_MODEL}"
+            info.problem = missing_model_problem(path)
         record_path = os.path.join(path, DEPLOY_FILE)
         if os.path.exists(record_path):
             try:

@@ -106,6 +106,7 @@ class ModelManager:
         self._failed: dict[int, Snapshot] = {}
         self._labels: dict[str, int] = {}
         self._labels_problem = ""
+        self._unreadable: set[int] = set()  # versions reported as unreadable (once each)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -151,7 +152,23 @@ class ModelManager:
                     self.poll_interval,
                 )
         self._seen = seen
+        self._report_unreadable(on_disk)
         return on_disk, stable
+
+    def _report_unreadable(self, on_disk: dict[int, str]) -> None:
+        """One log line for each numbered directory this process may not read (it is skipped)."""
+        try:
+            names = [n for n in os.listdir(self.model_dir) if layout.is_version_name(n) and int(n) not in on_disk]
+        except OSError:
+            return
+        unreadable = set()
+        for name in names:
+            path = os.path.join(self.model_dir, name)
+            if os.path.isdir(path) and "permission denied" in (problem := layout.missing_model_problem(path)):
+                unreadable.add(int(name))
+                if int(name) not in self._unreadable:
+                    log.warning("version %s of %s in %s is skipped: %s", name, self.model_name, path, problem)
+        self._unreadable = unreadable
 
     def _read_labels(self) -> dict[str, int]:
         """The labels file; on a bad file, the last good labels (and one log line per new problem)."""

@@ -68,7 +68,7 @@ _KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "T
 def _parse_version(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or not text.isascii() or int(text) <= 0:
+    if not text.isdigit() or not text.isascii() or len(text) > 18 or int(text) <= 0:
         raise RequestError(f"version {text!r} is not a version number: use a positive integer", status=404)
     return int(text)
 

@@ -68,6 +68,12 @@ def check_base_path(path: str, model_name: str) -> None:
         raise ValueError(f"--model-base-path {path} does not exist: point it at the model's directory (the one holding versions 1, 2, ...)")
     if not os.path.isdir(path):
         raise ValueError(f"--model-base-path {path} is not a directory")
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        parent = os.path.dirname(os.path.abspath(path))
+        raise ValueError(
+            f"--model-base-path {path} is a version directory (it holds saved_model.pb), not a base path: "
+            f"pass the directory that holds the numbered versions (e.g. {parent}, or copy it to <base>/1)"
+        )
     nested = os.path.join(path, model_name)
     if not list_versions(path) and os.path.isdir(nested) and list_versions(nested):
         raise ValueError(
@@ -200,7 +206,10 @@ def write_ports_file(path: str, server: ModelServer) -> None:
 
 
 def serve(config: ServerConfig, ports_file: str | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully.
+    """Serve until SIGTERM, SIGINT or SIGHUP, then shut down gracefully.
+
+    SIGHUP (the terminal of a server started without ``nohup`` was closed) drains like SIGTERM:
+    requests in flight are answered, then the server exits 0.
 
     Returns:
         0 when every request in flight finished, 1 when the grace period ran out.
@@ -216,7 +225,7 @@ def serve(config: ServerConfig, ports_file: str | None = None) -> int:
         log.info("%s received: finishing requests in flight (up to %.0fs)", signal.Signals(signum).name, config.grace)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         server = ModelServer(config).start()
         if ports_file:

@@ -50,6 +50,25 @@ MEASURE_JS = """(() => {
       wide.push(el.tagName + (el.id ? '#' + el.id : '') + ' ' + Math.round(r.right));
   }
   const text = sel => Array.from(document.querySelectorAll(sel)).map(e => e.innerText.trim());
+  // Labels drawn on top of each other: any two texts of one SVG whose boxes share more than 1 px².
+  const overlaps = [];
+  for (const svg of document.querySelectorAll('svg')) {
+    const boxes = Array.from(svg.querySelectorAll('text')).filter(t => t.textContent.trim())
+      .map(t => [t.textContent.trim(), t.getBoundingClientRect()]);
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const [a, r] = boxes[i], [b, q] = boxes[j];
+      const w = Math.min(r.right, q.right) - Math.max(r.left, q.left), h = Math.min(r.bottom, q.bottom) - Math.max(r.top, q.top);
+      if (w > 0 && h > 0 && w * h > 1) overlaps.push(`${svg.getAttribute('aria-label') || 'svg'}: '${a}' on '${b}'`);
+    }
+  }
+  // Content cut off at a box's edge (overflow hidden, or a scrolling box that is not one of the page's .scroll tables).
+  const clipped = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const style = getComputedStyle(el);
+    if (['hidden', 'clip', 'auto', 'scroll'].includes(style.overflowX) && !el.classList.contains('scroll')
+        && el.scrollWidth > el.clientWidth + 1)
+      clipped.push(el.tagName + (el.id ? '#' + el.id : '') + ` ${el.scrollWidth}>${el.clientWidth}`);
+  }
   return JSON.stringify({
     title: document.title,
     innerWidth: window.innerWidth,
@@ -58,6 +77,9 @@ MEASURE_JS = """(() => {
     images: Array.from(document.images).map(i => ({
       complete: i.complete, naturalWidth: i.naturalWidth, width: i.getBoundingClientRect().width, alt: i.alt})),
     tooWide: wide.slice(0, 20),
+    textOverlaps: overlaps.slice(0, 20),
+    clipped: clipped.slice(0, 20),
+    svgs: document.querySelectorAll('svg').length,
     scrolledBoxes: Array.from(document.querySelectorAll('.scroll'))
       .filter(b => b.scrollWidth > b.clientWidth + 1).map(b => (b.firstElementChild || b).id || b.className),
     verdict: text('#verdict'),
@@ -178,12 +200,17 @@ class Browser:
 
 
 def check_page(found: dict[str, Any], width: int) -> None:
-    """Assert what every page must do at ``width``: viewport honoured, images loaded and shown, no horizontal overflow."""
+    """Assert what every page must do at ``width``: viewport honoured, images loaded and shown, no horizontal overflow.
+
+    Also: nothing cut off at the edge of a box, and no two labels of an SVG plot on top of each other.
+    """
     assert found["viewportMeta"], "the page has no viewport meta tag"
     assert found["innerWidth"] == width, f"layout viewport is {found['innerWidth']} px at a {width} px device"
     assert found["scrollWidth"] <= width, f"the page is {found['scrollWidth']} px wide at {width} px: {found['tooWide']}"
     assert not found["tooWide"], f"elements stick out at {width} px: {found['tooWide']}"
     assert not found["scrolledBoxes"], f"tables need a sideways scroll at {width} px: {found['scrolledBoxes']}"
+    assert not found["clipped"], f"content is cut off at a box's edge at {width} px: {found['clipped']}"
+    assert not found["textOverlaps"], f"labels overlap at {width} px: {found['textOverlaps']}"
     for image in found["images"]:
         assert image["complete"] and image["naturalWidth"] > 0, f"image {image['alt']!r} did not load"
         assert 0 < image["width"] <= width, f"image {image['alt']!r} is {image['width']} px wide at {width} px"

@@ -6,7 +6,8 @@
   ResumeSchedule, DeleteSchedule), and ``EndpointService`` (GetEndpoint, ListEndpoints by display
   name, UpdateEndpoint: the traffic split, request-response logging) and ``ModelService`` (ListModels: each model's default
   version, by display name; GetModel of ``name``, ``name@version_id`` or ``name@alias``, with model
-  versions) with the official message types of google-cloud-aiplatform.
+  versions) and ``JobService`` (CreateBatchPredictionJob, GetBatchPredictionJob: pending, running,
+  then succeeded) with the official message types of google-cloud-aiplatform.
   The SDK's gRPC transport always opens a TLS channel, so the server has a self-signed
   certificate for 127.0.0.1 and ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` points gRPC at it.
 * :class:`VertexRestServer`: plain HTTP on 127.0.0.1 speaking the same PipelineService over
@@ -183,6 +184,7 @@ class VertexServer:
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.ScheduleService", schedule_handlers),
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.EndpointService", self._endpoint_handlers(record, unary)),
                 grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.ModelService", self._model_handlers(record, unary)),
+                grpc.method_handlers_generic_handler("google.cloud.aiplatform.v1.JobService", self._job_handlers(record, unary)),
             )
         )
         self.port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
@@ -285,6 +287,46 @@ class VertexServer:
         return {
             "ListModels": unary(list_models, model_service.ListModelsRequest, model_service.ListModelsResponse.serialize),
             "GetModel": unary(get_model, model_service.GetModelRequest, model_types.Model.serialize),
+        }
+
+    def _job_handlers(self, record: Any, unary: Any) -> dict[str, Any]:
+        """CreateBatchPredictionJob and GetBatchPredictionJob over :attr:`batch_jobs` (running on the first look, then succeeded)."""
+        import grpc
+        from google.cloud.aiplatform_v1.types import batch_prediction_job, job_service, job_state
+
+        self.batch_jobs: dict[str, Any] = {}
+        B = batch_prediction_job.BatchPredictionJob
+
+        def create(request: Any, context: Any) -> Any:
+            record("CreateBatchPredictionJob", request)
+            job = B(request.batch_prediction_job)
+            if not job.model or not job.display_name:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model and display_name are required")
+            with self._lock:
+                job.name = f"{request.parent}/batchPredictionJobs/{len(self.batch_jobs) + 1}"
+                job.state = job_state.JobState.JOB_STATE_PENDING
+                job.create_time = dt.datetime.now(dt.UTC)
+                self.batch_jobs[job.name] = job
+            return job
+
+        def get(request: Any, context: Any) -> Any:
+            record("GetBatchPredictionJob", request)
+            with self._lock:
+                job = self.batch_jobs.get(request.name)
+                if job is None:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"BatchPredictionJob {request.name} not found")
+                if job.state == job_state.JobState.JOB_STATE_PENDING:
+                    job.state = job_state.JobState.JOB_STATE_RUNNING
+                else:
+                    job.state = job_state.JobState.JOB_STATE_SUCCEEDED
+                    job.completion_stats.successful_count = 1665
+                    prefix = job.output_config.gcs_destination.output_uri_prefix
+                    job.output_info.gcs_output_directory = f"{prefix}/prediction-{job.display_name}-2026_01_01T00_00_00_000Z"
+                return job
+
+        return {
+            "CreateBatchPredictionJob": unary(create, job_service.CreateBatchPredictionJobRequest, B.serialize),
+            "GetBatchPredictionJob": unary(get, job_service.GetBatchPredictionJobRequest, B.serialize),
         }
 
     @staticmethod

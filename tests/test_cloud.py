@@ -143,6 +143,17 @@ def test_cli_submit_end_to_end(vertex_server, where, vertex_template, capsys):
     assert "pipeline: PIPELINE_STATE_SUCCEEDED" in out and "console: https://console.cloud.google.com/" in out
 
 
+def test_cli_submit_with_a_batch_source_sends_the_batch_step_its_parameters(vertex_server, where, vertex_template, capsys):
+    more = ["--param", "batch_source=gs://b-1/trips/a.jsonl,gs://b-1/trips/b.jsonl", "--param", "batch_max_replica_count=4"]
+    assert cli.main([*_submit_argv(vertex_server.endpoint, "--template", vertex_template, *more), "--anonymous"]) == 0, capsys.readouterr()
+    (request,) = vertex_server.requests("CreatePipelineJob")
+    job = type(request.pipeline_job).to_dict(request.pipeline_job)
+    values = job["runtime_config"]["parameter_values"]
+    assert values["batch_source"] == "gs://b-1/trips/a.jsonl,gs://b-1/trips/b.jsonl" and values["batch_max_replica_count"] == 4
+    executors = job["pipeline_spec"]["deploymentSpec"]["executors"]
+    assert executors["exec-model-batch-predict"]["container"]["args"][:2] == ["--type", "BatchPredictionJob"]
+
+
 def test_cli_submit_with_notify_email_compiles_the_email_variant_and_sends_the_recipients(vertex_server, where, capsys):
     """--image --notify-email: the run is the pipeline inside VertexNotificationEmailOp's exit handler, recipients a parameter."""
     argv = _submit_argv(vertex_server.endpoint, "--image", IMAGE, "--notify-email", "ops@example.com", "--notify-email", "ml@example.com")

@@ -70,6 +70,9 @@ CASES = [
     ([*SUBMIT, "--param", "replica_count=0"], "replica_count must be a positive integer"),
     ([*SUBMIT, "--param", "traffic_percentage=101"], ("traffic_percentage", "101")),
     ([*SUBMIT, "--param", "min_replicas=3", "--param", "max_replicas=2"], ("min_replicas (3)", "max_replicas (2)")),
+    ([*SUBMIT, "--param", "batch_source=data/trips.csv"], "batch_source data/trips.csv: a Vertex AI job reads gs:// files"),
+    ([*SUBMIT, "--param", "batch_source=bq://nope"], "give one BigQuery table as bq://PROJECT.DATASET.TABLE"),
+    ([*SUBMIT, "--param", "batch_starting_replica_count=3"], ("batch_starting_replica_count (3)", "batch_max_replica_count (2)")),
     # names and formats
     (["submit", "--region", "us-central1", "--pipeline-root", "gs://b-1/r"], "missing project: pass --project or set GOOGLE_CLOUD_PROJECT"),
     (["submit", "--project", "test-project", "--pipeline-root", "gs://b-1/r"], "missing region: pass --region or set TAXIFARE_REGION"),
@@ -141,6 +144,17 @@ CASES = [
     (["setup", *WHERE, "--bucket", "b-1"], "missing service account"),
     ([*SETUP, "--service-account", "x"], "is not a service account e-mail"),
     ([*SETUP, "--training-service-account", "trainer"], "--training-service-account 'trainer' is not a service account e-mail"),
+    # a hostile pass: paths that climb out of the bucket, local data, odd images and names
+    (["submit", *WHERE, "--pipeline-root", "gs://my-bucket/../x"], "'..' path segment"),
+    (["submit", *WHERE, "--pipeline-root", "gs://my-bucket/./a"], "'.' or '..' path segment"),
+    (["submit", *WHERE, "--pipeline-root", "gs://my-bucket/ /a"], "blank"),
+    (["submit", *WHERE, "--pipeline-root", "gs:///root"], "names no bucket: write gs://BUCKET/pipeline-root"),
+    ([*SUBMIT, "--param", "source=/gcs/my-bucket/../x/*.csv"], "'..' path segment"),
+    ([*SUBMIT, "--param", "source=data/*.csv"], "is a path on this machine, which Vertex AI cannot read"),
+    ([*SUBMIT, "--param", "eval_source=/home/me/valid.csv"], "is a path on this machine"),
+    ([*SUBMIT, "--image", "us-central1-docker.pkg.dev/my-proj/Taxi/taxifare:0.1.0"], "has capitals in its repository path"),
+    ([*SUBMIT, "--display-name", "x" * 200], "--display-name has 200 characters: Vertex AI takes 1 to 128"),
+    ([*CREATE, "--display-name", "x" * 129], "--display-name has 129 characters"),
     # last of all: the credentials
     ([*SUBMIT], "no Google Cloud credentials found: run `gcloud auth application-default login`"),
     (["schedule", "list", *WHERE], "no Google Cloud credentials found"),

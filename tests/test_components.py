@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import stage
 
-from components.impl import deploy, full_train, stage_data, verify_export
+from components.impl import deploy, full_train, report, stage_data, verify_export
 from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary
 from pipeline import parameters
 from trainer.errors import InputError
@@ -78,8 +78,10 @@ def test_stage_rejects_bad_parameters(tmp_path, kwargs, message):
 def test_stage_fails_on_mostly_bad_data_and_leaves_no_output(tmp_path):
     src = tmp_path / "src.csv"
     src.write_text("12.0,0,0,0,0,1,1\n" * 50 + GOOD.format(key=2) + "\n")
-    with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)"):
+    with pytest.raises(InputError, match=r"50 of 51 train data rows .* are bad \(outside_nyc=50\)") as exc:
         stage(str(src), outs(tmp_path / "out"))
+    # The hint names the flag as `taxifare run` spells it (its --max_bad_fraction would be refused).
+    assert "raise --max-bad-fraction (taxifare run; --param max_bad_fraction=" in str(exc.value)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
@@ -88,6 +90,16 @@ def test_stage_fails_on_an_empty_split(tmp_path):
     src.write_text("\n".join(GOOD.format(key=i) for i in range(3)) + "\n")
     with pytest.raises(InputError, match="split is empty"):
         stage(str(src), outs(tmp_path / "out"))
+
+
+def test_valid_rows_that_all_share_one_key_get_a_message_about_the_key_split(tmp_path):
+    """Every valid row with the same key hashes into one split: the message says the split is by key."""
+    src = tmp_path / "src.csv"
+    src.write_text("\n".join(GOOD.format(key=7) for _ in range(300)) + "\n")
+    with pytest.raises(InputError, match="split is empty") as err:
+        stage(str(src), outs(tmp_path / "out"))
+    message = str(err.value)
+    assert "300 valid rows" in message and "split is by a hash of each row's key" in message and "distinct keys" in message
 
 
 def test_stage_reads_the_dated_partitions_of_the_window(tmp_path):
@@ -161,7 +173,8 @@ def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_pa
     assert verdict.blessed, verdict.reason
     assert verdict.metrics["test_rmse"] < verdict.metrics["distance_rule_rmse"] < verdict.metrics["mean_predictor_rmse"]
     assert verdict.metrics["test_json_fare"] > 0
-    assert '<img src="data:image/png;base64,' in verdict.report_html and "Blessed" in verdict.report_html
+    assert 'aria-label="training curve"' in verdict.report_html and "Blessed" in verdict.report_html
+    assert 'aria-label="predicted against actual fare"' in verdict.report_html and report.RUN_MARKER in verdict.report_html
     assert len(verify_export.read_loss_curve(out)["train"]) >= 2
 
 

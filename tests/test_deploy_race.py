@@ -175,7 +175,7 @@ def test_the_deploy_component_compares_publishes_and_keeps_the_train_stats(expor
 
     first = run(exports[0], 3.5)
     assert first.endswith("/taxifare/1")
-    assert run(exports[1], 3.6) == ""  # worse than the served version: nothing deployed, not a failure
+    assert run(exports[0], 3.5) == ""  # the same model again is not better than the served version: nothing deployed
     out = capsys.readouterr().err
     # the verification carries no judgement (no champion): deploy judges it against the served version on the test rows
     assert "not deployed: against version 1, served now: not better overall" in out and "$inf" not in out
@@ -184,3 +184,66 @@ def test_the_deploy_component_compares_publishes_and_keeps_the_train_stats(expor
     model_dir = str(tmp_path / "serving" / "taxifare")
     assert layout.read_labels(model_dir) == {"stable": 1, "canary": 2}
     assert layout.deployed_train_stats(model_dir) == stats
+
+
+def test_a_stray_file_named_like_a_version_is_reported_and_skipped(exports, tmp_path, capsys):
+    """A regular file ``2`` beside version 1: deploy numbers past it, `taxifare versions` reports it."""
+    from pipeline.cli import main as taxifare
+
+    first = deploy.publish(exports[0], str(tmp_path), "taxifare", {"run": "manual"})
+    assert first.version == 1
+    (tmp_path / "taxifare" / "2").write_text("not a version")
+    second = deploy.publish(exports[1], str(tmp_path), "taxifare", {"run": "manual"})
+    assert second.version == 3 and os.path.isdir(second.path)
+    assert any("version 2: a file, not a version directory" in b for b in second.broken), second.broken
+    assert taxifare(["versions", "--model-base-path", str(tmp_path / "taxifare")]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.split()[:1] == ["2"])
+    assert "a file, not a version directory" in line, out
+
+
+def test_an_unreadable_version_directory_is_reported_as_permission_denied():
+    """A version directory this user cannot read (mode 000) is named as such, not as 'no saved_model.pb'."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="taxifare-mode000-"))  # readable by the unprivileged user
+    tmp_path.chmod(0o755)
+    version = tmp_path / "taxifare" / "1"
+    version.mkdir(parents=True)
+    (version / layout.SAVED_MODEL).write_bytes(b"x")
+    version.chmod(0)
+    try:
+        code = "import sys; from serving import layout; print([v.problem for v in layout.scan(sys.argv[1])])"
+        # root reads any mode: run the scan as an unprivileged user when this is root
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        probe_env = {**os.environ, "PYTHONPATH": root}
+        probe = subprocess.run([*prefix, sys.executable, "-c", "import serving"], capture_output=True, env=probe_env)
+        if probe.returncode != 0:  # e.g. a checkout in a private folder (mktemp -d): the other user cannot even start Python
+            pytest.skip(f"the unprivileged user cannot run this checkout's interpreter: {probe.stderr.decode()[-200:]}")
+        out = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(tmp_path / "taxifare")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": root},
+            timeout=60,
+        )
+        code = (
+            "import logging, sys; logging.basicConfig(); from serving.manager import ModelManager; "
+            "ModelManager(sys.argv[1], 'taxifare').poll_once()"
+        )
+        server = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(tmp_path / "taxifare")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            timeout=120,
+        )
+    finally:
+        version.chmod(0o755)
+        shutil.rmtree(tmp_path)
+    assert "permission denied" in out.stdout, (out.stdout, out.stderr[-500:])
+    assert "version 1 of taxifare" in server.stderr and "is skipped: permission denied" in server.stderr, server.stderr[-800:]

@@ -2,9 +2,10 @@ import datetime as dt
 import math
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from trainer import features
+from trainer import features, schema
 from trainer.schema import TEST_INSTANCE, Variant
 
 
@@ -46,3 +47,20 @@ def test_datetime_layer_adds_time_features():
     out = layer(inputs)
     assert int(out["hour"][0]) == 14 and int(out["weekday"][0]) == 3  # a Thursday
     assert int(out["hour_weekday"][0]) == 14 * 7 + 3
+
+
+def test_points_outside_the_box_are_clipped_and_distances_capped():
+    # taxi-train.csv's GPS glitch: a 97 km, $12.90 trip to 41.37 N, -73.14 W. The model sees the
+    # box's corner and a trip of at most MAX_TRIP_KM, not a point 8 units out on its coordinate scale.
+    layer = features.TaxiFeatures(Variant.LAB.value)
+
+    def numeric(dlon: float, dlat: float) -> np.ndarray:
+        trip = {"pickuplon": -73.972443, "pickuplat": 40.762541, "dropofflon": dlon, "dropofflat": dlat, "passengers": 1.0}
+        return layer({k: tf.constant([v]) for k, v in trip.items()})["numeric"].numpy()[0]
+
+    glitch, corner = numeric(-73.137393, 41.366138), numeric(schema.CLIP_LON.high, schema.CLIP_LAT.high)
+    np.testing.assert_array_equal(glitch, corner)
+    assert glitch[0] * 10 == pytest.approx(schema.MAX_TRIP_KM)  # haversine, capped
+    assert abs(glitch[3] * 10) <= schema.MAX_TRIP_KM  # north-south offset, capped
+    inside = numeric(-73.85, 41.00)  # a Westchester trip inside the box (about 28 km) is left alone
+    assert inside[0] * 10 < schema.MAX_TRIP_KM and not np.array_equal(inside, corner)

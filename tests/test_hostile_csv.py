@@ -188,9 +188,9 @@ def test_gzip_data_not_named_gz_and_corrupt_gzip_get_one_line(tmp_path):
     [
         ({"a.csv.gz": [good(0), good(1)]}, 0, "2 rows in 1 file(s) (lab layout): 2 valid, 0 dropped"),
         (
-            {"a.csv": [good(0), b"\xc3(", b"q" * HUGE, good(1)]},
+            {"a.csv": [good(0), b"\xc3(", b"q" * HUGE, good(1), *[good(i) for i in range(2, 20)]]},
             0,
-            "4 rows in 1 file(s) (lab layout): 2 valid, 2 dropped (line_too_long=1, not_utf8=1)",
+            "22 rows in 1 file(s) (lab layout): 20 valid, 2 dropped (line_too_long=1, not_utf8=1)",
         ),
         ({"a.csv": [good(0)], "b.csv": [DATETIME.format(key=1).encode()]}, 2, "error: mixed layouts in the data: "),
     ],
@@ -203,7 +203,20 @@ def test_data_check_prints_counts_or_one_line(tmp_path, capsys, files, code, exp
     if code:
         assert err.startswith(expected) and err.count("\n") == 1 and not out
     else:
-        assert out.splitlines()[0] == expected
+        assert out.splitlines()[0] == expected and not err  # the report once, on stdout
+
+
+def test_data_check_takes_several_files_and_fails_past_max_bad_fraction(tmp_path, capsys):
+    """As documented: several files; past --max_bad_fraction the report, then one error line and exit 2, as the trainer."""
+    write(tmp_path / "good.csv", [good(i) for i in range(5)])
+    write(tmp_path / "bad.csv", [good(5), b"1,2,3", b"x,y", b"-", b"0,0"])  # 4 of 5 bad
+    argv = ["data", "check", str(tmp_path / "good.csv"), str(tmp_path / "bad.csv")]
+    assert cli_main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "10 rows in 2 file(s) (lab layout): 6 valid, 4 dropped (wrong_column_count=4)"
+    assert out.count("rows in 2 file(s)") == 1 and out.count("\n  dropped ") == 4
+    assert err.count("\n") == 1 and err.startswith("error: 4 of 10 data rows (40.0%) are bad") and "--max_bad_fraction" in err
+    assert cli_main([*argv, "--max_bad_fraction", "0.5"]) == 0
 
 
 def test_trainer_refuses_mixed_layouts_with_one_line(tmp_path, capsys):

@@ -83,7 +83,14 @@ def test_a_local_failure_names_the_step_its_error_and_log_tail(tmp_path):
     # The tail starts at the step's traceback (not at kfp's echo of its inputs).
     assert result.log_tail[0] == "Traceback (most recent call last):" and result.log_tail[-1].startswith("FloatingPointError")
     assert result.link == str(tmp_path)
-    assert "FAILED at step full_train" in result.text()
+    # The chat message: the step, the one-line reason, the log and the run; no traceback (that is in log_tail and summary.txt).
+    assert result.text().splitlines() == [
+        "taxifare run taxifare-2026-11-29-05-00-00: FAILED at step full_train",
+        "FloatingPointError: the loss became NaN at step 120: lower --learning-rate",
+        f"Log: {log}",
+        str(tmp_path),
+    ]
+    assert "Traceback" not in result.text() and "Traceback (most recent call last):" in result.details()
 
 
 def test_a_vertex_failure_names_the_step_and_links_the_console():
@@ -169,6 +176,8 @@ def test_a_failing_local_run_ends_with_the_step_and_notifies(hook, tmp_path, cap
     assert body["run"].startswith("taxifare-") and body["link"] == str(Path(out[-2].split(": ", 1)[1]).parents[1])
     assert body["error"].startswith("InputError: 100 of 100 train data rows")
     assert body["log_tail"][0] == "Traceback (most recent call last):" and "InputError" in body["log_tail"][-1]
+    text = body["text"].splitlines()  # what Slack shows: four lines, the reason and the log, no traceback
+    assert len(text) == 4 and text[1] == body["error"] and text[2] == f"Log: {root / 'taxifare-run.log'}"
 
     [run] = list_runs(str(root))
     assert run.status == "failed" and run.failed_step == "stage_data" and run.arguments["notify_webhook"] == hook.url

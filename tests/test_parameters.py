@@ -140,3 +140,11 @@ def test_model_size_estimate_matches_the_keras_model():
         expected = build_model(variant, crossed).count_params()
         size = checks.model_size((64, 32), datetime_layout=variant is Variant.DATETIME, embedding_dim=3, cross_embedding_dim=5)
         assert size == expected > checks.model_size((64, 32), datetime_layout=variant is Variant.DATETIME), variant
+
+
+def test_batch_source_files_are_checked_before_the_run(tmp_path):
+    with pytest.raises(InputError, match="no file matches the batch_source pattern"):
+        parameters.check_params({"batch_source": str(tmp_path / "missing-*.csv")})
+    (tmp_path / "trips.csv").write_text("7.5,-73.99,40.75,-73.98,40.76,1,k\n")
+    parameters.check_params({"batch_source": str(tmp_path / "trips.csv")})
+    parameters.check_params({"batch_source": "gs://b-1/trips.jsonl"})  # read by the step (no request here)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from pipeline.local_run import run_local, summarize
+from pipeline.local_run import run_local
+from pipeline.runs_text import summarize
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -50,7 +50,7 @@ def producer(task: dict, input_name: str) -> tuple[str, str]:
 
 def test_the_steps_with_the_expected_data_edges(spec):
     tasks = steps(spec)
-    assert set(tasks) == {"stage-data", "check-drift", "smoke-train", "tune", "full-train", "verify-export", "condition-2"}
+    assert set(tasks) == {"stage-data", "check-drift", "smoke-train", "tune", "full-train", "verify-export", "condition-branches-2"}
     assert producer(tasks["check-drift"], "train_data") == ("stage-data", "train_data")
     assert "check-drift" in tasks["smoke-train"]["dependentTasks"]  # the drift gate stops the run before any training
     assert tasks["check-drift"]["cachingOptions"] == {}  # compares with what is deployed now
@@ -73,14 +73,44 @@ def test_the_steps_with_the_expected_data_edges(spec):
     assert tasks["verify-export"]["cachingOptions"] == {}
 
 
+def branches(spec: dict) -> dict:
+    """The If/Else groups after verify_export, by name (``blessed``, ``not-blessed``)."""
+    group = steps(spec)["condition-branches-2"]  # condition-1 is the exit handler
+    assert "verify-export" in group["dependentTasks"]
+    tasks = spec["components"][group["componentRef"]["name"]]["dag"]["tasks"]
+    return {t["taskInfo"]["name"]: t for t in tasks.values()}
+
+
+def inner(spec: dict, task: dict) -> dict:
+    return spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]
+
+
 def test_deploy_runs_only_when_blessed(spec):
-    condition = steps(spec)["condition-2"]  # condition-1 is the exit handler
-    assert "verify-export" in condition["dependentTasks"]
+    condition = branches(spec)["blessed"]
     assert "pipelinechannel--verify-export-Output" in condition["triggerPolicy"]["condition"]
     assert condition["triggerPolicy"]["condition"].endswith("== true")
-    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(inner) == {"deploy"}
-    assert inner["deploy"]["cachingOptions"] == {}
+    tasks = inner(spec, condition)
+    assert {t["taskInfo"]["name"] for t in tasks.values()} == {"Deploy", "batch-deployed"}
+    assert tasks["deploy"]["cachingOptions"] == {}
+
+
+def test_batch_predict_runs_last_when_batch_source_is_set(spec):
+    groups = branches(spec)
+    assert set(groups) == {"blessed", "not-blessed"}
+    assert groups["not-blessed"]["triggerPolicy"]["condition"].endswith("== true)")  # the negation of blessed
+    for branch, deployed_path in (("blessed", {"taskOutputParameter": {"producerTask": "deploy", "outputParameterKey": "Output"}}),
+                                  ("not-blessed", {"runtimeValue": {"constant": ""}})):  # fmt: skip
+        [when] = [t for t in inner(spec, groups[branch]).values() if t["taskInfo"]["name"].startswith("batch-")]
+        assert when["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--batch_source'] != ''"
+        [step] = inner(spec, when).values()
+        assert step["taskInfo"]["name"] == "Batch predict" and step["cachingOptions"] == {}
+        params = step["inputs"]["parameters"]
+        assert params["batch_source"]["componentInputParameter"] == "pipelinechannel--batch_source"
+        if "taskOutputParameter" in deployed_path:  # inside the blessed group, deploy's output reaches it as a channel
+            assert params["deployed_path"] == {"componentInputParameter": "pipelinechannel--deploy-Output"}
+            assert when["dependentTasks"] == ["deploy"]  # after deploy: scores the version it published
+        else:
+            assert params["deployed_path"] == deployed_path
 
 
 def test_every_parameter_has_a_default_and_a_description(spec):

@@ -49,3 +49,42 @@ def test_instances_the_model_cannot_take_are_reported():
     result = validate("/nonexistent/model", [INSTANCE])
     assert not result.ok and "saved_model.pb" in result.reason
     assert not validate("/nonexistent/model", []).ok
+
+
+def test_sighup_drains_like_sigterm_and_says_so(tmp_path, trained_model):
+    """A server whose terminal was closed (SIGHUP) finishes its requests and exits 0 with a log line."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = tmp_path / "taxifare"
+    shutil.copytree(trained_model.export_dir, base / "1")
+    ports = tmp_path / "ports.json"
+    command = [sys.executable, "-m", "serving", "serve", "--model-base-path", str(base), "--rest-port", "0", "--grpc-port", "0"]
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*command, "--ports-file", str(ports), "--quiet"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while not ports.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ports.exists(), log.read_text()
+        json.loads(ports.read_text())
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "SIGHUP received: finishing requests in flight" in log.read_text()
+
+
+def test_a_version_directory_given_as_the_base_path_is_named_at_once(tmp_path, trained_model, capsys):
+    from pipeline.cli import main as taxifare
+
+    code = taxifare(["serve", "--model-base-path", trained_model.export_dir, "--rest-port", "0", "--grpc-port", "0", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "is a version directory (it holds saved_model.pb), not a base path" in err[0]

@@ -95,3 +95,32 @@ def test_exposition_uses_tf_servings_exact_names(server):
     assert any(line.startswith(':tensorflow:serving:request_count{model_name="taxifare",status="OK"} ') for line in lines), text[:2000]
     assert "# TYPE :tensorflow:serving:request_latency histogram" in lines
     assert not any(line.startswith(":tensorflow:serving:request_count_total") for line in lines)
+
+
+def test_unimplemented_methods_answer_without_a_traceback_and_are_counted(server, caplog):
+    """Classify (and the other TF Serving methods this server lacks): UNIMPLEMENTED with what to call instead."""
+    import logging
+
+    from tensorflow_serving.apis import classification_pb2, model_management_pb2
+
+    url = f"http://127.0.0.1:{server.rest_port}"
+    before = scrape(url)
+    with caplog.at_level(logging.INFO), grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name = "taxifare"
+        with pytest.raises(grpc.RpcError) as exc:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify(request, timeout=10)
+        assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        expected = "Classify is not implemented by this server: the model has a predict signature only (no classification): call Predict"
+        assert exc.value.details() == expected
+        with pytest.raises(grpc.RpcError) as exc:
+            model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+                model_management_pb2.ReloadConfigRequest(), timeout=10
+            )
+        assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED and "taxifare label" in exc.value.details()
+    after = scrape(url)
+    assert not [r for r in caplog.records if r.exc_info or "Exception calling application" in r.getMessage()]
+    assert any("Classify UNIMPLEMENTED" in r.getMessage() for r in caplog.records if r.name == "serving.access")
+    assert value(after, P + "request_count", status="UNIMPLEMENTED") - value(before, P + "request_count", status="UNIMPLEMENTED") == 2
+    classify = {"API": "/tensorflow.serving.PredictionService/Classify", "entrypoint": "GRPC"}
+    assert value(after, P + "request_latency_count", **classify) - value(before, P + "request_latency_count", **classify) == 1

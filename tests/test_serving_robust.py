@@ -5,6 +5,7 @@ Each case of issue 10's "Robustness" list is a test here, against a real server 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -370,3 +371,75 @@ def test_connections_over_the_limit_are_answered_503_not_dropped(model_dir, tmp_
                 sock.close()
         time.sleep(0.2)
         assert status_of(exchange(server.rest_port, post(PREDICT, BODY))) == 200
+
+
+def _keep_alive_post(path: str, body: bytes, close: bool = False) -> bytes:
+    connection = b"Connection: close\r\n" if close else b""
+    return b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n" % (path.encode(), connection, len(body)) + body
+
+
+def test_2000_pipelined_requests_in_one_write_get_2000_answers_in_order_and_starve_nobody(served, no_tracebacks):
+    """One client's deep pipeline: every request answered in order, no 500, /healthz of another client within 1 s."""
+    n = 2000
+    bodies = [json.dumps({"instances": [dict(INSTANCE, passengers=1 + i % 6)]}).encode() for i in range(n)]
+    burst = b"".join(_keep_alive_post(PREDICT, body, close=i == n - 1) for i, body in enumerate(bodies))
+    health: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                ok = requests.get(served.url + "/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                ok = False
+            health.append(time.monotonic() - started if ok else 99.0)
+            time.sleep(0.05)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        answer = exchange(served.port, burst, timeout=60)
+    finally:
+        stop.set()
+        prober.join(10)
+    statuses = [int(answer[i + 9 : i + 12]) for i in range(len(answer)) if answer.startswith(b"HTTP/1.1 ", i)]
+    assert len(statuses) == n and set(statuses) == {200}, (len(statuses), sorted(set(statuses)))
+    predictions = [json.loads(part.split(b"\r\n\r\n", 1)[1])["predictions"] for part in answer.split(b"HTTP/1.1 ")[1:]]
+    first = requests.post(served.url + PREDICT, data=bodies[1], timeout=10).json()["predictions"]
+    assert predictions[1] == first and predictions[7] == first  # answers come in the order of the requests
+    assert health and max(health) < 1.0, sorted(health)[-5:]
+    others = [r.getMessage() for r in no_tracebacks.records if r.name != "serving.access"]  # one access line per request
+    assert len(others) < 10, others[:5]
+
+
+def test_a_pipelining_client_that_reads_nothing_does_not_hold_the_server(served, no_tracebacks):
+    """Thousands of answers the client never reads: the connection waits, others are served, drain is not held up."""
+    burst = b"".join(_keep_alive_post(PREDICT, json.dumps({"instances": [INSTANCE] * 50}).encode()) for _ in range(3000))
+    sock = socket.create_connection(("127.0.0.1", served.port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sender = threading.Thread(target=lambda: contextlib.suppress(OSError)(sock.sendall)(burst), daemon=True)
+        sender.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+def test_a_huge_version_number_in_the_url_is_404_not_500(served, no_tracebacks):
+    answer = requests.get(served.url + "/v1/models/taxifare/versions/" + "9" * 5000, timeout=10)
+    assert answer.status_code == 404 and "not a version number" in answer.json()["error"]
+
+
+def test_grpc_negative_dimension_is_named_as_such(served):
+    from serving.payload import RequestError
+
+    proto = tf.make_tensor_proto([1.0], dtype=tf.float32)
+    proto.tensor_shape.dim[0].size = -1
+    with pytest.raises(RequestError) as err:
+        tensor_to_array("pickuplon", proto, "float", 1000)
+    assert "not -1" in str(err.value) and "more than the limit" not in str(err.value)

@@ -116,6 +116,20 @@ def test_resume_after_kill_continues_the_step_count(tmp_path, small_data):
     assert metrics["steps_this_run"] == 60
 
 
+@pytest.mark.slow
+def test_cli_names_the_last_step_figure_when_the_eval_data_chose_the_checkpoint(tmp_path, small_data):
+    # Early stopping guarantees an exported step before the last: the closing line must say which figure is unbiased.
+    flags = ("--learning_rate", "0.03", "--steps_per_loop", "10", "--eval_every_steps", "10", "--early_stopping_patience", "3")
+    proc = subprocess.run(
+        trainer_cmd(small_data, tmp_path, 5000, *flags, "--seed", "2"), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((Path(trainer_model.latest_export(str(tmp_path))) / "metrics.json").read_text())
+    assert m["exported_step"] < m["steps"]
+    expected = f"The step was chosen on this same data: the last step's ${m['last_step_rmse']:.2f} is the unbiased figure."
+    assert expected in proc.stdout
+
+
 def test_trial_writes_to_its_own_subdirectory(tmp_path, small_data):
     metric_file = tmp_path / "hypertune" / "output.metrics"
     env = {
@@ -265,3 +279,24 @@ def test_an_error_after_training_started_exits_2_with_the_line_last(tmp_path, sm
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == "error: the evaluation data holds no valid row: check --eval_data_paths"
     assert "terminate called" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_full_output_disk_gives_an_error_line_not_a_silent_exit_1(tmp_path, small_data):
+    """Writes past a size limit fail (EFBIG, as on a nearly full disk): the trainer says so in one line."""
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with an error instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run(
+        trainer_cmd(small_data, tmp_path / "out", 20),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write the training output") and "--output_dir" in last, proc.stderr[-2000:]

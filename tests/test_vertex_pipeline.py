@@ -32,6 +32,19 @@ def steps(spec: dict) -> dict:
     return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
 
 
+def group(spec: dict, tasks: dict, name: str) -> tuple[dict, dict]:
+    """The condition group named ``name`` among ``tasks`` (or inside their If/Else branches): its task and its tasks."""
+    for task in tasks.values():
+        inner = spec["components"][task["componentRef"]["name"]].get("dag", {}).get("tasks", {})
+        if task["taskInfo"]["name"] == name:
+            return task, inner
+        if task["taskInfo"]["name"].startswith("condition-branches"):
+            with_name = [t for t in inner.values() if t["taskInfo"]["name"] == name]
+            if with_name:
+                return with_name[0], spec["components"][with_name[0]["componentRef"]["name"]]["dag"]["tasks"]
+    raise AssertionError(f"no condition group {name!r} among {sorted(tasks)}")
+
+
 def test_steps_and_edges(spec):
     tasks = steps(spec)
     assert {
@@ -43,7 +56,7 @@ def test_steps_and_edges(spec):
         "full-train",
         "lookup-deployment",
         "verify-export",
-        "condition-5",  # blessed
+        "condition-branches-5",  # blessed (the deploy chain) or not (batch prediction with the served model)
     } == set(tasks)
     assert set(tasks["full-train"]["dependentTasks"]) == {"smoke-train", "stage-data", "training-worker-pools", "condition-branches-2"}
     drift_inputs = tasks["check-drift"]["inputs"]["parameters"]
@@ -84,9 +97,8 @@ def test_machine_settings_are_pipeline_parameters(spec):
 
 
 def test_deploy_chain_is_under_the_blessed_condition(spec):
-    cond = steps(spec)["condition-5"]
+    cond, blessed = group(spec, steps(spec), "blessed")
     assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--verify-export-Output'] == true"
-    blessed = spec["components"]["comp-condition-5"]["dag"]["tasks"]
     # compare-and-publish: the deployed model is read again, and the upload/deploy chain runs only while the candidate still wins
     assert set(blessed) == {"recheck-deployment", "condition-6"}
     still = blessed["condition-6"]
@@ -98,7 +110,13 @@ def test_deploy_chain_is_under_the_blessed_condition(spec):
         == "pipelinechannel--lookup-deployment-deployed_model_uri"
     )
     inner = spec["components"]["comp-condition-6"]["dag"]["tasks"]
-    assert set(inner) == {"prepare-upload", "condition-branches-7", "model-evaluation-import", "condition-branches-10"}
+    assert {t["taskInfo"]["name"] for t in inner.values()} == {
+        "Prepare upload",
+        "condition-branches-7",
+        "condition-branches-10",
+        "Import evaluation",
+        "batch-deployed",
+    }
     tasks = lambda name: set(spec["components"][name]["dag"]["tasks"])  # noqa: E731
     assert tasks("comp-condition-branches-7") == {"condition-8", "condition-9"}  # the two uploads, under still-better
     assert "model-upload" in tasks("comp-condition-8") and "model-upload-2" in tasks("comp-condition-9")
@@ -558,3 +576,95 @@ def test_email_variant_wraps_the_whole_pipeline_in_vertex_notification_email(tmp
     assert set(inner["inputs"]["parameters"]) == set(plain["root"]["inputDefinitions"]["parameters"])
     sub = email["components"][inner["componentRef"]["name"]]["dag"]["tasks"]
     assert set(sub) == set(plain["root"]["dag"]["tasks"]) == {"exit-handler-1", "run-summary"}
+
+
+def test_batch_predict_is_a_vertex_batch_prediction_job_of_the_new_version_or_the_served_one(spec):
+    _, blessed = group(spec, steps(spec), "blessed")
+    still = spec["components"][blessed["condition-6"]["componentRef"]["name"]]["dag"]["tasks"]
+    when, deployed = group(spec, still, "batch-deployed")
+    assert when["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--batch_source'] != ''"
+    job = deployed["model-batch-predict"]
+    assert job["taskInfo"]["name"] == "Batch predict (Vertex batch prediction job)"
+    model = job["inputs"]["artifacts"]["model"]
+    assert "condition-branches-7-oneof" in model["componentInputArtifact"]  # the uploaded version (new version or new model)
+    params = job["inputs"]["parameters"]
+    for name, source in {
+        "gcs_source_uris": "gcs_source_uris",
+        "instances_format": "instances_format",
+        "bigquery_source_input_uri": "bigquery_source_input_uri",
+        "excluded_fields": "excluded_fields",
+    }.items():
+        assert params[name]["taskOutputParameter"] == {"producerTask": "batch-inputs", "outputParameterKey": source}  # fmt: skip
+    assert params["gcs_destination_output_uri_prefix"]["runtimeValue"]["constant"] == "{{$.pipeline_root}}"
+    assert params["machine_type"]["componentInputParameter"] == "pipelinechannel--batch_machine_type"
+    assert params["starting_replica_count"]["componentInputParameter"] == "pipelinechannel--batch_starting_replica_count"
+    assert params["max_replica_count"]["componentInputParameter"] == "pipelinechannel--batch_max_replica_count"
+    assert params["key_field"]["runtimeValue"]["constant"] == "key" and params["instance_type"]["runtimeValue"]["constant"] == "object"
+    assert params["project"]["runtimeValue"]["constant"] == "{{$.pipeline_google_cloud_project_id}}"
+    executor = spec["deploymentSpec"]["executors"]["exec-model-batch-predict"]["container"]
+    assert "google_cloud_pipeline_components.container.v1.batch_prediction_job.launcher" in " ".join(executor["command"] + executor["args"])
+
+    _, not_blessed = group(spec, steps(spec), "not-blessed")
+    when, served = group(spec, not_blessed, "batch-served")
+    assert set(served) == {"served-model", "batch-inputs-2", "model-batch-predict-2"}
+    assert served["model-batch-predict-2"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "producerTask": "served-model", "outputArtifactKey": "model"
+    }  # fmt: skip
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["batch_source"]["defaultValue"] == "" and params["batch_machine_type"]["defaultValue"] == "n1-standard-2"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("gs://b-1/a.jsonl, gs://b-1/b.jsonl", ("jsonl", ["gs://b-1/a.jsonl", "gs://b-1/b.jsonl"], "", [])),
+        ("bq://my-project.trips.valid", ("bigquery", [], "bq://my-project.trips.valid", ["fare_amount"])),
+    ],
+)
+def test_batch_inputs_split_the_source(source, expected):
+    from components.vertex_batch import batch_inputs
+
+    out = batch_inputs.python_func(source)
+    assert (out.instances_format, out.gcs_source_uris, out.bigquery_source_input_uri, out.excluded_fields) == expected
+
+
+def test_batch_inputs_refuse_local_files_with_one_line():
+    from components.vertex_batch import batch_inputs
+    from trainer.errors import InputError
+
+    with pytest.raises(InputError, match=r"batch_source data/trips\.csv: a Vertex AI job reads gs:// files"):
+        batch_inputs.python_func("data/trips.csv")
+
+
+def test_a_new_signature_never_replaces_the_endpoints_contract(vertex_api, capsys, tmp_path, real_valid):
+    """The contract gate on Vertex: the endpoint serves a lab-layout model; a datetime-layout candidate is refused by name."""
+    import shutil
+
+    import keras
+
+    from components.impl.gate import GateSettings
+    from trainer.model import TrainConfig, build_model, export_model
+    from trainer.schema import Variant
+
+    def untrained(variant: Variant, out: str) -> str:
+        keras.utils.set_random_seed(5)
+        return export_model(build_model(variant, TrainConfig("unused", "unused", "unused")), variant, out, {"seed": 5})
+
+    served = untrained(Variant.LAB, str(tmp_path / "served"))
+    candidate = untrained(Variant.DATETIME, str(tmp_path / "candidate"))
+    test = tmp_path / "test"
+    test.mkdir()
+    shutil.copy(real_valid.parent / "taxi-datetime-valid.csv", test / "data.csv")
+    vertex_api.upload_model(MODEL, "taxifare", served, vertex.upload_labels(4.0, "abc"))  # its artifact, read as /gcs/ would be
+    vertex_api.add_endpoint(ENDPOINT, [("111", "taxifare", 300, f"{MODEL}@1")], {"111": 100})
+    found, _ = lookup(vertex_api, capsys)
+    assert found["deployed_model_uri"] == served
+    args = {"train_fare_mean": 11.0, "max_rmse": 1000.0, "model_name": "taxifare", "deployed_model_uri": served}
+    verdict = verify(candidate, str(test), deployed_rmse=found["deployed_rmse"], **args)
+    assert not verdict.blessed and verdict.reason.startswith(
+        "incompatible signature: adds input pickup_datetime (the endpoint's model, taking"
+    )
+    assert "--allow-signature-change" in verdict.reason
+    allowed = verify(candidate, str(test), deployed_rmse=found["deployed_rmse"], gate=GateSettings(allow_signature_change=True), **args)
+    contract = next((ok, detail) for name, ok, detail in allowed.checks if name.startswith("keeps the served signature"))
+    assert contract[0] and "adds input pickup_datetime" in contract[1] and "allowed by allow_signature_change" in contract[1]

@@ -141,6 +141,31 @@ def export_model(
     return final
 
 
+def unchanged_export(output_dir: str, metrics: Mapping[str, Any]) -> str | None:
+    """The newest export when it already holds the model ``metrics`` describe (else ``None``).
+
+    A run that trained nothing (its step budget was reached before) chooses the same
+    checkpoint as the run that exported last; writing it again under a new timestamp would make
+    a server watching ``export/exporter/`` switch to an identical model. Same model means: the
+    same exported step and total steps, the same evaluation (rows and RMSE).
+    """
+    import tensorflow as tf
+
+    last = latest_export(output_dir)
+    if last is None or not tf.io.gfile.exists(os.path.join(last, METRICS_FILE)):
+        return None
+    try:
+        with tf.io.gfile.GFile(os.path.join(last, METRICS_FILE)) as fh:
+            before = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    same = all(before.get(key) == metrics.get(key) for key in ("exported_step", "steps", "eval_examples"))
+    rmse_before, rmse_now = before.get("rmse"), metrics.get("rmse")
+    if not same or not isinstance(rmse_before, (int, float)) or not isinstance(rmse_now, (int, float)):
+        return None
+    return last if abs(rmse_before - rmse_now) <= 1e-4 * max(1.0, abs(rmse_now)) else None
+
+
 def latest_export(output_dir: str) -> str | None:
     """The newest complete export under ``output_dir`` (``None`` when there is none)."""
     import tensorflow as tf

@@ -2,7 +2,9 @@
 
 Serving receives the raw features of the lab's ``test.json``; everything derived from them
 (trip distance, deltas, location buckets and their crosses, hour of day and day of week) is
-computed here, in the graph, so training and serving can never disagree.
+computed here, in the graph, so training and serving can never disagree. Coordinates are
+clipped to ``schema.CLIP_LON``/``CLIP_LAT`` and distances capped at ``schema.MAX_TRIP_KM``
+first, so the network does not extrapolate to points no trip it learned from came near.
 """
 
 from __future__ import annotations
@@ -72,16 +74,18 @@ class TaxiFeatures(keras.layers.Layer):
 
     def call(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Compute the features of a batch."""
-        plon = tf.cast(inputs["pickuplon"], tf.float32)
-        plat = tf.cast(inputs["pickuplat"], tf.float32)
-        dlon = tf.cast(inputs["dropofflon"], tf.float32)
-        dlat = tf.cast(inputs["dropofflat"], tf.float32)
+        lon_box, lat_box = schema.CLIP_LON, schema.CLIP_LAT
+        plon = tf.clip_by_value(tf.cast(inputs["pickuplon"], tf.float32), lon_box.low, lon_box.high)
+        plat = tf.clip_by_value(tf.cast(inputs["pickuplat"], tf.float32), lat_box.low, lat_box.high)
+        dlon = tf.clip_by_value(tf.cast(inputs["dropofflon"], tf.float32), lon_box.low, lon_box.high)
+        dlat = tf.clip_by_value(tf.cast(inputs["dropofflat"], tf.float32), lat_box.low, lat_box.high)
         passengers = tf.cast(inputs[schema.PASSENGERS], tf.float32)
 
-        km = haversine_km(plon, plat, dlon, dlat)
+        cap = schema.MAX_TRIP_KM  # no extrapolation past the farthest trips (schema.MAX_TRIP_KM)
+        km = tf.minimum(haversine_km(plon, plat, dlon, dlat), cap)
         cos_lat = math.cos(math.radians(schema.NYC_CENTER_LAT))
-        dx = (dlon - plon) * _KM_PER_DEG_LAT * cos_lat
-        dy = (dlat - plat) * _KM_PER_DEG_LAT
+        dx = tf.clip_by_value((dlon - plon) * _KM_PER_DEG_LAT * cos_lat, -cap, cap)
+        dy = tf.clip_by_value((dlat - plat) * _KM_PER_DEG_LAT, -cap, cap)
         numeric = [
             km / 10.0,
             tf.math.log1p(km),

@@ -99,12 +99,9 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.interleave(
-        _read_lines,
-        cycle_length=min(len(files), 4),
-        num_parallel_calls=AUTOTUNE if len(files) > 1 else None,
-        deterministic=not training,
-    )
+    # `deterministic` only means something for a parallel interleave (TF warns otherwise).
+    parallel = {"num_parallel_calls": AUTOTUNE, "deterministic": not training} if len(files) > 1 else {}
+    ds = ds.interleave(_read_lines, cycle_length=min(len(files), 4), **parallel)
     if training:
         # Line-level shuffle on top of the file-order shuffle.
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -38,7 +38,7 @@ from trainer import features, inputs, schema, validation
 from trainer.best import BestCheckpoint
 from trainer.config import TrainConfig
 from trainer.errors import InputError
-from trainer.export import EXPORT_SUBDIR, METRICS_FILE, PROCESS_START, export_model, latest_export, remove_stale_exports
+from trainer.export import EXPORT_SUBDIR, METRICS_FILE, PROCESS_START, export_model, latest_export, remove_stale_exports, unchanged_export
 from trainer.schema import Variant
 
 __all__ = [
@@ -436,6 +436,9 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(run.ckpt_dir, ignore_errors=True)
         return TrainResult(export_dir="", metrics=metrics, variant=data.variant)
+    if kept := (unchanged_export(config.output_dir, metrics) if not metrics["steps_this_run"] else None):  # nothing trained
+        say(f"nothing to train (step {outcome.step} reached before): the export of step {metrics['exported_step']} stays {kept}")
+        return TrainResult(kept, metrics, data.variant, data.train_report, data.eval_report)
     export_dir = export_model(run.model, data.variant, os.path.join(config.output_dir, EXPORT_SUBDIR), metrics, sample)
     say(f"eval rmse {metrics['rmse']:.3f} on {metrics['eval_examples']} examples, {metrics['export_reason']}; exported to {export_dir}")
     return TrainResult(export_dir, metrics, data.variant, data.train_report, data.eval_report)

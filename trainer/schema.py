@@ -131,6 +131,15 @@ class Reason(enum.StrEnum):
 #: so the model needs no statistics pass over the data and training and serving agree.
 NYC_CENTER_LON = -73.97
 NYC_CENTER_LAT = 40.75
+#: The model sees coordinates clipped to this box (lon, lat) and trip offsets and distances capped
+#: at MAX_TRIP_KM, so a point far outside the trips it learned from (a GPS glitch such as the
+#: 97 km, $12.90 trip to 41.37 N, -73.14 W in taxi-train.csv) gets the fare of the farthest trips
+#: seen rather than a linear extrapolation: $4.23 -> $4.17 mean cross-validated RMSE (seed 1,
+#: docs/quality.md). The box holds every plausible trip of the samples (Westchester up to 41.2 N,
+#: Newark) and reaches past the location grid below, whose outside buckets keep their meaning.
+CLIP_LON = Range(-74.3, -73.6)
+CLIP_LAT = Range(40.45, 41.2)
+MAX_TRIP_KM = 40.0
 #: Bucket edges for the embedded pickup/dropoff location grid (about 2.5 km cells over
 #: the five boroughs, plus one bucket on each side for the airports and beyond).
 GRID_LON = tuple(round(-74.26 + 0.03 * i, 4) for i in range(18))

@@ -134,8 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         instances = json.loads(sys.stdin.read() or "[]")
-        import tensorflow as tf
+        from trainer.quiet import import_tensorflow
 
+        tf = import_tensorflow()  # its start-up lines would hide the child's own error line
         tf.get_logger().setLevel("ERROR")
         fares = graph_mode_predict(args[0], instances)
         if len(fares) != len(instances):

@@ -156,12 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     _output_flags(p)
     _config_flags(p.add_argument_group("training"), d, _TRAINING_FLAGS)
     _model_flags(p, d)
-    p.add_argument("--verbosity", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO", help="log level (default %(default)s)")
+    p.add_argument(
+        "--verbosity",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="log level (default %(default)s); DEBUG also keeps TensorFlow's own start-up lines (or set TAXIFARE_VERBOSE=1)",
+    )
     return p
-
-
-#: TensorFlow INFO messages left out of the log unless --verbosity DEBUG.
-_TF_NOISE = ("Sharding callback duration", "Assets written to")
 
 
 def trial_id() -> str | None:
@@ -223,8 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the trainer; returns the process exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.verbosity, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    if args.verbosity != "DEBUG":  # two of TensorFlow's INFO lines repeat at every checkpoint and export: noise here
-        logging.getLogger("tensorflow").addFilter(lambda record: not record.getMessage().startswith(_TF_NOISE))
+    from trainer import quiet
+
+    if args.verbosity == "DEBUG":  # keep TensorFlow's own start-up and INFO lines (trainer.quiet leaves them out)
+        quiet.set_verbose(True)
     output_dir = args.output_dir or args.job_dir
     if not output_dir:
         print("error: --output_dir is required (or set AIP_MODEL_DIR): a local directory or gs:// URI", file=sys.stderr)
@@ -241,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet.import_tensorflow()
     from trainer.model import train_and_evaluate
 
     def progress(line: str) -> None:
@@ -262,13 +265,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not result.export_dir:  # a worker of a multi-worker job
         print(f"\nDone: worker finished {m['steps']} steps; the chief evaluates and exports the model.", flush=True)
         return 0
+    honest = ""
+    if m["exported_step"] != m["steps"]:  # the evaluation data chose the checkpoint: its figure flatters it
+        honest = f" The step was chosen on this same data: the last step's ${m['last_step_rmse']:.2f} is the unbiased figure."
     print(
         f"\nDone: eval RMSE ${m['rmse']:.2f} on {m['eval_examples']} examples, the model of step {m['exported_step']} "
-        f"({m['export_reason']}); {m['steps']} steps ({m['steps_this_run']} this run, {m['examples_per_second']:,.0f} examples/s).\n"
-        f"SavedModel: {result.export_dir}\n{next_steps(output_dir, result.export_dir)}",
+        f"({m['export_reason']}); {m['steps']} steps ({m['steps_this_run']} this run, {m['examples_per_second']:,.0f} examples/s)."
+        f"{honest}\n"
+        f"SavedModel: {result.export_dir}{' (unchanged: nothing was trained this run)' if not m['steps_this_run'] else ''}\n"
+        f"{next_steps(output_dir, result.export_dir)}",
         flush=True,
     )
     return 0
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for an error that ended training: a write that failed (disk full, read-only), or else what it was.
+
+    TensorFlow's own file errors (checkpoints, summaries, the export) are ``OpError``s, not
+    ``OSError``s: both are named with the path and the fix. Anything else is a bug: its
+    traceback is printed first.
+    """
+    import errno
+
+    op_error = type(exc).__module__.startswith("tensorflow") and hasattr(exc, "message")
+    if isinstance(exc, OSError) or op_error:
+        text = str(getattr(exc, "message", "") or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "free some space or pass another --output_dir"
+        if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            hint = "pass an --output_dir this user can write to"
+        return f"cannot write the training output ({type(exc).__name__}: {text[:300]}): {hint}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    import traceback
+
+    traceback.print_exception(exc, file=sys.stderr)
+    return f"training failed: {type(exc).__name__}: {str(exc)[:300]}"
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -286,6 +318,8 @@ def run(argv: Sequence[str] | None = None) -> None:
         code = main(argv)
     except SystemExit as exc:  # argparse's --help and usage errors
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BaseException as exc:  # os._exit below would swallow it: say it in one line (a traceback for a bug)
+        print(f"error: {failure_line(exc)}", file=sys.stderr)
     finally:
         logging.shutdown()
         sys.stdout.flush()

@@ -108,8 +108,13 @@ class ScanReport:
             "columns": {name: s.as_dict() for name, s in self.stats.items()},
         }
 
-    def check(self, max_bad_fraction: float, *, what: str = "data") -> None:
+    def check(self, max_bad_fraction: float, *, what: str = "data", flag: str = "--max_bad_fraction") -> None:
         """Stop when too many rows are bad or none is valid.
+
+        Args:
+            max_bad_fraction: the largest share of bad rows allowed.
+            what: what the files are, for the message.
+            flag: the setting the message tells the user to raise, as the command they ran spells it.
 
         Raises:
             InputError: naming the worst file, the reasons and the flag to change.
@@ -124,7 +129,7 @@ class ScanReport:
         raise InputError(
             f"{self.bad} of {self.rows} {what} rows ({self.bad_fraction:.1%}) are bad ({reasons}), "
             f"more than the allowed {max_bad_fraction:.1%}; most in {worst}{first}. "
-            "Fix the data, or raise --max_bad_fraction if these rows are expected"
+            f"Fix the data, or raise {flag} if these rows are expected"
         )
 
     def merge(self, other: ScanReport) -> None:
@@ -216,8 +221,11 @@ def detect_layout(files: Sequence[str], *, what: str = "data") -> Variant:
     return next(iter(found))
 
 
-def _clean_block(block: LineBlock, variant: Variant) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
+def _clean_block(block: LineBlock, variant: Variant, *, label: bool = True) -> tuple[Any, dict[str, Any], dict[Reason, Any]]:
     """Check one block of lines.
+
+    With ``label=False`` (rows to score, :mod:`serving.batch_input`) the fare column must be
+    there but is neither read nor checked.
 
     Returns:
         ``(valid_mask, columns, failures)``: columns are typed arrays over *all* rows of the
@@ -243,7 +251,7 @@ def _clean_block(block: LineBlock, variant: Variant) -> tuple[Any, dict[str, Any
     alive = right_count if alive is None else pc.and_(alive, right_count)
 
     text = {name: pc.utf8_trim_whitespace(pc.list_element(padded, i)) for i, name in enumerate(names)}
-    numeric = [schema.LABEL, *schema.NUMERIC_FEATURES]
+    numeric = [schema.LABEL, *schema.NUMERIC_FEATURES] if label else list(schema.NUMERIC_FEATURES)
     is_number = pc.match_substring_regex(text[numeric[0]], NUMBER_REGEX)
     for n in numeric[1:]:
         is_number = pc.and_(is_number, pc.match_substring_regex(text[n], NUMBER_REGEX))
@@ -269,9 +277,12 @@ def _clean_block(block: LineBlock, variant: Variant) -> tuple[Any, dict[str, Any
     checks = [
         (Reason.OUTSIDE_NYC, in_nyc),
         (Reason.BAD_PASSENGERS, inside(schema.PASSENGERS)),
-        (Reason.FARE_TOO_LOW, pc.greater_equal(columns[schema.LABEL], schema.MIN_FARE)),
-        (Reason.FARE_TOO_HIGH, pc.less_equal(columns[schema.LABEL], schema.MAX_FARE)),
     ]
+    if label:
+        checks += [
+            (Reason.FARE_TOO_LOW, pc.greater_equal(columns[schema.LABEL], schema.MIN_FARE)),
+            (Reason.FARE_TOO_HIGH, pc.less_equal(columns[schema.LABEL], schema.MAX_FARE)),
+        ]
     for reason, ok in checks:
         failures[reason] = pc.and_(alive, pc.invert(ok))
         alive = pc.and_(alive, ok)
@@ -320,6 +331,7 @@ def scan(
     what: str = "data",
     max_bad_fraction: float | None = MAX_BAD_FRACTION,
     variant: Variant | None = None,
+    log_drops: bool = True,
 ) -> ScanReport:
     """Validate every row of the files matching ``patterns`` without keeping them.
 
@@ -329,6 +341,8 @@ def scan(
         max_bad_fraction: stop when a larger share of rows is bad; ``None`` never stops.
         variant: the expected layout; detected from the files when ``None`` (see
             :func:`detect_layout`).
+        log_drops: log the summary and examples of dropped rows (a caller that prints the
+            report itself passes ``False``).
 
     Returns:
         The report: rows, valid rows, drops per reason, examples, column statistics.
@@ -342,7 +356,7 @@ def scan(
     for path in files:
         for _ in iter_valid(path, variant, report):
             pass
-    if report.bad:
+    if report.bad and log_drops:
         log.warning("%s: %s", what, report.summary())
         for example in report.examples:
             log.warning("  dropped %s", example)

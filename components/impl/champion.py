@@ -40,6 +40,8 @@ class Champion:
     not_scored: str = ""
     #: Versions skipped because they cannot be loaded or run: ``"version 3: cannot be loaded (...)"``.
     broken: list[str] = dataclasses.field(default_factory=list)
+    #: Where it serves, in words (for the contract's verdict).
+    route: str = "served by the default route"
 
     @property
     def found(self) -> bool:
@@ -94,12 +96,14 @@ def find(feats: dict[str, Any], label: Any, *, serving_root: str, model_name: st
     broken: list[str] = []
     if uri:
         path = local_path(uri)
-        name = f"version {os.path.basename(path.rstrip('/'))}"
+        name = "the endpoint's model"
         if os.path.exists(os.path.join(path, layout.SAVED_MODEL)):
             try:
-                return score(path, feats, label, name)
+                champ = score(path, feats, label, name)
+                champ.route = f"taking the endpoint's traffic, from {uri}"
+                return champ
             except ValueError as exc:
-                broken.append(f"{name}: {exc}")
+                broken.append(f"{name} ({uri}): {exc}")
         if recorded_rmse >= 0:
             return Champion("the deployed model", rmse=recorded_rmse, recorded=True, broken=broken)
         return Champion(broken=broken)

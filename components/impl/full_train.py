@@ -62,6 +62,9 @@ def train(
         FloatingPointError: the loss is not finite.
         RuntimeError: no SavedModel was exported.
     """
+    from trainer.quiet import import_tensorflow
+
+    import_tensorflow()  # without its start-up lines in the step's log (unless TAXIFARE_VERBOSE=1)
     from trainer.model import TrainConfig, is_chief, train_and_evaluate
 
     config = TrainConfig(

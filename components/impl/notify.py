@@ -39,6 +39,8 @@ _FAILED_TASKS = re.compile(r"failed tasks are:\s*\[([^\]]*)\]", re.IGNORECASE)
 _TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 _TASK_START = re.compile(r"Executing task '([\w-]+)'")
 _JOB = re.compile(r"^projects/([^/]+)/locations/([^/]+)/pipelineJobs/([^/]+)$")
+#: The longest reason a chat message carries (the rest is in the log).
+MAX_REASON = 500
 _ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 
 
@@ -52,6 +54,8 @@ class RunSummary:
     error: str = ""
     log_tail: list[str] = dataclasses.field(default_factory=list)
     link: str = ""
+    #: The log file holding the failed step's lines (a local run's), '' when there is none to point at.
+    log: str = ""
 
     @property
     def ok(self) -> bool:
@@ -59,15 +63,27 @@ class RunSummary:
         return self.status == "SUCCEEDED"
 
     def text(self) -> str:
-        """A few lines for a chat message or an e-mail."""
+        """A few lines for a chat message: what happened, the one-line reason, where the log and the run are.
+
+        The traceback stays out (a chat room wants the reason, not 20 lines of stack): it is in
+        ``log_tail`` of the JSON body, in :meth:`details` and in the log.
+        """
         head = f"taxifare run {self.run}: {self.status}"
         if self.failed_step:
             head += f" at step {self.failed_step}"
         lines = [head]
         if self.error:
-            lines.append(self.error)
+            reason = " ".join(self.error.split())
+            lines.append(reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "...")
+        if self.log and not self.ok:
+            lines.append(f"Log: {self.log}")
         if self.link:
             lines.append(self.link)
+        return "\n".join(lines)
+
+    def details(self) -> str:
+        """:meth:`text` and, for a failure, the last lines of the step's log (the run's ``summary.txt``)."""
+        lines = [self.text()]
         if self.log_tail and not self.ok:
             lines.append("Last lines of the step's log:")
             lines.extend("    " + line for line in self.log_tail)
@@ -165,6 +181,7 @@ def summarize_run(
             failed = failed or [task]
             result.log_tail = own[-LOG_TAIL_LINES:]
             result.error = error
+            result.log = log_path
     result.failed_step = ",".join(t.replace("-", "_") for t in failed)
     if not result.error:
         result.error = error_message or "no error message"
@@ -222,7 +239,7 @@ def run_summary_step(
         log_offset=int(os.environ.get(OFFSET_ENV, "0") or 0),
     )
     os.makedirs(os.path.dirname(summary_path) or ".", exist_ok=True)
-    for path, content in ((summary_path, json.dumps(result.payload(), indent=1)), (summary_path + ".txt", result.text() + "\n")):
+    for path, content in ((summary_path, json.dumps(result.payload(), indent=1)), (summary_path + ".txt", result.details() + "\n")):
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(content)

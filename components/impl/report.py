@@ -10,21 +10,25 @@ render (kfp's ``HTML`` artifact) and ``taxifare run`` prints the path of (``repo
 * the training curve, and predicted against actual fare for **every** test trip on log axes
   (no trip is clipped; a trip that cannot be drawn on them is counted under the plot).
 
-The page has a viewport meta tag, its tables scroll inside their own box and its images
-scale to the width, so nothing overflows at 390 px. Images are PNG ``data:`` URIs: the page is
-one file, which is what the Vertex and Kubeflow UIs need.
+The page has a viewport meta tag, its tables scroll inside their own box and its plots
+scale to the width, so nothing overflows at 390 px. Plots are inline SVG with their text as
+text (the thousands of points of the scatter plot as one embedded image): the page is one
+file, which is what the Vertex and Kubeflow UIs need, and a test can check in a browser that no
+two labels overlap. ``taxifare run`` adds which run it is, and a link to the runs page, at the
+top (:func:`stamp_run`, where :data:`RUN_MARKER` stands).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import html
-import io
 import math
 from typing import Any
 
 from components.impl.slices import AIRPORT_NAMES, AIRPORT_RADIUS_KM, airport_of, distance_and_airport_slices, trip_km
+
+#: Where :func:`stamp_run` puts the run's identity (under the title).
+RUN_MARKER = "<!-- taxifare:run -->"
 
 __all__ = ["AIRPORT_NAMES", "ReportInput", "airport_of", "render_report", "segments", "trip_km", "write_report"]
 
@@ -46,7 +50,8 @@ td.detail{overflow-wrap:anywhere;min-width:8em}
 tr.model td{font-weight:600}
 .pass{color:#1a7f37;font-weight:700}.fail{color:#cf222e;font-weight:700}
 figure{margin:12px 0;max-width:100%}
-figure img{display:block;max-width:100%;height:auto}
+figure img,figure svg{display:block;max-width:100%;height:auto}
+#run{font-size:.9rem;color:#57606a;overflow-wrap:anywhere;margin:.2em 0 .8em}
 figcaption{font-size:.85rem;color:#57606a}
 .plots{display:flex;flex-wrap:wrap;gap:16px}
 .plots figure{flex:1 1 320px;min-width:0}
@@ -79,6 +84,8 @@ class ReportInput:
     #: The candidate (beside the champion, when there is one) per slice of the same rows
     #: (:func:`components.impl.slices.compare`, overall first).
     comparison: list[Any] = dataclasses.field(default_factory=list)
+    #: The step of the exported model (marked on the training curve); ``None``: the best evaluation's, the trainer's rule.
+    exported_step: int | None = None
 
 
 def _rmse(pred: Any, label: Any) -> float:
@@ -107,72 +114,6 @@ def segment_table(data: ReportInput) -> list[dict[str, Any]]:
             row["deployed"] = _rmse(data.deployed_pred[mask], data.label[mask])
         rows.append(row)
     return rows
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _curve_png(curves: dict[str, list[tuple[int, float]]]) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for split, points in curves.items():
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if split == "eval" else None, label=f"{split} RMSE")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("RMSE ($)")
-    ax.set_title("Training curve")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(loc="upper right")
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
-
-
-def _scatter_png(label: Any, pred: Any) -> tuple[str, str]:
-    """Predicted against actual for every trip on log axes; the caption counts what is not drawable."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    drawable = np.isfinite(pred) & (pred > 0) & np.isfinite(label) & (label > 0)
-    x, y = label[drawable], pred[drawable]
-    fig, ax = plt.subplots(figsize=(5.2, 5.0))
-    ax.scatter(x, y, s=5, alpha=0.35, linewidths=0, color="#0969da")
-    if len(x):
-        lo = float(min(x.min(), y.min())) / 1.15
-        hi = float(max(x.max(), y.max())) * 1.15
-    else:
-        lo, hi = 1.0, 100.0
-    ax.plot([lo, hi], [lo, hi], color="k", lw=1, label="perfect prediction")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    dollars = FuncFormatter(lambda v, _: f"${v:g}")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        axis.set_major_formatter(dollars)
-    ax.set_xlabel("actual fare (log scale)")
-    ax.set_ylabel("predicted fare (log scale)")
-    ax.set_title(f"Test split: all {int(drawable.sum()):,} trips")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left")
-    caption = (
-        f"Every test trip is drawn ({len(x):,}); the axes span ${lo * 1.15:,.2f} to ${hi / 1.15:,.2f}."
-        if drawable.all()
-        else f"{int((~drawable).sum()):,} of {len(label):,} trips have a non-positive or non-finite fare or prediction "
-        "and cannot be drawn on log axes; the others are all drawn."
-    )
-    try:
-        return _png(fig), caption
-    finally:
-        plt.close(fig)
 
 
 def _money(value: Any) -> str:
@@ -255,18 +196,18 @@ def render_report(data: ReportInput) -> str:
         f'<td class="detail">{html.escape(detail)}</td></tr>'
         for name, ok, detail in data.checks
     )
+    from components.impl.report_plots import curve_svg, scatter_svg
+
     figures = []
     if any(data.curves.values()):
+        curve, cut = curve_svg(data.curves, data.exported_step)
         figures.append(
-            f'<figure><img src="data:image/png;base64,{_curve_png(data.curves)}" alt="training curve">'
-            "<figcaption>RMSE over training steps on the train and eval splits.</figcaption></figure>"
+            f"<figure>{curve}<figcaption>RMSE over training steps on the train and eval splits, on a log scale; the green line "
+            f"marks the evaluation whose model was exported.{html.escape(cut)}</figcaption></figure>"
         )
     if len(data.label):
-        scatter, caption = _scatter_png(data.label, data.pred)
-        figures.append(
-            f'<figure><img src="data:image/png;base64,{scatter}" alt="predicted against actual fare">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
+        scatter, caption = scatter_svg(data.label, data.pred)
+        figures.append(f"<figure>{scatter}<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     segment_html = ""
     if data.feats and len(data.label):
@@ -302,6 +243,7 @@ def render_report(data: ReportInput) -> str:
 <style>{_CSS}</style></head>
 <body>
 <h1>taxifare verification report</h1>
+{RUN_MARKER}
 <div id="verdict" class="verdict {verdict_cls}" data-blessed="{str(data.blessed).lower()}"><strong>{verdict_word}</strong>
 <p>{html.escape(data.verdict_text)}</p></div>
 <h2>Checks</h2>
@@ -347,3 +289,26 @@ def write_report(artifact_path: str, page: str) -> str:
             fh.write(page)
         os.replace(tmp, path)
     return target
+
+
+def stamp_run(report_path: str, block: str) -> bool:
+    """Put ``block`` (which run this is, a link to the runs page) where :data:`RUN_MARKER` stands, in place.
+
+    ``taxifare run`` knows the run's name, time, data and parameters only when it ends, after
+    verify_export wrote the page. The file is rewritten under a temporary name and renamed.
+    Returns whether the page had the marker.
+    """
+    import os
+
+    try:
+        with open(report_path, encoding="utf-8") as fh:
+            page = fh.read()
+    except OSError:
+        return False
+    if RUN_MARKER not in page:
+        return False
+    tmp = f"{report_path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(page.replace(RUN_MARKER, block, 1))
+    os.replace(tmp, report_path)
+    return True

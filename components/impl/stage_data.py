@@ -219,6 +219,10 @@ class _SplitWriter:
             replace_dir(self.tmp_dirs[split], self.out_paths[split])
 
 
+#: The setting a user raises to let more bad rows through, as the pipeline's front doors spell it.
+BAD_FRACTION_FLAG = "--max-bad-fraction (taxifare run; --param max_bad_fraction=... for submit and schedule)"
+
+
 def _read_sources(
     patterns: dict[str, str], writer: _SplitWriter, carve: tuple[float, float], max_bad_fraction: float
 ) -> tuple[Any, dict[str, Any]]:
@@ -263,7 +267,7 @@ def _read_sources(
                     if chunk.num_rows:
                         writer.write(target, chunk)
             report.merge(part)
-        report.check(max_bad_fraction, what=f"{split} data")
+        report.check(max_bad_fraction, what=f"{split} data", flag=BAD_FRACTION_FLAG)
         reports[split] = report
     if variant is None:  # pragma: no cover - expand() raised before this
         raise InputError("no data was read: check the source")
@@ -280,6 +284,16 @@ def _describe(split: str, writer: _SplitWriter, variant: Any, origin: Any, sourc
     from trainer import validation
 
     rows = writer.counts[split]
+    carved = split == "train" or "carved by key hash" in source
+    if rows == 0 and carved and origin.valid > 0:  # valid rows, all hashed into the other splits
+        raise InputError(
+            f"the {split} split is empty though the source holds {origin.valid:,} valid rows: the split is by a hash of each "
+            "row's key, so rows sharing a key land in one split (do they all share one key?): give the rows distinct keys, "
+            f"or pass {split}_source"
+            if split != "train"
+            else f"the train split is empty though the source holds {origin.valid:,} valid rows: the split is by a hash of each "
+            "row's key, so rows sharing a key land in one split (do they all share one key?): give the rows distinct keys"
+        )
     if rows == 0:
         raise InputError(
             f"the {split} split is empty: give it more rows (a larger source, or a larger {split}_fraction)"

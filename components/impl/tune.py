@@ -249,6 +249,9 @@ def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, steps
     import tempfile
 
     from components.impl.full_train import data_pattern, parse_hidden_units
+    from trainer.quiet import import_tensorflow
+
+    import_tensorflow()  # without its start-up lines (unless TAXIFARE_VERBOSE=1)
     from trainer.model import TrainConfig, train_and_evaluate
 
     with tempfile.TemporaryDirectory(prefix="taxifare-trial-", ignore_cleanup_errors=True) as out:

@@ -27,15 +27,14 @@ import os
 from typing import Any
 
 from components.common import summary
+from components.impl.consumers import STOCK_CHECK
 from components.impl.contracts import Verification
 from components.impl.gate import GateSettings
 
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
 DOLLARS_PER_KM = 2.616
 BATCH = 4096
-#: Largest difference accepted between the stock loader's answers and TF2's or the served ones.
-STOCK_TOLERANCE = 1e-4
-STOCK_CHECK = "stock TF Serving loader (graph mode) runs it and agrees with TF2 and the served answers"
+__all__ = ["STOCK_CHECK", "Verdict", "check_signature", "distance_rule", "load_split", "predict", "rmse", "verify"]
 
 
 @dataclasses.dataclass
@@ -125,40 +124,6 @@ def read_loss_curve(training_dir: str) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def stock_loader_check(
-    model_path: str, fn: Any, instances: list[dict[str, Any]], served: dict[str, list[float]], result: Any = None
-) -> tuple[bool, str, float]:
-    """Run ``instances`` through the graph-mode loader (own process); compare with TF2 (``fn``) and ``served``.
-
-    Args:
-        model_path: the SavedModel directory.
-        fn: its TF2 ``serving_default``.
-        instances: raw-feature instances.
-        served: the answers of the served model by protocol (may be empty).
-        result: the :class:`trainer.stock_check.StockResult` when the caller ran it already.
-
-    Returns:
-        ``(ok, detail, max_abs_diff)``.
-    """
-    import numpy as np
-
-    from trainer import schema
-    from trainer.stock_check import stock_predict
-
-    result = result or stock_predict(model_path, instances)
-    if not result.ok:
-        return False, f"the graph-mode loader fails: {result.error}", math.inf
-    stock = np.asarray(result.fares, dtype=np.float64)
-    feats = {k: np.array([row[k] for row in instances], dtype=object if k == schema.DATETIME else np.float32) for k in instances[0]}
-    answers = {"TF2": predict(fn, feats), **{name: np.asarray(v, dtype=np.float64) for name, v in served.items() if v is not None}}
-    diffs = {name: float(np.max(np.abs(stock - other))) if len(other) == len(stock) else math.inf for name, other in answers.items()}
-    worst = max(diffs.values())
-    detail = ", ".join(f"{name} max diff {d:.2g}" for name, d in diffs.items())
-    if not np.all(np.isfinite(stock)):
-        return False, f"the graph-mode loader answers non-finite fares ({detail})", worst
-    return worst <= STOCK_TOLERANCE, f"{len(stock)} instances in {result.seconds:.1f}s: {detail} (tolerance {STOCK_TOLERANCE})", worst
-
-
 @dataclasses.dataclass
 class _Evidence:
     """What verification has measured so far: the test split, the candidate's answers, the checks."""
@@ -223,6 +188,7 @@ def verify(
         require_beat_baseline: refuse a model that does not beat that baseline (else it is reported).
     """
     from components.impl import champion
+    from components.impl.consumers import check_serving
     from trainer.export import check_export_dir
 
     check_export_dir(model_path, what="the candidate model")
@@ -235,9 +201,21 @@ def verify(
         ev.feats, ev.label, serving_root=serving_root, model_name=model_name, uri=deployed_model_uri, recorded_rmse=deployed_rmse
     )
     _judge(ev, champ, gate or GateSettings())
-    _check_serving(ev, model_path, infra_validation)
+    check_serving(ev, model_path, infra_validation)
     ev.details["test_rows_id"] = test_rows_id
+    ev.details["exported_step"] = _exported_step(model_path)
     return _conclude(ev, champ, train_fare_mean, training_dir)
+
+
+def _exported_step(model_path: str) -> int | None:
+    """The training step the export holds, from the trainer's ``metrics.json`` beside it (``None`` when unknown)."""
+    import json
+
+    try:
+        with open(os.path.join(model_path, "metrics.json"), encoding="utf-8") as fh:
+            return int(json.load(fh)["exported_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _load_candidate(model_path: str, test_path: str) -> _Evidence:
@@ -317,33 +295,6 @@ def _gbt_baseline(ev: _Evidence, train_path: str, required: bool) -> None:
     ev.checks.append((BASELINE_CHECK, model_rmse < value or not required, detail))
 
 
-def _check_serving(ev: _Evidence, model_path: str, infra_validation: bool) -> None:
-    """Infra validation (when asked) and stock TF Serving's graph-mode loader, on the lab instance and a sample."""
-    import concurrent.futures
-
-    from trainer import schema
-    from trainer.stock_check import stock_predict
-
-    n = min(20, len(ev.label))
-    sample = [{k: (str(v[i]) if k == schema.DATETIME else float(v[i])) for k, v in ev.feats.items()} for i in range(n)]
-    instances = [dict(ev.instance), *sample]
-    served: dict[str, list[float]] = {}
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        # the stock loader's process and the served model's start side by side (each imports TensorFlow: seconds)
-        stock = pool.submit(stock_predict, model_path, instances) if not ev.problems else None
-        if infra_validation:
-            from serving import infra
-
-            result = infra.validate(model_path, instances)
-            ev.checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
-            served = {"REST": result.rest_predictions, "gRPC": result.grpc_predictions}  # type: ignore[dict-item]
-        if stock is not None:
-            stock_ok, stock_detail, ev.metrics["stock_loader_max_diff"] = stock_loader_check(
-                model_path, ev.fn, instances, served, stock.result()
-            )
-            ev.checks.append((STOCK_CHECK, stock_ok, stock_detail))
-
-
 #: The checks of the deploy decision (:mod:`components.impl.gate`), as the report and the step line name them.
 CONTRACT_CHECK = "keeps the served signature (the contract with its callers)"
 GATE_CHECK = "better than the served model beyond noise, on every slice"
@@ -362,7 +313,7 @@ def _judge(ev: _Evidence, champ: Any, settings: GateSettings) -> None:
         return
     if champ.signature is not None:
         changes = gate.contract_changes(champ.signature, ev.signature)
-        ok, detail = gate.contract_verdict(changes, f"{champ.name}, served by the default route", settings.allow_signature_change)
+        ok, detail = gate.contract_verdict(changes, f"{champ.name}, {champ.route}", settings.allow_signature_change)
         ev.checks.append((CONTRACT_CHECK, ok, detail))
         if changes:
             ev.details["signature_change"] = "; ".join(changes)
@@ -392,6 +343,9 @@ def _reason(ev: _Evidence, champ: Any) -> tuple[bool, str]:
     decision = [detail for name, ok, detail in ev.checks if name in (CONTRACT_CHECK, GATE_CHECK) and not ok]
     if decision and len(decision) == len(failed):  # only the deploy decision said no: its own line says why
         return False, decision[0]
+    contract = [detail for name, ok, detail in ev.checks if name == CONTRACT_CHECK and not ok]
+    if contract:  # what a user must decide about comes first, then the rest
+        return False, contract[0] + "; also failed: " + "; ".join(f for f in failed if not f.startswith(CONTRACT_CHECK))
     if failed:
         return False, "failed: " + "; ".join(failed)
     m = ev.metrics
@@ -438,6 +392,7 @@ def _conclude(ev: _Evidence, champ: Any, train_fare_mean: float, training_dir: s
             deployed_pred=champ.pred,
             deployed_rmse=ev.metrics.get("deployed_rmse"),
             comparison=ev.comparison,
+            exported_step=ev.details.get("exported_step"),
         )
     )
     figures = {**ev.metrics, "test_rows_id": ev.details.get("test_rows_id", "")}

@@ -110,7 +110,7 @@ def _vertex_run(args: argparse.Namespace, scratch: contextlib.ExitStack) -> tupl
         enable_caching=False if args.no_cache else None,
         labels=labels,
         network=network,
-        display_name=args.display_name,
+        display_name=s.check_display_name(args.display_name),
         experiment=experiment,
     )
     return location, run
@@ -161,6 +161,7 @@ def submit(args: argparse.Namespace) -> int:
     host = _kfp_host(args)
     check_anonymous(args.anonymous, args.api_endpoint, host)
     s.check_positive(args.poll_seconds, "--poll-seconds")
+    s.check_display_name(args.display_name)
     with contextlib.ExitStack() as scratch:
         if host:
             from pipeline.cloud import kubeflow
@@ -190,7 +191,12 @@ def _schedule_create(args: argparse.Namespace, host: str | None) -> int:
     s.check_at_least_one(args.max_runs, "--max-runs")
     start, end = s.parse_time(args.start_time, "--start-time"), s.parse_time(args.end_time, "--end-time")
     s.check_window(start, end)
-    when = {"display_name": args.display_name, "max_concurrent_runs": args.max_concurrent_runs, "start_time": start, "end_time": end}
+    when = {
+        "display_name": s.check_display_name(args.display_name),
+        "max_concurrent_runs": args.max_concurrent_runs,
+        "start_time": start,
+        "end_time": end,
+    }
     with contextlib.ExitStack() as scratch:
         if host:
             host = kubeflow.check_host(host)

@@ -176,10 +176,26 @@ def check_pipeline_root(pipeline_root: str | None) -> str:
             "(Vertex AI writes every step's artifacts there)"
         )
     bucket, _, path = root[len("gs://") :].partition("/")
+    if not bucket.strip():
+        raise InputError(f"pipeline root {pipeline_root!r} names no bucket: write gs://BUCKET/pipeline-root")
     check_bucket_name(bucket, flag="--pipeline-root bucket")
-    if any(c in path for c in "\n\r\t") or "//" in path:
-        raise InputError(f"pipeline root {pipeline_root!r} has an empty or blank path segment: write gs://BUCKET/pipeline-root")
+    check_object_path(path, f"pipeline root {pipeline_root!r}", "gs://BUCKET/pipeline-root")
     return root
+
+
+def check_object_path(path: str, what: str, example: str) -> None:
+    """Refuse a Cloud Storage object path (or a ``/gcs/`` mount path) with segments that are not names.
+
+    ``..`` and ``.`` are plain object names to Cloud Storage but climb out of the bucket through
+    the ``/gcs/`` mount the steps read (``/gcs/my-bucket/../x`` is another bucket); an empty or
+    blank segment is a name nobody meant.
+
+    Raises:
+        InputError: naming the path and the fix.
+    """
+    segments = path.split("/") if path else []
+    if any(not seg.strip() or seg in (".", "..") or any(c in seg for c in "\n\r\t") for seg in segments):
+        raise InputError(f"{what} has an empty, blank, '.' or '..' path segment: write {example}")
 
 
 def check_service_account(account: str | None, flag: str = "--service-account") -> str | None:
@@ -262,6 +278,26 @@ def check_at_least_one(value: int | None, flag: str) -> int | None:
     if value is not None and value < 1:
         raise InputError(f"{flag} must be at least 1 (got {value})")
     return value
+
+
+#: Vertex AI's limit on a pipeline run's or schedule's display name.
+MAX_DISPLAY_NAME = 128
+
+
+def check_display_name(name: str | None) -> str | None:
+    """A run's or schedule's ``--display-name``: at most 128 characters, not blank (``None``: the default).
+
+    Raises:
+        InputError: naming the length and the limit.
+    """
+    if name is None:
+        return None
+    if not name.strip() or len(name) > MAX_DISPLAY_NAME:
+        raise InputError(
+            f"--display-name has {len(name)} characters{' (blank)' if not name.strip() else ''}: Vertex AI takes 1 to "
+            f"{MAX_DISPLAY_NAME}; shorten it"
+        )
+    return name
 
 
 def check_resource_id(value: str | None, what: str, fix: str) -> str:

@@ -135,6 +135,10 @@ def _image_problem(image: str, registry: bool = True) -> str | None:
     if registry and (not slash or not ("." in host or ":" in host or host == "localhost") or not rest):
         return "names no registry host, so Vertex AI cannot pull it"
     name, at, digest = value.partition("@")
+    repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    path = repository.partition("/")[2] if registry or "." in host or ":" in host else repository
+    if path != path.lower():
+        return f"has capitals in its repository path {path!r} (repository names are lowercase)"
     if at:
         return None if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else "has a malformed digest (write @sha256:64 hex digits)"
     last = name.rsplit("/", 1)[-1]
@@ -264,6 +268,35 @@ def check_parameters(template: Template, values: Mapping[str, Any]) -> dict[str,
             f"the template {template.path!r} has no e-mail notification: pass --image to compile the pipeline with it, "
             "or a template written by `taxifare compile --target vertex-email`"
         )
+    if target == parameters.VERTEX:
+        _check_cloud_paths(values)
     checked = parameters.checked({n: v for n, v in values.items() if n in table}, target)
     others = coerce_parameters(template, {n: v for n, v in values.items() if n not in table})
     return {n: v for n, v in {**checked, **others}.items() if n in types}
+
+
+#: Parameters naming files: on Vertex AI they must be on Cloud Storage (the steps run in the cloud).
+_PATH_PARAMETERS = ("source", "eval_source", "test_source")
+
+
+def _check_cloud_paths(values: Mapping[str, Any]) -> None:
+    """``source``-like ``--param`` values sent to Vertex AI name Cloud Storage, not this machine.
+
+    Raises:
+        InputError: for a local path, or a ``gs://``/``/gcs/`` path with '.', '..' or blank segments.
+    """
+    from pipeline.cloud.settings import check_object_path
+
+    for name in _PATH_PARAMETERS:
+        value = str(values.get(name) or "").strip()
+        if not value or value in ("synthetic", "bigquery"):
+            continue
+        for part in (p.strip() for p in value.split(",")):
+            if part.startswith("gs://") or part.startswith("/gcs/"):
+                bucket_and_path = part.removeprefix("gs://").removeprefix("/gcs/")
+                check_object_path(bucket_and_path, f"--param {name}={part!r}", "gs://BUCKET/data/*.csv")
+            else:
+                raise InputError(
+                    f"--param {name}={part!r} is a path on this machine, which Vertex AI cannot read: copy the files to "
+                    "Cloud Storage (gsutil cp) and pass gs://BUCKET/data/*.csv"
+                )
