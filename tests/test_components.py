@@ -173,6 +173,9 @@ def test_verify_blesses_a_good_model_and_writes_a_report(trained, staged, tmp_pa
     assert verdict.blessed, verdict.reason
     assert verdict.metrics["test_rmse"] < verdict.metrics["distance_rule_rmse"] < verdict.metrics["mean_predictor_rmse"]
     assert verdict.metrics["test_json_fare"] > 0
+    # Nothing deployed: the candidate alone per slice, recorded for deploy's record and Vertex's evaluation import.
+    assert [row["slice"] for row in verdict.details["slices"][:2]] == ["all trips", "0-2 km"]
+    assert all("champion" not in row for row in verdict.details["slices"])
     assert 'aria-label="training curve"' in verdict.report_html and "Blessed" in verdict.report_html
     assert 'aria-label="predicted against actual fare"' in verdict.report_html and report.RUN_MARKER in verdict.report_html
     assert len(verify_export.read_loss_curve(out)["train"]) >= 2

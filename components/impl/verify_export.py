@@ -305,9 +305,12 @@ def _judge(ev: _Evidence, champ: Any, settings: GateSettings) -> None:
     from components.impl import gate, slices
 
     ev.details = {"signature": ev.signature, "champion": champ.name, "champion_version": champ.version, "gate": vars(settings)}
+    scored = champ.pred is not None and not ev.problems
+    # the candidate per slice, beside the champion when it predicted the same rows (the report, the records, Vertex)
+    ev.comparison = [] if ev.problems else slices.compare(ev.feats, ev.label, ev.pred, champ.pred if scored else None)
+    ev.details["slices"] = [r.to_dict() for r in ev.comparison]
     skipped = f"; skipped broken {', '.join(champ.broken)}" if champ.broken else ""
     if not champ.found:
-        ev.comparison = slices.compare(ev.feats, ev.label, ev.pred) if not ev.problems else []
         what = "nothing comparable deployed" if champ.broken else "nothing deployed yet"
         ev.checks.append((GATE_CHECK, True, what + skipped))
         return
@@ -317,18 +320,14 @@ def _judge(ev: _Evidence, champ: Any, settings: GateSettings) -> None:
         ev.checks.append((CONTRACT_CHECK, ok, detail))
         if changes:
             ev.details["signature_change"] = "; ".join(changes)
-    if champ.pred is not None and not ev.problems:
-        ev.comparison = slices.compare(ev.feats, ev.label, ev.pred, champ.pred)
+    model_rmse = ev.metrics["test_rmse"]
+    if scored:
         decision = gate.decide(ev.comparison, settings, champ.name)
         ev.metrics["deployed_rmse"] = champ.rmse
         ev.metrics["rmse_difference"] = ev.comparison[0].difference
         ev.metrics["rmse_difference_low"], ev.metrics["rmse_difference_high"] = ev.comparison[0].interval or (math.nan, math.nan)
-        ev.details["slices"] = [r.to_dict() for r in ev.comparison]
         ev.checks.append((GATE_CHECK, decision.ok, decision.reason + skipped))
-        return
-    ev.comparison = slices.compare(ev.feats, ev.label, ev.pred) if not ev.problems else []
-    model_rmse = ev.metrics["test_rmse"]
-    if champ.recorded and champ.rmse is not None:  # Vertex: only the figure recorded at deploy, on other rows
+    elif champ.recorded and champ.rmse is not None:  # Vertex: only the figure recorded at deploy, on other rows
         ev.metrics["deployed_rmse"] = champ.rmse
         better = model_rmse < champ.rmse - settings.min_improvement
         detail = f"${model_rmse:.3f} vs ${champ.rmse:.3f} (the deployed model's RMSE recorded at deploy, on other rows: no interval)"
