@@ -109,7 +109,9 @@ class VertexServer:
             job = self.jobs.get(request.name)
             if job is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
-            polls = self.job_polls[request.name] = self.job_polls.get(request.name, 0) + 1
+            # The first read (the submitter's, right after the create) sees the job still pending;
+            # each later one moves it a step on.
+            polls = self.job_polls[request.name] = self.job_polls.get(request.name, -1) + 1
             task_state = pipeline_job.PipelineTaskDetail.State
             steps = [("stage-data", 1), ("smoke-train", 2), ("full-train", 3)]
             job.job_detail.task_details = [
@@ -121,7 +123,11 @@ class VertexServer:
                 if polls >= at
             ]
             job.state = (
-                pipeline_state.PipelineState.PIPELINE_STATE_SUCCEEDED if polls > 3 else pipeline_state.PipelineState.PIPELINE_STATE_RUNNING
+                pipeline_state.PipelineState.PIPELINE_STATE_SUCCEEDED
+                if polls > 3
+                else pipeline_state.PipelineState.PIPELINE_STATE_RUNNING
+                if polls
+                else pipeline_state.PipelineState.PIPELINE_STATE_PENDING
             )
             return job
 

@@ -10,6 +10,7 @@ it, :func:`create_schedule` wraps it in a ``PipelineJobSchedule``. The command l
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 import time
@@ -109,24 +110,31 @@ def pipeline_job(where: Location, run: Run, *, job_id: str | None = None) -> Any
     )
 
 
-def _create(job: Any, where: Location, run: Run) -> None:
+def _create(job: Any, where: Location, run: Run) -> Any:
+    """Send the create request of ``job``; returns the created job (``job`` itself, or the created one read back)."""
     if run.experiment:  # the SDK's submit path: it creates the experiment and adds the run to it
         from pipeline.experiments import submit_in_experiment
 
         submit_in_experiment(job, run.experiment, service_account=run.service_account, network=run.network)
-        return
+        return job
     if not where.local:
         job.submit(service_account=run.service_account, network=run.network)
-        return
+        return job
     # A local endpoint: PipelineJob.submit() would first check (and maybe create) the pipeline
     # root's bucket through storage.googleapis.com and cloudresourcemanager.googleapis.com.
-    # Send only the create request, as submit() does after that check.
-    resource = job._gca_resource
+    # Send only the create request, as submit() does after that check, with the SDK's public
+    # pieces: the request body (to_dict), the job's API client, and PipelineJob.get to read the
+    # created job back (the job object keeps its resource in a private attribute).
+    from google.cloud import aiplatform, aiplatform_v1
+
+    body = aiplatform_v1.PipelineJob.from_json(json.dumps(job.to_dict()))
     if run.service_account:
-        resource.service_account = run.service_account
+        body.service_account = run.service_account
     if run.network:
-        resource.network = run.network
-    job._gca_resource = job.api_client.create_pipeline_job(parent=job._parent, pipeline_job=resource, pipeline_job_id=job.job_id)
+        body.network = run.network
+    parent = aiplatform_v1.PipelineServiceClient.common_location_path(job.project, job.location)
+    created = job.api_client.create_pipeline_job(parent=parent, pipeline_job=body, pipeline_job_id=job.job_id)
+    return aiplatform.PipelineJob.get(created.name, project=where.project, location=where.region, credentials=where.credentials)
 
 
 def submit(
@@ -145,8 +153,7 @@ def submit(
     Returns:
         The submitted ``aiplatform.PipelineJob``.
     """
-    job = pipeline_job(where, run, job_id=job_id)
-    _create(job, where, run)
+    job = _create(pipeline_job(where, run, job_id=job_id), where, run)
     stream = out or sys.stdout
     print(f"submitted {job.resource_name}\nconsole: {console_link(where.project, where.region, job.name)}", file=stream, flush=True)
     if wait:
