@@ -167,5 +167,5 @@ def test_report_section_shows_both_distributions(tmp_path, data):
     assert html.count("<svg") == len(statistics.features()) and "deployed version 2" in html
     assert "fare_amount</td><td>0.1" in html and "(above max_drift)" in html and "--max-drift" in html
     page = drift.with_section("<html><body><h1>Verdict</h1></body></html>", html)
-    assert page.startswith("<html><body><h1>Verdict</h1><section id='drift'>") and page.endswith("</div></section></body></html>")
+    assert page.startswith('<html><body><h1>Verdict</h1><section id="drift">') and page.endswith("</div></section></body></html>")
     assert "No comparison" in drift.report_section({"columns": data["fares"]}, serving_root=str(tmp_path / "none"), model_name="taxifare")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from _browser import check_page
 
-from components.impl import drift, report, report_plots, slices, verify_export
+from components.impl import drift, report, slices, verify_export
 from pipeline import runs
 from pipeline.runs_page import report_header
 from trainer import divergence, statistics, synthetic
@@ -154,10 +154,3 @@ def test_the_checks_catch_overlapping_labels_and_clipped_content(browser, tmp_pa
     assert found["clipped"] and found["clipped"][0].startswith("DIV 300>100")
     with pytest.raises(AssertionError, match=r"cut off|labels overlap"):
         check_page(found, 390)
-
-
-def test_dollar_ticks_are_round_and_never_fewer_than_three():
-    assert report_plots.dollar_ticks(2.5, 160) == [5.0, 10.0, 20.0, 50.0, 100.0]
-    assert report_plots.dollar_ticks(2.6, 40) == [5.0, 10.0, 20.0]
-    assert report_plots.dollar_ticks(2.9, 6.2) == [3.0, 4.0, 5.0, 6.0]
-    assert report_plots.dollar_ticks(3.0, 11.0) == [3.0, 5.0, 7.0, 10.0]

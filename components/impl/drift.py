@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 from base import atomic, layout
+from base import html as h
 from trainer import divergence
 
 #: Version of the statistics document.
@@ -138,10 +139,6 @@ def reference_stats(*, serving_root: str = "", model_name: str = "", deployed_st
     return read_deployed_stats(serving_root, model_name)
 
 
-def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
-
-
 def largest_change(row: dict[str, Any]) -> tuple[int, float, float]:
     """The bin whose share moved most: ``(index, deployed share, share now)``."""
     pairs = list(zip(row["share_deployed"], row["share_now"], strict=True))
@@ -149,56 +146,21 @@ def largest_change(row: dict[str, Any]) -> tuple[int, float, float]:
     return i, pairs[i][0], pairs[i][1]
 
 
-def _bars_svg(row: dict[str, Any], width: int = 360, height: int = 120) -> str:
-    """Both distributions of one feature as paired bars over the shared bins, with axes (inline SVG, no plotting library).
-
-    The y axis gives the largest share, the x axis the first, middle and last bin edges, so the
-    values read without hovering (a phone cannot hover); each bar also has its exact share as
-    a tooltip.
-    """
-    left, bottom, top_pad = 40.0, 18.0, 8.0
-    plot_w, plot_h = width - left - 4, height - bottom - top_pad
-    n = len(row["share_now"])
-    top = max([*row["share_now"], *row["share_deployed"], 1e-9])
-    slot = plot_w / n
-    parts = [
-        f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{width - 4}" y2="{top_pad + plot_h}" stroke="#57606a"/>',
-        f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}" stroke="#57606a"/>',
-        f'<text x="{left - 4}" y="{top_pad + 8}" text-anchor="end" font-size="10">{top:.0%}</text>',
-        f'<text x="{left - 4}" y="{top_pad + plot_h}" text-anchor="end" font-size="10">0%</text>',
-    ]
-    edges = row["edges"]
-    for k, anchor in ((0, "start"), (n // 2, "middle"), (n, "end")):
-        parts.append(f'<text x="{left + k * slot:.1f}" y="{height - 4}" text-anchor="{anchor}" font-size="10">{_number(edges[k])}</text>')
-    for i, (now, then) in enumerate(zip(row["share_now"], row["share_deployed"], strict=True)):
-        for j, (share, colour) in enumerate(((then, "#9aa5b1"), (now, "#d9480f"))):
-            h = share / top * plot_h
-            parts.append(
-                f'<rect x="{left + i * slot + j * slot / 2:.1f}" y="{top_pad + plot_h - h:.1f}" '
-                f'width="{max(slot / 2 - 0.5, 0.5):.1f}" height="{h:.1f}" fill="{colour}"><title>bin {edges[i]:g}..{edges[i + 1]:g}: '
-                f"{'deployed' if j == 0 else 'now'} {share:.1%}</title></rect>"
-            )
-    label = f"{row['feature']}: deployed (grey) vs now (orange)"
-    return (
-        f'<svg viewBox="0 0 {width} {height}" style="width:100%;max-width:{width}px;height:auto;display:block" role="img" '
-        f'aria-label="{label}">{"".join(parts)}</svg>'
-    )
-
-
 def _feature_rows(r: dict[str, Any], max_drift: float) -> str:
     """A feature's figures on one row, its distributions (with the bin that moved most, in words) on the next."""
-    import html
-
     above = " (above max_drift)" if max_drift > 0 and r["divergence"] > max_drift else ""
     i, then, now = largest_change(r)
+    edges = r["edges"]
     moved = (
-        f"Largest change: {_number(r['edges'][i])} to {_number(r['edges'][i + 1])}, {then:.1%} of the deployed model's rows, {now:.1%} now."
+        f"Largest change: {h.number(edges[i], '.4g')} to {h.number(edges[i + 1], '.4g')}, "
+        f"{then:.1%} of the deployed model's rows, {now:.1%} now."
     )
-    return (
-        f"<tr><td>{html.escape(r['feature'])}</td><td>{r['divergence']:.3f}{above}</td>"
-        f"<td>{_number(r['mean_deployed'])} → {_number(r['mean_now'])}</td>"
-        f"<td>{_number(r['median_deployed'])} → {_number(r['median_now'])}</td></tr>"
-        f'<tr class="dist"><td colspan="4">{_bars_svg(r)}<small>{html.escape(moved)}</small></td></tr>'
+    plot = h.bars_svg(
+        edges, r["share_deployed"], r["share_now"], names=("deployed", "now"), label=f"{r['feature']}: deployed (grey) vs now (orange)"
+    )
+    means = [f"{h.number(r[f'{stat}_deployed'], '.4g')} → {h.number(r[f'{stat}_now'], '.4g')}" for stat in ("mean", "median")]
+    return h.tr([h.td(h.esc(r["feature"])), h.td(f"{r['divergence']:.3f}{above}"), *(h.td(m) for m in means)]) + h.tr(
+        [h.td(f"{plot}<small>{h.esc(moved)}</small>", colspan=4)], "dist"
     )
 
 
@@ -206,33 +168,22 @@ def report_html(result: divergence.DriftResult | None, max_drift: float = 0.0) -
     """The report's drift section: a table (largest first) with both distributions per feature, or a line saying why none.
 
     Four narrow columns, and each feature's distributions on a row of their own across the
-    table, so it reads at 390 px without a sideways scroll.
+    table, so it reads at 390 px without a sideways scroll (its style is :data:`base.html.PAGE_CSS`'s ``#drift-table``).
     """
-    import html
-
     if result is None:
         why = "No comparison: nothing deployed, or the deployed version kept no training statistics."
-        return f"<section id='drift'><h2>Data drift</h2><p>{why}</p></section>"
-    body = "".join(_feature_rows(r, max_drift) for r in divergence.report_rows(result))
+        return f'<section id="drift"><h2>Data drift</h2><p>{why}</p></section>'
+    rows = [_feature_rows(r, max_drift) for r in divergence.report_rows(result)]
     note = (
         "Jensen-Shannon divergence (base 2; 0 = same distribution, 1 = no overlap) of this run's training split "
-        f"against the training data of deployed version {html.escape(result.reference_version or '?')}, over bins fixed by the schema. "
+        f"against the training data of deployed version {h.esc(result.reference_version or '?')}, over bins fixed by the schema. "
         "Grey: deployed; orange: now; the axis gives the share of rows. If the new data is right, accept it by running again "
         "with a higher --max-drift (or 0)."
     )
-    return (
-        f"<section id='drift'><style>{_DRIFT_CSS}</style><h2>Data drift</h2><p class='note'>{note}</p><div class='scroll'>"
-        "<table id='drift-table'><colgroup><col style='width:27%'><col style='width:23%'><col><col></colgroup>"
-        f"<tr><th>feature</th><th>divergence</th><th>mean: deployed → now</th><th>median: deployed → now</th></tr>{body}"
-        "</table></div></section>"
-    )
-
-
-#: The drift table: fixed columns that share the width (its values wrap), each feature's distributions across them.
-_DRIFT_CSS = (
-    "#drift-table{table-layout:fixed;width:100%}#drift-table td,#drift-table th{overflow-wrap:anywhere}"
-    "#drift-table tr.dist td{border-top:0}#drift-table tr.dist small{display:block;color:#57606a;white-space:normal}"
-)
+    head = [h.th(c) for c in ("feature", "divergence", "mean: deployed → now", "median: deployed → now")]
+    colgroup = '<colgroup><col style="width:27%"><col style="width:23%"><col><col></colgroup>'
+    drift_table = h.table("drift-table", head, rows, colgroup=colgroup)
+    return f'<section id="drift"><h2>Data drift</h2><p class="note">{note}</p>{drift_table}</section>'
 
 
 def report_section(

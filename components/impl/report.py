@@ -10,22 +10,22 @@ render (kfp's ``HTML`` artifact) and ``taxifare run`` prints the path of (``repo
 * the training curve, and predicted against actual fare for **every** test trip on log axes
   (no trip is clipped; a trip that cannot be drawn on them is counted under the plot).
 
-The page has a viewport meta tag, its tables scroll inside their own box and its plots
-scale to the width, so nothing overflows at 390 px. Plots are inline SVG with their text as
-text (the thousands of points of the scatter plot as one embedded image): the page is one
-file, which is what the Vertex and Kubeflow UIs need, and a test can check in a browser that no
-two labels overlap. ``taxifare run`` adds which run it is, and a link to the runs page, at the
-top (:func:`stamp_run`, where :data:`RUN_MARKER` stands).
+The page is drawn with :mod:`base.html` (shell, style, tables): it has a viewport meta tag, its
+tables scroll inside their own box and its plots scale to the width, so nothing overflows at
+390 px. Plots are inline SVG with their text as text (the thousands of points of the scatter
+plot as one embedded image): the page is one file, which is what the Vertex and Kubeflow UIs
+need, and a test can check in a browser that no two labels overlap. ``taxifare run`` adds which
+run it is, and a link to the runs page, at the top (:func:`stamp_run`, where :data:`RUN_MARKER`
+stands).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
 import math
 from typing import Any
 
-from base.page_style import PAGE_CSS
+from base import html as h
 from components.impl.slices import AIRPORT_NAMES, AIRPORT_RADIUS_KM, airport_of, distance_and_airport_slices, trip_km
 
 #: Where :func:`stamp_run` puts the run's identity (under the title).
@@ -89,15 +89,7 @@ def segment_table(data: ReportInput) -> list[dict[str, Any]]:
     return rows
 
 
-def _money(value: Any) -> str:
-    return f"${value:,.2f}" if isinstance(value, float) and math.isfinite(value) else "&ndash;"
-
-
-def _plain(value: Any) -> str:
-    return f"{value:,.2f}" if isinstance(value, float) and math.isfinite(value) else "&ndash;"
-
-
-def _comparison_rows(data: ReportInput) -> str:
+def _comparison_rows(data: ReportInput) -> list[str]:
     model = float(data.metrics.get("test_rmse", _rmse(data.pred, data.label)))
     rows = [("this model", model, True)]
     rows += [(name, _rmse(values, data.label), False) for name, values in data.baselines.items()]
@@ -107,14 +99,17 @@ def _comparison_rows(data: ReportInput) -> str:
         rows.append(("deployed model (RMSE recorded at deploy)", float(data.deployed_rmse), False))
     out = []
     for name, value, is_model in rows:
-        diff = "" if is_model or not math.isfinite(value) else f"{model - value:+,.2f}"
-        cls = ' class="model"' if is_model else ""
-        out.append(f'<tr{cls}><td>{html.escape(name)}</td><td class="num">{_money(value)}</td><td class="num">{diff}</td></tr>')
-    return "".join(out)
+        diff = "" if is_model or not math.isfinite(value) else h.number(model - value, "+,.2f")
+        out.append(h.tr([h.td(h.esc(name)), h.td(h.number(value, ",.2f", "$"), "num"), h.td(diff, "num")], "model" if is_model else ""))
+    return out
 
 
-def _signed(value: float) -> str:
-    return f"{value:+,.2f}" if math.isfinite(value) else "&ndash;"
+def _plain(value: Any) -> str:
+    return h.number(value, ",.2f")
+
+
+def _signed(value: Any) -> str:
+    return h.number(value, "+,.2f")
 
 
 def slice_section(data: ReportInput) -> str:
@@ -129,7 +124,7 @@ def slice_section(data: ReportInput) -> str:
     if with_champion:
         heads = ["RMSE<br><small>served</small>", "change<br><small>95% interval</small>", "MAE, bias<br><small>served</small>"]
         intro = (
-            f"Dollars, this model over the served one ({html.escape(data.deployed_name)}), on the same test rows, per slice. "
+            f"Dollars, this model over the served one ({h.esc(data.deployed_name)}), on the same test rows, per slice. "
             "The interval of the RMSE change comes from a paired bootstrap over the rows (1,000 resamples): an interval "
             "below zero means this model is better beyond the noise of the rows drawn. Bias: mean of predicted minus actual."
         )
@@ -148,92 +143,86 @@ def slice_section(data: ReportInput) -> str:
             ]
         else:
             cells = [_plain(r.candidate.rmse), _plain(r.candidate.mae), _signed(r.candidate.bias)]
-        name = f"{html.escape(r.name)}<br><small>n={r.count:,}</small>"
-        rows.append(f"<tr><td>{name}</td>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
-    head_html = "".join(f'<th class="num">{h}</th>' for h in heads)
+        name = f"{h.esc(r.name)}<br><small>n={r.count:,}</small>"
+        rows.append(h.tr([h.td(name), *(h.td(c, "num") for c in cells)]))
     title = "Against the served model, by slice" if with_champion else "By slice"
+    head = [h.th("slice"), *(h.th(c, "num") for c in heads)]
+    return f'<h2>{title}</h2><p class="note">{intro}</p>' + h.table("slices", head, rows)
+
+
+def segment_section(data: ReportInput) -> str:
+    """The error by trip-distance band and for airport trips: mean fare and every predictor's RMSE per segment."""
+    if not (data.feats and len(data.label)):
+        return ""
+    heads = ["model", *data.baselines, *(["deployed"] if data.deployed_pred is not None else [])]
+    rows = [
+        h.tr(
+            [
+                h.td(f"{h.esc(r['segment'])}<br><small>n={r['trips']:,}</small>"),
+                h.td(_plain(r["mean_fare"]), "num"),
+                *(h.td(_plain(r[name]), "num") for name in heads),
+            ]
+        )
+        for r in segment_table(data)
+    ]
+    head = [h.th("trips"), h.th("mean fare", "num"), *(h.th(h.esc(name), "num") for name in heads)]
     return (
-        f'<h2>{title}</h2><p class="note">{intro}</p>'
-        f'<div class="scroll"><table id="slices"><tr><th>slice</th>{head_html}</tr>{"".join(rows)}</table></div>'
+        "<h2>Error by trip distance and for airport trips</h2>"
+        f'<p class="note">Mean fare and RMSE in dollars on each part of the test split; airport trips start or end within '
+        f"{AIRPORT_RADIUS_KM:g} km of JFK, LaGuardia or Newark.</p>" + h.table("segments", head, rows)
     )
 
 
-def render_report(data: ReportInput) -> str:
-    """The HTML page (a complete document, one file)."""
+def _figures(data: ReportInput) -> list[str]:
+    """The training curve (when there is one) and predicted against actual fare."""
     import matplotlib
 
     matplotlib.use("Agg")
-
-    check_rows = "".join(
-        f'<tr><td class="{"pass" if ok else "fail"}">{"pass" if ok else "FAIL"}</td><td>{html.escape(name)}</td>'
-        f'<td class="detail">{html.escape(detail)}</td></tr>'
-        for name, ok, detail in data.checks
-    )
     from components.impl.report_plots import curve_svg, scatter_svg
 
     figures = []
     if any(data.curves.values()):
         curve, cut = curve_svg(data.curves, data.exported_step)
-        figures.append(
-            f"<figure>{curve}<figcaption>RMSE over training steps on the train and eval splits, on a log scale; the green line "
-            f"marks the evaluation whose model was exported.{html.escape(cut)}</figcaption></figure>"
+        caption = (
+            "RMSE over training steps on the train and eval splits, on a log scale; the green line "
+            f"marks the evaluation whose model was exported.{h.esc(cut)}"
         )
+        figures.append(h.figure(curve, caption))
     if len(data.label):
         scatter, caption = scatter_svg(data.label, data.pred)
-        figures.append(f"<figure>{scatter}<figcaption>{html.escape(caption)}</figcaption></figure>")
+        figures.append(h.figure(scatter, h.esc(caption)))
+    return figures
 
-    segment_html = ""
-    if data.feats and len(data.label):
-        rows = segment_table(data)
-        heads = ["model", *data.baselines, *(["deployed"] if data.deployed_pred is not None else [])]
-        head_html = "".join(f'<th class="num">{html.escape(h)}</th>' for h in heads)
-        body = "".join(
-            f'<tr><td>{html.escape(r["segment"])}<br><small>n={r["trips"]:,}</small></td><td class="num">{_plain(r["mean_fare"])}</td>'
-            + "".join(f'<td class="num">{_plain(r[h])}</td>' for h in heads)
-            + "</tr>"
-            for r in rows
-        )
-        segment_html = (
-            "<h2>Error by trip distance and for airport trips</h2>"
-            f'<p class="note">Mean fare and RMSE in dollars on each part of the test split; airport trips start or end within '
-            f"{AIRPORT_RADIUS_KM:g} km of JFK, LaGuardia or Newark.</p>"
-            f'<div class="scroll"><table id="segments"><tr><th>trips</th><th class="num">mean fare</th>'
-            f"{head_html}</tr>{body}</table></div>"
-        )
 
-    metric_rows = "".join(
-        f'<tr><td>{html.escape(k)}</td><td class="num">{v:,.4f}</td></tr>'
-        if isinstance(v, float)
-        else f'<tr><td>{html.escape(k)}</td><td class="num">{v:,}</td></tr>'
+def render_report(data: ReportInput) -> str:
+    """The HTML page (a complete document, one file)."""
+    checks = [
+        h.tr([h.td("pass" if ok else "FAIL", "pass" if ok else "fail"), h.td(h.esc(name)), h.td(h.esc(detail), "detail")])
+        for name, ok, detail in data.checks
+    ]
+    metrics = [
+        h.tr([h.td(h.esc(k)), h.td(f"{v:,.4f}" if isinstance(v, float) else f"{v:,}", "num")])
         for k, v in data.metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
-    )
-    verdict_cls, verdict_word = ("ok", "Blessed") if data.blessed else ("bad", "Not blessed")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>taxifare verification: {verdict_word}</title>
-<style>{PAGE_CSS}</style></head>
-<body>
-<h1>taxifare verification report</h1>
+    ]
+    word = "Blessed" if data.blessed else "Not blessed"
+    comparison_head = [h.th("predictor"), h.th("test RMSE", "num"), h.th("model minus it", "num")]
+    body = f"""<h1>taxifare verification report</h1>
 {RUN_MARKER}
-<div id="verdict" class="verdict {verdict_cls}" data-blessed="{str(data.blessed).lower()}"><strong>{verdict_word}</strong>
-<p>{html.escape(data.verdict_text)}</p></div>
+{h.verdict(data.blessed, word, data.verdict_text, blessed=str(data.blessed).lower())}
 <h2>Checks</h2>
-<div class="scroll"><table id="checks"><tr><th>result</th><th>check</th><th>detail</th></tr>{check_rows}</table></div>
+{h.table("checks", [h.th("result"), h.th("check"), h.th("detail")], checks)}
 <h2>Test RMSE beside the baselines</h2>
-<div class="scroll"><table id="comparison"><tr><th>predictor</th><th class="num">test RMSE</th><th class="num">model minus it</th></tr>
-{_comparison_rows(data)}</table></div>
+{h.table("comparison", comparison_head, _comparison_rows(data))}
 <p class="note">The distance rule is the course's rule of thumb, 2.616 $/km of straight-line distance; the training mean
 predicts the mean fare of the train split for every trip. A negative difference: the model is better by that many dollars.</p>
 {slice_section(data)}
-{segment_html}
+{segment_section(data)}
 <h2>Plots</h2>
-<div class="plots">{"".join(figures)}</div>
+<div class="plots">{"".join(_figures(data))}</div>
 <h2>All metrics</h2>
-<div class="scroll"><table id="metrics">{metric_rows}</table></div>
-</body></html>
-"""
+{h.table("metrics", None, metrics)}"""
+    return h.page(f"taxifare verification: {word}", body)
 
 
 #: The file name of the report beside the HTML artifact (browsers need the extension).

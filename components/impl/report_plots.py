@@ -3,16 +3,17 @@
 * :func:`curve_svg`: RMSE over training steps on a log scale, the exported model's step marked.
 * :func:`scatter_svg`: predicted against actual fare for every test trip, on log axes.
 
-Tick labels are round dollar amounts at fixed places (:func:`dollar_ticks`); no minor tick is
-labelled. ``tests/test_report_browser.py`` checks in Chromium that no two labels overlap.
+Tick labels are round dollar amounts at fixed places (:func:`base.html.log_ticks`); no minor tick
+is labelled. ``tests/test_report_browser.py`` checks in Chromium that no two labels overlap.
 """
 
 from __future__ import annotations
 
-import html
 import io
 import math
 from typing import Any
+
+from base.html import esc, log_ticks
 
 
 def plot_svg(fig: Any, label: str) -> str:
@@ -36,36 +37,16 @@ def plot_svg(fig: Any, label: str) -> str:
     style = f"width:100%;height:auto;max-width:{float(width.group(1)) * 4 / 3:.0f}px" if width else "width:100%;height:auto"
     return re.sub(
         r'<svg([^>]*?)\swidth="[^"]*"\s+height="[^"]*"',
-        lambda m: f'<svg{m.group(1)} style="{style}" role="img" aria-label="{html.escape(label)}"',
+        lambda m: f'<svg{m.group(1)} style="{style}" role="img" aria-label="{esc(label)}"',
         text,
         count=1,
     )
 
 
-def dollar_ticks(lo: float, hi: float) -> list[float]:
-    """Round dollar amounts for a log axis from ``lo`` to ``hi``: 1-2-5 per power of ten, finer when the span is short.
-
-    At least three ticks fall inside, and no minor tick is labelled (matplotlib labels them
-    when a log axis spans about one power of ten, and those labels overlap).
-    """
-    lo, hi = max(lo, 1e-9), max(hi, lo * 1.0001)
-    ticks: list[float] = []
-    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
-        ticks = [
-            float(f"{m * 10.0**power:.6g}")
-            for power in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-            for m in mantissas
-            if lo <= m * 10.0**power <= hi
-        ]
-        if len(ticks) >= 3:
-            break
-    return ticks
-
-
 def _dollar_log_axis(axis: Any, lo: float, hi: float) -> None:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    axis.set_major_locator(FixedLocator(dollar_ticks(lo, hi)))
+    axis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.2f}".rstrip("0").rstrip(".")))
     axis.set_minor_formatter(NullFormatter())
 
