@@ -150,11 +150,16 @@ def figure(content: str, caption: str) -> str:
     return f"<figure>{content}<figcaption>{caption}</figcaption></figure>"
 
 
+def svg_attributes(label: str, max_width: float | None) -> str:
+    """The attributes that make an inline SVG scale to the page's width (up to ``max_width`` px) and name it for readers."""
+    widest = f"max-width:{max_width:.0f}px;" if max_width else ""
+    return f'style="width:100%;{widest}height:auto;display:block" role="img" aria-label="{esc(label)}"'
+
+
 def svg(width: float, height: float, body: str, *, label: str, svg_id: str = "", max_width: float | None = None) -> str:
     """Inline SVG drawn on a ``width`` x ``height`` canvas that scales to the page's width (up to ``max_width``, default ``width``)."""
     ident = f' id="{esc(svg_id)}"' if svg_id else ""
-    style = f"width:100%;max-width:{max_width or width:g}px;height:auto;display:block"
-    return f'<svg{ident} viewBox="0 0 {width:g} {height:g}" style="{style}" role="img" aria-label="{esc(label)}">{body}</svg>'
+    return f'<svg{ident} viewBox="0 0 {width:g} {height:g}" {svg_attributes(label, max_width or width)}>{body}</svg>'
 
 
 def linear_ticks(lo: float, hi: float) -> list[float]:

@@ -13,7 +13,7 @@ import io
 import math
 from typing import Any
 
-from base.html import esc, log_ticks
+from base.html import log_ticks, svg_attributes
 
 
 def plot_svg(fig: Any, label: str) -> str:
@@ -34,13 +34,8 @@ def plot_svg(fig: Any, label: str) -> str:
     referenced = set(re.findall(r"#([\w.-]+)", text))
     text = re.sub(r'\sid="([^"]+)"', lambda m: m.group(0) if m.group(1) in referenced else "", text)
     width = re.search(r'<svg[^>]*\swidth="([\d.]+)pt"', text)
-    style = f"width:100%;height:auto;max-width:{float(width.group(1)) * 4 / 3:.0f}px" if width else "width:100%;height:auto"
-    return re.sub(
-        r'<svg([^>]*?)\swidth="[^"]*"\s+height="[^"]*"',
-        lambda m: f'<svg{m.group(1)} style="{style}" role="img" aria-label="{esc(label)}"',
-        text,
-        count=1,
-    )
+    attributes = svg_attributes(label, float(width.group(1)) * 4 / 3 if width else None)  # points to CSS pixels
+    return re.sub(r'<svg([^>]*?)\swidth="[^"]*"\s+height="[^"]*"', lambda m: f"<svg{m.group(1)} {attributes}", text, count=1)
 
 
 def _dollar_log_axis(axis: Any, lo: float, hi: float) -> None:
