@@ -146,7 +146,7 @@ class Parameters:
     smoke_steps: int = row(10, checks.positive_int, "steps of the smoke training that gates full training.")
     train_steps: int = row(2000, checks.positive_int, "optimizer steps of full training.", vertex_default=20_000)
     # The trainer's own defaults (trainer/config.py), so `python -m trainer.task` and the pipeline train alike.
-    batch_size: int = row(config.TRAIN_BATCH_SIZE, checks.positive_int, "examples per training step (per replica on Vertex).")
+    batch_size: int = row(config.BATCH_SIZE, checks.positive_int, "examples per training step (per replica on Vertex).")
     hidden_units: str = row(",".join(map(str, config.HIDDEN_UNITS)), checks.hidden_units,
        "hidden layer sizes separated by commas, e.g. '64,32'.")
     learning_rate: float = row(config.LEARNING_RATE, checks.learning_rate, "Adam learning rate.")
