@@ -280,8 +280,8 @@ def _request_logging(logging_op: BaseComponent, endpoint: PipelineChannel, deplo
             project=PROJECT,
             location=LOCATION,
             endpoint=endpoint,
-            sampling_rate=p.request_logging_sampling_rate,
-            bigquery_destination=p.request_logging_bigquery,
+            request_logging_sampling_rate=p.request_logging_sampling_rate,
+            request_logging_bigquery=p.request_logging_bigquery,
         ).set_display_name("Request-response logging").set_caching_options(False).after(deployed)
 
 
