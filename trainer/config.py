@@ -122,8 +122,7 @@ class TrainConfig:
             raise InputError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if not math.isfinite(self.l2) or self.l2 < 0:
             raise InputError(f"--l2 must be 0 (off) or a small positive penalty such as 1e-5 (got {self.l2})")
-        if not math.isfinite(self.max_bad_fraction) or not 0 <= self.max_bad_fraction <= 1:
-            raise InputError(f"--max_bad_fraction must be between 0 and 1 (got {self.max_bad_fraction})")
+        checks.unit_fraction("--max_bad_fraction", self.max_bad_fraction)
         check_output_dir(self.output_dir)
 
 
