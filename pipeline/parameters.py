@@ -144,7 +144,7 @@ class Parameters:
        "(on Vertex: the pipeline's project).", targets=(LOCAL,))
     # Training.
     smoke_steps: int = row(10, checks.positive_int, "steps of the smoke training that gates full training.")
-    train_steps: int = row(2000, checks.positive_int, "optimizer steps of full training.", vertex_default=20_000)
+    train_steps: int = row(config.TRAIN_STEPS, checks.positive_int, "optimizer steps of full training.", vertex_default=20_000)
     # The trainer's own defaults (trainer/config.py), so `python -m trainer.task` and the pipeline train alike.
     batch_size: int = row(config.BATCH_SIZE, checks.positive_int, "examples per training step (per replica on Vertex).")
     hidden_units: str = row(",".join(map(str, config.HIDDEN_UNITS)), checks.hidden_units,

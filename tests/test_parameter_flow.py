@@ -173,3 +173,22 @@ def test_the_dag_body_is_typed():
         assert "Any" not in names, name
         lookups = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Subscript) and ast.unparse(n.value) == "p"]
         assert not lookups, (name, lookups)
+
+
+def test_a_trainer_setting_in_the_table_takes_the_trainers_default():
+    """A pipeline parameter that is also a TrainConfig field takes the trainer's default by its constant, not a second literal."""
+    tree = ast.parse((ROOT / "pipeline/parameters.py").read_text())
+    table = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Parameters")
+    trainer = {f.name for f in dataclasses.fields(TrainConfig)}
+    own = {"seed": "the pipeline's runs are seeded (42); the lab CLI's are random unless --seed"}
+    rows = {s.target.id: s.value for s in table.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    shared = sorted(name for name in rows if name in trainer)
+    assert {"train_steps", "batch_size", "hidden_units", "learning_rate"} <= set(shared)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in shared:
+        if name in own:
+            continue
+        default = rows[name].args[0]  # type: ignore[union-attr]
+        assert not isinstance(default, ast.Constant), f"{name}'s default {ast.unparse(default)} is a second literal: use trainer/config.py"
+        value = parameters.BY_NAME[name].default
+        assert value == defaults[name] or parameters.checks.hidden_units(name, value) == defaults[name], name
