@@ -85,7 +85,7 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
 #: takes), with its help.
 _TRAINING_FLAGS = {
     "train_steps": "total optimizer steps, counted across restarts (default %(default)s)",
-    "batch_size": "examples per training step (default %(default)s; --train_batch_size, the lab's spelling, is the same flag)",
+    "batch_size": "examples per training step (default %(default)s; --train_batch_size is the lab's spelling)",
     "eval_steps": "evaluation batches; default: all the evaluation data",
     "eval_batch_size": "examples per evaluation batch (default %(default)s)",
     "learning_rate": "Adam learning rate (default %(default)s)",
