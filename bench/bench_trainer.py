@@ -156,7 +156,7 @@ def measure_trainer(data: dict[str, Any], steps: int, warmup: int, seed: int, wo
         eval_data_paths=data["paths"]["valid"],
         output_dir=out,
         train_steps=steps,
-        train_batch_size=BATCH,
+        batch_size=BATCH,
         seed=seed,
         validate_data=False,
     )

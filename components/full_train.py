@@ -26,7 +26,16 @@ def full_train(
     from components.impl.full_train import copy_export, train
 
     hyperparameters = Hyperparameters(hidden_units, learning_rate, batch_size)  # the tune step's set
-    result = train(train_data.path, eval_data.path, tensorboard.path, hyperparameters, steps=train_steps, seed=seed)
+    result = train(
+        train_data.path,
+        eval_data.path,
+        tensorboard.path,
+        hyperparameters,
+        train_steps=train_steps,
+        seed=seed,
+        eval_steps=None,  # the whole eval split
+        step_name="full_train",
+    )
     if not result["export_dir"]:
         # A worker of a multi-worker custom job: every replica runs this same command, so a
         # worker leaves before kfp writes the executor output and cannot clobber the chief's.

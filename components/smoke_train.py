@@ -24,11 +24,19 @@ def smoke_train(
 
     from components.impl.contracts import Hyperparameters, ModelInfo
     from components.impl.full_train import copy_export, train
+    from trainer.config import SMOKE_BATCH_SIZE, SMOKE_EVAL_STEPS
 
-    hyperparameters = Hyperparameters(hidden_units, learning_rate, batch_size=64)  # small batches: a few cheap steps
+    hyperparameters = Hyperparameters(hidden_units, learning_rate, batch_size=SMOKE_BATCH_SIZE)  # small batches: a few cheap steps
     with tempfile.TemporaryDirectory(prefix="taxifare-smoke-") as scratch:
         result = train(
-            train_data.path, eval_data.path, scratch, hyperparameters, steps=smoke_steps, seed=seed, eval_steps=5, step_name="smoke_train"
+            train_data.path,
+            eval_data.path,
+            scratch,
+            hyperparameters,
+            train_steps=smoke_steps,
+            seed=seed,
+            eval_steps=SMOKE_EVAL_STEPS,
+            step_name="smoke_train",
         )
         copy_export(result["export_dir"], model.path)
     model.metadata.update(ModelInfo(rmse=result["rmse"], steps=result["steps"], smoke=True).to_metadata())

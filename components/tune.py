@@ -70,7 +70,7 @@ def tuning_job_spec(
 
     check_tuning(tuning_trials, tuning_space)
     pools = vertex_worker_pool_specs(
-        image, train_data.uri, eval_data.uri, steps=trial_steps(train_steps), seed=seed, machine_type=machine_type
+        image, train_data.uri, eval_data.uri, train_steps=trial_steps(train_steps), seed=seed, machine_type=machine_type
     )
     Outputs = NamedTuple(  # noqa: UP014
         "Outputs", [("worker_pool_specs", list), ("study_spec_parameters", list), ("study_spec_metrics", list)]

@@ -121,11 +121,11 @@ def prepare_upload(
 
 @step
 def enable_request_logging(
-    project: str, location: str, endpoint: Input[VertexEndpoint], sampling_rate: float, bigquery_destination: str
+    project: str, location: str, endpoint: Input[VertexEndpoint], request_logging_sampling_rate: float, request_logging_bigquery: str
 ) -> str:
     """Turn on the endpoint's request-response logging to BigQuery (after the deploy); returns the destination."""
     from components.impl.vertex_steps import enable_request_logging as enable
     from components.impl.vertex_steps import logging_destination
 
-    print(enable(project, location, endpoint.metadata["resourceName"], sampling_rate, bigquery_destination))
-    return logging_destination(project, bigquery_destination)
+    print(enable(project, location, endpoint.metadata["resourceName"], request_logging_sampling_rate, request_logging_bigquery))
+    return logging_destination(project, request_logging_bigquery)

@@ -1,10 +1,16 @@
 """Every pipeline parameter, declared once: name, type, default, help text and check.
 
-The table drives the signatures and docstrings of both pipelines (:mod:`pipeline.pipeline`
-for kfp.local and Kubeflow, :mod:`pipeline.vertex_pipeline` for Vertex AI), the
-``taxifare run`` flags, and :func:`check_params`, which ``taxifare run``, ``submit`` and
-``schedule`` call before anything runs. Where the local and the Vertex default differ
-(``train_steps``, ``synthetic_rows``) the row says so with ``vertex_default``.
+The table is the dataclass :class:`Parameters`: one field per parameter, its annotation the
+type and :func:`row` its default, check and help. It drives the signatures and docstrings of
+both pipelines (:mod:`pipeline.pipeline` for kfp.local and Kubeflow,
+:mod:`pipeline.vertex_pipeline` for Vertex AI), the ``taxifare run`` flags, and
+:func:`check_params`, which ``taxifare run``, ``submit`` and ``schedule`` call before anything
+runs. Where the local and the Vertex default differ (``train_steps``, ``synthetic_rows``) the
+row says so with ``vertex_default``.
+
+The pipeline body (:mod:`pipeline.dag`) receives a :class:`Parameters` whose attributes are
+kfp's channels of the parameters, so ``p.train_steps`` in the DAG leads to its row here, and
+each step takes it as an input of the same name.
 
 The checks themselves are in :mod:`base.checks`, which the steps and the trainer call
 too; the hyperparameters default to the trainer's own (:mod:`trainer.config`). The steps'
@@ -16,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from base import checks, layout
 from base.errors import InputError
@@ -27,11 +34,12 @@ LOCAL = "local"
 VERTEX = "vertex"
 TARGETS = (LOCAL, VERTEX)
 _SAME = object()
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
 class Parameter:
-    """One pipeline parameter (or front-door setting)."""
+    """One pipeline parameter (or front-door setting): a field of :class:`Parameters` and its row."""
 
     name: str
     type: type
@@ -57,8 +65,25 @@ class Parameter:
         return "--" + self.name.replace("_", "-")
 
 
-def _p(name: str, type_: type, default: Any, check: Callable[[str, Any], Any], help: str, **kw: Any) -> Parameter:
-    return Parameter(name, type_, default, help, check, **kw)
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """What a field of :class:`Parameters` says besides its name, type and default."""
+
+    check: Callable[[str, Any], Any]
+    help: str
+    vertex_default: Any = _SAME
+    targets: tuple[str, ...] = TARGETS
+    in_pipeline: bool = True
+    run_flag: bool = True
+
+
+def row(default: _T, check: Callable[[str, Any], Any], help: str, **kw: Any) -> _T:
+    """A row of the table: the field's ``default``, its ``check``, its ``help`` and the :class:`Parameter` options in ``kw``."""
+    meta = {"row": _Row(check, help, **kw)}
+    if isinstance(default, list):
+        items = list(default)
+        return typing.cast(_T, dataclasses.field(default_factory=lambda: list(items), metadata=meta))
+    return typing.cast(_T, dataclasses.field(default=default, metadata=meta))
 
 
 def _max_drift(name: str, value: Any) -> float:
@@ -81,131 +106,173 @@ def _tuning_space(name: str, value: Any) -> str:
     return str(value)
 
 
-PARAMETERS: tuple[Parameter, ...] = (
+# fmt: off
+@dataclasses.dataclass(frozen=True)
+class Parameters:
+    """The pipeline parameters, one field per parameter (the table).
+
+    In a pipeline body each attribute is kfp's channel of that parameter (typed here as the
+    value it carries); a parameter the body's pipeline does not take is :class:`NotInPipeline`,
+    which kfp refuses as a step input, so using it fails when the pipeline compiles.
+    """
+
     # The data.
-    _p("source", str, "synthetic", checks.source,
+    source: str = row("synthetic", checks.source,
        "'synthetic' for generated trips, 'bigquery' for the public NYC trips table (with window_days), or CSV files "
-       "(a glob, globs separated by commas, or a directory; local or gs://)."),
-    _p("eval_source", str, "", checks.text, "CSV files for the eval split; empty to carve it out of source by a hash of each row's key."),
-    _p("test_source", str, "", checks.text, "CSV files for the test split; empty to carve it out of source by a hash of each row's key."),
-    _p("synthetic_rows", int, 50_000, checks.positive_int, "rows to generate when source is 'synthetic'.", vertex_default=1_000_000),
-    _p("seed", int, 42, checks.integer, "seed of the generated data and of training."),
-    _p("datetime_layout", bool, False, checks.boolean, "generate the layout with pickup_datetime (when source is 'synthetic')."),
-    _p("eval_fraction", float, 0.1, checks.split_fraction, "share of source rows carved out for eval."),
-    _p("test_fraction", float, 0.1, checks.split_fraction, "share of source rows carved out for test."),
-    _p("max_bad_fraction", float, validation.MAX_BAD_FRACTION, checks.unit_fraction,
-       "stop at stage_data when a larger share of rows is malformed or out of range."),
-    _p("window_days", int, 0, checks.non_negative_int,
+       "(a glob, globs separated by commas, or a directory; local or gs://).")
+    eval_source: str = row("", checks.text, "CSV files for the eval split; empty to carve it out of source by a hash of each row's key.")
+    test_source: str = row("", checks.text, "CSV files for the test split; empty to carve it out of source by a hash of each row's key.")
+    synthetic_rows: int = row(50_000, checks.positive_int, "rows to generate when source is 'synthetic'.", vertex_default=1_000_000)
+    seed: int = row(42, checks.integer, "seed of the generated data and of training.")
+    datetime_layout: bool = row(False, checks.boolean, "generate the layout with pickup_datetime (when source is 'synthetic').")
+    eval_fraction: float = row(0.1, checks.split_fraction, "share of source rows carved out for eval.")
+    test_fraction: float = row(0.1, checks.split_fraction, "share of source rows carved out for test.")
+    max_bad_fraction: float = row(validation.MAX_BAD_FRACTION, checks.unit_fraction,
+       "stop at stage_data when a larger share of rows is malformed or out of range.")
+    window_days: int = row(0, checks.non_negative_int,
        "with a source folder of dt=YYYY-MM-DD partitions, or 'bigquery', the days of trips before the run's scheduled time "
-       "to use; 0 for none."),
-    _p("scheduled_time", str, "", checks.scheduled_time,
+       "to use; 0 for none.")
+    scheduled_time: str = row("", checks.scheduled_time,
        "the end of the data window, RFC 3339 (e.g. 2026-11-28T06:00:00Z); empty for now. (kfp.local cannot resolve the "
        "schedule-time placeholder, so the local pipeline takes it as a parameter; on Vertex it is the schedule's time.)",
-       targets=(LOCAL,)),
-    _p("data_fingerprint", str, "", checks.text,
+       targets=(LOCAL,))
+    data_fingerprint: str = row("", checks.text,
        "a fingerprint of what the sources resolve to (file sizes and times, gs:// generations, window bounds), computed by "
-       "taxifare run, submit and schedule: stage_data's cache keys on the data, not only on its path.", run_flag=False),
-    _p("bigquery_project", str, "", checks.text,
+       "taxifare run, submit and schedule: stage_data's cache keys on the data, not only on its path.", run_flag=False)
+    bigquery_project: str = row("", checks.text,
        "the project that runs the BigQuery export of source 'bigquery'; empty for the credentials' project "
-       "(on Vertex: the pipeline's project).", targets=(LOCAL,)),
+       "(on Vertex: the pipeline's project).", targets=(LOCAL,))
     # Training.
-    _p("smoke_steps", int, 10, checks.positive_int, "steps of the smoke training that gates full training."),
-    _p("train_steps", int, 2000, checks.positive_int, "optimizer steps of full training.", vertex_default=20_000),
+    smoke_steps: int = row(10, checks.positive_int, "steps of the smoke training that gates full training.")
+    train_steps: int = row(config.TRAIN_STEPS, checks.positive_int, "optimizer steps of full training.", vertex_default=20_000)
     # The trainer's own defaults (trainer/config.py), so `python -m trainer.task` and the pipeline train alike.
-    _p("batch_size", int, config.TRAIN_BATCH_SIZE, checks.positive_int, "examples per training step (per replica on Vertex)."),
-    _p("hidden_units", str, ",".join(map(str, config.HIDDEN_UNITS)), checks.hidden_units,
-       "hidden layer sizes separated by commas, e.g. '64,32'."),
-    _p("learning_rate", float, config.LEARNING_RATE, checks.learning_rate, "Adam learning rate."),
-    _p("max_model_params", int, config.MAX_MODEL_PARAMS, checks.positive_int,
+    batch_size: int = row(config.BATCH_SIZE, checks.positive_int, "examples per training step (per replica on Vertex).")
+    hidden_units: str = row(",".join(map(str, config.HIDDEN_UNITS)), checks.hidden_units,
+       "hidden layer sizes separated by commas, e.g. '64,32'.")
+    learning_rate: float = row(config.LEARNING_RATE, checks.learning_rate, "Adam learning rate.")
+    max_model_params: int = row(config.MAX_MODEL_PARAMS, checks.positive_int,
        "the largest model (in parameters, from hidden_units and the embeddings) accepted before any step runs.",
-       in_pipeline=False),
-    _p("max_drift", float, 0.0, _max_drift,
+       in_pipeline=False)
+    max_drift: float = row(0.0, _max_drift,
        "stop before training when a feature's Jensen-Shannon divergence from the deployed model's training data is above "
-       "this (0 to 1); 0 only reports the drift."),
-    _p("tuning_trials", int, 0, _tuning_trials,
+       "this (0 to 1); 0 only reports the drift.")
+    tuning_trials: int = row(0, _tuning_trials,
        "trials of the hyperparameter search before full training (hidden_units, learning_rate, batch_size); 0 for none, "
-       "else at least 2."),
-    _p("tuning_space", str, "", _tuning_space,
+       "else at least 2.")
+    tuning_space: str = row("", _tuning_space,
        "the search space, e.g. 'hidden_units=32,16|64,32|128,64; learning_rate=0.0003..0.03; batch_size=128|256|512|1024' "
-       "(the default when empty; give only the dimensions to change)."),
-    _p("tuning_parallel_trials", int, 1, checks.positive_int, "trials the Vertex hyperparameter tuning job runs at once.",
-       targets=(VERTEX,)),
+       "(the default when empty; give only the dimensions to change).")
+    tuning_parallel_trials: int = row(1, checks.positive_int, "trials the Vertex hyperparameter tuning job runs at once.",
+       targets=(VERTEX,))
     # Vertex training machines.
-    _p("machine_type", str, "n1-standard-4", checks.machine_type, "machine type of each training replica.", targets=(VERTEX,)),
-    _p("accelerator_type", str, "", checks.text, "accelerator of each training replica, e.g. NVIDIA_TESLA_T4; empty for none.",
-       targets=(VERTEX,)),
-    _p("accelerator_count", int, 0, checks.non_negative_int, "accelerators per training replica.", targets=(VERTEX,)),
-    _p("replica_count", int, 1, checks.positive_int, "training machines; more than 1 trains with MultiWorkerMirroredStrategy.",
-       targets=(VERTEX,)),
-    _p("training_service_account", str, "", checks.text, "service account of the training job; empty for the pipeline's.",
-       targets=(VERTEX,)),
-    _p("tensorboard", str, "", checks.text,
+    machine_type: str = row("n1-standard-4", checks.machine_type, "machine type of each training replica.", targets=(VERTEX,))
+    accelerator_type: str = row("", checks.text, "accelerator of each training replica, e.g. NVIDIA_TESLA_T4; empty for none.",
+       targets=(VERTEX,))
+    accelerator_count: int = row(0, checks.non_negative_int, "accelerators per training replica.", targets=(VERTEX,))
+    replica_count: int = row(1, checks.positive_int, "training machines; more than 1 trains with MultiWorkerMirroredStrategy.",
+       targets=(VERTEX,))
+    training_service_account: str = row("", checks.text, "service account of the training job; empty for the pipeline's.",
+       targets=(VERTEX,))
+    tensorboard: str = row("", checks.text,
        "a Vertex TensorBoard instance (projects/P/locations/L/tensorboards/ID) for the training curves; empty for none.",
-       targets=(VERTEX,)),
-    _p("restart_job_on_worker_restart", bool, True, checks.boolean,
-       "restart the training job when a worker restarts (it resumes from its checkpoints).", targets=(VERTEX,)),
+       targets=(VERTEX,))
+    restart_job_on_worker_restart: bool = row(True, checks.boolean,
+       "restart the training job when a worker restarts (it resumes from its checkpoints).", targets=(VERTEX,))
     # Verification and deployment.
-    _p("max_rmse", float, 10.0, checks.dollars, "the largest test RMSE in dollars that may be deployed."),
+    max_rmse: float = row(10.0, checks.dollars, "the largest test RMSE in dollars that may be deployed.")
     # The deploy decision against the served model, on the same test rows (components/impl/gate.py; docs/pipeline.md says why).
-    _p("min_improvement", float, 0.01, checks.non_negative_dollars,
-       "the least test-RMSE gain in dollars over the served model, on the same rows, for a candidate to replace it."),
-    _p("require_significant", bool, True, checks.boolean,
+    min_improvement: float = row(0.01, checks.non_negative_dollars,
+       "the least test-RMSE gain in dollars over the served model, on the same rows, for a candidate to replace it.")
+    require_significant: bool = row(True, checks.boolean,
        "replace the served model only when the paired bootstrap's 95% interval of the RMSE difference lies below zero "
-       "(better beyond the noise of the test rows)."),
-    _p("max_slice_regression", float, 0.1, checks.unit_fraction,
+       "(better beyond the noise of the test rows).")
+    max_slice_regression: float = row(0.1, checks.unit_fraction,
        "refuse a candidate whose RMSE on any slice (distance band, airport, passengers, hour, weekday) of at least "
-       "min_slice_rows trips is worse than the served model's by more than this fraction."),
-    _p("min_slice_rows", int, 200, checks.non_negative_int, "the fewest test trips a slice needs to count in max_slice_regression."),
-    _p("allow_signature_change", bool, False, checks.boolean,
+       "min_slice_rows trips is worse than the served model's by more than this fraction.")
+    min_slice_rows: int = row(200, checks.non_negative_int, "the fewest test trips a slice needs to count in max_slice_regression.")
+    allow_signature_change: bool = row(False, checks.boolean,
        "deploy a model whose serving signature (inputs, outputs) differs from the served one, replacing the contract its "
-       "callers use; recorded with the version. Without it such a model is refused (or use a new model_name)."),
-    _p("require_beat_baseline", bool, False, checks.boolean,
+       "callers use; recorded with the version. Without it such a model is refused (or use a new model_name).")
+    require_beat_baseline: bool = row(False, checks.boolean,
        "refuse a model whose test RMSE is not below that of gradient-boosted trees (scikit-learn, 15 plain features) "
-       "trained on the run's train split; off: the trees' RMSE is reported beside the model's."),
-    _p("serving_root", str, "", checks.text, "the directory of TF-Serving model base paths that deploy publishes into.",
-       targets=(LOCAL,), run_flag=False),
-    _p("model_name", str, layout.MODEL_NAME, checks.model_name, "the served model's name (a directory under serving_root).",
-       targets=(LOCAL,)),
-    _p("infra_validation", bool, True, checks.boolean,
-       "serve the candidate in its own process and check its REST and gRPC answers before blessing it.", targets=(LOCAL,)),
-    _p("deploy_mode", str, checks.REPLACE, checks.deploy_mode,
+       "trained on the run's train split; off: the trees' RMSE is reported beside the model's.")
+    serving_root: str = row("", checks.text, "the directory of TF-Serving model base paths that deploy publishes into.",
+       targets=(LOCAL,), run_flag=False)
+    model_name: str = row(layout.MODEL_NAME, checks.model_name, "the served model's name (a directory under serving_root).",
+       targets=(LOCAL,))
+    infra_validation: bool = row(True, checks.boolean,
+       "serve the candidate in its own process and check its REST and gRPC answers before blessing it.", targets=(LOCAL,))
+    deploy_mode: str = row(checks.REPLACE, checks.deploy_mode,
        "'replace' moves the default route to the new version; 'canary' publishes it under the canary label and leaves "
-       "stable where it is (promote with `taxifare label --model-base-path P stable=N`).", targets=(LOCAL,)),
-    _p("model_display_name", str, "taxifare", checks.display_name,
-       "the Vertex model: a new version of it when it exists, else a new model.", targets=(VERTEX,)),
-    _p("endpoint_display_name", str, "taxifare", checks.display_name, "the Vertex endpoint: used when it exists, else created.",
-       targets=(VERTEX,)),
-    _p("deploy_machine_type", str, "n1-standard-2", checks.machine_type, "machine type of the serving replicas.", targets=(VERTEX,)),
-    _p("min_replicas", int, 1, checks.positive_int, "least serving replicas.", targets=(VERTEX,)),
-    _p("max_replicas", int, 2, checks.positive_int, "most serving replicas.", targets=(VERTEX,)),
-    _p("traffic_percentage", int, 100, checks.percentage,
-       "share of the endpoint's traffic the new version takes (the rest stays where it was).", targets=(VERTEX,)),
-    _p("request_logging_sampling_rate", float, 0.0, checks.unit_fraction,
+       "stable where it is (promote with `taxifare label --model-base-path P stable=N`).", targets=(LOCAL,))
+    model_display_name: str = row("taxifare", checks.display_name,
+       "the Vertex model: a new version of it when it exists, else a new model.", targets=(VERTEX,))
+    endpoint_display_name: str = row("taxifare", checks.display_name, "the Vertex endpoint: used when it exists, else created.",
+       targets=(VERTEX,))
+    deploy_machine_type: str = row("n1-standard-2", checks.machine_type, "machine type of the serving replicas.", targets=(VERTEX,))
+    min_replicas: int = row(1, checks.positive_int, "least serving replicas.", targets=(VERTEX,))
+    max_replicas: int = row(2, checks.positive_int, "most serving replicas.", targets=(VERTEX,))
+    traffic_percentage: int = row(100, checks.percentage,
+       "share of the endpoint's traffic the new version takes (the rest stays where it was).", targets=(VERTEX,))
+    request_logging_sampling_rate: float = row(0.0, checks.unit_fraction,
        "share of the endpoint's online predictions Vertex AI logs to BigQuery (request-response logging, set after deploy); "
-       "0 leaves the endpoint's logging as it is (off for a new endpoint).", targets=(VERTEX,)),
-    _p("request_logging_bigquery", str, "", checks.bigquery_destination,
+       "0 leaves the endpoint's logging as it is (off for a new endpoint).", targets=(VERTEX,))
+    request_logging_bigquery: str = row("", checks.bigquery_destination,
        "where request-response logging writes: bq://PROJECT[.DATASET[.TABLE]]; empty for a new dataset "
-       "logging_<endpoint>_<id> in the run's project.", targets=(VERTEX,)),
-    _p("batch_source", str, "", checks.text,
+       "logging_<endpoint>_<id> in the run's project.", targets=(VERTEX,))
+    batch_source: str = row("", checks.text,
        "trips to score with the version just deployed (or the served one) as the last step; empty to skip. Locally CSV or "
        "JSON-lines files (a glob, globs separated by commas; local or gs://); on Vertex gs:// JSON-lines files separated by "
-       "commas or one bq://PROJECT.DATASET.TABLE (see docs/batch.md)."),
-    _p("batch_machine_type", str, "n1-standard-2", checks.machine_type, "machine type of the batch prediction job's replicas.",
-       targets=(VERTEX,)),
-    _p("batch_starting_replica_count", int, 1, checks.positive_int, "replicas the batch prediction job starts with.",
-       targets=(VERTEX,)),
-    _p("batch_max_replica_count", int, 2, checks.positive_int, "most replicas of the batch prediction job.", targets=(VERTEX,)),
+       "commas or one bq://PROJECT.DATASET.TABLE (see docs/batch.md).")
+    batch_machine_type: str = row("n1-standard-2", checks.machine_type, "machine type of the batch prediction job's replicas.",
+       targets=(VERTEX,))
+    batch_starting_replica_count: int = row(1, checks.positive_int, "replicas the batch prediction job starts with.",
+       targets=(VERTEX,))
+    batch_max_replica_count: int = row(2, checks.positive_int, "most replicas of the batch prediction job.", targets=(VERTEX,))
     # Word when a run ends.
-    _p("notify_webhook", str, "", checks.webhook_url,
+    notify_webhook: str = row("", checks.webhook_url,
        "a URL that receives each run's outcome as a JSON POST (status, failed step, its log tail; Slack-style 'text'); "
-       "empty for none."),
-    _p("notify_emails", list, [], checks.email_recipients,
+       "empty for none.")
+    notify_emails: list[str] = row([], checks.email_recipients,  # noqa: RUF009 - row() gives a default_factory field
        "up to three addresses Vertex AI e-mails each run's final status to (VertexNotificationEmailOp as the exit task "
        "around the whole run); a parameter of the template compiled with the e-mail handler only "
        "(`taxifare submit --notify-email`, `taxifare compile --target vertex-email`).",
-       targets=(VERTEX,), in_pipeline=False),
-)  # fmt: skip
+       targets=(VERTEX,), in_pipeline=False)
+
+# fmt: on
+
+
+def _parameter(field: dataclasses.Field[Any], hint: Any) -> Parameter:
+    meta: _Row = field.metadata["row"]
+    factory: Any = field.default_factory
+    default = field.default if factory is dataclasses.MISSING else factory()  # a list's default comes from its factory
+    return Parameter(
+        field.name,
+        typing.get_origin(hint) or hint,  # list[str] -> list, the type kfp reads
+        default,
+        meta.help,
+        meta.check,
+        vertex_default=meta.vertex_default,
+        targets=meta.targets,
+        in_pipeline=meta.in_pipeline,
+        run_flag=meta.run_flag,
+    )
+
+
+_HINTS = typing.get_type_hints(Parameters)
+PARAMETERS: tuple[Parameter, ...] = tuple(_parameter(f, _HINTS[f.name]) for f in dataclasses.fields(Parameters))
 BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
+
+
+@dataclasses.dataclass(frozen=True)
+class NotInPipeline:
+    """What a pipeline body sees for a parameter its pipeline does not take (kfp refuses it as a step input)."""
+
+    name: str
+    target: str
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: not a parameter of the {self.target} pipeline>"
 
 
 def for_target(target: str, *, pipeline_only: bool = True) -> list[Parameter]:
@@ -243,23 +310,31 @@ def docstring(summary: str, target: str, extra: Iterable[str] = ()) -> str:
 
 
 def pipeline_function(
-    body: Callable[[dict[str, Any]], None], *, target: str, name: str, summary: str, extra: tuple[str, ...] = ()
+    body: Callable[[Parameters], None], *, target: str, name: str, summary: str, extra: tuple[str, ...] = ()
 ) -> Callable[..., None]:
-    """A function with the ``target`` pipeline's signature and docstring that calls ``body(params)``.
+    """A function with the ``target`` pipeline's signature and docstring that calls ``body(Parameters(...))``.
 
     ``@dsl.pipeline`` reads the parameters from the signature and their descriptions from the
-    docstring, then calls the function with one channel per parameter (positionally). ``extra``
-    names rows that are not parameters of the plain pipeline but of this variant (``notify_emails``).
+    docstring, then calls the function with one channel per parameter (positionally); ``body``
+    gets them as the attributes of one :class:`Parameters` (:class:`NotInPipeline` for the
+    others). ``extra`` names rows that are not parameters of the plain pipeline but of this
+    variant (``notify_emails``).
     """
     names = [p.name for p in _with_extra(target, extra)]
 
     def pipeline_func(*args: Any, **kwargs: Any) -> None:
-        body({**dict(zip(names, args, strict=False)), **kwargs})
+        given = {**dict(zip(names, args, strict=False)), **kwargs}
+        body(Parameters(**{p.name: given.get(p.name, NotInPipeline(p.name, target)) for p in PARAMETERS}))
 
     pipeline_func.__signature__ = signature(target, extra)  # type: ignore[attr-defined]
     pipeline_func.__doc__ = docstring(summary, target, extra)
     pipeline_func.__name__ = pipeline_func.__qualname__ = name.replace("-", "_")
     return pipeline_func
+
+
+def arguments(p: Parameters, target: str) -> dict[str, object]:
+    """The ``target`` pipeline's parameters of ``p`` by name: how a body hands them all on to a sub-pipeline."""
+    return {param.name: getattr(p, param.name) for param in for_target(target)}
 
 
 def _coerce(param: Parameter, value: Any) -> Any:

@@ -7,9 +7,8 @@ description in :mod:`pipeline.parameters`), and nothing reads the environment. R
 with the Vertex variant is in :mod:`pipeline.dag`.
 """
 
-from typing import Any
-
 from kfp import dsl
+from kfp.components import BaseComponent
 
 from components.batch_predict import batch_predict
 from components.check_drift import check_drift
@@ -22,6 +21,7 @@ from components.tune import tune
 from components.verify_export import verify_export
 from pipeline import dag, parameters
 from pipeline.dag import with_image
+from pipeline.parameters import Parameters
 
 __all__ = ["PIPELINE_NAME", "STEPS", "create_pipeline", "with_image"]
 
@@ -29,7 +29,7 @@ PIPELINE_NAME = "taxifare"
 STEPS = ("stage-data", "check-drift", "smoke-train", "tune", "full-train", "verify-export", "deploy", "batch-predict")
 
 
-def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> Any:
+def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> BaseComponent:
     """Build the pipeline function whose steps run in ``image``.
 
     Args:
@@ -43,53 +43,52 @@ def create_pipeline(image: str = DEFAULT_IMAGE, name: str = PIPELINE_NAME) -> An
         with_image(c, image) for c in (stage_data, check_drift, smoke_train, tune, full_train, verify_export, deploy, batch_predict)
     )
 
-    def steps(p: dict[str, Any]) -> None:
+    def steps(p: Parameters) -> None:
         stage, smoke = dag.stage_and_smoke(
             stage_op,
             smoke_op,
             p,
-            scheduled_time=p["scheduled_time"],
-            bigquery_project=p["bigquery_project"],
+            scheduled_time=p.scheduled_time,
+            bigquery_project=p.bigquery_project,
             drift_op=drift_op,
-            drift_inputs={"serving_root": p["serving_root"], "model_name": p["model_name"], "deployed_stats_uri": ""},
+            serving_root=p.serving_root,
+            model_name=p.model_name,
+            deployed_stats_uri="",
         )
         tuned = dag.tuned_locally(tune_op, stage, smoke, p)
-        train = (
-            train_op(**dag.train_inputs(stage, p, tuned))
-            .set_display_name("Full training")
-            .after(smoke)
-            .set_retry(num_retries=2, backoff_duration="10s")
-        )
+        train = dag.full_training(train_op, stage, p, tuned)
+        train.set_display_name("Full training").after(smoke).set_retry(num_retries=2, backoff_duration="10s")
         verify = dag.verify(
             verify_op,
             stage,
             train,
             p,
-            serving_root=p["serving_root"],
-            model_name=p["model_name"],
-            infra_validation=p["infra_validation"],
+            serving_root=p.serving_root,
+            model_name=p.model_name,
+            infra_validation=p.infra_validation,
             deployed_model_uri="",
             deployed_rmse=-1.0,
         )
-        served = {"serving_root": p["serving_root"], "model_name": p["model_name"]}
         with dag.blessed(verify):
             deployed = (
                 deploy_op(
                     model=train.outputs["model"],
                     train_data=stage.outputs["train_data"],
                     test_data=stage.outputs["test_data"],
-                    serving_root=p["serving_root"],
-                    model_name=p["model_name"],
+                    serving_root=p.serving_root,
+                    model_name=p.model_name,
                     verification=verify.outputs["metrics"],
                     run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                    deploy_mode=p["deploy_mode"],
+                    deploy_mode=p.deploy_mode,
                 )
                 .set_display_name("Deploy")
                 .set_caching_options(False)  # a side effect: never skipped by the cache
             )
-            dag.batch_scoring(batch_op, p, name="batch-deployed", deployed_path=deployed.output, **served)
+            dag.batch_scoring(
+                batch_op, p, name="batch-deployed", deployed_path=deployed.output, serving_root=p.serving_root, model_name=p.model_name
+            )
         with dsl.Else(name="not-blessed"):
-            dag.batch_scoring(batch_op, p, name="batch-served", deployed_path="", **served)
+            dag.batch_scoring(batch_op, p, name="batch-served", deployed_path="", serving_root=p.serving_root, model_name=p.model_name)
 
     description = "Stage NYC taxi trips, smoke-train, train, verify the export and deploy it when it is better."
     return dag.pipeline(

@@ -28,7 +28,6 @@ location placeholders, resolved by Vertex when the run starts.
 
 import json
 import warnings
-from typing import Any
 
 from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
 from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
@@ -36,10 +35,13 @@ from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, Model
 from google_cloud_pipeline_components.v1.hyperparameter_tuning_job import HyperparameterTuningJobRunOp
 from google_cloud_pipeline_components.v1.model import ModelUploadOp
 from kfp import dsl
+from kfp.components import BaseComponent
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.check_drift import check_drift
 from components.common import DEFAULT_IMAGE
 from components.full_train import full_train
+from components.impl.contracts import Hyperparameters
 from components.smoke_train import smoke_train
 from components.stage_data import stage_data
 from components.tune import best_trial, tune, tuning_job_spec
@@ -48,6 +50,7 @@ from components.vertex_batch import batch_inputs, served_model
 from components.vertex_steps import enable_request_logging, lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
+from pipeline.parameters import Parameters
 
 with warnings.catch_warnings():
     # ModelImportEvaluationOp is public under preview (the v1 evaluation pipelines import it from there too); that
@@ -66,7 +69,7 @@ LOCATION = "{{$.pipeline_google_cloud_location}}"
 
 def create_vertex_pipeline(
     image: str = DEFAULT_IMAGE, serving_image: str | None = None, name: str = PIPELINE_NAME, *, email: bool = False
-) -> Any:
+) -> BaseComponent:
     """Build the Vertex pipeline function whose steps run in ``image``.
 
     Args:
@@ -83,13 +86,13 @@ def create_vertex_pipeline(
     train_job_op = create_custom_training_job_from_component(with_image(full_train, image), display_name="taxifare-full-train")
     pools_template = json.dumps(train_job_op.component_spec.inputs["worker_pool_specs"].default)
 
-    def steps(p: dict[str, Any]) -> None:
+    def steps(p: Parameters) -> None:
         lookup = with_image(lookup_deployment, image)(
             project=PROJECT,
             location=LOCATION,
-            model_display_name=p["model_display_name"],
-            endpoint_display_name=p["endpoint_display_name"],
-            traffic_percentage=p["traffic_percentage"],
+            model_display_name=p.model_display_name,
+            endpoint_display_name=p.endpoint_display_name,
+            traffic_percentage=p.traffic_percentage,
         ).set_display_name("Find deployed model")
         lookup.set_caching_options(False)
         stage, smoke = dag.stage_and_smoke(
@@ -100,11 +103,9 @@ def create_vertex_pipeline(
             bigquery_project=PROJECT,
             drift_op=with_image(check_drift, image),
             # the deployed model's artifact folder holds the training statistics full_train wrote into the SavedModel folder
-            drift_inputs={
-                "serving_root": "",
-                "model_name": p["model_display_name"],
-                "deployed_stats_uri": lookup.outputs["deployed_model_uri"],
-            },
+            serving_root="",
+            model_name=p.model_display_name,
+            deployed_stats_uri=lookup.outputs["deployed_model_uri"],
         )
         tuned = _tuned(image, stage, smoke, p)
         train = _train_job(train_job_op, with_image(training_worker_pools, image), pools_template, stage, p, tuned).after(smoke)
@@ -114,7 +115,7 @@ def create_vertex_pipeline(
             train,
             p,
             serving_root="",
-            model_name=p["model_display_name"],
+            model_name=p.model_display_name,
             infra_validation=True,
             deployed_model_uri=lookup.outputs["deployed_model_uri"],
             deployed_rmse=lookup.outputs["deployed_rmse"],
@@ -124,7 +125,7 @@ def create_vertex_pipeline(
             recheck = with_image(recheck_deployment, image)(
                 project=PROJECT,
                 location=LOCATION,
-                endpoint_display_name=p["endpoint_display_name"],
+                endpoint_display_name=p.endpoint_display_name,
                 deployed_model_uri=lookup.outputs["deployed_model_uri"],
                 verification=verify.outputs["metrics"],
             ).set_display_name("Recheck deployed model")
@@ -139,18 +140,18 @@ def create_vertex_pipeline(
     return dag.pipeline(steps, image=image, target=parameters.VERTEX, name=name, summary=summary, description=description)
 
 
-def _tuned(image: str, stage: Any, smoke: Any, p: dict[str, Any]) -> dict[str, Any]:
+def _tuned(image: str, stage: dsl.PipelineTask, smoke: dsl.PipelineTask, p: Parameters) -> Hyperparameters:
     """With tuning_trials > 0, a Vertex hyperparameter tuning job of the trainer's image and its best trial; else the given set."""
-    with dsl.If(p["tuning_trials"] > 0, name="tuning"):
+    with dsl.If(p.tuning_trials > 0, name="tuning"):
         spec = (
             with_image(tuning_job_spec, image)(
                 **dag.splits(stage),
                 image=image,
-                machine_type=p["machine_type"],
-                tuning_trials=p["tuning_trials"],
-                tuning_space=p["tuning_space"],
-                train_steps=p["train_steps"],
-                seed=p["seed"],
+                machine_type=p.machine_type,
+                tuning_trials=p.tuning_trials,
+                tuning_space=p.tuning_space,
+                train_steps=p.train_steps,
+                seed=p.seed,
             )
             .set_display_name("Tuning job spec")
             .after(smoke)
@@ -161,40 +162,62 @@ def _tuned(image: str, stage: Any, smoke: Any, p: dict[str, Any]) -> dict[str, A
             worker_pool_specs=spec.outputs["worker_pool_specs"],
             study_spec_metrics=spec.outputs["study_spec_metrics"],
             study_spec_parameters=spec.outputs["study_spec_parameters"],
-            max_trial_count=p["tuning_trials"],
-            parallel_trial_count=p["tuning_parallel_trials"],
-            service_account=p["training_service_account"],
+            max_trial_count=p.tuning_trials,
+            parallel_trial_count=p.tuning_parallel_trials,
+            service_account=p.training_service_account,
             project=PROJECT,
             location=LOCATION,
         ).set_display_name("Tune (Vertex hyperparameter tuning job)")
         best = with_image(best_trial, image)(gcp_resources=job.outputs["gcp_resources"]).set_display_name("Best trial")
     with dsl.Else(name="no-tuning"):
         given = dag.tuned_locally(with_image(tune, image), stage, smoke, p)  # tuning_trials is 0 here: passes the given set through
-    return {name: dsl.OneOf(best.outputs[name], given[name]) for name in dag.TUNED}
+    return Hyperparameters(
+        hidden_units=dsl.OneOf(best.outputs["hidden_units"], given.hidden_units),
+        learning_rate=dsl.OneOf(best.outputs["learning_rate"], given.learning_rate),
+        batch_size=dsl.OneOf(best.outputs["batch_size"], given.batch_size),
+    )
 
 
-def _train_job(train_job_op: Any, pools_op: Any, pools_template: str, stage: Any, p: dict[str, Any], tuned: dict[str, Any]) -> Any:
+def _train_job(
+    train_job_op: BaseComponent,
+    pools_op: BaseComponent,
+    pools_template: str,
+    stage: dsl.PipelineTask,
+    p: Parameters,
+    tuned: Hyperparameters,
+) -> dsl.PipelineTask:
     """The worker pools for this run's machine settings, and full_train as a Vertex custom job on them."""
     pools = pools_op(
         template=pools_template,
-        machine_type=p["machine_type"],
-        accelerator_type=p["accelerator_type"],
-        accelerator_count=p["accelerator_count"],
-        replica_count=p["replica_count"],
+        machine_type=p.machine_type,
+        accelerator_type=p.accelerator_type,
+        accelerator_count=p.accelerator_count,
+        replica_count=p.replica_count,
     ).set_display_name("Training machines")
-    return train_job_op(
-        **dag.train_inputs(stage, p, tuned),
+    return dag.full_training(
+        train_job_op,
+        stage,
+        p,
+        tuned,
         worker_pool_specs=pools.output,
-        service_account=p["training_service_account"],
-        tensorboard=p["tensorboard"],
-        restart_job_on_worker_restart=p["restart_job_on_worker_restart"],
+        service_account=p.training_service_account,
+        tensorboard=p.tensorboard,
+        restart_job_on_worker_restart=p.restart_job_on_worker_restart,
         base_output_directory=dsl.PIPELINE_ROOT_PLACEHOLDER,
         project=PROJECT,
         location=LOCATION,
     ).set_display_name("Full training (Vertex custom job)")
 
 
-def _publish(image: str, serving_image: str, stage: Any, train: Any, verify: Any, lookup: Any, p: dict[str, Any]) -> Any:
+def _publish(
+    image: str,
+    serving_image: str,
+    stage: dsl.PipelineTask,
+    train: dsl.PipelineTask,
+    verify: dsl.PipelineTask,
+    lookup: dsl.PipelineTask,
+    p: Parameters,
+) -> PipelineChannel:
     """Prepare, upload (with verify_export's evaluation imported into the version) and deploy the candidate; the uploaded model."""
     prepared = with_image(prepare_upload, image)(
         model=train.outputs["model"],
@@ -210,12 +233,12 @@ def _publish(image: str, serving_image: str, stage: Any, train: Any, verify: Any
     return model
 
 
-def _upload(prepared: Any, lookup: Any, p: dict[str, Any]) -> Any:
+def _upload(prepared: dsl.PipelineTask, lookup: dsl.PipelineTask, p: Parameters) -> PipelineChannel:
     """Upload the model: a new version of the existing model, or a new model. Returns the uploaded model."""
     upload_args = {
         "project": PROJECT,
         "location": LOCATION,
-        "display_name": p["model_display_name"],
+        "display_name": p.model_display_name,
         "unmanaged_container_model": prepared.outputs["unmanaged_model"],
         "labels": prepared.outputs["Output"],
     }
@@ -226,14 +249,14 @@ def _upload(prepared: Any, lookup: Any, p: dict[str, Any]) -> Any:
     return dsl.OneOf(as_version.outputs["model"], as_model.outputs["model"])
 
 
-def _deploy(model: Any, lookup: Any, p: dict[str, Any], logging_op: Any) -> None:
+def _deploy(model: PipelineChannel, lookup: dsl.PipelineTask, p: Parameters, logging_op: BaseComponent) -> None:
     """Deploy ``model`` to the existing endpoint (its traffic split adjusted) or to a new one; then its request logging, if asked."""
     deploy_args = {
         "model": model,
-        "deployed_model_display_name": p["model_display_name"],
-        "dedicated_resources_machine_type": p["deploy_machine_type"],
-        "dedicated_resources_min_replica_count": p["min_replicas"],
-        "dedicated_resources_max_replica_count": p["max_replicas"],
+        "deployed_model_display_name": p.model_display_name,
+        "dedicated_resources_machine_type": p.deploy_machine_type,
+        "dedicated_resources_min_replica_count": p.min_replicas,
+        "dedicated_resources_max_replica_count": p.max_replicas,
     }
     with dsl.If(lookup.outputs["has_endpoint"] == "true", name="existing-endpoint"):
         deployed = ModelDeployOp(
@@ -241,7 +264,7 @@ def _deploy(model: Any, lookup: Any, p: dict[str, Any], logging_op: Any) -> None
         ).set_display_name("Deploy to endpoint")
         _request_logging(logging_op, lookup.outputs["endpoint"], deployed, p)
     with dsl.Else(name="new-endpoint"):
-        created = EndpointCreateOp(project=PROJECT, location=LOCATION, display_name=p["endpoint_display_name"]).set_display_name(
+        created = EndpointCreateOp(project=PROJECT, location=LOCATION, display_name=p.endpoint_display_name).set_display_name(
             "Create endpoint"
         )
         deployed = ModelDeployOp(**deploy_args, endpoint=created.outputs["endpoint"], traffic_split={"0": 100}).set_display_name(
@@ -250,38 +273,38 @@ def _deploy(model: Any, lookup: Any, p: dict[str, Any], logging_op: Any) -> None
         _request_logging(logging_op, created.outputs["endpoint"], deployed, p)
 
 
-def _request_logging(logging_op: Any, endpoint: Any, deployed: Any, p: dict[str, Any]) -> None:
+def _request_logging(logging_op: BaseComponent, endpoint: PipelineChannel, deployed: dsl.PipelineTask, p: Parameters) -> None:
     """With request_logging_sampling_rate > 0, turn on the endpoint's request-response logging once the deploy is done."""
-    with dsl.If(p["request_logging_sampling_rate"] > 0, name="request-logging"):
+    with dsl.If(p.request_logging_sampling_rate > 0, name="request-logging"):
         logging_op(
             project=PROJECT,
             location=LOCATION,
             endpoint=endpoint,
-            sampling_rate=p["request_logging_sampling_rate"],
-            bigquery_destination=p["request_logging_bigquery"],
+            request_logging_sampling_rate=p.request_logging_sampling_rate,
+            request_logging_bigquery=p.request_logging_bigquery,
         ).set_display_name("Request-response logging").set_caching_options(False).after(deployed)
 
 
-def _batch_with_served_model(image: str, p: dict[str, Any]) -> None:
+def _batch_with_served_model(image: str, p: Parameters) -> None:
     """When the run's model is not blessed (the Else of the blessed group): batch prediction with the version the endpoint serves."""
-    with dsl.Else(name="not-blessed"), dsl.If(p["batch_source"] != "", name="batch-served"):
+    with dsl.Else(name="not-blessed"), dsl.If(p.batch_source != "", name="batch-served"):
         served = with_image(served_model, image)(
-            project=PROJECT, location=LOCATION, endpoint_display_name=p["endpoint_display_name"]
+            project=PROJECT, location=LOCATION, endpoint_display_name=p.endpoint_display_name
         ).set_display_name("Find served model")
         served.set_caching_options(False)
         _batch_predict(image, served.outputs["model"], p)
 
 
-def _batch_predict(image: str, model: Any, p: dict[str, Any], name: str | None = None) -> None:
+def _batch_predict(image: str, model: PipelineChannel, p: Parameters, name: str | None = None) -> None:
     """The optional last step: a Vertex AI BatchPredictionJob of ``batch_source`` with ``model``, under the pipeline root.
 
     With ``name``, inside a condition group of that name that runs it only when ``batch_source`` is set.
     """
     if name is not None:
-        with dsl.If(p["batch_source"] != "", name=name):
+        with dsl.If(p.batch_source != "", name=name):
             _batch_predict(image, model, p)
         return
-    source = with_image(batch_inputs, image)(batch_source=p["batch_source"]).set_display_name("Batch source")
+    source = with_image(batch_inputs, image)(batch_source=p.batch_source).set_display_name("Batch source")
     ModelBatchPredictOp(
         project=PROJECT,
         location=LOCATION,
@@ -295,13 +318,13 @@ def _batch_predict(image: str, model: Any, p: dict[str, Any], name: str | None =
         excluded_fields=source.outputs["excluded_fields"],
         predictions_format="jsonl",
         gcs_destination_output_uri_prefix=dsl.PIPELINE_ROOT_PLACEHOLDER,
-        machine_type=p["batch_machine_type"],
-        starting_replica_count=p["batch_starting_replica_count"],
-        max_replica_count=p["batch_max_replica_count"],
+        machine_type=p.batch_machine_type,
+        starting_replica_count=p.batch_starting_replica_count,
+        max_replica_count=p.batch_max_replica_count,
     ).set_display_name("Batch predict (Vertex batch prediction job)")
 
 
-def with_email_notification(steps_pipeline: Any, name: str) -> Any:
+def with_email_notification(steps_pipeline: BaseComponent, name: str) -> BaseComponent:
     """The Vertex pipeline as a sub-pipeline inside an exit handler whose exit task is ``VertexNotificationEmailOp``.
 
     kfp allows one exit handler per pipeline level, and the plain pipeline's is run_summary (the
@@ -312,12 +335,10 @@ def with_email_notification(steps_pipeline: Any, name: str) -> Any:
     """
     from google_cloud_pipeline_components.v1.vertex_notification_email import VertexNotificationEmailOp
 
-    names = [p.name for p in parameters.for_target(parameters.VERTEX)]
-
-    def body(p: dict[str, Any]) -> None:
-        notify = VertexNotificationEmailOp(recipients=p["notify_emails"]).set_display_name("E-mail the run's status")
+    def body(p: Parameters) -> None:
+        notify = VertexNotificationEmailOp(recipients=p.notify_emails).set_display_name("E-mail the run's status")
         with dsl.ExitHandler(notify, name="notify-email"):
-            steps_pipeline(**{n: p[n] for n in names}).set_display_name("taxifare")
+            steps_pipeline(**parameters.arguments(p, parameters.VERTEX)).set_display_name("taxifare")
 
     summary = "Train on Vertex AI and deploy the taxi-fare model; e-mail the run's final status."
     func = parameters.pipeline_function(

@@ -55,7 +55,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, small_data: dict[str
         eval_data_paths=str(small_data["valid"]),
         output_dir=str(out),
         train_steps=300,
-        train_batch_size=128,
+        batch_size=128,
         seed=1,
     )
     return train_and_evaluate(config, progress=lambda line: None)

@@ -138,7 +138,16 @@ def staged(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, staged):
     out = tmp_path_factory.mktemp("train")
-    return full_train.train(staged["train"], staged["eval"], str(out), Hyperparameters("64,32", 0.003, 128), steps=200, seed=1), str(out)
+    return full_train.train(
+        staged["train"],
+        staged["eval"],
+        str(out),
+        Hyperparameters("64,32", 0.003, 128),
+        train_steps=200,
+        seed=1,
+        eval_steps=None,
+        step_name="full_train",
+    ), str(out)
 
 
 def test_train_step_function_exports_and_reports(trained):

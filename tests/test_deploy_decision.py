@@ -136,9 +136,7 @@ def datetime_candidate(tmp_path_factory, real_train):
     data = Path(real_train).parent
     train = root / "train.csv"
     train.write_text("".join((data / "taxi-datetime-train.csv").read_text().splitlines(keepends=True)[:2000]))
-    config = TrainConfig(
-        str(train), str(data / "taxi-datetime-valid.csv"), str(root / "out"), train_steps=300, train_batch_size=128, seed=3
-    )
+    config = TrainConfig(str(train), str(data / "taxi-datetime-valid.csv"), str(root / "out"), train_steps=300, batch_size=128, seed=3)
     result = train_and_evaluate(config, progress=lambda line: None)
     test = root / "test"
     test.mkdir()

@@ -67,7 +67,7 @@ def test_export_round_trip_in_a_fresh_process(trained_model):
 def test_datetime_variant_trains_and_exports_with_the_timestamp_input(tmp_path):
     data = synthetic.generate(3000, str(tmp_path / "data"), seed=2, variant=Variant.DATETIME)
     result = train_and_evaluate(
-        TrainConfig(data.paths["train"], data.paths["valid"], str(tmp_path / "out"), train_steps=50, train_batch_size=64, seed=0),
+        TrainConfig(data.paths["train"], data.paths["valid"], str(tmp_path / "out"), train_steps=50, batch_size=64, seed=0),
         progress=lambda line: None,
     )
     assert result.variant is Variant.DATETIME
@@ -239,7 +239,7 @@ def test_best_checkpoint_is_exported_and_early_stopping_stops(tmp_path, small_da
     from components.impl.verify_export import read_loss_curve
 
     config = TrainConfig(
-        str(small_data["train"]), str(small_data["valid"]), str(tmp_path), train_steps=5000, train_batch_size=64,
+        str(small_data["train"]), str(small_data["valid"]), str(tmp_path), train_steps=5000, batch_size=64,
         learning_rate=0.03, steps_per_loop=10, eval_every_steps=10, early_stopping_patience=3, seed=2,
     )  # fmt: skip
     result = train_and_evaluate(config, progress=lambda line: None)

@@ -107,7 +107,7 @@ def test_vertex_study_and_pool_make_a_valid_tuning_job_request():
         "europe-docker.pkg.dev/p/r/taxifare:1",
         "gs://b/run/stage/train_data",
         "gs://b/run/stage/eval_data",
-        steps=200,
+        train_steps=200,
         seed=3,
         machine_type="n1-standard-4",
     )
@@ -121,7 +121,7 @@ def test_vertex_study_and_pool_make_a_valid_tuning_job_request():
         }
     )
     params = {p.parameter_id: p for p in job.study_spec.parameters}
-    assert set(params) == {"hidden_units", "learning_rate", "train_batch_size"}  # the trainer's own flags
+    assert set(params) == {"hidden_units", "learning_rate", "batch_size"}  # the trainer's own flags
     assert list(params["hidden_units"].categorical_value_spec.values) == ["32,16", "64,32", "128,64", "256,128,64"]
     assert params["learning_rate"].scale_type == aiplatform_v1.StudySpec.ParameterSpec.ScaleType.UNIT_LOG_SCALE
     assert job.study_spec.metrics[0].metric_id == "rmse"
@@ -135,9 +135,11 @@ def test_trainer_takes_the_values_as_the_tuning_service_passes_them():
     from trainer.task import build_parser
 
     args = build_parser().parse_args(
-        ["--train_data_paths", "a", "--eval_data_paths", "b", "--output_dir", "o", "--hidden_units=128,64", "--train_batch_size=256"]
+        ["--train_data_paths", "a", "--eval_data_paths", "b", "--output_dir", "o", "--hidden_units=128,64", "--batch_size=256"]
     )
-    assert [u for group in args.hidden_units for u in group] == [128, 64] and args.train_batch_size == 256
+    assert [u for group in args.hidden_units for u in group] == [128, 64] and args.batch_size == 256
+    lab = build_parser().parse_args(["--train_data_paths", "a", "--eval_data_paths", "b", "--train_batch_size", "128"])
+    assert lab.batch_size == 128  # the lab's spelling of the same flag
 
 
 def test_best_of_vertex_trials():
@@ -148,7 +150,7 @@ def test_best_of_vertex_trials():
             "parameters": [
                 {"parameter_id": "hidden_units", "value": units},
                 {"parameter_id": "learning_rate", "value": rate},
-                {"parameter_id": "train_batch_size", "value": batch},
+                {"parameter_id": "batch_size", "value": batch},
             ],
         }
         if rmse is not None:
@@ -211,7 +213,7 @@ def test_best_trial_reads_the_tuning_job_from_a_vertex_job_service_on_loopback()
 
     name = "projects/p/locations/europe-west4/hyperparameterTuningJobs/123"
     pools = tune.vertex_worker_pool_specs(
-        "taxifare:1", "gs://b/r/train_data", "gs://b/r/eval_data", steps=100, seed=1, machine_type="n1-standard-4"
+        "taxifare:1", "gs://b/r/train_data", "gs://b/r/eval_data", train_steps=100, seed=1, machine_type="n1-standard-4"
     )
     job = aiplatform_v1.HyperparameterTuningJob(
         {
@@ -228,7 +230,7 @@ def test_best_trial_reads_the_tuning_job_from_a_vertex_job_service_on_loopback()
                     "parameters": [
                         {"parameter_id": "hidden_units", "value": units},
                         {"parameter_id": "learning_rate", "value": rate},
-                        {"parameter_id": "train_batch_size", "value": batch},
+                        {"parameter_id": "batch_size", "value": batch},
                     ],
                     "final_measurement": {"step_count": 100, "metrics": [{"metric_id": "rmse", "value": rmse}]},
                 }

@@ -26,8 +26,8 @@ def test_the_step_turns_logging_on_and_leaves_the_traffic_alone(vertex_api, caps
         project="test-project",
         location="us-central1",
         endpoint=endpoint,
-        sampling_rate=0.25,
-        bigquery_destination="bq://test-project.logs.taxi",
+        request_logging_sampling_rate=0.25,
+        request_logging_bigquery="bq://test-project.logs.taxi",
     )
     assert out == "bq://test-project.logs.taxi"
     config = _config(vertex_api)
@@ -41,7 +41,11 @@ def test_the_step_turns_logging_on_and_leaves_the_traffic_alone(vertex_api, caps
     # no destination: the run's project, where Vertex AI creates the dataset
     assert (
         enable_request_logging.python_func(
-            project="test-project", location="us-central1", endpoint=endpoint, sampling_rate=1.0, bigquery_destination=""
+            project="test-project",
+            location="us-central1",
+            endpoint=endpoint,
+            request_logging_sampling_rate=1.0,
+            request_logging_bigquery="",
         )
         == "bq://test-project"
     )

@@ -24,7 +24,7 @@ from trainer import schema, validation
 #: 10,000 did worse (seed 1's first two folds, before the clip: $3.83 vs $3.71). The sample's
 #: 7,770 trips are fitted by then (2,000 batches of 512 are 130 passes over them).
 TRAIN_STEPS = 2000
-TRAIN_BATCH_SIZE = 512
+BATCH_SIZE = 512
 #: Without the cell cross, 0.003 reaches its best eval RMSE on the real sample by step 500-2,400
 #: and then over-fits ($4.47-$5.41 at step 5,000); 0.001 is still improving at step 5,000 and its
 #: last step is nearly as good as its best ($4.47-$4.57, seeds 1-3), so the result depends less on
@@ -41,6 +41,12 @@ CROSS_EMBEDDING_DIM = 0
 #: folds), 0.1 lowers every figure against none: RMSE $4.172 vs $4.206 (paired -0.034 ± 0.039),
 #: MAE $2.146 vs $2.159, RMSE without the largest 0.5% errors $3.025 vs $3.037.
 DROPOUT = 0.1
+#: The search space of the pipeline's tune step when its tuning_space parameter is empty (the
+#: pipeline's own default, an empty text, means this; components/impl/tune.py parses it).
+TUNING_SPACE = "hidden_units=32,16|64,32|128,64|256,128,64; learning_rate=0.0003..0.03; batch_size=128|256|512|1024"
+#: The pipeline's smoke_train (a gate, not a model to keep): small batches, a few evaluation batches.
+SMOKE_BATCH_SIZE = 64
+SMOKE_EVAL_STEPS = 5
 #: The default limit of the model-size guard (the default model has about 6,200 parameters).
 MAX_MODEL_PARAMS = 10_000_000
 #: Bytes per parameter while training: the float32 weight, its gradient and Adam's two moments.
@@ -60,7 +66,7 @@ class TrainConfig:
     eval_data_paths: str
     output_dir: str
     train_steps: int = TRAIN_STEPS
-    train_batch_size: int = TRAIN_BATCH_SIZE
+    batch_size: int = BATCH_SIZE
     eval_batch_size: int = 2048
     eval_steps: int | None = None
     hidden_units: Sequence[int] = HIDDEN_UNITS
@@ -93,7 +99,7 @@ class TrainConfig:
         """
         positive = {
             "--train_steps": self.train_steps,
-            "--train_batch_size": self.train_batch_size,
+            "--batch_size": self.batch_size,
             "--eval_batch_size": self.eval_batch_size,
             "--steps_per_loop": self.steps_per_loop,
             "--checkpoint_every_steps": self.checkpoint_every_steps,
@@ -116,8 +122,7 @@ class TrainConfig:
             raise InputError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if not math.isfinite(self.l2) or self.l2 < 0:
             raise InputError(f"--l2 must be 0 (off) or a small positive penalty such as 1e-5 (got {self.l2})")
-        if not math.isfinite(self.max_bad_fraction) or not 0 <= self.max_bad_fraction <= 1:
-            raise InputError(f"--max_bad_fraction must be between 0 and 1 (got {self.max_bad_fraction})")
+        checks.unit_fraction("--max_bad_fraction", self.max_bad_fraction)
         check_output_dir(self.output_dir)
 
 

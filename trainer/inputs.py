@@ -87,17 +87,20 @@ def make_dataset(
     batch_size: int,
     *,
     training: bool,
-    shuffle_buffer: int = 50_000,
+    shuffle_buffer: int | None = None,
     seed: int | None = None,
 ) -> tf.data.Dataset:
     """A dataset of ``(features, label)`` batches read from ``files``.
 
     Training datasets repeat forever and shuffle both the file order and the lines (in a
-    buffer of ``shuffle_buffer`` lines); evaluation datasets read every file once, in order.
+    buffer of ``shuffle_buffer`` lines, :attr:`trainer.config.TrainConfig.shuffle_buffer`); evaluation
+    datasets read every file once, in order.
     Bad rows are dropped inside each batch, so a batch may hold slightly fewer rows.
     """
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
+        if shuffle_buffer is None:
+            raise ValueError("make_dataset: a training dataset needs shuffle_buffer (TrainConfig.shuffle_buffer)")
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
     # `deterministic` only means something for a parallel interleave (TF warns otherwise).
     parallel = {"num_parallel_calls": AUTOTUNE, "deterministic": not training} if len(files) > 1 else {}

@@ -244,7 +244,7 @@ def build_run(config: TrainConfig, data: _Data, say: Callable[[str], None]) -> _
     best = BestCheckpoint(model, os.path.join(ckpt_dir, BEST_SUBDIR), config.early_stopping_patience)
 
     train_ds = inputs.make_dataset(
-        data.train_files, data.variant, config.train_batch_size, training=True, shuffle_buffer=config.shuffle_buffer, seed=config.seed
+        data.train_files, data.variant, config.batch_size, training=True, shuffle_buffer=config.shuffle_buffer, seed=config.seed
     )
     eval_ds = inputs.make_dataset(data.eval_files, data.variant, config.eval_batch_size, training=False)
     if config.eval_steps:
@@ -371,7 +371,7 @@ def collect_metrics(config: TrainConfig, data: _Data, out: _Outcome, chosen: dic
         "examples_per_second": out.seen / out.train_seconds if out.train_seconds > 0 and out.seen else 0.0,
         "train_seconds": out.train_seconds,
         "eval_seconds": out.eval_seconds,
-        "batch_size": config.train_batch_size,
+        "batch_size": config.batch_size,
         "hidden_units": list(config.hidden_units),
         "learning_rate": config.learning_rate,
         "early_stopping_patience": config.early_stopping_patience,

@@ -85,7 +85,7 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
 #: takes), with its help.
 _TRAINING_FLAGS = {
     "train_steps": "total optimizer steps, counted across restarts (default %(default)s)",
-    "train_batch_size": "examples per training step (default %(default)s)",
+    "batch_size": "examples per training step (default %(default)s; --train_batch_size is the lab's spelling)",
     "eval_steps": "evaluation batches; default: all the evaluation data",
     "eval_batch_size": "examples per evaluation batch (default %(default)s)",
     "learning_rate": "Adam learning rate (default %(default)s)",
@@ -98,6 +98,8 @@ _TRAINING_FLAGS = {
     "early_stopping_patience": "stop after this many evaluations in a row without a better eval RMSE (evaluations are "
     "--eval_every_steps apart); 0 = off (default %(default)s). Either way the best evaluation's model is exported",
 }
+#: Other spellings of a flag: the lab's --train_batch_size is --batch_size (the pipeline's and TrainConfig's name).
+_ALIASES = {"batch_size": ("--train_batch_size",)}
 #: The model flags other than --hidden_units, as :data:`_TRAINING_FLAGS`.
 _MODEL_FLAGS = {
     "embedding_dim": "embedding size of the pickup and dropoff grid cells (default %(default)s)",
@@ -118,7 +120,7 @@ def _config_flags(group: Any, d: dict[str, Any], flags: dict[str, str]) -> None:
 
     declared = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for name, text in flags.items():
-        group.add_argument(f"--{name}", type=_FLAG_TYPES[str(declared[name])], default=d[name], help=text)
+        group.add_argument(f"--{name}", *_ALIASES.get(name, ()), type=_FLAG_TYPES[str(declared[name])], default=d[name], help=text)
 
 
 def _layer_sizes(text: str) -> list[int]:
@@ -187,7 +189,7 @@ def config_from_args(args: argparse.Namespace, output_dir: str) -> TrainConfig:
         eval_data_paths=args.eval_data_paths,
         output_dir=output_dir,
         train_steps=args.train_steps,
-        train_batch_size=args.train_batch_size,
+        batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
         eval_steps=args.eval_steps,
         hidden_units=tuple(u for group in args.hidden_units for u in group),

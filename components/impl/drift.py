@@ -90,7 +90,7 @@ def check(
     serving_root: str = "",
     model_name: str = "",
     deployed_stats_uri: str = "",
-    max_drift: float = 0.0,
+    max_drift: float,
 ) -> divergence.DriftResult | None:
     """The work of the ``check_drift`` step: compare, print the step line, stop above ``max_drift``.
 

@@ -37,10 +37,10 @@ def train(
     output_dir: str,
     hyperparameters: Hyperparameters,
     *,
-    steps: int,
+    train_steps: int,
     seed: int,
-    eval_steps: int | None = None,
-    step_name: str = "full_train",
+    eval_steps: int | None,
+    step_name: str,
 ) -> dict[str, Any]:
     """Train, evaluate and export with :mod:`trainer` (the work of both training steps).
 
@@ -49,10 +49,10 @@ def train(
         eval_path: the staged eval ``Dataset`` directory.
         output_dir: checkpoints, TensorBoard logs and the export go here; a rerun resumes.
         hyperparameters: hidden layer sizes (e.g. ``"64,32"``), Adam's learning rate, examples per step.
-        steps: total optimizer steps.
+        train_steps: total optimizer steps (:attr:`trainer.config.TrainConfig.train_steps`).
         seed: random seed.
-        eval_steps: evaluation batches (default: the whole eval split).
-        step_name: the step, for the summary line.
+        eval_steps: evaluation batches (``None``: the whole eval split).
+        step_name: the step (``smoke_train``, ``full_train``), for the summary line.
 
     Returns:
         The metrics, plus ``export_dir`` and ``variant``.
@@ -71,13 +71,12 @@ def train(
         train_data_paths=data_pattern(train_path),
         eval_data_paths=data_pattern(eval_path),
         output_dir=output_dir,
-        train_steps=steps,
-        train_batch_size=hyperparameters.batch_size,
+        train_steps=train_steps,
+        batch_size=hyperparameters.batch_size,
         hidden_units=parse_hidden_units(hyperparameters.hidden_units),
         learning_rate=hyperparameters.learning_rate,
         seed=seed,
         eval_steps=eval_steps,
-        steps_per_loop=min(100, max(1, steps)),
         validate_data=False,  # stage_data validated every row
         extra_tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR") or None,  # set by Vertex custom jobs
     )

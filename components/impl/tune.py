@@ -3,7 +3,7 @@
 ``tuning_trials`` (0 = off, the default) trials, each a short training run
 (:func:`trial_steps`: a tenth of ``train_steps``, at least 50) on the staged train split,
 scored by eval RMSE on the eval split. The search space is the pipeline parameter
-``tuning_space`` (:data:`DEFAULT_SPACE` when empty), written as::
+``tuning_space`` (:data:`trainer.config.TUNING_SPACE` when empty), written as::
 
     hidden_units=32,16|64,32|128,64; learning_rate=0.0003..0.03; batch_size=128|256|512
 
@@ -27,12 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 from components.impl.contracts import Hyperparameters
+from trainer.config import TUNING_SPACE
 
-DEFAULT_SPACE = "hidden_units=32,16|64,32|128,64|256,128,64; learning_rate=0.0003..0.03; batch_size=128|256|512|1024"
 #: The metric every trial reports (the trainer's hypertune metric).
 METRIC = "rmse"
-#: The Vertex study's parameter ids are the trainer's flags (Vertex passes ``--<id>=<value>``).
-VERTEX_FLAGS = {"hidden_units": "hidden_units", "learning_rate": "learning_rate", "batch_size": "train_batch_size"}
+#: The searched hyperparameters, by their one name: the tune step's outputs, the Vertex study's
+#: parameter ids and the trainer's flags (Vertex passes ``--<id>=<value>``).
+NAMES = Hyperparameters._fields
 MIN_TRIAL_STEPS = 50
 
 
@@ -50,26 +51,27 @@ class SearchSpace:
 
 
 def parse_space(text: str) -> SearchSpace:
-    """The search space from its text form (:data:`DEFAULT_SPACE` when empty).
+    """The search space from its text form (:data:`trainer.config.TUNING_SPACE` when empty).
 
     Raises:
         InputError: one line naming the dimension that leaves no valid value, or the syntax error.
     """
+    from base import checks
     from base.errors import InputError
     from components.impl.full_train import parse_hidden_units
 
-    example = f"write it like {DEFAULT_SPACE!r}"
+    example = f"write it like {TUNING_SPACE!r}"
     given: dict[str, str] = {}
     for part in (text or "").split(";"):
         if not part.strip():
             continue
         name, sep, value = part.partition("=")
         name = name.strip()
-        if not sep or name not in ("hidden_units", "learning_rate", "batch_size"):
+        if not sep or name not in NAMES:
             raise InputError(f"tuning_space: {part.strip()!r} is not hidden_units=..., learning_rate=... or batch_size=...; {example}")
         given[name] = value.strip()
-    defaults = dict(p.strip().split("=", 1) for p in DEFAULT_SPACE.split(";"))
-    values = {name: given.get(name, defaults[name].strip()) for name in ("hidden_units", "learning_rate", "batch_size")}
+    defaults = dict(p.strip().split("=", 1) for p in TUNING_SPACE.split(";"))
+    values = {name: given.get(name, defaults[name].strip()) for name in NAMES}
 
     units: list[str] = []
     for choice in values["hidden_units"].split("|"):
@@ -96,11 +98,16 @@ def parse_space(text: str) -> SearchSpace:
                 raise InputError(f"tuning_space: batch_size choice {choice.strip()!r} is not a whole number; {example}") from None
     if not units:
         raise InputError(f"tuning_space: hidden_units leaves no choice; {example}")
-    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high < 10):
+    try:  # each end a valid learning rate (base.checks.learning_rate), the range not empty
+        checks.learning_rate("learning_rate", low)
+        checks.learning_rate("learning_rate", high)
+        if low > high:
+            raise InputError("LOW is above HIGH")
+    except InputError:
         raise InputError(
             f"tuning_space: learning_rate {values['learning_rate']!r} leaves no valid value: "
-            "give LOW..HIGH with 0 < LOW <= HIGH < 10, e.g. 0.0003..0.03"
-        )
+            "give LOW..HIGH, both valid learning rates and LOW <= HIGH, e.g. 0.0003..0.03"
+        ) from None
     sizes = [s for s in sizes if s > 0] if all(s > 0 for s in sizes) else []
     if not sizes:
         raise InputError(
@@ -217,7 +224,7 @@ def tune_local(
             ),
             "batch_size": trial.suggest_categorical("batch_size", list(searched.batch_size)),
         }
-        rmse = _run_trial(train_path, eval_path, params, steps=trial_steps(train_steps), seed=seed)
+        rmse = _run_trial(train_path, eval_path, params, train_steps=trial_steps(train_steps), seed=seed)
         records.append({"trial": trial.number + 1, **params, METRIC: rmse})
         return rmse if math.isfinite(rmse) else math.inf
 
@@ -243,7 +250,7 @@ def tune_local(
     )
 
 
-def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, steps: int, seed: int) -> float:
+def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, train_steps: int, seed: int) -> float:
     """One short training with ``params`` in a scratch folder of its own (removed after it); its eval RMSE."""
     import tempfile
 
@@ -259,12 +266,11 @@ def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, steps
                 train_data_paths=data_pattern(train_path),
                 eval_data_paths=data_pattern(eval_path),
                 output_dir=out,
-                train_steps=steps,
-                train_batch_size=int(params["batch_size"]),
+                train_steps=train_steps,
+                batch_size=int(params["batch_size"]),
                 hidden_units=parse_hidden_units(str(params["hidden_units"])),
                 learning_rate=float(params["learning_rate"]),
                 seed=seed,
-                steps_per_loop=min(100, steps),
                 validate_data=False,
             ),
             progress=lambda line: None,
@@ -294,9 +300,9 @@ def vertex_study_parameters(space: str) -> list[dict[str, Any]]:
     )
     return serialize_parameters(
         {
-            VERTEX_FLAGS["hidden_units"]: hpt.CategoricalParameterSpec(values=list(searched.hidden_units)),
-            VERTEX_FLAGS["learning_rate"]: rate,
-            VERTEX_FLAGS["batch_size"]: hpt.DiscreteParameterSpec(values=[float(b) for b in searched.batch_size], scale="linear"),
+            "hidden_units": hpt.CategoricalParameterSpec(values=list(searched.hidden_units)),
+            "learning_rate": rate,
+            "batch_size": hpt.DiscreteParameterSpec(values=[float(b) for b in searched.batch_size], scale="linear"),
         }
     )
 
@@ -309,11 +315,11 @@ def vertex_study_metrics() -> list[dict[str, Any]]:
 
 
 def vertex_worker_pool_specs(
-    image: str, train_path: str, eval_path: str, *, steps: int, seed: int, machine_type: str
+    image: str, train_path: str, eval_path: str, *, train_steps: int, seed: int, machine_type: str
 ) -> list[dict[str, Any]]:
     """One trial's worker pool: the trainer's image running ``python -m trainer.task`` on the staged splits.
 
-    The tuning service appends ``--hidden_units=…``, ``--learning_rate=…`` and ``--train_batch_size=…``;
+    The tuning service appends ``--hidden_units=…``, ``--learning_rate=…`` and ``--batch_size=…``;
     the trial's output directory is ``AIP_MODEL_DIR`` (the job's base output directory / trial id).
     """
     from components.common import local_path
@@ -325,7 +331,7 @@ def vertex_worker_pool_specs(
         "--eval_data_paths",
         data_pattern(local_path(eval_path)),
         "--train_steps",
-        str(steps),
+        str(train_steps),
         "--seed",
         str(seed),
         "--no_validate",
@@ -357,9 +363,9 @@ def best_of_trials(trials: list[dict[str, Any]]) -> Tuned:
     rmse, _, params = min(scored, key=lambda s: s[0])
     records = [{"trial": tid, **p, METRIC: v} for v, tid, p in scored]
     return Tuned(
-        hidden_units=str(params[VERTEX_FLAGS["hidden_units"]]),
-        learning_rate=float(params[VERTEX_FLAGS["learning_rate"]]),
-        batch_size=int(float(params[VERTEX_FLAGS["batch_size"]])),
+        hidden_units=str(params["hidden_units"]),
+        learning_rate=float(params["learning_rate"]),
+        batch_size=int(float(params["batch_size"])),
         rmse=rmse,
         trials=records,
         tuned=True,
