@@ -276,15 +276,14 @@ def test_best_trial_reads_the_tuning_job_from_a_vertex_job_service_on_loopback()
 
 
 def test_taxifare_run_shows_every_trial_line(tmp_path):
-    import io
-
     from pipeline import local_run
 
     console: list[str] = []
-    tracker = local_run.StepTracker(io.StringIO(), console.append, str(tmp_path))
-    tracker.write("Executing task 'tune'\n")
-    tracker.write("    trial 1/2: eval RMSE $5.093 (hidden_units 64,32, ...); best so far $5.093 (trial 1)\n")  # as kfp.local indents it
-    tracker.write("    trial 2/2: eval RMSE $4.670 (hidden_units 128,64, ...); best so far $4.670 (trial 2)\n")
+    tracker = local_run.StepTracker(console.append)
+    tracker.add({"event": "started", "step": "tune", "time": 1.0})
+    for trial, rmse, units in ((1, 5.093, "64,32"), (2, 4.670, "128,64")):  # the records tune_local writes (the text as printed)
+        text = f"trial {trial}/2: eval RMSE ${rmse:.3f} (hidden_units {units}, ...); best so far ${rmse:.3f} (trial {trial})"
+        tracker.add({"event": "progress", "step": "tune", "trial": trial, "of": 2, "rmse": rmse, "text": text})
     assert console[1:] == [
         "  ... tune           trial 1/2: eval RMSE $5.093 (hidden_units 64,32, ...); best so far $5.093 (trial 1)",
         "  ... tune           trial 2/2: eval RMSE $4.670 (hidden_units 128,64, ...); best so far $4.670 (trial 2)",

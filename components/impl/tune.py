@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from components.common import progress as record_progress
 from components.impl.contracts import Hyperparameters
 
 DEFAULT_SPACE = "hidden_units=32,16|64,32|128,64|256,128,64; learning_rate=0.0003..0.03; batch_size=128|256|512|1024"
@@ -223,11 +224,13 @@ def tune_local(
 
     def report(study: Any, trial: Any) -> None:
         best = study.best_trial
-        progress(
+        line = (
             f"trial {trial.number + 1}/{trials}: eval RMSE ${trial.value:.3f} "
             f"(hidden_units {trial.params['hidden_units']}, learning_rate {trial.params['learning_rate']:.5f}, "
             f"batch_size {trial.params['batch_size']}); best so far ${best.value:.3f} (trial {best.number + 1})"
         )
+        progress(line)
+        record_progress("tune", trial=trial.number + 1, of=trials, rmse=trial.value, best_rmse=best.value, text=line, **trial.params)
 
     study.optimize(objective, n_trials=trials, callbacks=[report])
     best = study.best_trial
