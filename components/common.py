@@ -91,7 +91,11 @@ def _process_start() -> float:
 
 
 def _record_the_end(directory: str, step: str) -> None:
-    """A ``finished`` record when this process ends: ``failed`` with the error line of an exception that ends it, else ``succeeded``."""
+    """A ``finished`` record when this process ends: ``failed`` with the error line of an exception that ends it, else ``succeeded``.
+
+    (``sys.exit(N)`` raises no exception a hook sees, so it counts as ``succeeded``: steps end
+    with an exception when they fail, and full_train's ``sys.exit(0)`` of a worker is a success.)
+    """
     import atexit
 
     from components.impl.contracts import append_event
