@@ -104,8 +104,11 @@ def _record_the_end(directory: str, step: str) -> None:
     previous = sys.excepthook
 
     def on_exception(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        import traceback
+
         failure.append(error_line(exc))
-        append_event(directory, {"event": "finished", "step": step, "status": "failed", "error": failure[0]})
+        lines = "".join(traceback.format_exception(kind, exc, tb, chain=False)).splitlines()
+        append_event(directory, {"event": "finished", "step": step, "status": "failed", "error": failure[0], "traceback": lines})
         previous(kind, exc, tb)  # the traceback still goes to the log (run_summary shows its tail)
 
     def on_exit() -> None:

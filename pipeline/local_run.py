@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from components.common import DEFAULT_IMAGE
 from components.impl.contracts import SUMMARY_DIR_ENV, read_events
-from components.impl.notify import LOG_ENV, OFFSET_ENV
+from components.impl.notify import LOG_ENV
 from pipeline.scratch import run_scratch
 from trainer import quiet
 
@@ -362,9 +362,7 @@ def _kfp_process(request: dict[str, Any], log_path: str) -> subprocess.Popen[byt
         **os.environ,
         # Steps start `python3` from PATH: make it this interpreter.
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-        # The exit step (run_summary) reads the failed step's lines from here.
-        LOG_ENV: os.path.abspath(log_path),
-        OFFSET_ENV: str(os.path.getsize(log_path)),
+        LOG_ENV: os.path.abspath(log_path),  # the exit step (run_summary) points people at it
         SUMMARY_DIR_ENV: request["records"],  # the steps' processes inherit it
     }
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
