@@ -254,14 +254,15 @@ class StepTracker:
             return
         failed = any(self.steps.get(t.step, StepRecord(t.step)).status in ("failed", "skipped") for t in self.plan if t.task in task.after)
         alternatives = sum(t.step == task.step for t in self.plan) > 1  # branches of one step: shown only for the one that runs
-        if (failed or task.conditions) and not alternatives:
-            reason = "an earlier step failed" if failed else NOT_MET.get(task.conditions[-1], f"condition {task.conditions[-1]} was false")
-            self._rec(task.step).status = "skipped"
-            self.console(f"  --  {task.step:<14} skipped ({reason})")
-        elif task.cache and not failed and not task.conditions:
+        # Inside a condition group, no records mean "from the cache" only when kfp said so (its group may not have run).
+        if task.cache and not failed and (not task.conditions or task.task in self._cache_keys):
             rec = self._rec(task.step)
             rec.status, rec.cache_key = "cached", self._cache_keys.get(task.task, "")
             self.console(f"  ok  {task.step:<14} cached  (outputs of an earlier run reused)")
+        elif (failed or task.conditions) and not alternatives:
+            reason = "an earlier step failed" if failed else NOT_MET.get(task.conditions[-1], f"condition {task.conditions[-1]} was false")
+            self._rec(task.step).status = "skipped"
+            self.console(f"  --  {task.step:<14} skipped ({reason})")
 
 
 def run_local(
