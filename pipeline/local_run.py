@@ -284,8 +284,8 @@ def run_local(
         cache: reuse outputs of steps that already ran with the same inputs.
         cache_root: where the cache lives (default ``<pipeline_root>/.kfp_cache``).
         image: recorded in the spec (steps run in this environment, not in the image).
-        console: receives the per-step lines (default: print them to this process's stdout
-            as it was before the run; the run itself sends stdout to the log).
+        console: receives the per-step lines (default: print them to this process's stdout;
+            what kfp.local and the steps print goes to the log, from their own processes).
     """
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
