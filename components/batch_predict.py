@@ -13,6 +13,10 @@ from components.common import step
 @step
 def batch_predict(batch_source: str, deployed_path: str, serving_root: str, model_name: str, predictions: Output[Dataset]) -> None:
     """Score ``batch_source`` into the ``predictions`` folder (predictions_*.jsonl, errors_*.jsonl, batch_summary.json)."""
+    from components.common import started
+
+    started("batch_predict", output=predictions.path)  # first: a failure from here on is this step's
+
     from components.common import summary
     from components.impl.batch_predict import batch_predict as score
     from serving.batch import summary_line

@@ -20,6 +20,10 @@ def check_drift(
     drift: Output[Metrics],
 ):
     """Compare the training split with the deployed model's training data; stop above max_drift."""
+    from components.common import started
+
+    started("check_drift", output=drift.path)  # first: a failure from here on is this step's
+
     from components.common import write_metrics
     from components.impl.drift import check
 

@@ -1,9 +1,12 @@
 """Helpers shared by the step functions (standard library only at module level).
 
 Every step is built by :func:`step` (kfp's lightweight component in the project's image). A
-step reports its key figure with :func:`summary`: a line on stderr for the log, and a
-:class:`~components.impl.contracts.StepSummary` file in the folder ``taxifare run`` names in
-``TAXIFARE_STEP_SUMMARIES``, which it reads when the step ends and shows to people.
+step reports what happens to it as records that ``taxifare run`` reads (JSON lines appended to
+``events.jsonl`` in the folder it names in ``TAXIFARE_STEP_SUMMARIES``; nothing when that is
+not set, as on Vertex AI): :func:`started` first thing in its body (and, in the step's own
+process, how that process ends: an exception's one-line error, or a normal end),
+:func:`progress` while it works, and :func:`summary` for its key figures (also a line on stderr
+for the log).
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+#: kfp's executor, the ``__main__`` of a process kfp.local starts for one attempt of one step.
+_KFP_EXECUTOR = "kfp.dsl.executor_main"
 
 #: The image every step runs in; a compile-time setting (``taxifare compile --image``).
 DEFAULT_IMAGE = "taxifare:0.1.0"
@@ -43,11 +49,97 @@ def write_metrics(artifact: Any, figures: dict[str, float], **extra: Any) -> Non
         json.dump({**extra, **figures}, fh, default=str)
 
 
-def summary(step: str, text: str, **figures: Any) -> None:
-    """Report the step's one-line summary (and its figures): to the log, and as a file when asked."""
-    from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
+def _records() -> str:
+    """The folder of this run's step records ('' when nobody reads them)."""
+    from components.impl.contracts import SUMMARY_DIR_ENV
 
-    directory = os.environ.get(SUMMARY_DIR_ENV)
+    return os.environ.get(SUMMARY_DIR_ENV, "")
+
+
+def started(step: str, *, output: str = "") -> None:
+    """Record that ``step`` starts; in a process kfp started for it, also record how that process ends.
+
+    Args:
+        step: the step's name (``stage_data``).
+        output: one of its output artifacts' local paths (``<root>/<run>/<task>/<name>``): the
+            record then names the run's folder.
+    """
+    from components.impl.contracts import append_event
+
+    directory = _records()
+    if not directory:
+        return
+    run = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(output)))) if output else ""
+    append_event(directory, {"event": "started", "step": step, "since": _process_start(), **({"run": run} if run else {})})
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", "") == _KFP_EXECUTOR:  # not a test calling the function
+        _record_the_end(directory, step)
+
+
+def _process_start() -> float:
+    """When this process started (a UNIX time, from Linux's /proc; now where it does not tell): its start-up counts."""
+    import time
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.time() - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+def _record_the_end(directory: str, step: str) -> None:
+    """A ``finished`` record when this process ends: ``failed`` with the error line of an exception that ends it, else ``succeeded``.
+
+    (``sys.exit(N)`` raises no exception a hook sees, so it counts as ``succeeded``: steps end
+    with an exception when they fail, and full_train's ``sys.exit(0)`` of a worker is a success.)
+    """
+    import atexit
+
+    from components.impl.contracts import append_event
+
+    failure: list[str] = []
+    previous = sys.excepthook
+
+    def on_exception(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        import traceback
+
+        failure.append(error_line(exc))
+        lines = "".join(traceback.format_exception(kind, exc, tb, chain=False)).splitlines()
+        append_event(directory, {"event": "finished", "step": step, "status": "failed", "error": failure[0], "traceback": lines})
+        previous(kind, exc, tb)  # the traceback still goes to the log (run_summary shows its tail)
+
+    def on_exit() -> None:
+        if not failure:
+            append_event(directory, {"event": "finished", "step": step, "status": "succeeded"})
+
+    sys.excepthook = on_exception
+    atexit.register(on_exit)
+
+
+def error_line(exc: BaseException) -> str:
+    """What a person reads about ``exc``: its type and the first line of its message (``InputError: ...``)."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+    return text[:500]
+
+
+def progress(step: str, **figures: Any) -> None:
+    """Record how far ``step`` is (training: ``at``, ``of``, ``rmse``, ``examples_per_second``; a trial: ``trial``, ``of``, ``text``)."""
+    from components.impl.contracts import append_event
+
+    directory = _records()
+    if directory:
+        append_event(directory, {"event": "progress", "step": step, **figures})
+
+
+def summary(step: str, text: str, **figures: Any) -> None:
+    """Report the step's one-line summary (and its figures): to the log, and as a record when asked."""
+    from components.impl.contracts import StepSummary
+
+    directory = _records()
     if directory:
         StepSummary(step, text, figures).write(directory)
     print(f"{step}: {text}", file=sys.stderr, flush=True)

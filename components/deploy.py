@@ -21,6 +21,10 @@ def deploy(
     deploy_mode: str,
 ) -> str:
     """Publish the model as the next version if it still beats the served one; returns the version path ('' for none)."""
+    from components.common import started
+
+    started("deploy")  # first: a failure from here on is this step's
+
     import math
 
     from components.common import summary

@@ -22,6 +22,10 @@ def full_train(
     tensorboard: Output[Artifact],
 ):
     """Train the model with the full budget; export it with its metrics and TensorBoard logs."""
+    from components.common import started
+
+    started("full_train", output=model.path)  # first: a failure from here on is this step's
+
     from components.impl.contracts import Hyperparameters, ModelInfo
     from components.impl.full_train import copy_export, train
 

@@ -12,6 +12,10 @@ from components.common import step
 @step
 def run_summary(status: PipelineTaskFinalStatus, run_name: str, notify_webhook: str, summary: Output[Artifact]) -> str:
     """Summarize the finished run (status, failed step, log tail, link) into ``summary``; notify the webhook; return the status."""
+    from components.common import started
+
+    started("run_summary", output=summary.path)  # first: a failure from here on is this step's
+
     from components.impl.notify import run_summary_step
 
     result = run_summary_step(status, run_name=run_name, notify_webhook=notify_webhook, summary_path=summary.path)

@@ -20,6 +20,10 @@ def smoke_train(
     model: Output[Model],
 ):
     """Train for a few steps; fail unless the loss is finite and a SavedModel was exported."""
+    from components.common import started
+
+    started("smoke_train", output=model.path)  # first: a failure from here on is this step's
+
     import tempfile
 
     from components.impl.contracts import Hyperparameters, ModelInfo

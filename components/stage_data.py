@@ -32,6 +32,10 @@ def stage_data(
     ``data_fingerprint`` (what the sources resolved to when the run started) is not read: it is
     an input so that kfp's cache keys this step on the data, not only on the source's path.
     """
+    from components.common import started
+
+    started("stage_data", output=train_data.path)  # first: a failure from here on is this step's
+
     from components.impl.stage_data import StageSettings, stage
 
     settings = StageSettings(

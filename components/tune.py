@@ -26,6 +26,10 @@ def tune(
     trials: Output[Metrics],
 ) -> NamedTuple("Outputs", [("hidden_units", str), ("learning_rate", float), ("batch_size", int)]):  # type: ignore[valid-type]
     """Search hidden units, learning rate and batch size with short trials (none when tuning_trials is 0); return the best set."""
+    from components.common import started
+
+    started("tune", output=trials.path)  # first: a failure from here on is this step's
+
     from components.common import summary
     from components.impl.contracts import Hyperparameters
     from components.impl.tune import tune_local, write_record

@@ -37,6 +37,10 @@ def verify_export(
     is the task's single output because kfp.local resolves conditions only on a task's single
     ``Output``.
     """
+    from components.common import started
+
+    started("verify_export", output=metrics.path)  # first: a failure from here on is this step's
+
     from components.common import write_metrics
     from components.impl.contracts import DatasetStats
     from components.impl.gate import GateSettings

@@ -199,18 +199,11 @@ def _run(args: argparse.Namespace) -> int:
 def _quiet_run(verbose: bool) -> None:
     """Leave TensorFlow's start-up lines (every step) and kfp.local's warnings about the spec out of the log, unless verbose.
 
-    kfp.local warns, for every step, that the display name has no effect locally and that the
-    image is not a Python image (the steps run in this environment, not in it): nothing a user
-    can change.
+    The kfp.local process and the steps' processes inherit the setting (see :mod:`pipeline.local_kfp`).
     """
-    import warnings
-
     from trainer import quiet
 
-    quiet.set_verbose(verbose or quiet.verbose())  # the steps' processes inherit it
-    if not quiet.verbose():
-        warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings \['display_name'\] have no effect", category=UserWarning)
-        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom or non-Python base image")
+    quiet.set_verbose(verbose or quiet.verbose())
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

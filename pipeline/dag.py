@@ -253,14 +253,3 @@ def batch_scoring(
             .set_display_name("Batch predict")
             .set_caching_options(False)  # scores with what is deployed now
         )
-
-
-def condition_names(pipeline_func: BaseComponent) -> dict[str, str]:
-    """The condition groups of a pipeline: task name (``condition-4``) -> its name in the DAG (``blessed``, ``batch-served``).
-
-    ``taxifare run`` reads kfp.local's "Skipping conditional task condition-4" lines with it: only
-    the ``blessed`` group's skip means deploy was skipped.
-    """
-    spec = pipeline_func.pipeline_spec
-    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
-    return {name: task.task_info.name for dag in dags for name, task in dag.tasks.items() if name.startswith("condition")}

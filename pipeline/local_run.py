@@ -4,51 +4,45 @@ The SubprocessRunner runs each step as a process in the current environment (no 
 step, no Docker), with kfp's file cache on, so a second run with the same inputs reuses the
 steps it already ran, and a killed run resumes from its last completed step.
 
-kfp.local prints every executor input and output; all of that goes to a log file. People see
-one line per step as it starts and ends (status, duration, key figure) and a summary.
+kfp.local runs in a process of its own (:mod:`pipeline.local_kfp`) whose output, every line kfp
+and the steps print, goes to the step log; this process's streams and loggers stay as they are.
+People see one line per step as it starts and ends (status, duration, key figure), progress
+lines, and a summary, all made from records (:class:`StepTracker`): the steps' own
+(:mod:`components.common`: ``started``, ``progress``, ``summary``, ``finished``) and the DAG's
+``plan``. A step without records of its own did not run in this run: it came from kfp's cache
+when kfp may cache it and a step after it started (or the run went on to its end), and was
+skipped when a step it runs after failed or a condition group around it was false.
 """
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import dataclasses
-import io
 import json
-import logging
 import os
-import re
+import select
 import shutil
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from components.common import DEFAULT_IMAGE
-from components.impl.contracts import SUMMARY_DIR_ENV, StepSummary
-from components.impl.notify import LOG_ENV, OFFSET_ENV
+from components.impl.contracts import SUMMARY_DIR_ENV, read_events
+from components.impl.notify import LOG_ENV
 from pipeline.scratch import run_scratch
 from trainer import quiet
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_START = re.compile(r"Executing task '([\w-]+)'")
-_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
-_CACHED = re.compile(r"Task ([\w-]+) cache hit(?: \(key=(\w+)\))?")
-_SKIPPED = re.compile(r"Skipping (?:conditional )?task ([\w-]+)")
-#: An output's URI in kfp.local's "Task ... outputs:" lines: names this run's own folder.
-_OUTPUT_URI = re.compile(r"uri='[^']*/(taxifare-\d{4}(?:-\d\d){5}-\d+)/")
-_RETRY = re.compile(r"Task ([\w-]+) failed \(attempt (\d+)/(\d+)\)")
-_TRAIN_PROGRESS = re.compile(r"step (\d+)/(\d+)\s+loss [\d.]+\s+rmse ([\d.]+)\s+([\d,]+) examples/s")
-_TUNE_PROGRESS = re.compile(r"\btrial \d+/\d+: .*best so far.*$")
 #: Seconds between two progress lines of a training step.
 PROGRESS_EVERY = 10.0
-_TRACEBACK = "Traceback (most recent call last):"
-#: The module path before an exception's name (``base.storage.``InputError: ...).
-_MODULE_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*(?::|$))")
-#: Lines of a step's output kept to find its error (a TF traceback runs to a few hundred).
-_TAIL_LINES = 2000
+#: Why a step that ended without a record of how (its process was killed) failed.
+STOPPED = "the step stopped without a Python error (killed, or out of memory?): see the log"
+#: What a condition group's name says when it was false (else "condition NAME was false").
+NOT_MET = {"blessed": "model not blessed"}
 
 
 @dataclasses.dataclass
@@ -87,180 +81,188 @@ class RunResult:
         return record.figures.get(key, default) if record else default
 
 
-class StepTracker(io.TextIOBase):
-    """A text stream that writes everything to the log and turns kfp's lines into step events."""
+@dataclasses.dataclass(frozen=True)
+class PlannedTask:
+    """A step task of the DAG, as the ``plan`` record gives it (see :func:`pipeline.local_kfp.plan`)."""
 
-    def __init__(self, log: TextIO, console: Callable[[str], None], summary_dir: str = "") -> None:
-        """Write to ``log``; call ``console`` with one line per step event; read step summaries from ``summary_dir``."""
-        super().__init__()
-        self.summary_dir = summary_dir
+    task: str
+    step: str
+    after: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+    cache: bool = False
+    attempts: int = 1
+    exit: bool = False
+
+    @classmethod
+    def from_record(cls, task: dict[str, Any]) -> PlannedTask:
+        """One of a ``plan`` record's tasks."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in task.items() if k in fields}
+        return cls(**values)
+
+
+class StepLog:
+    """The step log: what the kfp.local process prints, without TensorFlow's start-up lines (unless verbose)."""
+
+    def __init__(self, log: TextIO, console: Callable[[str], None]) -> None:
+        """Write to ``log``; say on ``console`` (once) when it cannot be written."""
         self.log = log
         self.console = console
-        self.steps: dict[str, StepRecord] = {}
-        self.current = ""
-        self._last_progress = 0.0
-        self._buffer = ""
-        self._lock = threading.RLock()
-        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-        self.log_problem = ""  # why the log could not be written ('' while it can)
-        self.run_name = ""  # this run's folder, from the URI of an output it wrote
-        self.pipeline_started = 0.0  # when kfp.local named this run's folder (its "Running pipeline" line)
-        self._log_buffer = ""  # the log's unfinished line (complete lines are checked for noise)
-        #: Condition groups' task names -> their names in the DAG ("blessed", "batch-served"...), see condition_names.
-        self.conditions: dict[str, str] = {}
+        self.problem = ""  # why the log could not be written ('' while it can)
+        self._buffer = ""  # an unfinished line (complete lines are checked for noise)
 
-    def writable(self) -> bool:
-        """Always."""
-        return True
-
-    def write(self, text: str) -> int:
-        """Log ``text`` (without TensorFlow's start-up lines, unless verbose) and parse its complete lines."""
-        with self._lock:
-            if quiet.verbose():
-                kept = text
-            else:
-                self._log_buffer += text
-                *complete, self._log_buffer = self._log_buffer.split("\n")
-                kept = "".join(line + "\n" for line in complete if not quiet.is_noise(line))
-            if not self.log_problem and kept:
-                self._guard(self.log.write, kept)
+    def write(self, text: str) -> None:
+        """Log ``text`` (the lines complete so far) and flush: the exit step reads the lines of the steps before it."""
+        if quiet.verbose():
+            kept = text
+        else:
             self._buffer += text
-            *lines, self._buffer = self._buffer.split("\n")
-            for line in lines:
-                self._line(_ANSI.sub("", line))
-        return len(text)
+            *complete, self._buffer = self._buffer.split("\n")
+            kept = "".join(line + "\n" for line in complete if not quiet.is_noise(line))
+        if kept and not self.problem:
+            self._guard(self.log.write, kept)
+        if not self.problem:
+            self._guard(self.log.flush)
 
     def flush(self) -> None:
-        """Flush the log (with a line not finished yet)."""
-        with self._lock:
-            pending, self._log_buffer = self._log_buffer, ""
-            if not self.log_problem:
-                self._guard(self.log.write, pending)
-            if not self.log_problem:
-                self._guard(self.log.flush)
-
-    def fail_current(self, exc: BaseException) -> None:
-        """The step running now failed outside its own process (kfp.local could not write its files)."""
-        rec = self.steps.setdefault(self.current or "the pipeline", StepRecord(self.current or "the pipeline"))
-        rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
-        self.console(f"  FAIL {rec.name:<13} {rec.error}")
+        """Write the unfinished line too, and flush."""
+        pending, self._buffer = self._buffer, ""
+        if pending and not self.problem:
+            self._guard(self.log.write, pending)
+        if not self.problem:
+            self._guard(self.log.flush)
 
     def _guard(self, call: Callable[..., Any], *args: Any) -> None:
         """A write to the log; when it fails (disk full, read-only), one console line and no more writes."""
         try:
             call(*args)
         except OSError as exc:
-            self.log_problem = f"{getattr(self.log, 'name', 'the log')}: {exc.strerror or exc}"
-            self.console(f"  !!  the step log cannot be written ({self.log_problem}): the run goes on, its steps' lines are not kept")
+            self.problem = f"{getattr(self.log, 'name', 'the log')}: {exc.strerror or exc}"
+            self.console(f"  !!  the step log cannot be written ({self.problem}): the run goes on, its steps' lines are not kept")
 
-    def _read_figures(self, rec: StepRecord) -> None:
-        """The step's summary and figures, from the file it wrote (see components.common.summary)."""
-        written = StepSummary.read(self.summary_dir, rec.name) if self.summary_dir else None
-        if written:
-            rec.summary, rec.figures = written.text, written.figures
 
-    def _step(self, task: str) -> StepRecord:
-        name = "batch_predict" if re.fullmatch(r"batch-predict-\d+", task) else task.replace("-", "_")  # its not-blessed branch's copy
-        return self.steps.setdefault(name, StepRecord(name))
+class StepTracker:
+    """Turns the run's records into step states and one console line per step event."""
 
-    def _line(self, line: str) -> None:
-        if not self.pipeline_started and "Running pipeline:" in line:
-            self.pipeline_started = time.time()
-        if not self.run_name and (m := _OUTPUT_URI.search(line)):
-            self.run_name = m.group(1)
-        if m := _START.search(line):
-            rec = self._step(m.group(1))
-            rec.status, rec.started, rec.error = "running", time.monotonic(), ""
-            self._tail.clear()
-            self.current = rec.name
-            self._last_progress = rec.started
-            self.console(f"  ... {rec.name:<14} started")
-        elif m := _END.search(line):
-            rec = self._step(m.group(1))
-            rec.seconds = time.monotonic() - rec.started
-            rec.status = "succeeded" if m.group(2) == "SUCCESS" else "failed"
-            self._read_figures(rec)
-            if rec.status == "failed":
-                rec.error = step_error_line(list(self._tail))
-            self.flush()  # the exit task reads the log of the steps before it
-            if rec.status == "succeeded":
-                self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
-            else:
-                self.console(f"  FAIL {rec.name:<13} {rec.seconds:6.1f}s  {rec.error or 'see the log'}")
-        elif m := _CACHED.search(line):
-            rec = self._step(m.group(1))
-            rec.status, rec.cache_key = "cached", m.group(2) or ""
-            self.console(f"  ok  {rec.name:<14} cached  (outputs of an earlier run reused)")
-        elif m := _SKIPPED.search(line):
-            task = m.group(1)
-            if self.conditions.get(task, "").startswith(("batch-", "not-blessed")):
-                return  # a branch of the optional batch_predict step (batch_source empty), or the not-blessed branch
-            if task.startswith("condition"):  # the dsl.If group holding deploy
-                rec = self._step("deploy")
-                rec.status = "skipped"
-                upstream_failed = any(r.status in ("failed", "skipped") for r in self.steps.values() if r is not rec)
-                self.console(f"  --  {rec.name:<14} skipped ({'an earlier step failed' if upstream_failed else 'model not blessed'})")
-            else:
-                rec = self._step(task)
-                rec.status = "skipped"
-                self.console(f"  --  {rec.name:<14} skipped (an earlier step failed)")
-        elif m := _RETRY.search(line):
+    def __init__(self, console: Callable[[str], None], plan: Iterable[PlannedTask] = ()) -> None:
+        """Call ``console`` with each line; ``plan`` is the DAG's (a ``plan`` record gives it too)."""
+        self.console = console
+        self.plan = list(plan)
+        self.steps: dict[str, StepRecord] = {}
+        self.open = ""  # the step started and not finished
+        self.run_name = ""  # this run's folder, named by a step's record
+        self.planned = 0.0  # when the plan was made (kfp.local names the run's folder after it)
+        self.first_start = 0.0  # when the first step started
+        self.ended = False  # kfp.local ran the pipeline to its end
+        self._attempts: collections.Counter[str] = collections.Counter()
+        self._cache_keys: dict[str, str] = {}
+        self._resolved: set[str] = set()  # planned tasks whose fate is known
+        self._last_progress = 0.0
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take one record into account (see the module docstring)."""
+        kind, step, at = record.get("event"), str(record.get("step", "")), float(record.get("time") or time.time())
+        if kind == "plan":
+            self.plan = [PlannedTask.from_record(task) for task in record["tasks"]]
+            self.planned = at
+        elif kind == "started":
+            self._started(step, float(record.get("since") or at), str(record.get("run", "")))
+        elif kind == "progress":
+            self._progress(step, record)
+        elif kind == "summary":
+            rec = self._rec(step)
+            rec.summary, rec.figures = str(record.get("text", "")), dict(record.get("figures") or {})
+        elif kind == "finished":
+            self._finished(step, str(record.get("status")), str(record.get("error") or ""), at)
+        elif kind == "cache_hit":
+            self._cache_keys[str(record.get("task"))] = str(record.get("key", ""))
+        elif kind == "pipeline" and record.get("status") == "failed":
+            self.fail_current(str(record.get("error") or "kfp.local stopped: see the log"))
+        elif kind == "pipeline":
+            self.ended = True
+
+    def close(self) -> None:
+        """All records are in: a step still open stopped without saying how; the rest is resolved if the run went to its end."""
+        if self.open:
+            self._finished(self.open, "failed", STOPPED, time.time())
+        if self.ended:
+            self._resolve(len(self.plan))
+
+    def fail_current(self, error: str) -> None:
+        """The step running now failed outside its own process (kfp.local could not write its files)."""
+        rec = self._rec(self.open or "the pipeline")
+        rec.status, rec.error, self.open = "failed", error[:500], ""
+        self.console(f"  FAIL {rec.name:<13} {rec.error}")
+
+    def _rec(self, step: str) -> StepRecord:
+        return self.steps.setdefault(step, StepRecord(step))
+
+    def _started(self, step: str, at: float, run: str) -> None:
+        if self.open:  # the step before ended without a record of how
+            self._finished(self.open, "failed", STOPPED, at)
+        self._resolve(min((i for i, t in enumerate(self.plan) if t.step == step and t.task not in self._resolved), default=0))
+        rec = self._rec(step)
+        rec.status, rec.started, rec.error = "running", at, ""
+        self.open, self.run_name = step, self.run_name or run
+        self.first_start = self.first_start or at
+        self._attempts[step] += 1
+        self._last_progress = time.monotonic()
+        self.console(f"  ... {step:<14} started")
+
+    def _progress(self, step: str, record: dict[str, Any]) -> None:
+        if "text" in record:  # a tuning trial: every one is shown
+            self.console(f"  ... {step:<14} {record['text']}")
+            return
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY and record.get("of"):
+            self._last_progress = now
+            at, of = int(record["at"]), int(record["of"])
             self.console(
-                f"  ... {m.group(1).replace('-', '_'):<14} failed attempt {m.group(2)}/{m.group(3)}; retrying (resumes from checkpoints)"
+                f"  ... {step:<14} step {at:,}/{of:,} ({at / of:.0%}), train RMSE ${float(record['rmse']):.2f}, "
+                f"{float(record['examples_per_second']):,.0f} examples/s"
             )
-        elif self.current and (m := _TUNE_PROGRESS.search(line)):  # one line per tuning trial, never throttled
-            self.console(f"  ... {self.current:<14} {m.group(0)}")
-        elif self.current and (m := _TRAIN_PROGRESS.search(line)):
-            now = time.monotonic()
-            if now - self._last_progress >= PROGRESS_EVERY:
-                self._last_progress = now
-                step, total = int(m.group(1)), int(m.group(2))
-                self.console(
-                    f"  ... {self.current:<14} step {step:,}/{total:,} ({step / total:.0%}), train RMSE ${float(m.group(3)):.2f}, "
-                    f"{m.group(4)} examples/s"
-                )
-        elif self.current and line.startswith("    "):  # the step's own output (kfp indents it)
-            self._tail.append(line[4:])
 
+    def _finished(self, step: str, status: str, error: str, at: float) -> None:
+        rec = self._rec(step)
+        self.open = "" if self.open == step else self.open
+        rec.seconds = max(0.0, at - rec.started) if rec.started else 0.0
+        if status == "succeeded":
+            rec.status = "succeeded"
+            self.console(f"  ok  {rec.name:<14} {rec.seconds:6.1f}s  {rec.summary}")
+            return
+        rec.status, rec.error = "failed", error or STOPPED
+        self.console(f"  FAIL {rec.name:<13} {rec.seconds:6.1f}s  {rec.error}")
+        attempts = max((t.attempts for t in self.plan if t.step == step), default=1)
+        if self._attempts[step] < attempts:
+            self.console(f"  ... {step:<14} failed attempt {self._attempts[step]}/{attempts}; retrying (resumes from checkpoints)")
+            return
+        tasks = {t.task for t in self.plan if t.step == step}
+        for task in self.plan:
+            if task.task not in self._resolved and not task.exit and tasks & set(task.after):
+                self._resolve_task(task)
 
-def step_error_line(output: list[str]) -> str:
-    """The failing step's own error line, from what it printed.
+    def _resolve(self, before: int) -> None:
+        """Decide the fate of the planned tasks before position ``before`` that have not been decided."""
+        for task in self.plan[:before]:
+            if task.task not in self._resolved:
+                self._resolve_task(task)
 
-    The exception line that ends its last traceback (``InputError: ...``, with the module path
-    of the exception left out), or, when it printed no traceback (killed, aborted), its last
-    line.
-    """
-    starts = [i for i, line in enumerate(output) if line.strip() == _TRACEBACK]
-    if starts:
-        indent = len(output[starts[-1]]) - len(output[starts[-1]].lstrip())
-        for line in output[starts[-1] + 1 :]:
-            if line.strip() and len(line) - len(line.lstrip()) <= indent:
-                text = _MODULE_PATH.sub("", line.strip())
-                return text[:500]
-    last = next((line.strip() for line in reversed(output) if line.strip()), "")
-    if not last:
-        return "the step stopped without printing an error (killed?): see the log"
-    return f"the step stopped without a Python error (killed, or out of memory?); its last line: {last[:300]}"
-
-
-@contextlib.contextmanager
-def _captured(tracker: StepTracker) -> Iterator[None]:
-    """Send stdout, stderr and the root logger through ``tracker`` for the duration."""
-    root = logging.getLogger()
-    handler = logging.StreamHandler(tracker)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    old_level, old_handlers = root.level, root.handlers[:]
-    root.handlers = [handler]
-    root.setLevel(logging.INFO)
-    old_out, old_err = sys.stdout, sys.stderr
-    sys.stdout = sys.stderr = tracker  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = old_out, old_err
-        root.handlers = old_handlers
-        root.setLevel(old_level)
-        tracker.flush()
+    def _resolve_task(self, task: PlannedTask) -> None:
+        """A planned task without records of its own (or whose step has them from another copy of it)."""
+        self._resolved.add(task.task)
+        if task.step in self.steps or task.exit:  # it ran (in this or another branch), or the run was stopped before its end
+            return
+        failed = any(self.steps.get(t.step, StepRecord(t.step)).status in ("failed", "skipped") for t in self.plan if t.task in task.after)
+        alternatives = sum(t.step == task.step for t in self.plan) > 1  # branches of one step: shown only for the one that runs
+        # Inside a condition group, no records mean "from the cache" only when kfp said so (its group may not have run).
+        if task.cache and not failed and (not task.conditions or task.task in self._cache_keys):
+            rec = self._rec(task.step)
+            rec.status, rec.cache_key = "cached", self._cache_keys.get(task.task, "")
+            self.console(f"  ok  {task.step:<14} cached  (outputs of an earlier run reused)")
+        elif (failed or task.conditions) and not alternatives:
+            reason = "an earlier step failed" if failed else NOT_MET.get(task.conditions[-1], f"condition {task.conditions[-1]} was false")
+            self._rec(task.step).status = "skipped"
+            self.console(f"  --  {task.step:<14} skipped ({reason})")
 
 
 def run_local(
@@ -282,8 +284,8 @@ def run_local(
         cache: reuse outputs of steps that already ran with the same inputs.
         cache_root: where the cache lives (default ``<pipeline_root>/.kfp_cache``).
         image: recorded in the spec (steps run in this environment, not in the image).
-        console: receives the per-step lines (default: print them to this process's stdout
-            as it was before the run; the run itself sends stdout to the log).
+        console: receives the per-step lines (default: print them to this process's stdout;
+            what kfp.local and the steps print goes to the log, from their own processes).
     """
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
@@ -301,25 +303,9 @@ def _run_local(
     image: str,
     console: Callable[[str], None] | None,
 ) -> RunResult:
-    from kfp import local
-
-    from pipeline import dag, parameters, runs
-    from pipeline.pipeline import create_pipeline
+    from pipeline import parameters, runs
 
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
-    # Steps start `python3` from PATH: make it this interpreter, and keep TF quiet.
-    env_bin = os.path.dirname(sys.executable)
-    os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=pipeline_root,
-        workspace_root=os.path.join(scratch, "workspace"),
-        raise_on_error=False,
-        enable_caching=cache,
-        cache_root=cache_root,
-    )
-    pipeline_func = create_pipeline(image=image)
     # Pass every parameter explicitly: kfp.local reads defaults from the spec as floats (42.0)
     # but explicit ints stay ints (42), and its cache key tells them apart, so a run with
     # defaults and one with the same values given would never share cached steps.
@@ -330,30 +316,26 @@ def _run_local(
         arguments["data_fingerprint"] = data_fingerprint(arguments)
     start, started_at = time.monotonic(), time.time()
     before = set(runs.list_run_dirs(pipeline_root))
-    terminal = sys.stdout
+    console = console or (lambda line: print(line, flush=True))
     log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below, whatever a full disk does to it
-    tracker = StepTracker(log, console or (lambda line: print(line, file=terminal, flush=True)))
-    tracker.conditions = dag.condition_names(pipeline_func)
-    tracker.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
-    tracker.flush()
-    # The exit step (run_summary) reads the failed step's lines from here.
-    os.environ[LOG_ENV], os.environ[OFFSET_ENV] = os.path.abspath(log_path), str(os.path.getsize(log_path))
-    tracker.summary_dir = summary_dir = tempfile.mkdtemp(prefix=".step-summaries-", dir=scratch)  # a killed run's goes with its scratch
-    os.environ[SUMMARY_DIR_ENV] = summary_dir  # the steps' processes inherit it
+    step_log, tracker = StepLog(log, console), StepTracker(console)
+    step_log.write(f"\n===== taxifare run {time.strftime('%Y-%m-%d %H:%M:%S')} arguments={json.dumps(arguments)}\n")
+    records = tempfile.mkdtemp(prefix=".step-records-", dir=scratch)  # a killed run's goes with its scratch
+    request: dict[str, Any] = {"arguments": arguments, "pipeline_root": pipeline_root, "workspace_root": os.path.join(scratch, "workspace")}
+    request |= {"cache": cache, "cache_root": cache_root, "image": image, "records": records}
     called = time.time()
     try:
-        with _captured(tracker):
-            pipeline_func(**arguments)
-    except OSError as exc:  # kfp's own writes under the pipeline root (disk full, read-only): the step it ran fails
-        tracker.fail_current(exc)
+        code = _follow(_kfp_process(request, log_path), step_log, tracker, records)
+        if code and not tracker.ended and not any(r.status == "failed" for r in tracker.steps.values()):
+            tracker.fail_current(f"the kfp.local process stopped (exit code {code}): see the log")
+        tracker.close()
     finally:
-        os.environ.pop(SUMMARY_DIR_ENV, None)
-        shutil.rmtree(summary_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # already said once by the tracker
+        shutil.rmtree(records, ignore_errors=True)
+        with contextlib.suppress(OSError):  # already said once by the step log
             log.close()
     failed = [r.name for r in tracker.steps.values() if r.status == "failed"]
     if cache:
-        drop_suspect_cache(tracker.steps, cache_root or os.path.join(pipeline_root, ".kfp_cache"), tracker.console)
+        drop_suspect_cache(tracker.steps, cache_root or os.path.join(pipeline_root, ".kfp_cache"), console)
     result = RunResult(
         ok=not failed,
         steps=tracker.steps,
@@ -363,13 +345,60 @@ def _run_local(
         failed_step=failed[0] if failed else "",
     )
     try:
-        window = (called, tracker.pipeline_started or time.time())  # when kfp.local stamped this run's folder
+        window = (tracker.planned or called, tracker.first_start or time.time())  # when kfp.local stamped this run's folder
         result.run_dir, result.index = runs.record(
             result, arguments, before=before, started=started_at, name=tracker.run_name, window=window
         )
     except OSError as exc:
-        tracker.console(f"  !!  the run's record cannot be written ({exc.strerror or exc}: {exc.filename or pipeline_root})")
+        console(f"  !!  the run's record cannot be written ({exc.strerror or exc}: {exc.filename or pipeline_root})")
     return result
+
+
+def _kfp_process(request: dict[str, Any], log_path: str) -> subprocess.Popen[bytes]:
+    """Start :mod:`pipeline.local_kfp` on ``request`` (written into the records' folder), its output on a pipe."""
+    path = os.path.join(request["records"], "request.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(request, fh)
+    env = {
+        **os.environ,
+        # Steps start `python3` from PATH: make it this interpreter.
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        LOG_ENV: os.path.abspath(log_path),  # the exit step (run_summary) points people at it
+        SUMMARY_DIR_ENV: request["records"],  # the steps' processes inherit it
+    }
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = [sys.executable, "-m", "pipeline.local_kfp", path]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+def _follow(proc: subprocess.Popen[bytes], step_log: StepLog, tracker: StepTracker, records: str) -> int:
+    """Follow the kfp.local process: its output to the step log, the records to the tracker as they come; its exit code."""
+    assert proc.stdout is not None
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    offset = 0
+    try:
+        while True:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+            if chunk:
+                step_log.write(decoder.decode(chunk))
+            events, offset = read_events(records, offset)
+            for event in events:
+                tracker.add(event)
+            if ready and not chunk:  # the end of its output
+                break
+        step_log.write(decoder.decode(b"", final=True))
+        step_log.flush()
+        code = proc.wait()
+        events, offset = read_events(records, offset)
+        for event in events:
+            tracker.add(event)
+        return code
+    finally:
+        if proc.poll() is None:  # this process was interrupted (Ctrl-C): so is the run
+            proc.terminate()
+            proc.wait()
+        proc.stdout.close()
 
 
 #: A step that checks a model, and the steps whose cached outputs it checks.

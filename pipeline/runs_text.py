@@ -207,7 +207,7 @@ def summarize(result: RunResult, serving_root: str, model_name: str) -> str:
 def failure_lines(result: RunResult) -> list[str]:
     """The last lines of a failed run: the step, the reason, the log file, where the run's summary is, what to do.
 
-    The reason is the failed step's own error line (``StepRecord.error``, picked out of its log).
+    The reason is the failed step's own error line (``StepRecord.error``, from the record its process wrote).
     """
     rec = result.steps.get(result.failed_step, StepRecord(result.failed_step))
     lines = [f"FAILED at {result.failed_step}: {rec.error or 'the step failed without an error line; see the log'}"]

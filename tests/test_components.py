@@ -12,7 +12,7 @@ from conftest import stage
 
 from base.errors import InputError
 from components.impl import deploy, full_train, report, stage_data, verify_export
-from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary
+from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary, read_events
 from pipeline import parameters
 
 #: verify()'s pipeline settings, at the pipeline's defaults.
@@ -138,21 +138,29 @@ def staged(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, staged):
     out = tmp_path_factory.mktemp("train")
-    return full_train.train(
-        staged["train"],
-        staged["eval"],
-        str(out),
-        Hyperparameters("64,32", 0.003, 128),
-        train_steps=200,
-        seed=1,
-        eval_steps=None,
-        step_name="full_train",
-    ), str(out)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SUMMARY_DIR_ENV, f"{out}-records")  # as `taxifare run` sets it
+        result = full_train.train(
+            staged["train"],
+            staged["eval"],
+            str(out),
+            Hyperparameters("64,32", 0.003, 128),
+            train_steps=200,
+            seed=1,
+            eval_steps=None,
+            step_name="full_train",
+        )
+    return result, str(out)
 
 
 def test_train_step_function_exports_and_reports(trained):
     result, out = trained
     assert math.isfinite(result["rmse"]) and result["steps"] == 200
+    records = read_events(f"{out}-records")[0]  # what `taxifare run` reads: progress as it trains, then the summary
+    progress = [r for r in records if r["event"] == "progress"]
+    assert progress and progress[-1]["at"] == progress[-1]["of"] == 200 and progress[-1]["step"] == "full_train"
+    assert all(r["rmse"] > 0 and r["examples_per_second"] > 0 for r in progress)
+    assert records[-1]["event"] == "summary" and records[-1]["figures"]["steps"] == 200
     assert os.path.exists(os.path.join(result["export_dir"], "saved_model.pb"))
     assert list(Path(out, "tensorboard", "train").glob("events.*"))
 

@@ -15,9 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.lib
 import pytest
 
-from pipeline import local_run, scratch
+from base.errors import InputError
+from components.common import error_line
+from pipeline import scratch
 from pipeline.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,43 +124,28 @@ def test_compile_and_generate_write_files_others_can_read(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["data", "p.yaml"]  # no .compile-* left
 
 
-TRACEBACK = """\
-[KFP Executor 2026-11-29 05:22:51,927 INFO]: Got executor_input:
-Traceback (most recent call last):
-  File "trainer/schema.py", line 64, in from_column_count
-    raise ValueError(
-ValueError: a taxi CSV row has 7 columns
-{blank}
-The above exception was the direct cause of the following exception:
-{blank}
-Traceback (most recent call last):
-  File "<frozen runpy>", line 198, in _run_module_as_main
-  File "components/impl/stage_data.py", line 183, in stage
-    raise InputError(f"{{path}} fits no taxi layout")
-base.errors.InputError: /data/x.csv fits no taxi layout: none of its first 1 rows does
-{blank}
-"""
+def _chained() -> BaseException:
+    try:
+        try:
+            raise ValueError("a taxi CSV row has 7 columns")
+        except ValueError as exc:
+            raise InputError("/data/x.csv fits no taxi layout: none of its first 1 rows does\n  (details)") from exc
+    except InputError as exc:
+        return exc
 
 
 @pytest.mark.parametrize(
-    ("output", "expected"),
+    ("exc", "expected"),
     [
-        (TRACEBACK.format(blank=""), "InputError: /data/x.csv fits no taxi layout: none of its first 1 rows does"),
-        (
-            'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\npyarrow.lib.ArrowInvalid: straddling object',
-            "ArrowInvalid: straddling object",
-        ),
-        ('Traceback (most recent call last):\n  File "x.py", line 1\nKeyboardInterrupt\n', "KeyboardInterrupt"),
-        (
-            "step 100/2000 loss 3.1 rmse 4.2 1,000 examples/s\nterminate called without an active exception\n",
-            "the step stopped without a Python error (killed, or out of memory?); its last line: "
-            "terminate called without an active exception",
-        ),
-        ("", "the step stopped without printing an error (killed?): see the log"),
+        (_chained(), "InputError: /data/x.csv fits no taxi layout: none of its first 1 rows does"),
+        (pyarrow.lib.ArrowInvalid("straddling object"), "ArrowInvalid: straddling object"),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+        (RuntimeError("x" * 600), "RuntimeError: " + "x" * 486),
     ],
 )
-def test_the_failing_steps_own_error_line_is_found(output, expected):
-    assert local_run.step_error_line(output.splitlines()) == expected
+def test_the_failing_steps_own_error_line(exc, expected):
+    """What a step records when an exception ends it: the exception that escaped, its type and first line."""
+    assert error_line(exc) == expected
 
 
 def test_run_prints_the_steps_error_line_and_leaves_nothing_in_tmp(tmp_path):

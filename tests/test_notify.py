@@ -13,6 +13,7 @@ import pytest
 
 from base import webhook
 from components.impl import notify
+from components.impl.contracts import SUMMARY_DIR_ENV, append_event
 
 
 class Hook:
@@ -51,25 +52,33 @@ def hook() -> Iterator[Hook]:
     h.close()
 
 
-LOCAL_LOG = """
-===== taxifare run 2026-11-29 05:00:00 arguments={}
-12:00:00.000 - INFO - Executing task \x1b[96m'stage-data'\x1b[0m
-12:00:01.000 - INFO - Task \x1b[96m'stage-data'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
-12:00:01.000 - INFO - Executing task \x1b[96m'full-train'\x1b[0m
-    step 100/2000  loss 12.345  rmse 3.514  210,000 examples/s
-Traceback (most recent call last):
-  File "trainer/model.py", line 10, in train
-    raise FloatingPointError("the loss became NaN at step 120: lower --learning-rate")
-FloatingPointError: the loss became NaN at step 120: lower --learning-rate
-12:00:09.000 - ERROR - Task \x1b[96m'full-train'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
-12:00:09.000 - INFO - Skipping task verify-export: upstream task(s) ['full-train'] failed.
-"""
+TRACEBACK = [
+    "Traceback (most recent call last):",
+    '  File "trainer/model.py", line 10, in train',
+    '    raise FloatingPointError("the loss became NaN at step 120: lower --learning-rate")',
+    "FloatingPointError: the loss became NaN at step 120: lower --learning-rate",
+]
+
+
+def local_records(folder: Path) -> str:
+    """The records of a local run whose full_train failed for good (retried once, killed once), as the steps write them."""
+    error = "FloatingPointError: the loss became NaN at step 120: lower --learning-rate"
+    for record in (
+        {"event": "started", "step": "stage_data"},
+        {"event": "summary", "step": "stage_data", "text": "2,446 train rows", "figures": {}},
+        {"event": "finished", "step": "stage_data", "status": "succeeded"},
+        {"event": "started", "step": "full_train"},
+        {"event": "progress", "step": "full_train", "at": 100, "of": 2000, "rmse": 3.5, "examples_per_second": 2e5},
+        {"event": "started", "step": "full_train"},  # the first attempt was killed
+        {"event": "finished", "step": "full_train", "status": "failed", "error": error, "traceback": TRACEBACK},
+        {"event": "started", "step": "run_summary"},
+    ):
+        append_event(str(folder), record)
+    return str(folder)
 
 
 def test_a_local_failure_names_the_step_its_error_and_log_tail(tmp_path):
     log = tmp_path / "run.log"
-    earlier = "12:00:00 - INFO - Task 'smoke-train' finished with status FAILURE\n"  # an earlier run in the same log
-    log.write_text(earlier + LOCAL_LOG)
     result = notify.summarize_run(
         state="FAILED",
         job_resource_name="local-pipeline-exit-handler-1",
@@ -77,9 +86,9 @@ def test_a_local_failure_names_the_step_its_error_and_log_tail(tmp_path):
         run_name="taxifare-2026-11-29-05-00-00",
         run_dir=str(tmp_path),
         log_path=str(log),
-        log_offset=len(earlier),
+        records=local_records(tmp_path / "records"),
     )
-    assert result.failed_step == "full_train"
+    assert result.failed_step == "full_train"  # not stage_data (it succeeded), nor run_summary (running now)
     assert result.error == "FloatingPointError: the loss became NaN at step 120: lower --learning-rate"
     # The tail starts at the step's traceback (not at kfp's echo of its inputs).
     assert result.log_tail[0] == "Traceback (most recent call last):" and result.log_tail[-1].startswith("FloatingPointError")
@@ -92,6 +101,13 @@ def test_a_local_failure_names_the_step_its_error_and_log_tail(tmp_path):
         str(tmp_path),
     ]
     assert "Traceback" not in result.text() and "Traceback (most recent call last):" in result.details()
+
+
+def test_a_killed_step_is_the_failed_one(tmp_path):
+    for record in ({"event": "started", "step": "full_train"}, {"event": "started", "step": "run_summary"}):
+        append_event(str(tmp_path), record)
+    step, tail, error = notify.failed_step_from_records(str(tmp_path))
+    assert (step, tail) == ("full_train", []) and error.startswith("the step stopped without a Python error")
 
 
 def test_a_vertex_failure_names_the_step_and_links_the_console():
@@ -116,9 +132,8 @@ def test_a_success_is_short():
 
 def test_the_step_writes_the_summary_and_posts_it(hook, tmp_path, monkeypatch):
     log = tmp_path / "run.log"
-    log.write_text(LOCAL_LOG)
     monkeypatch.setenv(notify.LOG_ENV, str(log))
-    monkeypatch.setenv(notify.OFFSET_ENV, "0")
+    monkeypatch.setenv(SUMMARY_DIR_ENV, local_records(tmp_path / "records"))
     summary_path = tmp_path / "taxifare-run-dir" / "run-summary" / "summary"
     status = SimpleNamespace(state="FAILED", pipeline_job_resource_name="local", error_message="Task exit-handler-1 failed.")
     result = notify.run_summary_step(status, run_name="taxifare-x", notify_webhook=hook.url, summary_path=str(summary_path))

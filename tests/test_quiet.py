@@ -66,12 +66,12 @@ def test_the_step_log_leaves_the_start_up_lines_out_unless_verbose(monkeypatch):
     for verbose, expected in ((False, len(lines) - len(START_UP)), (True, len(lines))):
         monkeypatch.setenv(quiet.VERBOSE_ENV, "1" if verbose else "0")
         log = io.StringIO()
-        tracker = local_run.StepTracker(log, lambda line: None)
+        step_log = local_run.StepLog(log, lambda line: None)
         for line in lines:  # in pieces, as a pipe delivers them
-            tracker.write(line[:10])
-            tracker.write(line[10:] + "\n")
-        tracker.write("unfinished")
-        tracker.flush()
+            step_log.write(line[:10])
+            step_log.write(line[10:] + "\n")
+        step_log.write("unfinished")
+        step_log.flush()
         assert log.getvalue().count("\n") == expected and log.getvalue().endswith("unfinished")
         assert all(line[4:] in log.getvalue() for line in lines[-len(KEPT) :])
 

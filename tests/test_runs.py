@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -248,8 +247,7 @@ def test_three_runs_at_once_each_find_their_own_folder(tmp_path):
     # a run whose steps all came from the cache wrote no folder: it gets its own, not another run's
     own = runs.new_run_dir(str(tmp_path), before, t0 + 5, "", (t0 + 5, t0 + 5.01))
     assert os.path.basename(own) not in names and os.path.isdir(own)
-    # the tracker reads the run's folder from kfp.local's output lines
-    tracker = local_run.StepTracker(io.StringIO(), lambda line: None)
-    uri = f"{tmp_path}/{names[2]}/stage-data/dataset"
-    tracker.write(f"Task 'stage-data' outputs:\n    dataset: Dataset( name='dataset',\n        uri='{uri}',\n")
+    # the tracker reads the run's folder from a step's record (the path of one of its outputs)
+    tracker = local_run.StepTracker(lambda line: None)
+    tracker.add({"event": "started", "step": "stage_data", "run": names[2], "time": t0})
     assert tracker.run_name == names[2]

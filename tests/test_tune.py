@@ -10,6 +10,7 @@ import pytest
 
 from base.errors import InputError
 from components.impl import tune
+from components.impl.contracts import SUMMARY_DIR_ENV, read_events
 
 
 def test_default_space():
@@ -77,6 +78,7 @@ def test_local_search_runs_the_trials_and_returns_the_best(tmp_path, small_data,
         (split[name] / "data.csv").write_text(src.read_text())
     (tmp_path / "work").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "work"))  # where the trials' scratch folders go
+    monkeypatch.setenv(SUMMARY_DIR_ENV, str(tmp_path / "records"))  # as `taxifare run` sets it
     lines: list[str] = []
     tuned = tune.tune_local(
         str(split["train"]),
@@ -95,6 +97,8 @@ def test_local_search_runs_the_trials_and_returns_the_best(tmp_path, small_data,
     assert (tuned.hidden_units, tuned.learning_rate, tuned.batch_size) == (best["hidden_units"], best["learning_rate"], best["batch_size"])
     assert [line.split(":")[0] for line in lines] == ["trial 1/3", "trial 2/3", "trial 3/3"]
     assert all("best so far $" in line for line in lines)
+    trials = [r for r in read_events(str(tmp_path / "records"))[0] if r["event"] == "progress"]  # what `taxifare run` shows
+    assert [(r["step"], r["trial"], r["of"], r["text"]) for r in trials] == [("tune", i + 1, 3, line) for i, line in enumerate(lines)]
     assert not list((tmp_path / "work").glob("taxifare-trial-*"))  # trials leave no scratch folder behind
     tune.write_record(tuned, str(tmp_path / "record.json"))
     assert json.loads((tmp_path / "record.json").read_text())["hidden_units"] == tuned.hidden_units
@@ -278,15 +282,14 @@ def test_best_trial_reads_the_tuning_job_from_a_vertex_job_service_on_loopback()
 
 
 def test_taxifare_run_shows_every_trial_line(tmp_path):
-    import io
-
     from pipeline import local_run
 
     console: list[str] = []
-    tracker = local_run.StepTracker(io.StringIO(), console.append, str(tmp_path))
-    tracker.write("Executing task 'tune'\n")
-    tracker.write("    trial 1/2: eval RMSE $5.093 (hidden_units 64,32, ...); best so far $5.093 (trial 1)\n")  # as kfp.local indents it
-    tracker.write("    trial 2/2: eval RMSE $4.670 (hidden_units 128,64, ...); best so far $4.670 (trial 2)\n")
+    tracker = local_run.StepTracker(console.append)
+    tracker.add({"event": "started", "step": "tune", "time": 1.0})
+    for trial, rmse, units in ((1, 5.093, "64,32"), (2, 4.670, "128,64")):  # the records tune_local writes (the text as printed)
+        text = f"trial {trial}/2: eval RMSE ${rmse:.3f} (hidden_units {units}, ...); best so far ${rmse:.3f} (trial {trial})"
+        tracker.add({"event": "progress", "step": "tune", "trial": trial, "of": 2, "rmse": rmse, "text": text})
     assert console[1:] == [
         "  ... tune           trial 1/2: eval RMSE $5.093 (hidden_units 64,32, ...); best so far $5.093 (trial 1)",
         "  ... tune           trial 2/2: eval RMSE $4.670 (hidden_units 128,64, ...); best so far $4.670 (trial 2)",

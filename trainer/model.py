@@ -278,7 +278,7 @@ def build_run(config: TrainConfig, data: _Data, say: Callable[[str], None]) -> _
     return _Run(model, optimizer, checkpoint, manager, ckpt_dir, best, train_loop, lambda: evaluator(eval_ds, None), eval_ds, tb_dir)
 
 
-def train(run: _Run, config: TrainConfig, say: Callable[[str], None]) -> _Outcome:
+def train(run: _Run, config: TrainConfig, say: Callable[[str], None], on_step: Callable[..., None] | None = None) -> _Outcome:
     """Train to ``train_steps``, evaluating every ``eval_every_steps`` and at the end; stop early when patience runs out."""
     train_writer = tf.summary.create_file_writer(os.path.join(run.tb_dir, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(run.tb_dir, "eval"))
@@ -304,6 +304,8 @@ def train(run: _Run, config: TrainConfig, say: Callable[[str], None]) -> _Outcom
             tf.summary.scalar("rmse", out.train_rmse)
             tf.summary.scalar("examples_per_second", rate)
         say(f"step {step}/{config.train_steps}  loss {mse:.3f}  rmse {out.train_rmse:.3f}  {rate:,.0f} examples/s")
+        if on_step:  # the same figures as a record (what `taxifare run` shows)
+            on_step(at=step, of=config.train_steps, loss=mse, rmse=out.train_rmse, examples_per_second=rate)
         if step - last_eval_step >= config.eval_every_steps or step >= config.train_steps:
             t0 = time.monotonic()
             _evaluate(run, out, step, eval_writer, say)
@@ -407,7 +409,9 @@ def copy_tensorboard(config: TrainConfig, run: _Run) -> None:
             tf.io.gfile.copy(os.path.join(src, name), os.path.join(dst, name), overwrite=True)
 
 
-def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | None = None) -> TrainResult:
+def train_and_evaluate(
+    config: TrainConfig, progress: Callable[[str], None] | None = None, on_step: Callable[..., None] | None = None
+) -> TrainResult:
     """Check the data, train (resuming) with periodic evaluation, keep the best model and export it.
 
     See the module docstring.
@@ -415,6 +419,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
     Args:
         config: the run's settings.
         progress: called with one human-readable line per logging interval.
+        on_step: called with that interval's figures as keywords (``at``, ``of``, ``loss``, ``rmse``, ``examples_per_second``).
 
     Raises:
         InputError: bad settings, no matching file, too many bad rows.
@@ -424,7 +429,7 @@ def train_and_evaluate(config: TrainConfig, progress: Callable[[str], None] | No
     say = progress or log.info
     data = check_data(config, say)
     run = build_run(config, data, say)
-    outcome = train(run, config, say)
+    outcome = train(run, config, say, on_step)
     chosen = choose_model(run, outcome)
     copy_tensorboard(config, run)
     metrics = collect_metrics(config, data, outcome, chosen)

@@ -8,8 +8,9 @@ spelled in one place:
 * :class:`ModelInfo`: the trained model (``Model``) from smoke_train and full_train;
 * :class:`Verification`: the verdict (``Metrics``) from verify_export, read by deploy and by
   the Vertex upload;
-* :class:`StepSummary`: a step's one-line summary and key figures, written as a JSON file
-  that ``taxifare run`` reads (no figures travel through log text).
+* :class:`StepSummary` and the other step records: what a step reports to ``taxifare run``
+  (started, progress, its one-line summary and key figures, how it ended), appended as JSON
+  lines to the run's events file, which the runner reads (nothing travels through log text).
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import dataclasses
 import json
 import math
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from base import atomic
 from trainer.schema import LABEL
 
-#: The environment variable naming the folder of step summaries (set by ``taxifare run``).
+#: The environment variable naming the folder of this run's step records (set by ``taxifare run``).
 SUMMARY_DIR_ENV = "TAXIFARE_STEP_SUMMARIES"
+#: The run's events file in that folder: one JSON object per line, appended by the steps' processes.
+EVENTS_FILE = "events.jsonl"
 
 
 @dataclasses.dataclass
@@ -153,25 +156,57 @@ def _json_safe(value: Any) -> Any:
 
 @dataclasses.dataclass
 class StepSummary:
-    """A step's one-line summary and key figures, for the console of ``taxifare run``."""
+    """A step's one-line summary and key figures, for the console of ``taxifare run`` (a ``summary`` record)."""
 
     step: str
     text: str
     figures: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def write(self, directory: str) -> str:
-        """Write ``<directory>/<step>.json`` (through a temporary name); returns the path."""
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"{self.step}.json")
-        atomic.write_text(path, json.dumps(dataclasses.asdict(self), default=str))
-        return path
+        """Append it to ``<directory>/events.jsonl``; returns the path."""
+        return append_event(directory, {"event": "summary", **dataclasses.asdict(self)})
 
     @classmethod
     def read(cls, directory: str, step: str) -> StepSummary | None:
-        """The summary ``step`` wrote in ``directory``, or ``None``."""
-        try:
-            with open(os.path.join(directory, f"{step}.json"), encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
+        """The last summary ``step`` wrote in ``directory``, or ``None``."""
+        written = [r for r in read_events(directory)[0] if r.get("event") == "summary" and r.get("step") == step]
+        if not written:
             return None
-        return cls(step=data["step"], text=data["text"], figures=data.get("figures", {}))
+        return cls(step=step, text=str(written[-1].get("text", "")), figures=dict(written[-1].get("figures") or {}))
+
+
+def append_event(directory: str, record: Mapping[str, Any]) -> str:
+    """Append ``record`` (with ``time`` and ``pid``) as one JSON line to ``<directory>/events.jsonl``; returns the path.
+
+    One ``write`` of one line on a file opened for appending: records of several processes never
+    interleave, and a reader sees whole lines (it leaves a line without its end for the next read).
+    """
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, EVENTS_FILE)
+    line = json.dumps({**record, "time": time.time(), "pid": os.getpid()}, default=str) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_events(directory: str, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The complete records of ``<directory>/events.jsonl`` after byte ``offset``, and the offset after them."""
+    try:
+        with open(os.path.join(directory, EVENTS_FILE), "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return [], offset
+    complete = data[: data.rfind(b"\n") + 1]
+    records = []
+    for line in complete.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records, offset + len(complete)

@@ -11,7 +11,7 @@ import os
 import shutil
 from typing import Any
 
-from components.common import summary
+from components.common import progress, summary
 from components.impl.contracts import Hyperparameters
 
 
@@ -80,7 +80,9 @@ def train(
         validate_data=False,  # stage_data validated every row
         extra_tensorboard_dir=os.environ.get("AIP_TENSORBOARD_LOG_DIR") or None,  # set by Vertex custom jobs
     )
-    result = train_and_evaluate(config, progress=lambda line: print(line, flush=True))
+    result = train_and_evaluate(
+        config, progress=lambda line: print(line, flush=True), on_step=lambda **figures: progress(step_name, **figures)
+    )
     metrics = result.metrics
     if not is_chief():  # a worker of a multi-worker job: the chief writes the outputs
         return {**metrics, "export_dir": "", "variant": result.variant.value}

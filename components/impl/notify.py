@@ -11,9 +11,10 @@ Where the facts come from:
 * **Vertex AI**: the status names the job (``projects/P/locations/L/pipelineJobs/ID``: the link
   to the console) and its error message names the failed tasks ("... The failed tasks are:
   [full-train]."); the step's own log is in Cloud Logging, linked from the run page.
-* **kfp.local** (``taxifare run``): the status only says the group failed. ``taxifare run``
-  tells the step where its log is (``TAXIFARE_RUN_LOG``, ``TAXIFARE_RUN_LOG_OFFSET``: the
-  byte where this run starts), and the step reads the failed task and its lines from it.
+* **kfp.local** (``taxifare run``): the status only says the group failed. The steps' own
+  records (:mod:`components.common`, in the folder ``TAXIFARE_STEP_SUMMARIES`` names) say which
+  step failed for good, its error line and its traceback; ``taxifare run`` tells the step where
+  the run's log is (``TAXIFARE_RUN_LOG``), for people to read on.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import dataclasses
 import json
 import os
 import re
-import textwrap
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,18 +31,15 @@ from typing import Any
 from base import atomic
 from base.webhook import post_webhook
 from components.common import summary as print_summary
+from components.impl.contracts import SUMMARY_DIR_ENV, read_events
 
-#: Environment set by ``taxifare run`` for the exit step (kfp.local only).
-LOG_ENV, OFFSET_ENV = "TAXIFARE_RUN_LOG", "TAXIFARE_RUN_LOG_OFFSET"
+#: Environment set by ``taxifare run`` for the exit step (kfp.local only): the run's log file.
+LOG_ENV = "TAXIFARE_RUN_LOG"
 LOG_TAIL_LINES = 30
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FAILED_TASKS = re.compile(r"failed tasks are:\s*\[([^\]]*)\]", re.IGNORECASE)
-_TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
-_TASK_START = re.compile(r"Executing task '([\w-]+)'")
 _JOB = re.compile(r"^projects/([^/]+)/locations/([^/]+)/pipelineJobs/([^/]+)$")
 #: The longest reason a chat message carries (the rest is in the log).
 MAX_REASON = 500
-_ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 
 
 @dataclasses.dataclass
@@ -110,32 +107,21 @@ def failed_tasks_from_message(message: str) -> list[str]:
     return [t.strip().strip("'\"") for t in m.group(1).split(",") if t.strip()] if m else []
 
 
-def read_local_log(path: str, offset: int = 0) -> list[str]:
-    """The lines of the run's log from ``offset`` on, without terminal colours ([] when there is none)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(offset, 0))
-            data = fh.read()
-    except OSError:
-        return []
-    return [_ANSI.sub("", line) for line in data.decode("utf-8", "replace").splitlines()]
+def failed_step_from_records(records: str) -> tuple[str, list[str], str]:
+    """``(step, its traceback, its error line)`` of the first step whose last attempt failed, from the run's records.
 
-
-def failed_step_from_log(lines: list[str]) -> tuple[str, list[str], str]:
-    """``(task, its lines, its error line)`` of the first task that finished with a failure in ``lines``."""
-    starts: dict[str, int] = {}
-    for i, line in enumerate(lines):
-        if m := _TASK_START.search(line):
-            starts[m.group(1)] = i
-        elif (m := _TASK_END.search(line)) and m.group(2) != "SUCCESS":
-            task = m.group(1)
-            own = lines[starts.get(task, i) + 1 : i]
-            errors = [f"{e.group(1)}: {e.group(2)}" for e in map(_ERROR.match, own) if e]
-            tracebacks = [k for k, line in enumerate(own) if line.strip().startswith("Traceback (most recent call last)")]
-            if tracebacks:  # the step's error, not kfp's echo of its inputs
-                own = own[tracebacks[-1] :]
-            own = [line for line in textwrap.dedent("\n".join(own)).splitlines() if line.strip()]
-            return task, own, errors[-1] if errors else ""
+    A step whose last record is its start, before another step's (this one's), was killed.
+    """
+    last: dict[str, dict[str, Any]] = {}
+    for record in read_events(records)[0]:
+        if record.get("event") in ("started", "finished") and record.get("step"):
+            last[str(record["step"])] = record
+    running = [step for step, record in last.items() if record.get("event") == "started"]
+    for step, record in last.items():
+        if record.get("event") == "finished" and record.get("status") == "failed":
+            return step, [str(line) for line in record.get("traceback") or []], str(record.get("error", ""))
+        if record.get("event") == "started" and step != running[-1]:
+            return step, [], "the step stopped without a Python error (killed, or out of memory?): see the log"
     return "", [], ""
 
 
@@ -147,9 +133,9 @@ def summarize_run(
     run_name: str,
     run_dir: str = "",
     log_path: str = "",
-    log_offset: int = 0,
+    records: str = "",
 ) -> RunSummary:
-    """The summary of a finished run from its final status (and, locally, its log).
+    """The summary of a finished run from its final status (and, locally, its steps' records).
 
     Args:
         state: the final state of the steps (``SUCCEEDED``, ``FAILED``, ``CANCELLED``...).
@@ -158,18 +144,18 @@ def summarize_run(
         run_name: the run's name (the pipeline job name).
         run_dir: the run's directory or ``gs://`` prefix ('' when unknown), the link of a local run.
         log_path: the run's log file (kfp.local), '' for none.
-        log_offset: where this run starts in ``log_path``.
+        records: the folder of the run's step records (kfp.local), '' for none.
     """
     result = RunSummary(run=run_name, status=state or "UNKNOWN")
     result.link = console_link(job_resource_name) or (run_dir if run_dir else "")
     if result.ok:
         return result
     failed = failed_tasks_from_message(error_message)
-    if log_path:
-        task, own, error = failed_step_from_log(read_local_log(log_path, log_offset))
-        if task:
-            failed = failed or [task]
-            result.log_tail = own[-LOG_TAIL_LINES:]
+    if records:
+        step, tail, error = failed_step_from_records(records)
+        if step:
+            failed = failed or [step]
+            result.log_tail = tail[-LOG_TAIL_LINES:]
             result.error = error
             result.log = log_path
     result.failed_step = ",".join(t.replace("-", "_") for t in failed)
@@ -204,7 +190,7 @@ def run_summary_step(
         run_name=run_name,
         run_dir=run_dir,
         log_path=os.environ.get(LOG_ENV, ""),
-        log_offset=int(os.environ.get(OFFSET_ENV, "0") or 0),
+        records=os.environ.get(SUMMARY_DIR_ENV, ""),
     )
     os.makedirs(os.path.dirname(summary_path) or ".", exist_ok=True)
     for path, content in ((summary_path, json.dumps(result.payload(), indent=1)), (summary_path + ".txt", result.details() + "\n")):

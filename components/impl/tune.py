@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from components.common import progress as record_progress
 from components.impl.contracts import Hyperparameters
 from trainer.config import TUNING_SPACE
 
@@ -230,11 +231,13 @@ def tune_local(
 
     def report(study: Any, trial: Any) -> None:
         best = study.best_trial
-        progress(
+        line = (
             f"trial {trial.number + 1}/{trials}: eval RMSE ${trial.value:.3f} "
             f"(hidden_units {trial.params['hidden_units']}, learning_rate {trial.params['learning_rate']:.5f}, "
             f"batch_size {trial.params['batch_size']}); best so far ${best.value:.3f} (trial {best.number + 1})"
         )
+        progress(line)
+        record_progress("tune", trial=trial.number + 1, of=trials, rmse=trial.value, best_rmse=best.value, text=line, **trial.params)
 
     study.optimize(objective, n_trials=trials, callbacks=[report])
     best = study.best_trial
