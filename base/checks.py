@@ -197,7 +197,7 @@ def model_name(name: str, value: Any) -> str:
     return out
 
 
-#: How deploy publishes a version (see components/impl/deploy.py and docs/serving.md); the
+#: How deploy publishes a version (see components/deploy/logic.py and docs/serving.md); the
 #: first, the default route moving to the new version, is the default.
 REPLACE = "replace"
 CANARY = "canary"

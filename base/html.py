@@ -1,9 +1,9 @@
 """The project's HTML pages, drawn one way: page shell and style, escaping, tables, links, inline SVG plots.
 
 Standard library only. Every page goes through here: the verification report
-(``components/impl/report.py``) with its drift section (``components/impl/drift.py``), the runs
+(``components/verify_export/report.py``) with its drift section (``components/check_drift/logic.py``), the runs
 page (``pipeline/runs_page.py``) and ``taxifare monitor``'s page (``serving/monitor_page.py``).
-The report's two matplotlib plots (``components/impl/report_plots.py``) take their ticks from
+The report's two matplotlib plots (``components/verify_export/report_plots.py``) take their ticks from
 :func:`log_ticks`.
 
 A page is one self-contained file (what the Vertex and Kubeflow UIs need) with a viewport meta

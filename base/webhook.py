@@ -1,6 +1,6 @@
 """Posting a JSON body to a webhook (Slack, Google Chat, any HTTP endpoint), with one-line errors (standard library only).
 
-Used by the run summary step (``components/impl/notify.py``) and ``taxifare monitor``.
+Used by the run summary step (``components/run_summary/logic.py``) and ``taxifare monitor``.
 """
 
 from __future__ import annotations

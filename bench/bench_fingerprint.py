@@ -1,6 +1,6 @@
 """Benchmark: the data fingerprint that keys stage_data's cache, against hashing the data's bytes.
 
-The fingerprint (components/impl/fingerprint.py) stats each file (size, modification time);
+The fingerprint (components/stage_data/fingerprint.py) stats each file (size, modification time);
 the baseline reads every byte through SHA-256 (what keying the cache on content would cost,
 as stage_data's own ``content_hash`` does after staging). Both run over the same files:
 N copies of a CSV of R generated rows, in a temporary directory.
@@ -34,7 +34,7 @@ def best_of(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     """Print the figures."""
     from bench.bench_pipeline import machine
-    from components.impl.fingerprint import data_fingerprint
+    from components.stage_data.fingerprint import data_fingerprint
     from trainer import synthetic, validation
 
     p = argparse.ArgumentParser(description=__doc__)

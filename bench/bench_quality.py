@@ -13,7 +13,7 @@ very same training and test rows. Models (``--models``):
   exported model is the last step's and the held-out rows choose nothing.
   ``--net NAME:key=value,...`` adds variants with ``TrainConfig`` fields changed
   (``--net wide:hidden_units=128/64,train_steps=8000``);
-* ``gbt``: the gradient-boosted baseline (``components/impl/baseline.py``, scikit-learn's
+* ``gbt``: the gradient-boosted baseline (``components/verify_export/baseline.py``, scikit-learn's
   ``HistGradientBoostingRegressor`` on 15 plain features), the one verify_export reports;
 * ``linear``: least squares of the fare on the haversine distance (the samples' README baseline);
 * ``rule``: the course's rule, 2.616 $/km x haversine distance;
@@ -110,7 +110,7 @@ class Split:
 
 
 def make_split(rows: Rows, test_idx: np.ndarray, work: str) -> Split:
-    from components.impl.verify_export import load_split
+    from components.verify_export.logic import load_split
 
     mask = np.zeros(len(rows.lines), dtype=bool)
     mask[test_idx] = True
@@ -181,8 +181,8 @@ def train_net(split: Split, work: str, seed: int, overrides: dict[str, Any]) -> 
 
 
 def predict(model: str, split: Split, work: str, seed: int, nets: dict[str, dict[str, Any]]) -> np.ndarray:
-    from components.impl import baseline
-    from components.impl.verify_export import distance_rule
+    from components.verify_export import baseline
+    from components.verify_export.logic import distance_rule
     from trainer import geo
 
     if model in nets:

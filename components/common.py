@@ -51,7 +51,7 @@ def write_metrics(artifact: Any, figures: dict[str, float], **extra: Any) -> Non
 
 def _records() -> str:
     """The folder of this run's step records ('' when nobody reads them)."""
-    from components.impl.contracts import SUMMARY_DIR_ENV
+    from components.contracts import SUMMARY_DIR_ENV
 
     return os.environ.get(SUMMARY_DIR_ENV, "")
 
@@ -64,7 +64,7 @@ def started(step: str, *, output: str = "") -> None:
         output: one of its output artifacts' local paths (``<root>/<run>/<task>/<name>``): the
             record then names the run's folder.
     """
-    from components.impl.contracts import append_event
+    from components.contracts import append_event
 
     directory = _records()
     if not directory:
@@ -98,7 +98,7 @@ def _record_the_end(directory: str, step: str) -> None:
     """
     import atexit
 
-    from components.impl.contracts import append_event
+    from components.contracts import append_event
 
     failure: list[str] = []
     previous = sys.excepthook
@@ -128,7 +128,7 @@ def error_line(exc: BaseException) -> str:
 
 def progress(step: str, **figures: Any) -> None:
     """Record how far ``step`` is (training: ``at``, ``of``, ``rmse``, ``examples_per_second``; a trial: ``trial``, ``of``, ``text``)."""
-    from components.impl.contracts import append_event
+    from components.contracts import append_event
 
     directory = _records()
     if directory:
@@ -137,7 +137,7 @@ def progress(step: str, **figures: Any) -> None:
 
 def summary(step: str, text: str, **figures: Any) -> None:
     """Report the step's one-line summary (and its figures): to the log, and as a record when asked."""
-    from components.impl.contracts import StepSummary
+    from components.contracts import StepSummary
 
     directory = _records()
     if directory:

@@ -20,7 +20,7 @@ from kfp.components import BaseComponent
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.common import DEFAULT_IMAGE, step
-from components.impl.contracts import Hyperparameters
+from components.contracts import Hyperparameters
 from pipeline.parameters import Parameters
 
 #: A step input given by the target: a constant, or a channel (a pipeline parameter, a placeholder's or another task's output).
@@ -54,12 +54,12 @@ def stage_and_smoke(
     """The stage_data task, the check_drift gate on its train split, and the smoke_train task on the splits.
 
     Args:
-        stage_op: the stage_data component (:func:`components.stage_data.stage_data`).
-        smoke_op: the smoke_train component (:func:`components.smoke_train.smoke_train`).
+        stage_op: the stage_data component (:func:`components.stage_data.component.stage_data`).
+        smoke_op: the smoke_train component (:func:`components.smoke_train.component.smoke_train`).
         p: the pipeline parameters.
         scheduled_time: stage_data's scheduled time (a parameter locally, the schedule's time on Vertex).
         bigquery_project: the project of a BigQuery export.
-        drift_op: the check_drift component (:func:`components.check_drift.check_drift`).
+        drift_op: the check_drift component (:func:`components.check_drift.component.check_drift`).
         serving_root: check_drift's model base path root (empty on Vertex).
         model_name: the served model's name (on Vertex the model's display name).
         deployed_stats_uri: the deployed model's folder with its training statistics (empty locally).
@@ -97,7 +97,7 @@ def stage_and_smoke(
 
 
 def tuned_locally(tune_op: BaseComponent, stage: dsl.PipelineTask, smoke: dsl.PipelineTask, p: Parameters) -> Hyperparameters:
-    """The tune step (:func:`components.tune.tune`: an Optuna search, or the given set when tuning_trials is 0); its best set."""
+    """The tune step (:func:`components.tune.component.tune`: an Optuna search, or the given set when tuning_trials is 0); its best set."""
     tune = tune_op(
         **splits(stage),
         tuning_trials=p.tuning_trials,
@@ -125,7 +125,7 @@ def full_training(
     """full_train on the staged splits with the training parameters and the tuned hyperparameters.
 
     Args:
-        train_op: the full_train component (:func:`components.full_train.full_train`, or its Vertex custom job).
+        train_op: the full_train component (:func:`components.full_train.component.full_train`, or its Vertex custom job).
         stage: the stage_data task.
         p: the pipeline parameters.
         tuned: the tune step's hyperparameters.
@@ -157,7 +157,7 @@ def verify(
     """The verify_export task on the trained model (never cached: it compares with what is deployed now).
 
     Args:
-        verify_op: the verify_export component (:func:`components.verify_export.verify_export`).
+        verify_op: the verify_export component (:func:`components.verify_export.component.verify_export`).
         stage: the stage_data task.
         train: the full_train task (or custom job).
         p: the pipeline parameters (the deploy decision's thresholds).
@@ -204,7 +204,7 @@ def pipeline(steps: Callable[[Parameters], None], *, image: str, target: str, na
 
 def with_run_summary(steps: Callable[[Parameters], None], image: str) -> Callable[[Parameters], None]:
     """The pipeline body: ``steps(p)`` inside :func:`exit_handler`, whose exit task runs in ``image``."""
-    from components.run_summary import run_summary
+    from components.run_summary.component import run_summary
 
     summary_op = with_image(run_summary, image)
 
@@ -219,7 +219,7 @@ def exit_handler(summary_op: BaseComponent, p: Parameters) -> dsl.ExitHandler:
     """The group around every step: its exit task, run_summary, runs whatever happened to them.
 
     run_summary gets their final status, writes the run's summary and POSTs it to
-    ``notify_webhook`` when set (see :mod:`components.impl.notify`).
+    ``notify_webhook`` when set (see :mod:`components.run_summary.logic`).
     """
     exit_task = (
         summary_op(run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, notify_webhook=p.notify_webhook)
@@ -240,7 +240,7 @@ def batch_scoring(
     """The optional last step: batch_predict on ``batch_source`` when it is set (a condition group named ``name``).
 
     Args:
-        batch_op: the batch_predict component (:func:`components.batch_predict.batch_predict`).
+        batch_op: the batch_predict component (:func:`components.batch_predict.component.batch_predict`).
         p: the pipeline parameters.
         name: the condition group's name (unique in the pipeline).
         deployed_path: the version deploy published (empty: the served one).

@@ -26,7 +26,7 @@ import sys
 import traceback
 from typing import Any
 
-from components.impl.contracts import append_event
+from components.contracts import append_event
 
 #: A task that runs whatever happened to the tasks before it (the exit handler's task).
 _EXIT_STRATEGY = "ALL_UPSTREAM_TASKS_COMPLETED"

@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from components.common import DEFAULT_IMAGE
-from components.impl.contracts import SUMMARY_DIR_ENV, read_events
-from components.impl.notify import LOG_ENV
+from components.contracts import SUMMARY_DIR_ENV, read_events
+from components.run_summary.logic import LOG_ENV
 from pipeline.scratch import run_scratch
 from trainer import quiet
 
@@ -311,7 +311,7 @@ def _run_local(
     # defaults and one with the same values given would never share cached steps.
     arguments = {**parameters.defaults(parameters.LOCAL), **arguments}
     if not arguments.get("data_fingerprint"):  # key stage_data's cache on the data the sources hold now
-        from components.impl.fingerprint import data_fingerprint
+        from components.stage_data.fingerprint import data_fingerprint
 
         arguments["data_fingerprint"] = data_fingerprint(arguments)
     start, started_at = time.monotonic(), time.time()

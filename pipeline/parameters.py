@@ -93,14 +93,14 @@ def _max_drift(name: str, value: Any) -> float:
 
 
 def _tuning_trials(name: str, value: Any) -> int:
-    from components.impl.tune import check_tuning
+    from components.tune.logic import check_tuning
 
     check_tuning(value, "")
     return int(value)
 
 
 def _tuning_space(name: str, value: Any) -> str:
-    from components.impl.tune import parse_space
+    from components.tune.logic import parse_space
 
     parse_space(str(value))
     return str(value)
@@ -180,7 +180,7 @@ class Parameters:
        "restart the training job when a worker restarts (it resumes from its checkpoints).", targets=(VERTEX,))
     # Verification and deployment.
     max_rmse: float = row(10.0, checks.dollars, "the largest test RMSE in dollars that may be deployed.")
-    # The deploy decision against the served model, on the same test rows (components/impl/gate.py; docs/pipeline.md says why).
+    # The deploy decision against the served model, on the same test rows (components/verify_export/gate.py; docs/pipeline.md says why).
     min_improvement: float = row(0.01, checks.non_negative_dollars,
        "the least test-RMSE gain in dollars over the served model, on the same rows, for a candidate to replace it.")
     require_significant: bool = row(True, checks.boolean,
@@ -377,7 +377,7 @@ def checked(values: Mapping[str, Any], target: str = LOCAL, *, known: Iterable[s
     hidden = checks.hidden_units("hidden_units", merged["hidden_units"])
     config.check_model_size(hidden, limit=merged["max_model_params"], datetime_layout=merged["datetime_layout"], flag=_limit_flag(target))
     if merged["tuning_trials"]:
-        from components.impl.tune import check_tuning, parse_space
+        from components.tune.logic import check_tuning, parse_space
 
         check_tuning(merged["tuning_trials"], merged["tuning_space"], merged.get("tuning_parallel_trials", 1))
 

@@ -10,15 +10,15 @@ with the Vertex variant is in :mod:`pipeline.dag`.
 from kfp import dsl
 from kfp.components import BaseComponent
 
-from components.batch_predict import batch_predict
-from components.check_drift import check_drift
+from components.batch_predict.component import batch_predict
+from components.check_drift.component import check_drift
 from components.common import DEFAULT_IMAGE
-from components.deploy import deploy
-from components.full_train import full_train
-from components.smoke_train import smoke_train
-from components.stage_data import stage_data
-from components.tune import tune
-from components.verify_export import verify_export
+from components.deploy.component import deploy
+from components.full_train.component import full_train
+from components.smoke_train.component import smoke_train
+from components.stage_data.component import stage_data
+from components.tune.component import tune
+from components.verify_export.component import verify_export
 from pipeline import dag, parameters
 from pipeline.dag import with_image
 from pipeline.parameters import Parameters

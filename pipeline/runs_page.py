@@ -122,7 +122,7 @@ def report_header(run: Run, report_path: str, index_path: str) -> str:
 
 def stamp_report(run: Run, index_path: str) -> None:
     """Write :func:`report_header` into the run's verification report and its pipeline-UI copy (the ``report`` artifact)."""
-    from components.impl.report import stamp_run
+    from components.verify_export.report import stamp_run
 
     if not run.report:
         return

@@ -38,16 +38,16 @@ from kfp import dsl
 from kfp.components import BaseComponent
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-from components.check_drift import check_drift
+from components.check_drift.component import check_drift
 from components.common import DEFAULT_IMAGE
-from components.full_train import full_train
-from components.impl.contracts import Hyperparameters
-from components.smoke_train import smoke_train
-from components.stage_data import stage_data
-from components.tune import best_trial, tune, tuning_job_spec
-from components.verify_export import verify_export
-from components.vertex_batch import batch_inputs, served_model
-from components.vertex_steps import enable_request_logging, lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
+from components.full_train.component import full_train
+from components.contracts import Hyperparameters
+from components.smoke_train.component import smoke_train
+from components.stage_data.component import stage_data
+from components.tune.component import best_trial, tune, tuning_job_spec
+from components.verify_export.component import verify_export
+from components.vertex_batch.component import batch_inputs, served_model
+from components.vertex_steps.component import enable_request_logging, lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
 from pipeline import dag, parameters
 from pipeline.dag import with_image
 from pipeline.parameters import Parameters
@@ -75,7 +75,7 @@ def create_vertex_pipeline(
     Args:
         image: the project's image (every step, and the custom training job).
         serving_image: the custom serving container the model is uploaded with (default: ``image``,
-            started as ``taxifare serve``; see components.impl.vertex_steps.serving_container_spec).
+            started as ``taxifare serve``; see components.vertex_steps.logic.serving_container_spec).
         name: the pipeline's name.
         email: wrap the whole pipeline in Vertex AI's e-mail notification (:func:`with_email_notification`).
     """

@@ -62,10 +62,10 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, small_data: dict[str
 
 
 def stage(source: str, out_paths: dict[str, str], *, bigquery_export_prefix: str = "", **settings):
-    """``components.impl.stage_data.stage`` as the pipeline calls it: the pipeline's defaults for the settings not given."""
+    """``components.stage_data.logic.stage`` as the pipeline calls it: the pipeline's defaults for the settings not given."""
     import dataclasses
 
-    from components.impl import stage_data
+    from components.stage_data import logic as stage_data
     from pipeline import parameters
 
     defaults = parameters.defaults()

@@ -1,4 +1,4 @@
-"""The gradient-boosted baseline (components/impl/baseline.py) on the real samples."""
+"""The gradient-boosted baseline (components/verify_export/baseline.py) on the real samples."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.impl import baseline
-from components.impl.verify_export import distance_rule, load_split, rmse
+from components.verify_export import baseline
+from components.verify_export.logic import distance_rule, load_split, rmse
 from trainer import geo, schema
 
 

@@ -10,7 +10,7 @@ import pytest
 from _serving_helpers import export_untrained, publish
 from conftest import real
 
-from components.impl.batch_predict import batch_predict
+from components.batch_predict.logic import batch_predict
 from pipeline.local_run import run_local
 from pipeline.runs_text import summarize
 

@@ -283,7 +283,7 @@ def test_submit_to_kubeflow_with_image_compiles_the_local_pipeline_for_it(kfp_se
 
 def test_submit_passes_the_fingerprint_of_the_data_the_sources_hold_now(kfp_server, tmp_path, capsys):
     """Changed files change the data_fingerprint parameter, so stage_data's cache misses (issue 12)."""
-    fingerprint = pytest.importorskip("components.impl.fingerprint")  # comes with the data_fingerprint parameter
+    fingerprint = pytest.importorskip("components.stage_data.fingerprint")  # comes with the data_fingerprint parameter
     if "data_fingerprint" not in load_template(TEMPLATE).parameter_types:
         pytest.skip("the pipeline has no data_fingerprint parameter yet")
     data = tmp_path / "trips.csv"

@@ -7,17 +7,17 @@ import sys
 from conftest import ROOT
 from kfp import dsl
 
-from components.impl.contracts import SUMMARY_DIR_ENV, DatasetStats, ModelInfo, StepSummary, Verification
+from components.contracts import SUMMARY_DIR_ENV, DatasetStats, ModelInfo, StepSummary, Verification
 
 COMPONENT_MODULES = [
     "components.common",
-    "components.stage_data",
-    "components.smoke_train",
-    "components.full_train",
-    "components.verify_export",
-    "components.deploy",
-    "components.vertex_steps",
-    "components.impl.contracts",
+    "components.stage_data.component",
+    "components.smoke_train.component",
+    "components.full_train.component",
+    "components.verify_export.component",
+    "components.deploy.component",
+    "components.vertex_steps.component",
+    "components.contracts",
     "pipeline.parameters",
     "base.checks",
     "trainer.validation",
@@ -57,7 +57,7 @@ def artifact(kind, path, **metadata):
 
 
 def test_stage_data_wrapper_writes_each_split_and_its_statistics(tmp_path, monkeypatch):
-    from components.stage_data import stage_data
+    from components.stage_data.component import stage_data
 
     monkeypatch.setenv(SUMMARY_DIR_ENV, str(tmp_path / "summaries"))
     outs = {name: artifact(dsl.Dataset, tmp_path / name) for name in ("train", "eval", "test")}
@@ -77,7 +77,7 @@ def test_stage_data_wrapper_writes_each_split_and_its_statistics(tmp_path, monke
 
 
 def test_deploy_wrapper_records_the_verdict_the_model_and_the_data_hash(tmp_path):
-    from components.deploy import deploy
+    from components.deploy.component import deploy
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -102,8 +102,8 @@ def test_deploy_wrapper_records_the_verdict_the_model_and_the_data_hash(tmp_path
 def test_prepare_upload_wrapper_labels_the_model_with_its_rmse_and_data(tmp_path):
     from google_cloud_pipeline_components.types.artifact_types import RegressionMetrics, UnmanagedContainerModel
 
-    from components.impl.vertex_steps import rmse_from_labels, serving_container_spec
-    from components.vertex_steps import prepare_upload
+    from components.vertex_steps.logic import rmse_from_labels, serving_container_spec
+    from components.vertex_steps.component import prepare_upload
 
     unmanaged = UnmanagedContainerModel(uri=str(tmp_path / "unmanaged"))
     evaluation = RegressionMetrics(uri=str(tmp_path / "evaluation"))

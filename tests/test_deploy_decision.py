@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from _serving_helpers import export_untrained
 
-from components.impl import deploy, gate, slices, verify_export
-from components.impl.gate import GateSettings
+from components.deploy import logic as deploy
+from components.verify_export import gate, slices, logic as verify_export
+from components.verify_export.gate import GateSettings
 
 #: The pipeline's defaults (pipeline/parameters.py).
 DEFAULTS = GateSettings(min_improvement=0.01, require_significant=True, max_slice_regression=0.1, min_slice_rows=200)

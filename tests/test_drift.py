@@ -11,7 +11,7 @@ from conftest import stage
 
 from base import layout
 from base.errors import InputError
-from components.impl import drift
+from components.check_drift import logic as drift
 from trainer import divergence, schema, statistics, synthetic
 from trainer.schema import Variant
 

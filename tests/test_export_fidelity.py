@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 
 from base.errors import InputError
-from components.impl import verify_export
+from components.verify_export import logic as verify_export
 from trainer import schema, synthetic, warmup
 from trainer.export import check_export_dir, export_model
 from trainer.schema import Variant

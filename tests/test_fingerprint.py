@@ -9,7 +9,7 @@ import pytest
 from _gcs import make_bucket, upload
 
 from base.errors import InputError
-from components.impl.fingerprint import data_fingerprint, describe_sources
+from components.stage_data.fingerprint import data_fingerprint, describe_sources
 
 ROW = "12.5,-73.98,40.75,-73.95,40.78,1,k{}\n"
 NOW = dt.datetime(2026, 11, 28, 6, 0, tzinfo=dt.UTC)

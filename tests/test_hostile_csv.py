@@ -13,7 +13,7 @@ import pytest
 from conftest import stage
 
 from base.errors import InputError
-from components.impl import stage_data
+from components.stage_data import logic as stage_data
 from pipeline.cli import main as cli_main
 from trainer import lines as csvlines
 from trainer import validation

@@ -10,7 +10,7 @@ import sys
 from conftest import ROOT
 
 from components.common import progress, started, summary
-from components.impl.contracts import SUMMARY_DIR_ENV, append_event, read_events
+from components.contracts import SUMMARY_DIR_ENV, append_event, read_events
 from pipeline import local_run, runs_text
 from pipeline.pipeline import create_pipeline
 

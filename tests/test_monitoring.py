@@ -21,7 +21,7 @@ from _serving_helpers import export_untrained, publish
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from test_serving_metrics import grpc_predict, scrape
 
-from components.impl import drift
+from components.check_drift import logic as drift
 from serving import cli, monitor, request_log
 from serving.request_log import RequestLogSettings
 from serving.server import ModelServer, ServerConfig

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from _browser import check_page
 
-from components.impl import drift, report, slices, verify_export
+from components.check_drift import logic as drift
+from components.verify_export import report, slices, logic as verify_export
 from pipeline import runs
 from pipeline.runs_page import report_header
 from trainer import divergence, statistics, synthetic

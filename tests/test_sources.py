@@ -10,7 +10,7 @@ from _gcs import make_bucket, upload
 
 from base import storage
 from base.errors import InputError
-from components.impl import sources
+from components.stage_data import sources
 from trainer import validation
 from trainer.schema import Variant
 

@@ -226,7 +226,7 @@ def test_bad_settings_are_refused_before_tensorflow_loads(tmp_path, small_data, 
 
 
 def test_eval_curve_has_a_point_every_eval_every_steps_and_runs_named_train_and_eval(trained_model):
-    from components.impl.verify_export import read_loss_curve
+    from components.verify_export.logic import read_loss_curve
 
     out = Path(trained_model.export_dir).parents[2]
     assert sorted(p.name for p in (out / "tensorboard").iterdir()) == ["eval", "train"]
@@ -236,7 +236,7 @@ def test_eval_curve_has_a_point_every_eval_every_steps_and_runs_named_train_and_
 
 @pytest.mark.slow
 def test_best_checkpoint_is_exported_and_early_stopping_stops(tmp_path, small_data):
-    from components.impl.verify_export import read_loss_curve
+    from components.verify_export.logic import read_loss_curve
 
     config = TrainConfig(
         str(small_data["train"]), str(small_data["valid"]), str(tmp_path), train_steps=5000, batch_size=64,

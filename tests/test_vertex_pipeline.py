@@ -9,8 +9,8 @@ from conftest import ROOT
 from google.auth.credentials import AnonymousCredentials
 from kfp import dsl
 
-from components.impl import vertex_steps as vertex
-from components.impl.verify_export import verify
+from components.vertex_steps import logic as vertex
+from components.verify_export.logic import verify
 from pipeline.compile import VERTEX_EMAIL_YAML, VERTEX_YAML, compile_pipeline
 
 
@@ -155,8 +155,8 @@ def test_the_evaluation_file_is_what_vertex_imports(tmp_path):
     from google.cloud.aiplatform_v1.types import ModelEvaluation, ModelEvaluationSlice
     from google_cloud_pipeline_components.container._implementation.model_evaluation import import_model_evaluation as importer
 
-    from components.impl import slices
-    from components.impl.contracts import Verification
+    from components.verify_export import slices
+    from components.contracts import Verification
 
     rng = np.random.default_rng(0)
     n = 400
@@ -357,7 +357,7 @@ def lookup(server, capsys) -> tuple[dict, str]:
     """lookup_deployment as the pipeline runs it (the kfp component's own function, real artifacts): its outputs and its line."""
     from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
 
-    from components.vertex_steps import lookup_deployment
+    from components.vertex_steps.component import lookup_deployment
 
     capsys.readouterr()
     parent, endpoint = VertexModel(uri=""), VertexEndpoint(uri="")
@@ -378,8 +378,8 @@ def lookup(server, capsys) -> tuple[dict, str]:
 
 def recheck(deployed_model_uri: str, candidate_rmse: float, capsys) -> tuple[bool, str]:
     """recheck_deployment as the pipeline runs it: whether the chain below runs, and its line."""
-    from components.impl.contracts import Verification
-    from components.vertex_steps import recheck_deployment
+    from components.contracts import Verification
+    from components.vertex_steps.component import recheck_deployment
 
     capsys.readouterr()
     verification = dsl.Metrics(uri="")
@@ -622,7 +622,7 @@ def test_batch_predict_is_a_vertex_batch_prediction_job_of_the_new_version_or_th
     ],
 )
 def test_batch_inputs_split_the_source(source, expected):
-    from components.vertex_batch import batch_inputs
+    from components.vertex_batch.component import batch_inputs
 
     out = batch_inputs.python_func(source)
     assert (out.instances_format, out.gcs_source_uris, out.bigquery_source_input_uri, out.excluded_fields) == expected
@@ -630,7 +630,7 @@ def test_batch_inputs_split_the_source(source, expected):
 
 def test_batch_inputs_refuse_local_files_with_one_line():
     from base.errors import InputError
-    from components.vertex_batch import batch_inputs
+    from components.vertex_batch.component import batch_inputs
 
     with pytest.raises(InputError, match=r"batch_source data/trips\.csv: a Vertex AI job reads gs:// files"):
         batch_inputs.python_func("data/trips.csv")
@@ -642,7 +642,7 @@ def test_a_new_signature_never_replaces_the_endpoints_contract(vertex_api, capsy
 
     import keras
 
-    from components.impl.gate import GateSettings
+    from components.verify_export.gate import GateSettings
     from trainer.model import TrainConfig, build_model, export_model
     from trainer.schema import Variant
 

@@ -11,7 +11,7 @@ from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint
 from test_vertex_pipeline import ENDPOINT, spec, vertex_api  # noqa: F401 - fixtures
 
 from base.errors import InputError
-from components.vertex_steps import enable_request_logging
+from components.vertex_steps.component import enable_request_logging
 
 
 def _config(server):
@@ -61,7 +61,7 @@ def test_the_step_turns_logging_on_and_leaves_the_traffic_alone(vertex_api, caps
     ],
 )
 def test_bad_settings_are_refused_before_any_call(vertex_api, rate, destination, message):  # noqa: F811
-    from components.impl.vertex_steps import enable_request_logging as enable
+    from components.vertex_steps.logic import enable_request_logging as enable
 
     with pytest.raises(InputError, match=message):
         enable("test-project", "us-central1", ENDPOINT, rate, destination)

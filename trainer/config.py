@@ -42,7 +42,7 @@ CROSS_EMBEDDING_DIM = 0
 #: MAE $2.146 vs $2.159, RMSE without the largest 0.5% errors $3.025 vs $3.037.
 DROPOUT = 0.1
 #: The search space of the pipeline's tune step when its tuning_space parameter is empty (the
-#: pipeline's own default, an empty text, means this; components/impl/tune.py parses it).
+#: pipeline's own default, an empty text, means this; components/tune/logic.py parses it).
 TUNING_SPACE = "hidden_units=32,16|64,32|128,64|256,128,64; learning_rate=0.0003..0.03; batch_size=128|256|512|1024"
 #: The pipeline's smoke_train (a gate, not a model to keep): small batches, a few evaluation batches.
 SMOKE_BATCH_SIZE = 64

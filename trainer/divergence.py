@@ -1,6 +1,6 @@
 """How far two data sets are apart: Jensen-Shannon divergence per feature over the fixed bins of :mod:`trainer.statistics`.
 
-The one definition of "moved", shared by the drift gate (``components/impl/drift.py``, the
+The one definition of "moved", shared by the drift gate (``components/check_drift/logic.py``, the
 ``check_drift`` step), the server's skew gauges (``serving/skew.py``) and ``taxifare monitor``:
 
 * per feature, the Jensen-Shannon divergence (base 2, so 0 = the same distribution, 1 = no

@@ -3,7 +3,7 @@
 :func:`describe` reads a staged, headerless CSV split block by block and returns, per feature
 (the fare and the five numeric features), the count, quantiles and a histogram over the
 fixed edges of :func:`bin_edges`, so two data sets share their bins and can be compared by
-:mod:`components.impl.drift` without their rows. numpy and pyarrow, imported inside; no kfp.
+:mod:`components.check_drift.logic` without their rows. numpy and pyarrow, imported inside; no kfp.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ def check_step_images(template: Template) -> None:
 def with_fingerprint(template: Template, values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` plus ``data_fingerprint`` of what the sources resolve to now, when the pipeline takes one.
 
-    The fingerprint (:func:`components.impl.fingerprint.data_fingerprint`: local files' sizes and
+    The fingerprint (:func:`components.stage_data.fingerprint.data_fingerprint`: local files' sizes and
     times, ``gs://`` generations, window bounds) keys stage_data's cache on the data, not only on
     the source's text. Lists ``gs://`` folders: call it after the credentials are found. A value
     given with ``--param data_fingerprint=`` is kept.
@@ -195,7 +195,7 @@ def with_fingerprint(template: Template, values: Mapping[str, Any]) -> dict[str,
     """
     if "data_fingerprint" not in template.parameter_types or values.get("data_fingerprint"):
         return dict(values)
-    from components.impl.fingerprint import data_fingerprint
+    from components.stage_data.fingerprint import data_fingerprint
 
     return {**values, "data_fingerprint": data_fingerprint({**template.defaults, **values})}
 

@@ -1,0 +1,1 @@
+"""The batch_predict step: its kfp component and the plain logic it calls."""

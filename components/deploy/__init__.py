@@ -1,0 +1,1 @@
+"""The deploy step: its kfp component and the plain logic it calls."""

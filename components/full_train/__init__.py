@@ -1,0 +1,1 @@
+"""The full_train step: its kfp component and the plain logic it calls."""

@@ -1,0 +1,1 @@
+"""The smoke_train step: its kfp component and the plain logic it calls."""

@@ -1,0 +1,1 @@
+"""The tune step: its kfp component and the plain logic it calls."""

@@ -1,0 +1,1 @@
+"""The verify_export step: its kfp component and the plain logic it calls."""
