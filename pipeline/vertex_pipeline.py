@@ -40,14 +40,20 @@ from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.check_drift.component import check_drift
 from components.common import DEFAULT_IMAGE
-from components.full_train.component import full_train
 from components.contracts import Hyperparameters
+from components.full_train.component import full_train
 from components.smoke_train.component import smoke_train
 from components.stage_data.component import stage_data
 from components.tune.component import best_trial, tune, tuning_job_spec
 from components.verify_export.component import verify_export
 from components.vertex_batch.component import batch_inputs, served_model
-from components.vertex_steps.component import enable_request_logging, lookup_deployment, prepare_upload, recheck_deployment, training_worker_pools
+from components.vertex_steps.component import (
+    enable_request_logging,
+    lookup_deployment,
+    prepare_upload,
+    recheck_deployment,
+    training_worker_pools,
+)
 from pipeline import dag, parameters
 from pipeline.dag import with_image
 from pipeline.parameters import Parameters

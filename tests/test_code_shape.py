@@ -93,7 +93,7 @@ def test_no_module_imports_a_higher_layer():
 
 def test_the_layer_check_sees_an_upward_import(tmp_path):
     path = tmp_path / "m.py"
-    path.write_text("def f():\n    from components.impl import drift\n")
+    path.write_text("def f():\n    from components.check_drift import logic\n")
     assert list(imported_packages(path)) == ["components"]
 
 

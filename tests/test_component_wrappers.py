@@ -102,8 +102,8 @@ def test_deploy_wrapper_records_the_verdict_the_model_and_the_data_hash(tmp_path
 def test_prepare_upload_wrapper_labels_the_model_with_its_rmse_and_data(tmp_path):
     from google_cloud_pipeline_components.types.artifact_types import RegressionMetrics, UnmanagedContainerModel
 
-    from components.vertex_steps.logic import rmse_from_labels, serving_container_spec
     from components.vertex_steps.component import prepare_upload
+    from components.vertex_steps.logic import rmse_from_labels, serving_container_spec
 
     unmanaged = UnmanagedContainerModel(uri=str(tmp_path / "unmanaged"))
     evaluation = RegressionMetrics(uri=str(tmp_path / "evaluation"))

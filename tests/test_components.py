@@ -11,11 +11,12 @@ import pytest
 from conftest import stage
 
 from base.errors import InputError
+from components.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary, read_events
 from components.deploy import logic as deploy
 from components.full_train import logic as full_train
-from components.verify_export import report, logic as verify_export
 from components.stage_data import logic as stage_data
-from components.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters, StepSummary, read_events
+from components.verify_export import logic as verify_export
+from components.verify_export import report
 from pipeline import parameters
 
 #: verify()'s pipeline settings, at the pipeline's defaults.

@@ -12,7 +12,8 @@ import pytest
 from _serving_helpers import export_untrained
 
 from components.deploy import logic as deploy
-from components.verify_export import gate, slices, logic as verify_export
+from components.verify_export import gate, slices
+from components.verify_export import logic as verify_export
 from components.verify_export.gate import GateSettings
 
 #: The pipeline's defaults (pipeline/parameters.py).

@@ -152,8 +152,8 @@ def test_the_deploy_component_compares_publishes_and_keeps_the_train_stats(expor
     """The kfp component's own function (``python_func``) with real artifacts: what the pipeline runs."""
     from kfp import dsl
 
-    from components.deploy.component import deploy as deploy_component
     from components.contracts import DatasetStats
+    from components.deploy.component import deploy as deploy_component
 
     test_data = dsl.Dataset(uri=test_split, metadata={"split": "test", "rows": 300, "variant": "lab", "source": "x", "content_hash": "t"})
     stats = DatasetStats("train", 500, "lab", "x", columns={"fare_amount": {"mean": 11.0}}, content_hash="h").to_metadata()

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from base import webhook
-from components.run_summary import logic as notify
 from components.contracts import SUMMARY_DIR_ENV, append_event
+from components.run_summary import logic as notify
 
 
 class Hook:

@@ -17,7 +17,8 @@ import pytest
 from _browser import check_page
 
 from components.check_drift import logic as drift
-from components.verify_export import report, slices, logic as verify_export
+from components.verify_export import logic as verify_export
+from components.verify_export import report, slices
 from pipeline import runs
 from pipeline.runs_page import report_header
 from trainer import divergence, statistics, synthetic

@@ -9,8 +9,8 @@ import tempfile
 import pytest
 
 from base.errors import InputError
-from components.tune import logic as tune
 from components.contracts import SUMMARY_DIR_ENV, read_events
+from components.tune import logic as tune
 
 
 def test_default_space():

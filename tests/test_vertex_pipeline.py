@@ -9,8 +9,8 @@ from conftest import ROOT
 from google.auth.credentials import AnonymousCredentials
 from kfp import dsl
 
-from components.vertex_steps import logic as vertex
 from components.verify_export.logic import verify
+from components.vertex_steps import logic as vertex
 from pipeline.compile import VERTEX_EMAIL_YAML, VERTEX_YAML, compile_pipeline
 
 
@@ -155,8 +155,8 @@ def test_the_evaluation_file_is_what_vertex_imports(tmp_path):
     from google.cloud.aiplatform_v1.types import ModelEvaluation, ModelEvaluationSlice
     from google_cloud_pipeline_components.container._implementation.model_evaluation import import_model_evaluation as importer
 
-    from components.verify_export import slices
     from components.contracts import Verification
+    from components.verify_export import slices
 
     rng = np.random.default_rng(0)
     n = 400

@@ -17,8 +17,8 @@ def batch_predict(batch_source: str, deployed_path: str, serving_root: str, mode
 
     started("batch_predict", output=predictions.path)  # first: a failure from here on is this step's
 
-    from components.common import summary
     from components.batch_predict.logic import batch_predict as score
+    from components.common import summary
     from serving.batch import summary_line
 
     result = score(batch_source, deployed_path, serving_root, model_name, predictions.path)

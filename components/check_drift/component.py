@@ -24,8 +24,8 @@ def check_drift(
 
     started("check_drift", output=drift.path)  # first: a failure from here on is this step's
 
-    from components.common import write_metrics
     from components.check_drift.logic import check
+    from components.common import write_metrics
 
     result = check(
         dict(train_data.metadata),

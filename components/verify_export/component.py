@@ -44,8 +44,8 @@ def verify_export(
     from components.common import write_metrics
     from components.contracts import DatasetStats
     from components.verify_export.gate import GateSettings
-    from components.verify_export.report import write_report
     from components.verify_export.logic import verify
+    from components.verify_export.report import write_report
 
     verdict = verify(
         model.path,

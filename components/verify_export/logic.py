@@ -27,8 +27,8 @@ import os
 from typing import Any
 
 from components.common import summary
-from components.verify_export.consumers import STOCK_CHECK
 from components.contracts import Verification
+from components.verify_export.consumers import STOCK_CHECK
 from components.verify_export.gate import GateSettings
 
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
