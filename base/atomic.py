@@ -29,8 +29,11 @@ _PID = re.compile(r"^\.tmp-(\d+)-")
 
 
 def temp_path(path: str) -> str:
-    """A fresh temporary path beside ``path``: ``<dir>/.tmp-<pid>-<ns>-<name>`` (the name's extension kept)."""
-    directory, name = os.path.split(os.path.abspath(path))
+    """A fresh temporary path beside ``path``: ``<dir>/.tmp-<pid>-<ns>-<name>`` (the name's extension kept).
+
+    ``path`` may be a URL (``gs://bucket/...``, written through ``tf.io.gfile``): it is kept as is.
+    """
+    directory, name = os.path.split(path if "://" in path else os.path.abspath(path))
     return os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{time.monotonic_ns()}-{name}")
 
 
@@ -50,17 +53,21 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def publish(tmp: str, path: str, *, durable: bool = False) -> None:
+def publish(tmp: str, path: str, *, durable: bool = False, replace: bool = True) -> None:
     """Rename the finished temporary ``tmp`` onto ``path``.
 
-    When both are folders, the one there (kfp's empty placeholder, an older copy) is replaced whole.
+    When both are folders, the one there (kfp's empty placeholder, an older copy) is replaced whole;
+    with ``replace=False`` a folder that holds anything is kept and the rename fails (``OSError``).
 
     ``durable`` also fsyncs the directory after the rename (fsync a file's contents yourself, or
     use :func:`write_bytes` with ``durable=True``).
     """
-    if os.path.isdir(tmp) and os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    if not replace:
+        os.rename(tmp, path)  # onto a non-empty folder: ENOTEMPTY/EEXIST
+    else:
+        if os.path.isdir(tmp) and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
     if durable:
         _fsync_dir(os.path.dirname(os.path.abspath(path)))
 

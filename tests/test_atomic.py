@@ -47,6 +47,29 @@ def test_a_folder_replaces_a_placeholder_folder_but_a_file_never_replaces_a_fold
     assert os.listdir(target) == ["variables"]
 
 
+def test_publish_without_replace_never_replaces_a_folder_that_holds_something(tmp_path):
+    held, empty = tmp_path / "1", tmp_path / "2"
+    held.mkdir()
+    (held / "saved_model.pb").write_text("version 1")
+    empty.mkdir()
+    for target in (held, empty):
+        tmp = atomic.temp_path(str(target))
+        os.mkdir(tmp)
+        (tmp_path / tmp / "saved_model.pb").write_text("new")
+        if target == held:
+            with pytest.raises(OSError):
+                atomic.publish(tmp, str(target), replace=False)
+            assert (held / "saved_model.pb").read_text() == "version 1"
+        else:
+            atomic.publish(tmp, str(target), replace=False)
+            assert (empty / "saved_model.pb").read_text() == "new"
+
+
+def test_a_url_keeps_its_scheme_in_the_temporary_name():
+    tmp = atomic.temp_path("gs://bucket/run/best/best.json")
+    assert tmp.startswith("gs://bucket/run/best/.tmp-") and tmp.endswith("-best.json")
+
+
 def test_stale_means_old_and_its_writer_gone(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

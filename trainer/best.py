@@ -24,6 +24,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from base import atomic
+
 STATE_FILE = "best.json"
 
 
@@ -91,7 +93,7 @@ class BestCheckpoint:
         if not self._dirty or self.state.step < 0:
             return
         self._manager.save(checkpoint_number=self.state.step)
-        tmp = self._state_path + ".tmp"
+        tmp = atomic.temp_path(self._state_path)
         with tf.io.gfile.GFile(tmp, "w") as fh:
             json.dump(dataclasses.asdict(self.state), fh)
         tf.io.gfile.rename(tmp, self._state_path, overwrite=True)

@@ -338,7 +338,7 @@ def _compare_and_publish(model_dir: str, tmp: str, model_name: str, info: dict[s
         labels[layout.STABLE] = served  # pin the default route before the new version appears
         layout.write_labels(model_dir, labels)
     final = os.path.join(model_dir, str(version))
-    os.rename(tmp, final)  # fails (not replaces) if the number exists and holds a version
+    atomic.publish(tmp, final, replace=False)  # fails (not replaces) if the number exists and holds a version
     if ask.mode == checks.CANARY or layout.STABLE in labels:
         labels[layout.CANARY if ask.mode == checks.CANARY else layout.STABLE] = version
         layout.write_labels(model_dir, labels)
