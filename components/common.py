@@ -1,4 +1,4 @@
-"""Helpers shared by the step functions (standard library only at module level).
+"""Helpers shared by the step functions (the standard library and the step records at module level).
 
 Every step is built by :func:`step` (kfp's lightweight component in the project's image). A
 step reports what happens to it as records that ``taxifare run`` reads (JSON lines appended to
@@ -11,10 +11,16 @@ for the log).
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import sys
+import time
+import traceback
 from collections.abc import Callable
 from typing import Any
+
+from components.contracts import SUMMARY_DIR_ENV, StepSummary, append_event
 
 #: kfp's executor, the ``__main__`` of a process kfp.local starts for one attempt of one step.
 _KFP_EXECUTOR = "kfp.dsl.executor_main"
@@ -41,8 +47,6 @@ def write_metrics(artifact: Any, figures: dict[str, float], **extra: Any) -> Non
 
     The file makes the artifact exist on disk, which kfp.local's cache checks.
     """
-    import json
-
     for key, value in figures.items():
         artifact.log_metric(key, value)
     with open(artifact.path, "w") as fh:
@@ -51,8 +55,6 @@ def write_metrics(artifact: Any, figures: dict[str, float], **extra: Any) -> Non
 
 def _records() -> str:
     """The folder of this run's step records ('' when nobody reads them)."""
-    from components.contracts import SUMMARY_DIR_ENV
-
     return os.environ.get(SUMMARY_DIR_ENV, "")
 
 
@@ -64,8 +66,6 @@ def started(step: str, *, output: str = "") -> None:
         output: one of its output artifacts' local paths (``<root>/<run>/<task>/<name>``): the
             record then names the run's folder.
     """
-    from components.contracts import append_event
-
     directory = _records()
     if not directory:
         return
@@ -78,8 +78,6 @@ def started(step: str, *, output: str = "") -> None:
 
 def _process_start() -> float:
     """When this process started (a UNIX time, from Linux's /proc; now where it does not tell): its start-up counts."""
-    import time
-
     try:
         with open("/proc/self/stat", encoding="ascii") as fh:
             ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
@@ -96,15 +94,10 @@ def _record_the_end(directory: str, step: str) -> None:
     (``sys.exit(N)`` raises no exception a hook sees, so it counts as ``succeeded``: steps end
     with an exception when they fail, and full_train's ``sys.exit(0)`` of a worker is a success.)
     """
-    import atexit
-
-    from components.contracts import append_event
-
     failure: list[str] = []
     previous = sys.excepthook
 
     def on_exception(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
-        import traceback
 
         failure.append(error_line(exc))
         lines = "".join(traceback.format_exception(kind, exc, tb, chain=False)).splitlines()
@@ -128,8 +121,6 @@ def error_line(exc: BaseException) -> str:
 
 def progress(step: str, **figures: Any) -> None:
     """Record how far ``step`` is (training: ``at``, ``of``, ``rmse``, ``examples_per_second``; a trial: ``trial``, ``of``, ``text``)."""
-    from components.contracts import append_event
-
     directory = _records()
     if directory:
         append_event(directory, {"event": "progress", "step": step, **figures})
@@ -137,8 +128,6 @@ def progress(step: str, **figures: Any) -> None:
 
 def summary(step: str, text: str, **figures: Any) -> None:
     """Report the step's one-line summary (and its figures): to the log, and as a record when asked."""
-    from components.contracts import StepSummary
-
     directory = _records()
     if directory:
         StepSummary(step, text, figures).write(directory)

@@ -167,3 +167,47 @@ def test_the_private_check_sees_imports_calls_and_attributes(tmp_path):
         (6, "job._gca_resource"),
         (6, "job._parent"),
     ]
+
+
+#: What a step's logic module imports at module level, never inside a function: it costs nothing to
+#: start (the standard library, base/, the records steps hand each other). Heavy libraries
+#: (TensorFlow, numpy, scikit-learn, the Google clouds) and the modules that import them stay inside
+#: the functions that need them, so a step that does not use them does not pay for them.
+LIGHT_PROJECT_MODULES = ("base", "components.contracts", "trainer.schema")
+
+
+def light_imports_inside_functions(path):
+    import sys
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for stmt in fn.body:
+                if isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+                    mods = [stmt.module]
+                elif isinstance(stmt, ast.Import):
+                    mods = [alias.name for alias in stmt.names]
+                else:
+                    continue
+                for mod in mods:
+                    light = mod.split(".")[0] in sys.stdlib_module_names or any(
+                        mod == p or mod.startswith(p + ".") for p in LIGHT_PROJECT_MODULES
+                    )
+                    if light:
+                        yield f"{fn.name}: {mod}"
+
+
+def test_step_logic_imports_light_modules_at_module_level():
+    # component.py bodies are copied into the compiled spec alone, so they import inside (kfp's rule)
+    found = {
+        str(path.relative_to(ROOT)): sorted(light_imports_inside_functions(path))
+        for path in sorted((ROOT / "components").rglob("*.py"))
+        if path.name != "component.py"
+    }
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_light_import_check_sees_one(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    import json\n    from base import atomic\n    import numpy\n")
+    assert list(light_imports_inside_functions(path)) == ["f: json", "f: base"]

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from base import atomic, checks, layout
+from base.errors import InputError
 from components.verify_export.gate import Decision, GateSettings
 
 DEPLOY_FILE = layout.DEPLOY_FILE
@@ -133,7 +134,6 @@ def judger(model_path: str, test_path: str, settings: GateSettings) -> Callable[
 
 
 def _check_settings(model_path: str, serving_root: str, model_name: str, mode: str) -> None:
-    from base.errors import InputError
 
     if not serving_root:
         raise InputError("serving_root is empty: pass the directory that `taxifare serve --model-base-path` watches")
@@ -289,8 +289,6 @@ class _Ask:
 
 def _decide(model_dir: str, ask: _Ask) -> tuple[dict[str, int], list[layout.VersionInfo], Published | dict[str, Any]]:
     """Under the lock: ``(labels, versions, refusal or what to record of the comparison)``."""
-    from base.errors import InputError
-
     try:
         labels = layout.read_labels(model_dir)
     except layout.LayoutError as exc:

@@ -11,6 +11,7 @@ import os
 import shutil
 from typing import Any
 
+from base import atomic, checks
 from components.common import progress, summary
 from components.contracts import Hyperparameters
 
@@ -21,8 +22,6 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
     Raises:
         InputError: for anything but positive integers.
     """
-    from base import checks
-
     return checks.hidden_units("hidden_units", text)
 
 
@@ -101,7 +100,5 @@ def train(
 
 def copy_export(export_dir: str, model_path: str) -> None:
     """Copy the SavedModel into the ``Model`` artifact's directory (through a temporary name)."""
-    from base import atomic
-
     with atomic.replacing(model_path.rstrip("/")) as tmp:
         shutil.copytree(export_dir, tmp)

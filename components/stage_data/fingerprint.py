@@ -32,6 +32,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from base import storage
+
 SYNTHETIC = "synthetic"
 BIGQUERY = "bigquery"
 
@@ -103,8 +105,6 @@ def file_states(files: list[str]) -> list[list[Any]]:
 
     ``gs://`` objects are listed once per folder (not fetched one by one).
     """
-    from base import storage
-
     states: list[list[Any]] = []
     listed: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
     for path in files:

@@ -19,7 +19,7 @@ import tempfile
 import zlib
 from typing import Any
 
-from base import atomic
+from base import atomic, checks
 from base.errors import InputError
 from components.common import summary
 from components.contracts import DatasetStats
@@ -84,8 +84,6 @@ class StageSettings:
         Raises:
             InputError: one line naming the parameter.
         """
-        from base import checks
-
         checks.source("source", self.source)
         checks.synthetic_rows(self.source, checks.positive_int("synthetic_rows", self.synthetic_rows))
         fractions = checks.split_fraction("eval_fraction", self.eval_fraction), checks.split_fraction("test_fraction", self.test_fraction)

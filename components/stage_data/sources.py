@@ -14,10 +14,13 @@ Used by the ``stage_data`` step; no kfp here, heavy libraries imported inside th
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import os
 import re
 from typing import Any
 
+from base import storage
+from base.checks import parse_time
 from base.errors import InputError
 from trainer.schema import DATETIME, DATETIME_FORMAT, KEY, LABEL, PASSENGERS, RANGES, Variant
 
@@ -56,7 +59,6 @@ def parse_scheduled_time(value: str | dt.datetime | None, *, now: dt.datetime | 
     """
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    from base.checks import parse_time
 
     parsed = parse_time("scheduled time", value or "")
     return parsed or (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
@@ -99,8 +101,6 @@ def dated_files(
     Raises:
         InputError: a bad prefix, window or time, or no file in the window.
     """
-    from base import storage
-
     if not prefix or not prefix.strip():
         raise InputError("the dated source is empty: pass a folder of dt=YYYY-MM-DD partitions, e.g. gs://BUCKET/taxi")
     base = prefix.strip().rstrip("/")
@@ -127,9 +127,6 @@ def _window(window: int, scheduled_time: str | dt.datetime | None, now: dt.datet
 
 
 def _gcs_glob(pattern: str) -> list[str]:
-    import fnmatch
-
-    from base import storage
 
     bucket, name = storage.split_gcs(pattern)
     folder = name.rsplit("/", 1)[0] + "/"
@@ -262,7 +259,6 @@ def export_bigquery(query: str, destination_uri_prefix: str, *, project: str, lo
 
         client = bigquery.Client(project=project, location=location)
     client.query(statement, location=location).result()
-    from base import storage
 
     prefix = destination_uri_prefix.strip().rstrip("/")
     try:

@@ -23,9 +23,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from base import atomic, checks
+from base.errors import InputError
 from components.common import progress as record_progress
 from components.contracts import Hyperparameters
 from trainer.config import TUNING_SPACE
@@ -57,8 +60,6 @@ def parse_space(text: str) -> SearchSpace:
     Raises:
         InputError: one line naming the dimension that leaves no valid value, or the syntax error.
     """
-    from base import checks
-    from base.errors import InputError
     from components.full_train.logic import parse_hidden_units
 
     example = f"write it like {TUNING_SPACE!r}"
@@ -123,8 +124,6 @@ def check_tuning(trials: Any, space: str, parallel_trials: Any = 1) -> None:
     Raises:
         InputError: a negative or single trial, a bad parallel count, a space with no valid value.
     """
-    from base.errors import InputError
-
     try:
         count = int(trials)
     except (TypeError, ValueError):
@@ -255,8 +254,6 @@ def tune_local(
 
 def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, train_steps: int, seed: int) -> float:
     """One short training with ``params`` in a scratch folder of its own (removed after it); its eval RMSE."""
-    import tempfile
-
     from components.full_train.logic import data_pattern, parse_hidden_units
     from trainer.quiet import import_tensorflow
 
@@ -283,8 +280,6 @@ def _run_trial(train_path: str, eval_path: str, params: dict[str, Any], *, train
 
 def write_record(tuned: Tuned, path: str) -> None:
     """The tuning record as JSON at ``path`` (through a temporary name)."""
-    from base import atomic
-
     atomic.write_text(path, json.dumps(tuned.record(), indent=1))
 
 

@@ -9,6 +9,7 @@ scikit-learn) happen inside the functions, so importing this module costs nothin
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -70,8 +71,6 @@ def plain_features(feats: dict[str, Any]) -> Any:
 
 def _hour_and_weekday(texts: Any) -> tuple[Any, Any]:
     """Hour of day and weekday (Monday = 0) of datetime strings; unparsable ones give hour 0, Monday."""
-    import datetime as dt
-
     import numpy as np
 
     hours, days = np.zeros(len(texts)), np.zeros(len(texts))

@@ -19,6 +19,7 @@ import math
 import os
 from typing import Any
 
+from base import layout
 from components.common import local_path
 
 
@@ -91,8 +92,6 @@ def score(path: str, feats: dict[str, Any], label: Any, name: str) -> Champion:
 
 def find(feats: dict[str, Any], label: Any, *, serving_root: str, model_name: str, uri: str = "", recorded_rmse: float = -1.0) -> Champion:
     """The champion and its predictions of the test rows (see the module doc)."""
-    from base import layout
-
     broken: list[str] = []
     if uri:
         path = local_path(uri)

@@ -8,6 +8,7 @@ in another; both must answer what TF2 answers in verify_export's own process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 from typing import Any
 
@@ -53,8 +54,6 @@ def stock_loader_check(
 
 def check_serving(ev: Any, model_path: str, infra_validation: bool) -> None:
     """Infra validation (when asked) and stock TF Serving's graph-mode loader, on the lab instance and a sample."""
-    import concurrent.futures
-
     from trainer import schema
     from trainer.stock_check import stock_predict
 

@@ -22,14 +22,19 @@ pipeline UI renders (drawn by :mod:`components.verify_export.report`).
 """
 
 import dataclasses
+import glob
+import json
 import math
 import os
+import time
 from typing import Any
 
+from base import storage
 from components.common import summary
 from components.contracts import Verification
 from components.verify_export.consumers import STOCK_CHECK
 from components.verify_export.gate import GateSettings
+from trainer.schema import Variant
 
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
 DOLLARS_PER_KM = 2.616
@@ -48,7 +53,6 @@ class Verdict(Verification):
 
 def load_split(path: str) -> tuple[Any, dict[str, Any], Any]:
     """Read a staged split directory: ``(variant, features by name, labels)`` as numpy arrays."""
-    from base import storage
     from trainer.inputs import read_arrays
 
     return read_arrays(storage.expand(os.path.join(path, "*.csv"), what="test data"))
@@ -108,8 +112,6 @@ def rmse(pred: Any, label: Any) -> float:
 
 def read_loss_curve(training_dir: str) -> dict[str, list[tuple[int, float]]]:
     """``{"train": [(step, loss)...], "eval": [...]}`` from the TensorBoard event files."""
-    import glob
-
     import tensorflow as tf
 
     curves: dict[str, list[tuple[int, float]]] = {}
@@ -209,8 +211,6 @@ def verify(
 
 def _exported_step(model_path: str) -> int | None:
     """The training step the export holds, from the trainer's ``metrics.json`` beside it (``None`` when unknown)."""
-    import json
-
     try:
         with open(os.path.join(model_path, "metrics.json"), encoding="utf-8") as fh:
             return int(json.load(fh)["exported_step"])
@@ -238,7 +238,6 @@ def _check_predictions(ev: _Evidence) -> None:
     import numpy as np
 
     from trainer import schema
-    from trainer.schema import Variant
 
     ev.pred = predict(ev.fn, ev.feats) if not ev.problems else np.full(len(ev.label), np.nan)
     finite = bool(np.all(np.isfinite(ev.pred)) and np.all(ev.pred > 0))
@@ -276,8 +275,6 @@ BASELINE_CHECK = "beats gradient-boosted trees on the same features and data"
 
 def _gbt_baseline(ev: _Evidence, train_path: str, required: bool) -> None:
     """Train the gradient-boosted baseline on the train split (seconds) and score it on the test rows."""
-    import time
-
     from components.verify_export.baseline import fit_predict
 
     started = time.monotonic()

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
+from base import atomic
 from base import html as h
 from components.verify_export.slices import AIRPORT_NAMES, AIRPORT_RADIUS_KM, airport_of, distance_and_airport_slices, trip_km
 
@@ -231,8 +233,6 @@ REPORT_FILE = "report.html"
 
 def report_file(artifact_path: str) -> str:
     """Where the browsable copy of the HTML artifact at ``artifact_path`` lives."""
-    import os
-
     return os.path.join(os.path.dirname(artifact_path), REPORT_FILE)
 
 
@@ -242,8 +242,6 @@ def write_report(artifact_path: str, page: str) -> str:
     Each file is written under a temporary name and renamed into place, so a reader never sees
     half a page.
     """
-    from base import atomic
-
     target = report_file(artifact_path)
     for path in (artifact_path, target):
         atomic.write_text(path, page)
@@ -257,8 +255,6 @@ def stamp_run(report_path: str, block: str) -> bool:
     verify_export wrote the page. The file is rewritten under a temporary name and renamed.
     Returns whether the page had the marker.
     """
-    from base import atomic
-
     try:
         with open(report_path, encoding="utf-8") as fh:
             page = fh.read()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from typing import Any
 
 from base.html import log_ticks, svg_attributes
@@ -22,8 +23,6 @@ def plot_svg(fig: Any, label: str) -> str:
     Many-point layers are drawn ``rasterized`` (one embedded image) so the page stays small.
     Only ids something refers to are kept, so two plots on one page share none by accident.
     """
-    import re
-
     import matplotlib
 
     buf = io.StringIO()

@@ -20,6 +20,8 @@ import itertools
 import math
 from typing import Any
 
+from trainer.schema import AIRPORTS, DATETIME
+
 #: Trip-distance bands, in km (the last one is open).
 DISTANCE_BANDS_KM = (0.0, 2.0, 5.0, 10.0, 20.0)
 #: A trip is an airport trip when its pickup or dropoff lies within this distance of one.
@@ -51,7 +53,6 @@ def airport_of(feats: dict[str, Any]) -> Any:
     import numpy as np
 
     from trainer.geo import haversine_km
-    from trainer.schema import AIRPORTS
 
     plon, plat, dlon, dlat = (np.asarray(feats[k], dtype=np.float64) for k in ("pickuplon", "pickuplat", "dropofflon", "dropofflat"))
     out = np.full(len(plon), "", dtype=object)
@@ -98,8 +99,6 @@ def _pickup_times(values: Any) -> tuple[Any, Any]:
 def slices(feats: dict[str, Any]) -> list[tuple[str, Any]]:
     """Every slice of the test split: distance, airports, passengers, and pickup hour and weekday when known."""
     import numpy as np
-
-    from trainer.schema import DATETIME
 
     out = distance_and_airport_slices(feats)
     passengers = np.asarray(feats["passengers"], dtype=np.float64)

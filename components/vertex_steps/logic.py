@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from typing import Any
+
+from base import checks
+from base.errors import InputError
 
 #: Label keys written on every uploaded model version.
 RMSE_LABEL = "taxifare-test-rmse-milli"
@@ -231,7 +235,6 @@ def evaluation_metrics(verification: Any) -> dict[str, Any]:
     Args:
         verification: verify_export's :class:`components.contracts.Verification`.
     """
-    import math
 
     def regression(rmse: Any, mae: Any) -> dict[str, Any]:
         values = {"rootMeanSquaredError": rmse, "meanAbsoluteError": mae}
@@ -312,9 +315,6 @@ def enable_request_logging(project: str, location: str, endpoint_name: str, samp
     """
     from google.cloud.aiplatform_v1.types import endpoint as endpoint_types
     from google.protobuf import field_mask_pb2
-
-    from base import checks
-    from base.errors import InputError
 
     rate = checks.unit_fraction("request_logging_sampling_rate", sampling_rate)
     if rate <= 0:
