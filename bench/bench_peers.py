@@ -35,8 +35,8 @@ is shared); while one is measured the others are paused (SIGSTOP to their proces
 their idle threads take nothing from it. The in-process session call, driven by 1 and 8 threads of this process, is the limit.
 
 Printed per cell: instances/s, p50, p99, server CPU (the server's process tree, 100% = every
-core; and per request, in µs), the load generator's CPU, the ratio of taxifare to the best peer, and each server's throughput over the in-process
-call's. Peer versions are printed with the table.
+core; and per request, in µs), the load generator's CPU, the ratio of taxifare to the best peer,
+and each server's throughput over the in-process call's. Peer versions are printed with the table.
 
 Run: ``.venv/bin/python bench/bench_peers.py`` (first run: 2 to 6 minutes per peer to make its
 virtualenv; then about 8 minutes with 2 rounds of 5 s cells). ``--setup-only`` makes the venvs;
