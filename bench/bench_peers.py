@@ -141,13 +141,14 @@ def ensure_venv(venvs: Path, key: str, peer: Peer) -> Path:
     return venv
 
 
-def start_peer(key: str, peer: Peer, venv: Path, work: Path, model_dir: str, names: list[str]) -> None:
+def start_peer(key: str, peer: Peer, venv: Path, work: Path, model_dir: str, names: list[str], calling_thread: bool = False) -> None:
     """Start the peer on a free port (its logs in ``work``); returns once ``peer.health`` answers 200."""
     peer.port, peer.grpc_port = free_port(), free_port()
     env = {
         **os.environ,
         "BENCH_MODEL_DIR": model_dir,
         "BENCH_INPUTS": ",".join(names),
+        "BENCH_CALLING_THREAD": "1" if calling_thread else "0",
         "PYTHONPATH": str(PEERS_SRC),
         "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}",
     }
@@ -362,6 +363,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--venvs", default=str(Path.home() / ".cache" / "taxifare-bench-peers"), help="where the peers' venvs live")
     parser.add_argument("--peers", default="kserve,bentoml,mlserver,rayserve", help="comma-separated, of: " + ", ".join(PEERS))
     parser.add_argument("--protocols", default="REST,gRPC", help="comma-separated, of: REST, gRPC (default %(default)s)")
+    parser.add_argument(
+        "--peer-calling-thread",
+        action="store_true",
+        help="the peers run every call's graph on the calling thread (BENCH_CALLING_THREAD=1; taxifare does for a lone call)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every cell; the best is kept (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (the servers' logs)")
@@ -446,7 +452,7 @@ def run(
     try:
         taxi_proc, ports = bs.start_server(str(work), "taxifare", base, [], str(ROOT))
         for key, peer in peers.items():
-            start_peer(key, peer, venv_of[key], work, model_dir, names)
+            start_peer(key, peer, venv_of[key], work, model_dir, names, args.peer_calling_thread)
             versions[peer.name] = peer.version
         targets, v2_venv = targets_of(peers, venv_of, (taxi_proc.pid, ports), names, protocols)
         session_call = session_callable(model_dir, signature, names)
@@ -488,18 +494,24 @@ def measure_all(args: argparse.Namespace, targets: list[Target], session_call: A
             data = bs.rows(batch)
             arrays = [np.array([r[k] for r in data], np.float32) for k in names]
             for clients in (1, 8):
-                for target in [None, *targets]:
-                    keep = target.pid if target else None
+                # the in-process call through TensorFlow's pool (the limit; 1 and 8 threads), and on the calling
+                # thread (as taxifare's server runs a lone call; 1 thread only: concurrent callers stall)
+                inproc: list[Target | str | None] = ["in-process session"] + (
+                    ["in-process session, calling thread"] if clients == 1 else []
+                )
+                for target in [*inproc, *targets]:
+                    keep = target.pid if isinstance(target, Target) else None
                     pause_others(pids, keep, True)
                     try:
-                        if target is None:
-                            cell = bs.run_cell(lambda a=arrays: lambda: session_call(*a), clients, args.seconds, None)
+                        if not isinstance(target, Target):
+                            fn = session_call.lone if target == "in-process session, calling thread" else session_call
+                            cell = bs.run_cell(lambda a=arrays, fn=fn: lambda: fn(*a), clients, args.seconds, None)
                             cell["server_cpu"], cell["client_cpu"] = cell["client_cpu"], 0.0
                         else:
                             cell = measure(target, batch, clients, args.seconds, work)
                     finally:
                         pause_others(pids, keep, False)
-                    name, protocol = (target.name, target.protocol) if target else ("in-process session", "-")
+                    name, protocol = (target.name, target.protocol) if isinstance(target, Target) else (str(target), "-")
                     cell.update(mode=name, protocol=protocol, batch=batch, clients=clients, round=rnd)
                     cell["inst_per_s"] = cell["requests"] * batch / cell["wall"]
                     # the server's CPU per request (µs): steadier than throughput when other work shares the cores
@@ -535,8 +547,8 @@ def report(results: list[dict[str, Any]], versions: dict[str, str], args: argpar
             f"{r['p99_ms']:.2f} | {r['server_cpu']:.0%} | {r['cpu_us']:.0f} | {r['client_cpu']:.0%} | "
             f"{r['inst_per_s'] / ref['inst_per_s']:.2f} |"
         )
-    print("\n| protocol | instances/request | concurrency | taxifare / best peer | best peer | taxifare / in-process |")
-    print("|---|---:|---:|---:|---|---:|")
+    print("\n| protocol | instances/request | concurrency | taxifare / best peer | best peer | taxifare / in-process | / calling thread |")
+    print("|---|---:|---:|---:|---|---:|---:|")
     for protocol in ("REST", "gRPC"):
         for batch in (1, 100):
             for clients in (1, 8):
@@ -547,9 +559,11 @@ def report(results: list[dict[str, Any]], versions: dict[str, str], args: argpar
                     continue
                 top = max(peers, key=lambda r: r["inst_per_s"])
                 ref = by[("in-process session", "-", batch, clients)]
+                lone = by.get(("in-process session, calling thread", "-", batch, clients))
+                over_lone = f"{taxi['inst_per_s'] / lone['inst_per_s']:.2f}" if lone else "-"
                 print(
                     f"| {protocol} | {batch} | {clients} | {taxi['inst_per_s'] / top['inst_per_s']:.2f} | {top['mode']} | "
-                    f"{taxi['inst_per_s'] / ref['inst_per_s']:.2f} |"
+                    f"{taxi['inst_per_s'] / ref['inst_per_s']:.2f} | {over_lone} |"
                 )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"results": results, "versions": versions, "load_after": load}, indent=1))
