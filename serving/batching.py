@@ -124,8 +124,9 @@ class Scheduler:
         """Run the call on the caller's thread when nothing else is queued or running; else ``None``.
 
         A lone request then costs no hand-over to a model thread and back (two thread wake-ups,
-        which a busy machine makes expensive); as soon as requests overlap they go through the
-        queue, where they can be merged.
+        which a busy machine makes expensive), and its graph runs on this thread too (the
+        servable's ``predict_lone``: no hand-over to TensorFlow's inter-op pool); as soon as
+        requests overlap they go through the queue, where they can be merged.
         """
         with self._cond:
             if self._queue or self._busy or self._closing:
@@ -137,7 +138,7 @@ class Scheduler:
             result[0], result[1] = values, error
 
         try:
-            self._process([_Task(servable, columns, size, done, time.perf_counter())])
+            self._process([_Task(servable, columns, size, done, time.perf_counter())], lone=True)
         finally:
             with self._cond:
                 self._busy -= 1
@@ -250,7 +251,8 @@ class Scheduler:
                     with self._cond:
                         self._busy -= 1
 
-    def _process(self, batch: list[_Task]) -> None:
+    def _process(self, batch: list[_Task], lone: bool = False) -> None:
+        """Run one model call for ``batch``; ``lone``: nothing else runs (the servable's ``predict_lone``, when it has one)."""
         started = time.perf_counter()
         servable = batch[0].servable
         try:
@@ -258,7 +260,7 @@ class Scheduler:
                 columns = batch[0].columns
             else:
                 columns = {name: np.concatenate([t.columns[name] for t in batch]) for name in batch[0].columns}
-            values = servable.predict(columns)
+            values = getattr(servable, "predict_lone", servable.predict)(columns) if lone else servable.predict(columns)
         except Exception as exc:  # the model failed: every task of the batch gets the error
             for task in batch:
                 task.done(None, exc)

@@ -11,6 +11,7 @@ works unchanged.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -134,6 +135,8 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         self.app = app
         self.scheduler = scheduler
         self.metrics = metrics
+        self._lock = threading.Lock()
+        self._predicting = 0  # Predict calls running their model call on a gRPC thread (batching off)
 
     # -- helpers -------------------------------------------------------------------------------
     def _version(self, spec: Any) -> int | None:
@@ -227,6 +230,29 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         response.outputs[servable.output_name].CopyFrom(_array_to_tensor(values))
         return response, f" n={len(values)} v={servable.version}", size
 
+    def _call_here(self, servable: Any, columns: dict[str, Any], size: int) -> np.ndarray:
+        """The model call on this gRPC thread.
+
+        Alone (no other Predict here, nothing in the scheduler) it is the scheduler's inline call,
+        whose graph runs on this thread too (no hand-over to TensorFlow's pool).
+        """
+        with self._lock:
+            self._predicting += 1
+            lone = self._predicting == 1
+        try:
+            inline = self.scheduler.run_inline(servable, columns, size) if lone else None
+            if inline is not None:
+                if inline[1] is not None:
+                    raise inline[1]
+                return inline[0]  # type: ignore[return-value]
+            started = time.perf_counter()
+            values = servable.predict(columns)
+            self.metrics.runtime(time.perf_counter() - started, runtime=servable.runtime)
+            return values  # type: ignore[no-any-return]
+        finally:
+            with self._lock:
+                self._predicting -= 1
+
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         """Predict the fare for the input tensors."""
 
@@ -235,9 +261,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             if self.scheduler.params.enabled:
                 values = self.scheduler.predict(servable, columns, size, timeout=context.time_remaining())
             else:  # without batching the call runs on this gRPC thread, as in TF Serving
-                started = time.perf_counter()
-                values = servable.predict(columns)
-                self.metrics.runtime(time.perf_counter() - started, runtime=servable.runtime)
+                values = self._call_here(servable, columns, size)
             answer = self.predict_response(servable, values, size)
             self.app.log_prediction("gRPC", servable, request.model_spec.version_label, columns, values)
             return answer

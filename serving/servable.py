@@ -125,6 +125,14 @@ class Servable:
         args = [np.asarray(columns[name], np.float32) if is_float else columns[name] for name, is_float in self._float.items()]
         return np.asarray(self._call(*args), np.float32).reshape(-1)
 
+    def predict_lone(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """:meth:`predict` for a call that runs alone (the scheduler's inline call): the graph on the calling thread.
+
+        See :func:`session_callable`; the same as :meth:`predict` for the TF2 fallback.
+        """
+        args = [np.asarray(columns[name], np.float32) if is_float else columns[name] for name, is_float in self._float.items()]
+        return np.asarray(getattr(self._call, "lone", self._call)(*args), np.float32).reshape(-1)
+
     def warm_up(self) -> None:
         """Run the lab's test instance (batch 1 and 100) once, so the first request is not slow.
 
@@ -138,6 +146,7 @@ class Servable:
             columns = {f.name: check_column(f, [instance[f.name]] * n, limits) for f in self.features}
             try:
                 out = self.predict(columns)
+                self.predict_lone(columns)
             except Exception as exc:
                 raise LoadError(f"version {self.version} failed its warm-up prediction: {type(exc).__name__}: {str(exc)[:300]}") from None
             if out.shape != (n,) or not np.isfinite(out).all():
@@ -164,15 +173,20 @@ def session_callable(version_dir: str, sig: meta_graph_pb2.SignatureDef, names: 
     about 300 µs a call here, more than the model: it is the fallback only, should a TensorFlow
     release drop the method.
 
+    TensorFlow's default thread pools, as TF Serving's default: running every call's ops in its
+    calling thread (``inter_op_parallelism_threads=-1``) stalls concurrent callers (8 threads: p99
+    44 ms vs 4 ms, half the throughput). A call known to run alone (the scheduler's inline call,
+    nothing else queued or running) can still skip the hand-over to the pool's threads and back:
+    ``call.lone`` is the same signature through a second callable whose ``RunOptions`` ask for
+    the calling thread (``inter_op_thread_pool=-1``): about 100 µs of CPU and wall time for 100
+    instances against 160-250 µs through the pool (docs/benchmarks.md).
+
     Returns:
-        ``call(*columns)`` taking one array per input of ``names``, in that order.
+        ``call(*columns)`` taking one array per input of ``names``, in that order, with ``call.lone``.
     """
     from tensorflow.core.protobuf import config_pb2
     from tensorflow.python.util import deprecation
 
-    # TensorFlow's default thread pools, as TF Serving's default. Running ops in the calling thread
-    # (inter_op_parallelism_threads=-1) saved 6-40% on a lone call but stalls concurrent callers
-    # (8 threads: p99 44 ms vs 4 ms, half the throughput), so it is not used.
     session = tf.compat.v1.Session(graph=tf.Graph())
     with deprecation.silence():  # the compat.v1 loader logs "use tf.saved_model.load instead" on every load
         tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], version_dir)
@@ -182,11 +196,18 @@ def session_callable(version_dir: str, sig: meta_graph_pb2.SignatureDef, names: 
     if make is None:  # pragma: no cover - present in every TensorFlow release since 1.8
         return session.make_callable(fetch, feed_list=feeds)  # type: ignore[no-any-return]
     run = make(config_pb2.CallableOptions(feed=feeds, fetch=[fetch]))
+    lone_options = config_pb2.CallableOptions(feed=feeds, fetch=[fetch])
+    lone_options.run_options.inter_op_thread_pool = -1  # DirectSession: run the executor in the calling thread
+    run_lone = make(lone_options)
 
     def call(*columns: np.ndarray) -> np.ndarray:
         return run(*columns)[0]  # type: ignore[no-any-return]
 
-    call.session = session  # type: ignore[attr-defined]  # the callable's handle lives as long as its session
+    def lone(*columns: np.ndarray) -> np.ndarray:
+        return run_lone(*columns)[0]  # type: ignore[no-any-return]
+
+    call.session = session  # type: ignore[attr-defined]  # the callables' handles live as long as their session
+    call.lone = lone  # type: ignore[attr-defined]
     return call
 
 

@@ -131,6 +131,66 @@ def test_real_model_batched_answers_equal_each_clients_own_call(servable):
         np.testing.assert_allclose(got[i], alone, rtol=1e-5, atol=1e-4)  # float32 sums differ in the last bits between batch sizes
 
 
+def test_a_lone_call_runs_the_graph_on_the_calling_thread_and_answers_as_the_pool(servable):
+    """``predict_lone`` (the scheduler's inline call) is the same signature run on the calling thread: same fares, same shape."""
+    for n in (1, 7, 100):
+        cols = columns(instances(n, seed=n))
+        np.testing.assert_array_equal(servable.predict_lone(cols), servable.predict(cols))
+    recorded: list[str] = []
+
+    class Both(Recording):
+        def predict(self, cols):
+            recorded.append("pool")
+            return super().predict(cols)
+
+        def predict_lone(self, cols):
+            recorded.append("lone")
+            return super().predict(cols)
+
+    scheduler = Scheduler(BatchingParameters(), threads=1, max_queued=10)
+    try:
+        scheduler.predict(Both(0.0), columns(instances(2, seed=1)), 2, 10)  # nothing else queued or running: inline
+        assert recorded == ["lone"]
+        done = threading.Event()
+        scheduler.submit(Both(0.0), columns(instances(2, seed=2)), 2, lambda values, error: done.set())  # a model thread
+        assert done.wait(10)
+        assert recorded == ["lone", "pool"]
+    finally:
+        scheduler.close()
+
+
+def test_a_lone_grpc_predict_without_batching_is_the_inline_call_and_overlapping_ones_use_the_pool():
+    """gRPC without batching: the only Predict in flight runs ``predict_lone``; one that overlaps another runs ``predict``."""
+    from serving.grpc_service import _Service
+    from serving.metrics import ServingMetrics
+
+    recorded: list[str] = []
+
+    class Both(Recording):
+        runtime = "TF1"
+
+        def predict(self, cols):
+            recorded.append("pool")
+            return super().predict(cols)
+
+        def predict_lone(self, cols):
+            recorded.append("lone")
+            return super().predict(cols)
+
+    scheduler = Scheduler(BatchingParameters(), threads=1, max_queued=10)
+    service = _Service(None, scheduler, ServingMetrics("taxifare"))  # type: ignore[arg-type]  # no app needed for the model call
+    try:
+        cols = columns(instances(3, seed=3))
+        np.testing.assert_array_equal(service._call_here(Both(0.0), cols, 3), cols["pickuplon"])
+        assert recorded == ["lone"]
+        service._predicting = 1  # another Predict is running its model call on another gRPC thread
+        service._call_here(Both(0.0), cols, 3)
+        assert recorded == ["lone", "pool"]
+        assert service._predicting == 1  # its own count was given back
+    finally:
+        scheduler.close()
+
+
 def test_server_with_batching_coalesces_concurrent_clients_over_both_protocols(model_dir, servable, tmp_path):
     base = tmp_path / "taxifare"
     publish(model_dir, base, 1)

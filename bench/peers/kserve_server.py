@@ -1,7 +1,9 @@
-"""KServe's Python ModelServer around the shared session call (V1 protocol: ``/v1/models/taxifare:predict``).
+"""KServe's Python ModelServer around the shared session call (REST V1 ``/v1/models/taxifare:predict``; gRPC V2).
 
 A custom ``kserve.Model`` as KServe's docs write one: ``load`` then a synchronous ``predict``
-taking the decoded ``{"instances": [...]}`` body. Run by ``bench/bench_peers.py`` in KServe's
+taking the decoded ``{"instances": [...]}`` body (REST, V1 protocol) or an ``InferRequest``
+(its gRPC server, the V2/Open Inference Protocol ``ModelInfer``: one FP32 input per feature,
+answered with one FP32 ``fare_amount`` output, binary both ways). Run by ``bench/bench_peers.py`` in KServe's
 own virtualenv: ``python kserve_server.py --http_port P --grpc_port G`` (KServe's own flags).
 No access log and no latency log, as taxifare's server runs with ``--quiet``.
 """
@@ -13,6 +15,7 @@ from typing import Any
 
 import kserve
 import peer_model
+from kserve import InferOutput, InferRequest, InferResponse
 
 
 class Taxifare(kserve.Model):
@@ -26,7 +29,12 @@ class Taxifare(kserve.Model):
         self.ready = True
         return True
 
-    def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        if isinstance(payload, InferRequest):  # gRPC (V2)
+            given = {inp.name: inp.as_numpy() for inp in payload.inputs}
+            fares = self.call(*(given[n].reshape(-1) for n in peer_model.NAMES))
+            output = InferOutput(name=peer_model.OUTPUT, shape=list(fares.shape), datatype="FP32", data=fares)
+            return InferResponse(response_id=payload.id, model_name=self.name, infer_outputs=[output])
         out = self.call(*peer_model.columns(payload["instances"]))
         return {"predictions": out.astype(float).tolist()}
 

@@ -5,7 +5,9 @@ project's), so it uses only TensorFlow and numpy. :func:`load` is ``serving.serv
 without the project's imports: the SavedModel loaded by the stock graph-mode loader into a
 default ``tf.compat.v1.Session``, and one ``Session::Run`` per call through a callable made once.
 The model directory and the signature's input names (in the order taxifare's server feeds them)
-come from ``BENCH_MODEL_DIR`` and ``BENCH_INPUTS`` (comma-separated).
+come from ``BENCH_MODEL_DIR`` and ``BENCH_INPUTS`` (comma-separated). With ``BENCH_CALLING_THREAD=1``
+every call runs its graph on the calling thread (``RunOptions.inter_op_thread_pool=-1``, what
+taxifare's server does for a call that runs alone), to see what a peer gets from the same trick.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ def load() -> Callable[..., np.ndarray]:
     session = tf.compat.v1.Session(graph=tf.Graph())
     meta = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], os.environ["BENCH_MODEL_DIR"])
     sig = meta.signature_def["serving_default"]
-    run = session._make_callable_from_options(
-        config_pb2.CallableOptions(feed=[sig.inputs[n].name for n in NAMES], fetch=[sig.outputs[OUTPUT].name])
-    )
+    options = config_pb2.CallableOptions(feed=[sig.inputs[n].name for n in NAMES], fetch=[sig.outputs[OUTPUT].name])
+    if os.environ.get("BENCH_CALLING_THREAD") == "1":
+        options.run_options.inter_op_thread_pool = -1
+    run = session._make_callable_from_options(options)
 
     def call(*columns: np.ndarray) -> np.ndarray:
         return np.asarray(run(*columns)[0], np.float32).reshape(-1)
