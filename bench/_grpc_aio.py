@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 
 from serving.batching import Overloaded, Scheduler
-from serving.grpc_service import _CODES, _Garbage, _handlers, _Service, access_log
+from serving.grpc_service import STATUS_CODES, Garbage, Service, access_log, handlers
 from serving.metrics import METADATA_API, PREDICT_API, STATUS_API, ServingMetrics
 from serving.payload import RequestError
 from serving.state import App
@@ -34,10 +34,14 @@ INLINE = True
 
 def status_of(exc: RequestError) -> grpc.StatusCode:
     """The gRPC status of a refused request."""
-    return grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, Overloaded) else _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+    return (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+        if isinstance(exc, Overloaded)
+        else STATUS_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+    )
 
 
-class _AioService(_Service):
+class _AioService(Service):
     """The services' methods as coroutines (see the module docstring)."""
 
     def __init__(self, app: App, scheduler: Scheduler, metrics: ServingMetrics) -> None:
@@ -53,7 +57,7 @@ class _AioService(_Service):
         examples = 0
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
-            if isinstance(request, _Garbage):
+            if isinstance(request, Garbage):
                 raise RequestError(f"the request is not a valid {method} request protobuf: {str(request.error)[:200]}")
             result, note, examples = await fn()
             return result
@@ -212,5 +216,5 @@ def build_aio_grpc_server(
     options = [("grpc.max_receive_message_length", app.limits.max_body_bytes), ("grpc.max_send_message_length", 64 * 1024 * 1024)]
     options.append(("grpc.so_reuseport", 0))
     service = _AioService(app, scheduler, metrics)
-    server = AioGrpcServer(_handlers(service), f"{host}:{port}", port, options, max_workers + max_queued)
+    server = AioGrpcServer(handlers(service), f"{host}:{port}", port, options, max_workers + max_queued)
     return server, server.port

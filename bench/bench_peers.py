@@ -267,7 +267,7 @@ def wrk(port: int, path: str, body: bytes, clients: int, seconds: float, work: P
 
     def percentile(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)([a-z]+)", out, re.M)
-        return float(m.group(1)) * bs._WRK_UNITS[m.group(2)] if m else float("nan")
+        return float(m.group(1)) * bs.WRK_UNITS[m.group(2)] if m else float("nan")
 
     return {"p50_ms": percentile("50"), "p99_ms": percentile("99"), "requests": requests, "wall": measured}
 

@@ -167,7 +167,7 @@ def start_server(
         time.sleep(0.2)
 
 
-_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
 def wrk_cell(port: int, body: bytes, batch: int, clients: int, seconds: float, server_pid: int, work: str) -> dict[str, float]:
@@ -200,7 +200,7 @@ def wrk_cell(port: int, body: bytes, batch: int, clients: int, seconds: float, s
 
     def percentile(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)([a-z]+)", out, re.M)
-        return float(m.group(1)) * _WRK_UNITS[m.group(2)] if m else float("nan")
+        return float(m.group(1)) * WRK_UNITS[m.group(2)] if m else float("nan")
 
     cores = os.cpu_count() or 1
     return {

@@ -41,7 +41,7 @@ from serving.state import App
 
 access_log = logging.getLogger("serving.access")
 
-_CODES = {
+STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -111,7 +111,7 @@ def _array_to_tensor(values: np.ndarray) -> tensor_pb2.TensorProto:
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=arr.tobytes())
 
 
-class _Garbage:
+class Garbage:
     """What the request deserializer returns for bytes that are not the expected protobuf."""
 
     def __init__(self, error: Exception) -> None:
@@ -125,12 +125,14 @@ def _safe(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         try:
             return parse(data)
         except Exception as exc:
-            return _Garbage(exc)
+            return Garbage(exc)
 
     return deserialize
 
 
-class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
+class Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
+    """TF Serving's PredictionService and ModelService over the server's app (its versions) and scheduler."""
+
     def __init__(self, app: App, scheduler: Scheduler, metrics: ServingMetrics) -> None:
         self.app = app
         self.scheduler = scheduler
@@ -162,7 +164,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         code = "OK"
         examples = 0
         try:
-            if isinstance(request, _Garbage):
+            if isinstance(request, Garbage):
                 raise RequestError(f"the request is not a valid {method} request protobuf: {str(request.error)[:200]}")
             result, note, examples = fn()
             return result
@@ -170,7 +172,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             status = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED
                 if isinstance(exc, Overloaded)
-                else _CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+                else STATUS_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
             )
             code = status.name
             note = f" error={str(exc)[:200]!r}"
@@ -330,7 +332,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         return self._unimplemented("ModelService", "HandleReloadConfigRequest", request, context)
 
 
-def _handlers(service: _Service) -> list[grpc.GenericRpcHandler]:
+def handlers(service: Service) -> list[grpc.GenericRpcHandler]:
     """The two services' method handlers (as the generated ``add_..._to_server`` builds them, with safe deserializers)."""
 
     def handler(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler:
@@ -378,7 +380,7 @@ def build_grpc_server(
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=max_workers + max_queued,
     )
-    server.add_generic_rpc_handlers(_handlers(_Service(app, scheduler, metrics)))
+    server.add_generic_rpc_handlers(handlers(Service(app, scheduler, metrics)))
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:

@@ -161,7 +161,7 @@ def test_a_lone_call_runs_the_graph_on_the_calling_thread_and_answers_as_the_poo
 
 def test_a_lone_grpc_predict_without_batching_is_the_inline_call_and_overlapping_ones_use_the_pool():
     """gRPC without batching: the only Predict in flight runs ``predict_lone``; one that overlaps another runs ``predict``."""
-    from serving.grpc_service import _Service
+    from serving.grpc_service import Service
     from serving.metrics import ServingMetrics
 
     recorded: list[str] = []
@@ -178,7 +178,7 @@ def test_a_lone_grpc_predict_without_batching_is_the_inline_call_and_overlapping
             return super().predict(cols)
 
     scheduler = Scheduler(BatchingParameters(), threads=1, max_queued=10)
-    service = _Service(None, scheduler, ServingMetrics("taxifare"))  # type: ignore[arg-type]  # no app needed for the model call
+    service = Service(None, scheduler, ServingMetrics("taxifare"))  # type: ignore[arg-type]  # no app needed for the model call
     try:
         cols = columns(instances(3, seed=3))
         np.testing.assert_array_equal(service._call_here(Both(0.0), cols, 3), cols["pickuplon"])
@@ -256,7 +256,8 @@ def _grpc_request(rows):
         # batching off: 1 gRPC worker + 1 queued call (maximum_concurrent_rpcs): gRPC itself refuses the rest
         (BatchingParameters(), 1, 1000, "grpc"),
         # batching on: a batch waits 50 ms for company and 1 request may wait: the scheduler refuses the rest
-        (BatchingParameters(enabled=True, num_batch_threads=1, batch_timeout_micros=50_000), 8, 100, "scheduler"),
+        # (16 gRPC workers, one per client, so that gRPC's own limit never refuses first on a loaded machine)
+        (BatchingParameters(enabled=True, num_batch_threads=1, batch_timeout_micros=50_000), 16, 100, "scheduler"),
     ],
     ids=["grpc-limit", "batch-queue"],
 )
