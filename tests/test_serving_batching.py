@@ -131,12 +131,8 @@ def test_real_model_batched_answers_equal_each_clients_own_call(servable):
         np.testing.assert_allclose(got[i], alone, rtol=1e-5, atol=1e-4)  # float32 sums differ in the last bits between batch sizes
 
 
-def test_a_lone_call_runs_the_graph_on_the_calling_thread_and_answers_as_the_pool(servable):
-    """``predict_lone`` (the scheduler's inline call) is the same signature run on the calling thread: same fares, same shape."""
-    for n in (1, 7, 100):
-        cols = columns(instances(n, seed=n))
-        np.testing.assert_array_equal(servable.predict_lone(cols), servable.predict(cols))
-    recorded: list[str] = []
+def noting(recorded: list[str], **attributes):
+    """A Recording servable class that notes which call ran: ``pool`` (predict) or ``lone`` (predict_lone)."""
 
     class Both(Recording):
         def predict(self, cols):
@@ -146,6 +142,19 @@ def test_a_lone_call_runs_the_graph_on_the_calling_thread_and_answers_as_the_poo
         def predict_lone(self, cols):
             recorded.append("lone")
             return super().predict(cols)
+
+    for name, value in attributes.items():
+        setattr(Both, name, value)
+    return Both
+
+
+def test_a_lone_call_runs_the_graph_on_the_calling_thread_and_answers_as_the_pool(servable):
+    """``predict_lone`` (the scheduler's inline call) is the same signature run on the calling thread: same fares, same shape."""
+    for n in (1, 7, 100):
+        cols = columns(instances(n, seed=n))
+        np.testing.assert_array_equal(servable.predict_lone(cols), servable.predict(cols))
+    recorded: list[str] = []
+    Both = noting(recorded)
 
     scheduler = Scheduler(BatchingParameters(), threads=1, max_queued=10)
     try:
@@ -165,17 +174,7 @@ def test_a_lone_grpc_predict_without_batching_is_the_inline_call_and_overlapping
     from serving.metrics import ServingMetrics
 
     recorded: list[str] = []
-
-    class Both(Recording):
-        runtime = "TF1"
-
-        def predict(self, cols):
-            recorded.append("pool")
-            return super().predict(cols)
-
-        def predict_lone(self, cols):
-            recorded.append("lone")
-            return super().predict(cols)
+    Both = noting(recorded, runtime="TF1")
 
     scheduler = Scheduler(BatchingParameters(), threads=1, max_queued=10)
     service = Service(None, scheduler, ServingMetrics("taxifare"))  # type: ignore[arg-type]  # no app needed for the model call
