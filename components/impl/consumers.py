@@ -10,6 +10,7 @@ another; both must answer what TF2 answers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 #: Largest difference accepted between the stock loader's answers and TF2's or the served ones.
@@ -56,7 +57,9 @@ def stock_loader_check(result: Any, tf2: list[float], served: dict[str, list[flo
     return worst <= STOCK_TOLERANCE, f"{len(stock)} instances in {result.seconds:.1f}s: {detail} (tolerance {STOCK_TOLERANCE})", worst
 
 
-def check_serving(ev: Any, instances: list[dict[str, Any]], scores: Any, server: Any, infra_validation: bool) -> None:
+def check_serving(
+    ev: Any, instances: list[dict[str, Any]], scores: Any, server: Any, infra_validation: bool, meanwhile: Callable[[], Any] = lambda: None
+) -> None:
     """Infra validation (when asked) and stock TF Serving's graph-mode loader, on the lab instance and a sample.
 
     Args:
@@ -66,13 +69,18 @@ def check_serving(ev: Any, instances: list[dict[str, Any]], scores: Any, server:
             stock loader's and TF2's.
         server: the candidate being served (:func:`serving.infra.start`), ``None`` without infra validation.
         infra_validation: whether infra validation was asked for.
+        meanwhile: work to do while the server stops (its process takes a second to end).
     """
     served: dict[str, list[float]] = {}
     if infra_validation and server is not None:
         expected = scores.instances if scores.instances is not None else "not run in TF2: its signature does not match the schema"
-        result = server.close(server.query(instances, expected))
+        result = server.query(instances, expected)  # then it is asked to stop
+        meanwhile()
+        result = server.close(result)
         ev.checks.append(("serves over REST and gRPC with in-process answers (infra validation)", result.ok, result.reason))
         served = {"REST": result.rest_predictions, "gRPC": result.grpc_predictions}  # type: ignore[dict-item]
+    else:
+        meanwhile()
     if not ev.problems:
         stock_ok, stock_detail, ev.metrics["stock_loader_max_diff"] = stock_loader_check(scores.stock, scores.instances, served)
         ev.checks.append((STOCK_CHECK, stock_ok, stock_detail))
