@@ -214,16 +214,17 @@ def verify(
     from trainer.export import check_export_dir
 
     check_export_dir(model_path, what="the candidate model")
-    ev = _load_candidate(model_path, test_path)
-    instances = consumer_instances(ev)
     server = None
     if infra_validation:
         from serving import infra
 
-        server = infra.start(model_path)  # its process imports TensorFlow and loads the model meanwhile
-    champion = {"serving_root": serving_root, "model_name": model_name, "uri": deployed_model_uri, "recorded_rmse": deployed_rmse}
-    job = scorer.start(model_path, ev.feats, ev.label, instances, predict=not ev.problems, champion=champion)
+        server = infra.start(model_path)  # first: its process imports TensorFlow and loads the model meanwhile
+    job = None
     try:
+        ev = _load_candidate(model_path, test_path)
+        instances = consumer_instances(ev)
+        champion = {"serving_root": serving_root, "model_name": model_name, "uri": deployed_model_uri, "recorded_rmse": deployed_rmse}
+        job = scorer.start(model_path, ev.feats, ev.label, instances, predict=not ev.problems, champion=champion)
         trees = _fit_gbt(ev, train_path) if train_path and not ev.problems else None  # while both processes start
         scores = job.result()
         _check_predictions(ev, scores)
@@ -233,7 +234,8 @@ def verify(
         _judge(ev, scores.champion, gate or GateSettings())
         check_serving(ev, instances, scores, server, infra_validation, meanwhile=_import_plotting)
     finally:  # after an error above: no process left behind
-        job.cancel()
+        if job is not None:
+            job.cancel()
         if server is not None:
             server.close()
     ev.details["test_rows_id"] = test_rows_id
