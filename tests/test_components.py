@@ -293,6 +293,7 @@ def test_publish_rejects_bad_settings(trained, tmp_path, root, name, message):
         deploy.publish(trained[0]["export_dir"], str(tmp_path / root) if root else "", name, {})
 
 
+@pytest.mark.slow
 def test_verify_imports_no_tensorflow_in_its_own_process_and_reads_the_curve_as_tensorflow_does(trained, staged, tmp_path):
     # Its TensorFlow work runs in one child process (the stock loader first, then TF2) beside the
     # infra-validation server: the step's own process pays no TensorFlow start (2-4 s of CPU).
