@@ -72,15 +72,103 @@ def _tail(path: str, lines: int = 30) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int:
+def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0, *, signalled: bool = False) -> int:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        if not signalled:
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
     return int(proc.returncode)
+
+
+@dataclasses.dataclass
+class Server:
+    """A candidate being served for infra validation: :func:`start` it, :meth:`query` it, :meth:`close` it.
+
+    Started early (its process imports TensorFlow: seconds), it loads while the caller does other
+    work; ``started`` is when its process started, the start of the load timeout.
+    """
+
+    model_name: str
+    workdir: str
+    log_path: str
+    ports_file: str
+    started: float
+    proc: subprocess.Popen[bytes] | None = None
+    #: Why it could not be started ('' when it was).
+    error: str = ""
+    #: SIGTERM was sent already.
+    signalled: bool = False
+    closed: bool = False
+
+    def query(
+        self, instances: list[dict[str, Any]], expected: list[float] | str, *, timeout: float = 60.0, tolerance: float = TOLERANCE
+    ) -> InfraResult:
+        """Wait until the version is AVAILABLE, send ``instances`` over REST and gRPC, compare with ``expected``; then SIGTERM.
+
+        ``expected`` are the in-process answers of ``serving_default`` (or why there are none).
+        The server is asked to stop at once; :meth:`close` waits for it and checks how it stopped.
+        """
+        if self.proc is None:
+            return InfraResult(False, self.error or "infra validation failed: the server was not started")
+        if not instances:
+            return InfraResult(False, "no instance to validate with: pass at least one")
+        try:
+            return _query(self.proc, self.ports_file, self.model_name, instances, expected, self.started, timeout, tolerance)
+        except Exception as exc:  # the verdict must be a result, never a crash of the pipeline step
+            return InfraResult(False, f"infra validation failed: {type(exc).__name__}: {exc}")
+        finally:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)  # it stops while the caller goes on; close() waits
+                self.signalled = True
+
+    def close(self, result: InfraResult | None = None) -> InfraResult:
+        """Stop the server (if it still runs), record how it stopped and its log's tail in ``result``; remove its files.
+
+        Closing again does nothing (and returns ``result``).
+        """
+        result = result or InfraResult(False, "not run")
+        if self.closed:
+            return result
+        self.closed = True
+        if self.proc is not None:
+            result.server_exit_code = _stop(self.proc, signalled=self.signalled)
+            if result.ok and result.server_exit_code != 0:
+                result.ok = False
+                result.reason = f"the server did not stop cleanly on SIGTERM (exit code {result.server_exit_code})"
+        result.server_log = _tail(self.log_path)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return result
+
+
+def start(model_dir: str, *, model_name: str = MODEL_NAME) -> Server:
+    """Copy ``model_dir`` as version ``1`` into a temporary model base path and start ``taxifare serve`` on it.
+
+    The server (``python -m serving serve``) listens on free loopback ports; it does not raise:
+    a failure to start is :attr:`Server.error`, reported by :meth:`Server.query`.
+    """
+    workdir = tempfile.mkdtemp(prefix="taxifare-infra-")
+    server = Server(model_name, workdir, os.path.join(workdir, "server.log"), os.path.join(workdir, "ports.json"), time.monotonic())
+    if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        server.error = f"{model_dir} holds no saved_model.pb"
+        return server
+    try:
+        base = os.path.join(workdir, model_name)
+        shutil.copytree(model_dir, os.path.join(base, "1"))
+        cmd = [sys.executable, "-m", "serving", "serve", "--model-base-path", base, "--model-name", model_name]
+        cmd += ["--rest-port", "0", "--grpc-port", "0", "--poll-interval", "0.2", "--allow-out-of-range", "--ports-file", server.ports_file]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        server.started = time.monotonic()
+        with open(server.log_path, "wb") as log_file:
+            server.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    except Exception as exc:  # the verdict must be a result, never a crash of the pipeline step
+        server.error = f"infra validation failed: {type(exc).__name__}: {exc}"
+    return server
 
 
 def validate(
@@ -98,7 +186,8 @@ def validate(
     AVAILABLE the ``instances`` go over REST (``POST /v1/models/NAME:predict``) and gRPC
     (``PredictionService.Predict``). Both answers must equal the in-process predictions of
     ``serving_default`` within ``tolerance``. The server then gets SIGTERM and must stop;
-    no process is left behind, whatever happens.
+    no process is left behind, whatever happens. (:func:`start`, :meth:`Server.query` and
+    :meth:`Server.close` are the same in three parts, for a caller with the answers at hand.)
 
     Args:
         model_dir: the candidate SavedModel directory.
@@ -114,54 +203,16 @@ def validate(
         return InfraResult(False, "no instance to validate with: pass at least one")
     if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
         return InfraResult(False, f"{model_dir} holds no saved_model.pb")
-    workdir = tempfile.mkdtemp(prefix="taxifare-infra-")
-    proc: subprocess.Popen[bytes] | None = None
+    server = start(model_dir, model_name=model_name)
     result = InfraResult(False, "not run")
-    log_path = os.path.join(workdir, "server.log")
     try:
-        base = os.path.join(workdir, model_name)
-        shutil.copytree(model_dir, os.path.join(base, "1"))
-        ports_file = os.path.join(workdir, "ports.json")
-        cmd = [
-            sys.executable,
-            "-m",
-            "serving",
-            "serve",
-            "--model-base-path",
-            base,
-            "--model-name",
-            model_name,
-            "--rest-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--poll-interval",
-            "0.2",
-            "--allow-out-of-range",
-            "--ports-file",
-            ports_file,
-        ]
-        started = time.monotonic()
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         try:
             inprocess: list[float] | str = _inprocess(model_dir, instances)
         except Exception as exc:  # reported after the server's verdict, which names the problem better
             inprocess = f"{type(exc).__name__}: {str(exc)[:300]}"
-        result = _query(proc, ports_file, model_name, instances, inprocess, started, timeout, tolerance)
-    except Exception as exc:  # the verdict must be a result, never a crash of the pipeline step
-        result = InfraResult(False, f"infra validation failed: {type(exc).__name__}: {exc}")
+        result = server.query(instances, inprocess, timeout=timeout, tolerance=tolerance)
     finally:
-        if proc is not None:
-            result.server_exit_code = _stop(proc)
-            if result.ok and result.server_exit_code != 0:
-                result.ok = False
-                result.reason = f"the server did not stop cleanly on SIGTERM (exit code {result.server_exit_code})"
-        result.server_log = _tail(log_path)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.close(result)
     return result
 
 

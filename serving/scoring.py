@@ -39,7 +39,7 @@ def score_versions(model_dir: str, pattern: str) -> tuple[int, list[Score]]:
     import tensorflow as tf
 
     from base import storage
-    from trainer.inputs import read_arrays
+    from trainer.arrays import read_arrays
 
     files = storage.expand(pattern, what="--score data")
     _, feats, label = read_arrays(files)

@@ -312,3 +312,42 @@ def test_concurrent_publishes_never_share_a_version(trained, tmp_path):
 def test_publish_rejects_bad_settings(trained, tmp_path, root, name, message):
     with pytest.raises(InputError, match=message):
         deploy.publish(trained[0]["export_dir"], str(tmp_path / root) if root else "", name, {})
+
+
+@pytest.mark.slow
+def test_verify_imports_no_tensorflow_in_its_own_process_and_reads_the_curve_as_tensorflow_does(trained, staged, tmp_path):
+    # Its TensorFlow work runs in one child process (the stock loader first, then TF2) beside the
+    # infra-validation server: the step's own process pays no TensorFlow start (2-4 s of CPU).
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result, out = trained
+    script = (
+        "import json, sys\n"
+        "from components.verify_export import logic as verify_export\n"
+        f"v = verify_export.verify({result['export_dir']!r}, {staged['test']!r}, train_fare_mean=11.0, training_dir={out!r}, "
+        f"max_rmse=100.0, model_name='taxifare', infra_validation=True, serving_root={str(tmp_path)!r})\n"
+        "curve = verify_export.read_loss_curve(" + repr(out) + ")\n"
+        "print(json.dumps({'tf': 'tensorflow.python' in sys.modules, 'checks': [[n, ok] for n, ok, _ in v.checks], 'curve': curve}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["tf"] is False
+    checks = dict(answer["checks"])
+    assert checks[verify_export.STOCK_CHECK] and checks["serves over REST and gRPC with in-process answers (infra validation)"]
+    assert all(checks.values()), checks
+
+    import tensorflow as tf
+
+    expected = {}
+    for split in ("train", "eval"):
+        points = []
+        for path in sorted((Path(out) / "tensorboard" / split).glob("events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                points += [[event.step, float(tf.make_ndarray(v.tensor))] for v in event.summary.value if v.tag == "rmse"]
+        expected[split] = sorted(points)
+    assert answer["curve"] == expected and expected["eval"]

@@ -37,7 +37,7 @@ NOT_DEFAULTS = {
     ("report_section", "max_drift"): "the page's threshold line (0 draws none), not the gate's setting",
     ("verify", "infra_validation"): "a direct call (tests, versions --score) serves nothing",
     ("verify", "require_beat_baseline"): "a direct call reports the baseline only",
-    ("_gbt_baseline", "seed"): "the baseline trees' own seed, not the pipeline's",
+    ("_fit_gbt", "seed"): "the baseline trees' own seed, not the pipeline's",
     ("bigquery_query", "datetime_layout"): "the course's query selects pickup_datetime",
     ("paired_bootstrap", "seed"): "the bootstrap's seed, not the pipeline's",
     ("compare", "seed"): "the bootstrap's seed, not the pipeline's",

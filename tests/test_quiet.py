@@ -172,3 +172,20 @@ def test_serve_starts_without_tensorflows_lines(tmp_path: Path):
         _, err = server.communicate(timeout=60)
     assert noise_in(err) == [] and "Restoring parameters" not in err, noise_in(err)
     assert "serving model taxifare" in err
+
+
+def test_import_tensorflow_leaves_out_what_keras_only_imports_because_it_is_installed():
+    # scikit-learn (SciPy behind it) and matplotlib cost about 1.2 s of CPU of TensorFlow's start;
+    # nothing that trains or serves uses Keras' wrappers of them, and they import as usual later.
+    script = (
+        "import json, sys\n"
+        "from trainer import quiet\n"
+        "quiet.import_tensorflow()\n"
+        "during = [m for m in ('sklearn', 'matplotlib') if m in sys.modules]\n"
+        "import sklearn.ensemble, matplotlib.pyplot\n"
+        "print(json.dumps({'during': during, 'meta_path': [type(f).__name__ for f in sys.meta_path]}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["during"] == [] and "_Absent" not in answer["meta_path"]

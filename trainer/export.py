@@ -190,8 +190,9 @@ def read_saved_model(pb: str) -> Any:
     Raises:
         InputError: the file cannot be read or does not hold a SavedModel.
     """
-    from tensorflow.core.protobuf import saved_model_pb2
+    from trainer import protos
 
+    saved_model_pb2 = protos.load("tensorflow.core.protobuf.saved_model_pb2")  # without importing TensorFlow
     try:
         with open(pb, "rb") as fh:
             return saved_model_pb2.SavedModel.FromString(fh.read())

@@ -9,11 +9,11 @@ Rows that break the schema are dropped in-graph by the same rules as
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import tensorflow as tf
 
 from trainer import schema
+from trainer.arrays import read_arrays  # noqa: F401  (where it was; TF-free, in trainer/arrays.py)
 from trainer.lines import MAX_LINE_BYTES
 from trainer.schema import Variant
 from trainer.validation import NUMBER_REGEX
@@ -118,29 +118,3 @@ def make_dataset(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(AUTOTUNE)
-
-
-def read_arrays(files: list[str]) -> tuple[Any, dict[str, Any], Any]:
-    """Read CSV files of one lab layout whole: ``(variant, features by name, labels)`` as numpy arrays.
-
-    Features are float32 (``pickup_datetime`` an object array of strings), labels float64: what
-    a signature takes and what errors are computed on. For files already checked (a staged split,
-    or a file to score versions on): rows are not validated here.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from trainer import schema, validation
-
-    variant = validation.detect_layout(files, what="the data")
-    types = {name: pa.string() if name in (schema.DATETIME, schema.KEY) else pa.float64() for name in variant.columns}
-    options = pacsv.ReadOptions(column_names=list(variant.columns))
-    table = pa.concat_tables(
-        [pacsv.read_csv(f, read_options=options, convert_options=pacsv.ConvertOptions(column_types=types)) for f in files]
-    )
-    feats: dict[str, Any] = {}
-    for name in variant.features:
-        col = table.column(name)
-        feats[name] = np.array(col.to_pylist(), dtype=object) if name == schema.DATETIME else col.to_numpy().astype(np.float32)
-    return variant, feats, table.column(schema.LABEL).to_numpy().astype(np.float64)

@@ -95,8 +95,9 @@ def rescorer(test_path: str) -> Callable[[str], float]:
     cache: dict[str, Any] = {}
 
     def score(version_dir: str) -> float:
-        import tensorflow as tf
+        from trainer.quiet import import_tensorflow
 
+        tf = import_tensorflow()  # quiet, and without Keras' optional extras
         from components.verify_export.logic import check_signature, load_split, predict, rmse
 
         if "split" not in cache:
@@ -116,8 +117,9 @@ def judger(model_path: str, test_path: str, settings: GateSettings) -> Callable[
     cache: dict[str, Any] = {}
 
     def judge(version_dir: str, name: str) -> Decision:
-        import tensorflow as tf
+        from trainer.quiet import import_tensorflow
 
+        tf = import_tensorflow()  # quiet, and without Keras' optional extras
         from components.verify_export import champion, gate, slices
         from components.verify_export.logic import load_split, predict
 

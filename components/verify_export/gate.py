@@ -71,14 +71,14 @@ class GateSettings:
 
 
 def read_signature(model_dir: str, name: str = SIGNATURE_NAME) -> Signature:
-    """The ``name`` signature of the SavedModel in ``model_dir``, read from ``saved_model.pb`` (imports TensorFlow's protos).
+    """The ``name`` signature of the SavedModel in ``model_dir``, read from ``saved_model.pb`` (TensorFlow's protos, not TensorFlow).
 
     Raises:
         ValueError: when the file cannot be read or has no such signature.
     """
-    import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
+    from trainer import protos
 
+    saved_model_pb2 = protos.load("tensorflow.core.protobuf.saved_model_pb2")
     proto = saved_model_pb2.SavedModel()
     try:
         with open(os.path.join(model_dir, "saved_model.pb"), "rb") as fh:
@@ -89,15 +89,17 @@ def read_signature(model_dir: str, name: str = SIGNATURE_NAME) -> Signature:
         if name in graph.signature_def:
             sig = graph.signature_def[name]
             return {
-                "inputs": {key: _tensor_info(tf, info) for key, info in sorted(sig.inputs.items())},
-                "outputs": {key: _tensor_info(tf, info) for key, info in sorted(sig.outputs.items())},
+                "inputs": {key: _tensor_info(info) for key, info in sorted(sig.inputs.items())},
+                "outputs": {key: _tensor_info(info) for key, info in sorted(sig.outputs.items())},
             }
     raise ValueError(f"no {name} signature")
 
 
-def _tensor_info(tf: Any, info: Any) -> dict[str, Any]:
+def _tensor_info(info: Any) -> dict[str, Any]:
+    from trainer.protos import dtype_name
+
     shape = None if info.tensor_shape.unknown_rank else [int(d.size) for d in info.tensor_shape.dim]
-    return {"dtype": tf.dtypes.as_dtype(info.dtype).name, "shape": shape}
+    return {"dtype": dtype_name(info.dtype), "shape": shape}
 
 
 def recorded_signature(record: dict[str, Any]) -> Signature | None:

@@ -1,8 +1,8 @@
 """Step 4, verify_export: decide whether the trained model may be deployed.
 
-In the step's own process (a fresh one, as any step) it loads the SavedModel, checks its
-``serving_default`` signature against the schema, predicts the test split and the lab's
-``test.json`` instance (finite, positive fares), computes the test RMSE and compares it with
+It checks the SavedModel's ``serving_default`` signature against the schema, predicts the
+test split and the lab's ``test.json`` instance (finite, positive fares), computes the test
+RMSE and compares it with
 
 * an absolute threshold (``max_rmse``),
 * the course's distance rule (2.616 $/km) and the training-mean predictor on the same split,
@@ -12,10 +12,15 @@ In the step's own process (a fresh one, as any step) it loads the SavedModel, ch
   scores; broken versions are skipped and named in the reason (:mod:`base.layout`),
 
 and, when asked, serves the candidate with ``taxifare serve`` in its own process and checks
-that REST and gRPC answers equal the in-process predictions (infra validation). Always, it
-runs the candidate with stock TF Serving's graph-mode loader in a process of its own
-(:mod:`trainer.stock_check`) and checks that it answers what TF2 and the served model answer:
-an export the real server cannot run is not blessed.
+that REST and gRPC answers equal TF2's predictions (infra validation). Always, it runs the
+candidate with stock TF Serving's graph-mode loader in a process of its own and checks that it
+answers what TF2 and the served model answer: an export the real server cannot run is not
+blessed.
+
+The step's own process does not import TensorFlow. The TensorFlow work (the stock loader first,
+then TF2's predictions of the candidate and the champion) runs in one child process
+(:mod:`components.verify_export.scorer`), started at once beside the infra-validation server; while
+both start, this process reads the test split and trains the gradient-boosted baseline.
 
 The verdict is ``blessed`` with a reason, a ``Metrics`` artifact, and an HTML report that the
 pipeline UI renders (drawn by :mod:`components.verify_export.report`).
@@ -34,7 +39,6 @@ from components.common import summary
 from components.contracts import Verification
 from components.verify_export.consumers import STOCK_CHECK
 from components.verify_export.gate import GateSettings
-from trainer.schema import Variant
 
 #: The course's rule of thumb: fare = 2.616 $/km x haversine distance.
 DOLLARS_PER_KM = 2.616
@@ -53,7 +57,7 @@ class Verdict(Verification):
 
 def load_split(path: str) -> tuple[Any, dict[str, Any], Any]:
     """Read a staged split directory: ``(variant, features by name, labels)`` as numpy arrays."""
-    from trainer.inputs import read_arrays
+    from trainer.arrays import read_arrays
 
     return read_arrays(storage.expand(os.path.join(path, "*.csv"), what="test data"))
 
@@ -77,6 +81,25 @@ def check_signature(fn: Any, variant: Any) -> list[str]:
         problems.append(f"outputs are {sorted(outputs)}, the schema wants ['{schema.LABEL}']")
     elif outputs[schema.LABEL].dtype != tf.float32:
         problems.append(f"output {schema.LABEL} is {outputs[schema.LABEL].dtype.name}, not float32")
+    return problems
+
+
+def signature_problems(signature: dict[str, Any], variant: Any) -> list[str]:
+    """:func:`check_signature` on a signature read from ``saved_model.pb`` (:func:`components.verify_export.gate.read_signature`)."""
+    from trainer import schema
+
+    problems = []
+    inputs, outputs = signature["inputs"], signature["outputs"]
+    expected = {name: "string" if name == schema.DATETIME else "float32" for name in variant.features}
+    if set(inputs) != set(expected):
+        problems.append(f"inputs are {sorted(inputs)}, the schema wants {sorted(expected)}")
+    for name, dtype in expected.items():
+        if name in inputs and inputs[name]["dtype"] != dtype:
+            problems.append(f"input {name} is {inputs[name]['dtype']}, the schema wants {dtype}")
+    if set(outputs) != {schema.LABEL}:
+        problems.append(f"outputs are {sorted(outputs)}, the schema wants ['{schema.LABEL}']")
+    elif outputs[schema.LABEL]["dtype"] != "float32":
+        problems.append(f"output {schema.LABEL} is {outputs[schema.LABEL]['dtype']}, not float32")
     return problems
 
 
@@ -111,17 +134,16 @@ def rmse(pred: Any, label: Any) -> float:
 
 
 def read_loss_curve(training_dir: str) -> dict[str, list[tuple[int, float]]]:
-    """``{"train": [(step, loss)...], "eval": [...]}`` from the TensorBoard event files."""
-    import tensorflow as tf
+    """``{"train": [(step, loss)...], "eval": [...]}`` from the TensorBoard event files (read without TensorFlow)."""
+    from trainer.protos import read_scalars
 
     curves: dict[str, list[tuple[int, float]]] = {}
     for split in ("train", "eval"):
         points = []
         for path in sorted(glob.glob(os.path.join(training_dir, "tensorboard", split, "events.out.tfevents.*"))):
-            for event in tf.compat.v1.train.summary_iterator(path):
-                for value in event.summary.value:
-                    if value.tag == "rmse":
-                        points.append((int(event.step), float(tf.make_ndarray(value.tensor))))
+            for step, tag, value in read_scalars(path):
+                if tag == "rmse":
+                    points.append((step, value))
         curves[split] = sorted(points)
     return curves
 
@@ -133,7 +155,6 @@ class _Evidence:
     variant: Any
     feats: dict[str, Any]
     label: Any
-    fn: Any
     problems: list[str]
     pred: Any = None
     instance: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -189,24 +210,43 @@ def verify(
             on it and scored beside the model ('' for no such baseline).
         require_beat_baseline: refuse a model that does not beat that baseline (else it is reported).
     """
-    from components.verify_export import champion
-    from components.verify_export.consumers import check_serving
+    from components.verify_export import scorer
+    from components.verify_export.consumers import check_serving, consumer_instances
     from trainer.export import check_export_dir
 
     check_export_dir(model_path, what="the candidate model")
-    ev = _load_candidate(model_path, test_path)
-    _check_predictions(ev)
-    _compare_with_baselines(ev, train_fare_mean, max_rmse)
-    if train_path and not ev.problems:
-        _gbt_baseline(ev, train_path, require_beat_baseline)
-    champ = champion.find(
-        ev.feats, ev.label, serving_root=serving_root, model_name=model_name, uri=deployed_model_uri, recorded_rmse=deployed_rmse
-    )
-    _judge(ev, champ, gate or GateSettings())
-    check_serving(ev, model_path, infra_validation)
+    server = None
+    if infra_validation:
+        from serving import infra
+
+        server = infra.start(model_path)  # first: its process imports TensorFlow and loads the model meanwhile
+    job = None
+    try:
+        ev = _load_candidate(model_path, test_path)
+        instances = consumer_instances(ev)
+        champion = {"serving_root": serving_root, "model_name": model_name, "uri": deployed_model_uri, "recorded_rmse": deployed_rmse}
+        job = scorer.start(model_path, ev.feats, ev.label, instances, predict=not ev.problems, champion=champion)
+        trees = _fit_gbt(ev, train_path) if train_path and not ev.problems else None  # while both processes start
+        scores = job.result()
+        _check_predictions(ev, scores)
+        _compare_with_baselines(ev, train_fare_mean, max_rmse)
+        if trees is not None:
+            _gbt_baseline(ev, trees, require_beat_baseline)
+        _judge(ev, scores.champion, gate or GateSettings())
+        check_serving(ev, instances, scores, server, infra_validation, meanwhile=_import_plotting)
+    finally:  # after an error above: no process left behind
+        if job is not None:
+            job.cancel()
+        if server is not None:
+            server.close()
     ev.details["test_rows_id"] = test_rows_id
     ev.details["exported_step"] = _exported_step(model_path)
-    return _conclude(ev, champ, train_fare_mean, training_dir)
+    return _conclude(ev, scores.champion, train_fare_mean, training_dir)
+
+
+def _import_plotting() -> None:
+    """Import what the report draws with (about a second of CPU), while the infra-validation server stops."""
+    import matplotlib.pyplot  # noqa: F401
 
 
 def _exported_step(model_path: str) -> int | None:
@@ -219,36 +259,27 @@ def _exported_step(model_path: str) -> int | None:
 
 
 def _load_candidate(model_path: str, test_path: str) -> _Evidence:
-    """Load the test split and the candidate's ``serving_default``; check the signature against the schema."""
-    import tensorflow as tf
-
+    """Load the test split and the candidate's ``serving_default`` signature; check it against the schema."""
     from components.verify_export.gate import read_signature
 
     variant, feats, label = load_split(test_path)
-    fn = tf.saved_model.load(model_path).signatures["serving_default"]
-    ev = _Evidence(variant, feats, label, fn, check_signature(fn, variant), signature=read_signature(model_path))
+    signature = read_signature(model_path)
+    ev = _Evidence(variant, feats, label, signature_problems(signature, variant), signature=signature)
     ev.metrics["test_examples"] = len(label)
     detail = "; ".join(ev.problems) or f"inputs {', '.join(variant.features)} -> fare_amount"
     ev.checks.append(("signature matches the schema", not ev.problems, detail))
     return ev
 
 
-def _check_predictions(ev: _Evidence) -> None:
-    """Predict the test split and the lab's ``test.json`` instance: finite, positive fares."""
+def _check_predictions(ev: _Evidence, scores: Any) -> None:
+    """TF2's predictions of the test split and the lab's ``test.json`` instance: finite, positive fares."""
     import numpy as np
 
-    from trainer import schema
-
-    ev.pred = predict(ev.fn, ev.feats) if not ev.problems else np.full(len(ev.label), np.nan)
+    ev.pred = scores.pred if not ev.problems else np.full(len(ev.label), np.nan)
     finite = bool(np.all(np.isfinite(ev.pred)) and np.all(ev.pred > 0))
     span = f"min {np.nanmin(ev.pred):.2f}, max {np.nanmax(ev.pred):.2f}" if len(ev.pred) else "no rows"
     ev.checks.append(("test predictions are finite and positive", finite, span))
-
-    ev.instance = dict(schema.TEST_INSTANCE_DATETIME if ev.variant is Variant.DATETIME else schema.TEST_INSTANCE)
-    lab_fare = math.nan
-    if not ev.problems:
-        lab_feats = {k: np.array([ev.instance[k]], dtype=object if k == schema.DATETIME else np.float32) for k in ev.variant.features}
-        lab_fare = float(predict(ev.fn, lab_feats)[0])
+    lab_fare = scores.instances[0] if not ev.problems else math.nan  # the lab instance comes first
     lab_ok = math.isfinite(lab_fare) and lab_fare > 0
     ev.checks.append(("the lab's test.json instance gets a finite, positive fare", lab_ok, f"${lab_fare:.2f}"))
     ev.metrics["test_json_fare"] = lab_fare
@@ -273,20 +304,24 @@ def _compare_with_baselines(ev: _Evidence, train_fare_mean: float, max_rmse: flo
 BASELINE_CHECK = "beats gradient-boosted trees on the same features and data"
 
 
-def _gbt_baseline(ev: _Evidence, train_path: str, required: bool) -> None:
-    """Train the gradient-boosted baseline on the train split (seconds) and score it on the test rows."""
+def _fit_gbt(ev: _Evidence, train_path: str) -> tuple[Any, int, float]:
+    """Train the gradient-boosted baseline on the train split (seconds): its test predictions, the rows, the seconds."""
     from components.verify_export.baseline import fit_predict
 
     started = time.monotonic()
     _, train_feats, train_label = load_split(train_path)
     pred = fit_predict({k: train_feats[k] for k in ev.feats}, train_label, ev.feats, seed=0)
+    return pred, len(train_label), time.monotonic() - started
+
+
+def _gbt_baseline(ev: _Evidence, trees: tuple[Any, int, float], required: bool) -> None:
+    """Score the gradient-boosted baseline (:func:`_fit_gbt`) on the test rows beside the model."""
+    pred, rows, seconds = trees
     value = rmse(pred, ev.label)
     ev.metrics["gbt_baseline_rmse"] = value
     ev.baselines["gradient-boosted trees"] = pred
     model_rmse = ev.metrics["test_rmse"]
-    detail = (
-        f"${model_rmse:.3f} vs ${value:.3f} (trained on this run's {len(train_label):,} train rows in {time.monotonic() - started:.1f}s)"
-    )
+    detail = f"${model_rmse:.3f} vs ${value:.3f} (trained on this run's {rows:,} train rows in {seconds:.1f}s)"
     if not required:
         detail += "; reported only (require_beat_baseline is off)" + ("" if model_rmse < value else ": the trees are better here")
     ev.checks.append((BASELINE_CHECK, model_rmse < value or not required, detail))
