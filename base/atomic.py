@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from base import process
+
 #: How every temporary's name starts (readers skip such names).
 TMP_PREFIX = ".tmp-"
 _PID = re.compile(r"^\.tmp-(\d+)-")
@@ -136,10 +138,10 @@ def is_stale(name: str, changed: float, older_than: float) -> bool:
 def remove_stale(directory: str, older_than: float | None = None) -> list[str]:
     """Delete the stale temporaries (:func:`is_stale`) directly under ``directory``; their names, sorted.
 
-    ``older_than`` defaults to :func:`process_start_time`. A folder's age is its newest entry's
+    ``older_than`` defaults to :func:`base.process.start_time`. A folder's age is its newest entry's
     ctime (copies keep their source's mtime, but no writer can set a ctime in the past).
     """
-    limit = process_start_time() if older_than is None else older_than
+    limit = process.start_time() if older_than is None else older_than
     removed: list[str] = []
     try:
         names = os.listdir(directory)
@@ -158,22 +160,3 @@ def remove_stale(directory: str, older_than: float | None = None) -> list[str]:
             _remove(path)
             removed.append(name)
     return sorted(removed)
-
-
-def _process_start() -> float:
-    try:
-        with open("/proc/self/stat") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
-
-
-_STARTED = _process_start()
-
-
-def process_start_time() -> float:
-    """When this process started (Unix time, from ``/proc``; this module's import time elsewhere)."""
-    return _STARTED

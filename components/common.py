@@ -15,11 +15,11 @@ import atexit
 import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from base import process
 from components.contracts import SUMMARY_DIR_ENV, StepSummary, append_event
 
 #: kfp's executor, the ``__main__`` of a process kfp.local starts for one attempt of one step.
@@ -66,26 +66,17 @@ def started(step: str, *, output: str = "") -> None:
         output: one of its output artifacts' local paths (``<root>/<run>/<task>/<name>``): the
             record then names the run's folder.
     """
+    main = sys.modules.get("__main__")
+    own_process = getattr(getattr(main, "__spec__", None), "name", "") == _KFP_EXECUTOR  # not a test calling the function
+    if own_process:
+        process.leave_quickly()  # the step's process ends without the collector's last walk over its imports' objects
     directory = _records()
     if not directory:
         return
     run = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(output)))) if output else ""
-    append_event(directory, {"event": "started", "step": step, "since": _process_start(), **({"run": run} if run else {})})
-    main = sys.modules.get("__main__")
-    if getattr(getattr(main, "__spec__", None), "name", "") == _KFP_EXECUTOR:  # not a test calling the function
+    append_event(directory, {"event": "started", "step": step, "since": process.start_time(), **({"run": run} if run else {})})
+    if own_process:
         _record_the_end(directory, step)
-
-
-def _process_start() -> float:
-    """When this process started (a UNIX time, from Linux's /proc; now where it does not tell): its start-up counts."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
-        with open("/proc/uptime", encoding="ascii") as fh:
-            uptime = float(fh.read().split()[0])
-        return time.time() - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return time.time()
 
 
 def _record_the_end(directory: str, step: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from _serving_helpers import export_untrained
 
-from base import atomic, layout
+from base import atomic, layout, process
 from base.errors import InputError
 from components.deploy import logic as deploy
 
@@ -111,14 +111,14 @@ def test_stale_temporaries_are_removed_fresh_ones_kept_and_stats_kept(exports, t
     waiting = model_dir / f".tmp-{os.getppid()}-1"  # a live process's copy, waiting for the lock: kept
     waiting.mkdir()
     (stale / "saved_model.pb").write_bytes(b"half")
-    old = atomic.process_start_time() - 60
+    old = process.start_time() - 60
     os.utime(stale / "saved_model.pb", (old, old))
     # ctime cannot be set back: make the writer look dead by checking against a later "process start"
     removed = atomic.remove_stale(str(model_dir), older_than=time.time() + 1)
     assert removed == [stale.name] and not stale.exists() and waiting.exists()
     fresh = model_dir / ".tmp-998-2"
     fresh.mkdir()
-    assert atomic.remove_stale(str(model_dir), older_than=atomic.process_start_time()) == []
+    assert atomic.remove_stale(str(model_dir), older_than=process.start_time()) == []
     assert fresh.exists()  # created after this process started: a writer may still be at work
     stats = {"rows": 123, "columns": {"fare_amount": {"mean": 11.5}}}
     published = candidate(exports[0], tmp_path, 3.5, train_stats=stats)

@@ -189,3 +189,17 @@ def test_import_tensorflow_leaves_out_what_keras_only_imports_because_it_is_inst
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
     assert answer["during"] == [] and "_Absent" not in answer["meta_path"]
+
+
+def test_a_process_that_imported_tensorflow_freezes_its_objects_at_exit_and_keeps_its_exit_code(tmp_path: Path):
+    # the freeze (trainer.quiet.leave_quickly) spares the exit the collector's walk over TensorFlow's objects
+    script = (
+        "import atexit, gc, sys\n"
+        f"atexit.register(lambda: open({str(tmp_path / 'frozen')!r}, 'w').write(str(gc.get_freeze_count())))\n"
+        "from trainer.quiet import import_tensorflow\n"
+        "import_tensorflow()\n"
+        "sys.exit(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=_env())
+    assert proc.returncode == 3, proc.stderr[-1000:]
+    assert int((tmp_path / "frozen").read_text()) > 100_000  # the later-registered freeze ran first; handlers still run

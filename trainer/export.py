@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from base import atomic, storage
+from base import atomic, process, storage
 from base.errors import InputError
 from trainer import schema
 from trainer.schema import Variant
@@ -51,7 +51,7 @@ def remove_stale_exports(export_base: str, older_than: float | None = None) -> l
         removed = [os.path.join(export_base, name) for name in atomic.remove_stale(export_base, older_than)]
     else:
         removed = []
-        limit = atomic.process_start_time() if older_than is None else older_than
+        limit = process.start_time() if older_than is None else older_than
         for path in tf.io.gfile.glob(os.path.join(export_base, atomic.TMP_PREFIX + "*")):
             name = os.path.basename(path.rstrip("/"))
             if atomic.is_stale(name, tf.io.gfile.stat(path).mtime_nsec / 1e9, limit):

@@ -35,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
+from base import process
+
 #: Set to 1 (by ``--verbose``) to keep everything TensorFlow prints; steps inherit it.
 VERBOSE_ENV = "TAXIFARE_VERBOSE"
 
@@ -147,12 +149,15 @@ def import_tensorflow() -> ModuleType:
 
     With ``TAXIFARE_VERBOSE=1`` the start-up lines stay. Either way Keras' optional extras are
     left out (:func:`without_keras_extras`). Importing again costs nothing.
+
+    The process also ends sooner (:func:`base.process.leave_quickly`).
     """
     quiet_loggers()
     if "tensorflow.python" in sys.modules:
         import tensorflow as tf
 
         return tf
+    process.leave_quickly()
     if verbose():
         with without_keras_extras():
             return _import()
