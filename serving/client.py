@@ -17,11 +17,10 @@ from __future__ import annotations
 import functools
 import http.client
 import json
-import sys
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from types import ModuleType, SimpleNamespace, TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
 from base.layout import MODEL_NAME
@@ -34,42 +33,21 @@ def serving_protos() -> SimpleNamespace:
 
     The ``*_pb2`` modules of ``tensorflow_serving.apis`` import ``tensorflow.core.framework``'s
     protos, and importing any ``tensorflow.*`` module first runs TensorFlow's package
-    ``__init__`` (the whole library: 4-7 s). When TensorFlow is not loaded yet, a bare package
-    module stands in for ``tensorflow`` (the real folder as its path) while the protos load, and
-    is removed afterwards: the proto modules are plain generated code that needs nothing else,
-    and a later ``import tensorflow`` runs the real package and finds them loaded.
+    ``__init__`` (the whole library: 4-7 s); :func:`trainer.protos.load` loads them without it.
     """
-    stand_in = None
-    if "tensorflow" not in sys.modules:
-        import importlib.util
+    from trainer.protos import load
 
-        spec = importlib.util.find_spec("tensorflow")  # locates the package without running it
-        if spec is not None and spec.submodule_search_locations:
-            stand_in = ModuleType("tensorflow")
-            stand_in.__path__ = list(spec.submodule_search_locations)
-            sys.modules["tensorflow"] = stand_in
-    try:
-        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-        from tensorflow_serving.apis import (
-            get_model_metadata_pb2,
-            get_model_status_pb2,
-            model_service_pb2_grpc,
-            predict_pb2,
-            prediction_service_pb2_grpc,
-        )
-    finally:
-        if stand_in is not None and sys.modules.get("tensorflow") is stand_in:
-            del sys.modules["tensorflow"]
-    return SimpleNamespace(
-        tensor_pb2=tensor_pb2,
-        tensor_shape_pb2=tensor_shape_pb2,
-        types_pb2=types_pb2,
-        predict_pb2=predict_pb2,
-        get_model_status_pb2=get_model_status_pb2,
-        get_model_metadata_pb2=get_model_metadata_pb2,
-        prediction_service_pb2_grpc=prediction_service_pb2_grpc,
-        model_service_pb2_grpc=model_service_pb2_grpc,
-    )
+    names = {
+        "tensor_pb2": "tensorflow.core.framework.tensor_pb2",
+        "tensor_shape_pb2": "tensorflow.core.framework.tensor_shape_pb2",
+        "types_pb2": "tensorflow.core.framework.types_pb2",
+        "predict_pb2": "tensorflow_serving.apis.predict_pb2",
+        "get_model_status_pb2": "tensorflow_serving.apis.get_model_status_pb2",
+        "get_model_metadata_pb2": "tensorflow_serving.apis.get_model_metadata_pb2",
+        "prediction_service_pb2_grpc": "tensorflow_serving.apis.prediction_service_pb2_grpc",
+        "model_service_pb2_grpc": "tensorflow_serving.apis.model_service_pb2_grpc",
+    }
+    return SimpleNamespace(**{short: load(module) for short, module in names.items()})
 
 
 def tensor_proto(values: Sequence[Any]) -> Any:

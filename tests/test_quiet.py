@@ -192,7 +192,7 @@ def test_import_tensorflow_leaves_out_what_keras_only_imports_because_it_is_inst
 
 
 def test_a_process_that_imported_tensorflow_freezes_its_objects_at_exit_and_keeps_its_exit_code(tmp_path: Path):
-    # the freeze (trainer.quiet.leave_quickly) spares the exit the collector's walk over TensorFlow's objects
+    # the freeze (base.process.leave_quickly) spares the exit the collector's walk over TensorFlow's objects
     script = (
         "import atexit, gc, sys\n"
         f"atexit.register(lambda: open({str(tmp_path / 'frozen')!r}, 'w').write(str(gc.get_freeze_count())))\n"
