@@ -110,7 +110,7 @@ class Split:
 
 
 def make_split(rows: Rows, test_idx: np.ndarray, work: str) -> Split:
-    from components.verify_export.logic import load_split
+    from components.verify_export.evaluation import load_split
 
     mask = np.zeros(len(rows.lines), dtype=bool)
     mask[test_idx] = True
@@ -182,7 +182,7 @@ def train_net(split: Split, work: str, seed: int, overrides: dict[str, Any]) -> 
 
 def predict(model: str, split: Split, work: str, seed: int, nets: dict[str, dict[str, Any]]) -> np.ndarray:
     from components.verify_export import baseline
-    from components.verify_export.logic import distance_rule
+    from components.verify_export.evaluation import distance_rule
     from trainer import geo
 
     if model in nets:

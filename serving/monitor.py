@@ -30,8 +30,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
 from base import layout
 from serving import request_log, skew
 from trainer import divergence, schema, statistics
@@ -289,10 +287,3 @@ def run(args: argparse.Namespace) -> int:
 
         subprocess.run([sys.executable, "-m", "pipeline.cli", *cmd[1:]], check=False)
     return 1 if report.moved else (2 if unsent else 0)
-
-
-def shares(values: list[float], feature: str) -> list[float]:
-    """Normalised histogram of ``values`` over ``feature``'s fixed bins (the page's prediction plot)."""
-    found = statistics.counts(values, statistics.bin_edges(feature)) if values else np.zeros(len(statistics.bin_edges(feature)) - 1)
-    total = float(np.sum(found)) or 1.0
-    return [float(c) / total for c in found]

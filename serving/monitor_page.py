@@ -29,8 +29,6 @@ def _verdict_class(row: Any) -> str:
 
 def _figures(report: Any) -> list[str]:
     """Both distributions per feature of each version's requests, then of its predictions."""
-    from serving.monitor import shares
-
     figures = []
     for version, result in sorted(report.results.items()):
         for row in divergence.report_rows(result):
@@ -89,3 +87,12 @@ def write(path: str, report: Any) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic.write_text(path, render(report))
     return path
+
+
+def shares(values: list[float], feature: str) -> list[float]:
+    """Normalised histogram of ``values`` over ``feature``'s fixed bins (the page's prediction plot)."""
+    import numpy as np
+
+    found = statistics.counts(values, statistics.bin_edges(feature)) if values else np.zeros(len(statistics.bin_edges(feature)) - 1)
+    total = float(np.sum(found)) or 1.0
+    return [float(c) / total for c in found]

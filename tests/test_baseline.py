@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from components.verify_export import baseline
-from components.verify_export.logic import distance_rule, load_split, rmse
+from components.verify_export.evaluation import distance_rule, load_split, rmse
 from trainer import geo, schema
 
 

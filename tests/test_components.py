@@ -15,8 +15,8 @@ from components.contracts import SUMMARY_DIR_ENV, DatasetStats, Hyperparameters,
 from components.deploy import logic as deploy
 from components.full_train import logic as full_train
 from components.stage_data import logic as stage_data
+from components.verify_export import evaluation, report
 from components.verify_export import logic as verify_export
-from components.verify_export import report
 from pipeline import parameters
 
 #: verify()'s pipeline settings, at the pipeline's defaults.
@@ -269,8 +269,8 @@ def test_signature_check_names_the_problem(trained):
     from trainer.schema import Variant
 
     fn = tf.saved_model.load(trained[0]["export_dir"]).signatures["serving_default"]
-    assert verify_export.check_signature(fn, Variant.LAB) == []
-    problems = verify_export.check_signature(fn, Variant.DATETIME)
+    assert evaluation.check_signature(fn, Variant.LAB) == []
+    problems = evaluation.check_signature(fn, Variant.DATETIME)
     assert problems and "pickup_datetime" in problems[0]
 
 

@@ -17,8 +17,7 @@ import pytest
 from _browser import check_page
 
 from components.check_drift import logic as drift
-from components.verify_export import logic as verify_export
-from components.verify_export import report, slices
+from components.verify_export import evaluation, report, slices
 from pipeline import runs
 from pipeline.runs_page import report_header
 from trainer import divergence, statistics, synthetic
@@ -32,7 +31,7 @@ def trips(tmp_path_factory):
     synthetic.generate(20_000, str(out), seed=7)
     (out / "test").mkdir()
     (out / "test.csv").rename(out / "test" / "test.csv")
-    _variant, feats, label = verify_export.load_split(str(out / "test"))
+    _variant, feats, label = evaluation.load_split(str(out / "test"))
     return feats, label, (out / "test" / "test.csv", out / "train.csv")
 
 
@@ -42,11 +41,11 @@ def page(trips, tmp_path, *, blessed: bool, deployed: bool) -> tuple[str, report
     km = report.trip_km(feats)
     slope, intercept = np.polyfit(km, label, 1)
     pred = intercept + slope * km
-    rule = verify_export.distance_rule(feats)
+    rule = evaluation.distance_rule(feats)
     metrics = {
         "test_examples": len(label),
-        "test_rmse": verify_export.rmse(pred, label),
-        "distance_rule_rmse": verify_export.rmse(rule, label),
+        "test_rmse": evaluation.rmse(pred, label),
+        "distance_rule_rmse": evaluation.rmse(rule, label),
     }
     checks = [
         ("signature matches the schema", True, "inputs pickuplon, pickuplat, dropofflon, dropofflat, passengers -> fare_amount"),

@@ -98,7 +98,7 @@ def rescorer(test_path: str) -> Callable[[str], float]:
         from trainer.quiet import import_tensorflow
 
         tf = import_tensorflow()  # quiet, and without Keras' optional extras
-        from components.verify_export.logic import check_signature, load_split, predict, rmse
+        from components.verify_export.evaluation import check_signature, load_split, predict, rmse
 
         if "split" not in cache:
             cache["split"] = load_split(test_path)
@@ -121,7 +121,7 @@ def judger(model_path: str, test_path: str, settings: GateSettings) -> Callable[
 
         tf = import_tensorflow()  # quiet, and without Keras' optional extras
         from components.verify_export import champion, gate, slices
-        from components.verify_export.logic import load_split, predict
+        from components.verify_export.evaluation import load_split, predict
 
         if "split" not in cache:
             _, feats, label = cache["split"] = load_split(test_path)

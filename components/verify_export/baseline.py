@@ -41,7 +41,7 @@ def plain_features(feats: dict[str, Any]) -> Any:
 
     Args:
         feats: float arrays by column name (``pickuplon``, ``pickuplat``, ``dropofflon``,
-            ``dropofflat``, ``passengers``), as ``verify_export.load_split`` returns them; when
+            ``dropofflat``, ``passengers``), as ``evaluation.load_split`` returns them; when
             ``pickup_datetime`` is there (strings ``YYYY-MM-DD HH:MM:SS[ UTC]``), the hour of day
             and day of week (Monday = 0) are added as two more columns.
 

@@ -67,8 +67,8 @@ def score(path: str, feats: dict[str, Any], label: Any, name: str) -> Champion:
     """
     import tensorflow as tf
 
+    from components.verify_export.evaluation import predict, rmse
     from components.verify_export.gate import read_signature
-    from components.verify_export.logic import predict, rmse
 
     fn = _load(path)
     try:

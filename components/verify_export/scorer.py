@@ -188,7 +188,7 @@ def _work(workdir: str) -> dict[str, Any]:
     tf.get_logger().setLevel("ERROR")
     out: dict[str, Any] = {"stock": _stock(job["model_path"], job["instances"], job["predict"])}
     if job["predict"]:
-        from components.verify_export.logic import predict
+        from components.verify_export.evaluation import predict
         from trainer.stock_check import tf_error_line
 
         try:
