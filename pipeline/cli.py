@@ -218,7 +218,7 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 def _runs(args: argparse.Namespace) -> int:
     from base.errors import InputError
-    from pipeline import runs, runs_text
+    from pipeline import runs, runs_page, runs_text
 
     if args.runs_command == "show":
         print(runs_text.format_show(runs.find_run(args.pipeline_root, args.run)))
@@ -231,7 +231,7 @@ def _runs(args: argparse.Namespace) -> int:
     listed = runs.list_runs(args.pipeline_root)
     print(runs_text.format_list(listed))
     if listed:
-        print(f"\nRuns page: {runs.write_index(args.pipeline_root)}")
+        print(f"\nRuns page: {runs_page.write_index(args.pipeline_root)}")
     return 0
 
 

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 from components.common import DEFAULT_IMAGE
 from components.contracts import SUMMARY_DIR_ENV, read_events
 from components.run_summary.logic import LOG_ENV
+from pipeline.runs import RunResult, StepRecord
 from pipeline.scratch import run_scratch
 from trainer import quiet
 
@@ -43,42 +44,6 @@ PROGRESS_EVERY = 10.0
 STOPPED = "the step stopped without a Python error (killed, or out of memory?): see the log"
 #: What a condition group's name says when it was false (else "condition NAME was false").
 NOT_MET = {"blessed": "model not blessed"}
-
-
-@dataclasses.dataclass
-class StepRecord:
-    """What the console shows about one step."""
-
-    name: str
-    status: str = "pending"
-    started: float = 0.0
-    seconds: float = 0.0
-    summary: str = ""
-    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
-    error: str = ""
-    #: The start of kfp.local's cache key when the step's outputs came from the cache.
-    cache_key: str = ""
-
-
-@dataclasses.dataclass
-class RunResult:
-    """The outcome of a local pipeline run."""
-
-    ok: bool
-    steps: dict[str, StepRecord]
-    log_path: str
-    pipeline_root: str
-    seconds: float
-    failed_step: str = ""
-    #: The run's directory under ``pipeline_root`` (its outputs and ``taxifare-run.json``).
-    run_dir: str = ""
-    #: The runs page refreshed after the run (``runs/index.html``).
-    index: str = ""
-
-    def figure(self, step: str, key: str, default: Any = None) -> Any:
-        """A key figure a step reported (``None`` when it did not run)."""
-        record = self.steps.get(step)
-        return record.figures.get(key, default) if record else default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +268,7 @@ def _run_local(
     image: str,
     console: Callable[[str], None] | None,
 ) -> RunResult:
-    from pipeline import parameters, runs
+    from pipeline import parameters, runs, runs_page
 
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
     # Pass every parameter explicitly: kfp.local reads defaults from the spec as floats (42.0)
@@ -346,7 +311,7 @@ def _run_local(
     )
     try:
         window = (tracker.planned or called, tracker.first_start or time.time())  # when kfp.local stamped this run's folder
-        result.run_dir, result.index = runs.record(
+        result.run_dir, result.index = runs_page.record(
             result, arguments, before=before, started=started_at, name=tracker.run_name, window=window
         )
     except OSError as exc:

@@ -4,12 +4,13 @@ Every ``taxifare run`` leaves a folder ``<pipeline-root>/taxifare-<time>/`` (kfp
 directory, one sub-folder per task that wrote outputs). At the end of the run
 :func:`save_record` adds ``taxifare-run.json`` to it: when and how long, the status and the
 failed step, every parameter, each step's status and key figures, and where the report, the
-TensorBoard logs and the log file are. :func:`write_index` then refreshes the static page
+TensorBoard logs and the log file are. :func:`pipeline.runs_page.write_index` then refreshes the static page
 ``index.html`` beside the pipeline root (``runs/index.html`` by default): the table of runs and
 a plot of test RMSE over runs, readable on a phone.
 
 A folder without a record (a run killed before its end, or made before records existed) is
-still listed, with what its outputs tell (the time in its name, verify_export's metrics).
+still listed, with what its outputs tell (the time in its name, verify_export's metrics). What
+a run hands to its record is here too (:class:`StepRecord`, :class:`RunResult`).
 Standard library only: listing runs imports neither kfp nor TensorFlow.
 """
 
@@ -22,14 +23,13 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from base import atomic
 
-if TYPE_CHECKING:
-    from pipeline.local_run import RunResult, StepRecord
-
 RECORD = "taxifare-run.json"
+#: The runs page's file name, beside the pipeline root.
+INDEX = "index.html"
 #: The status of a run folder without a record: the run is still going, or was stopped.
 NO_RECORD = "no record: running or stopped"
 _RUN_DIR = re.compile(r"^taxifare-(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d+)$")
@@ -47,6 +47,42 @@ METRICS = {
     "test_json_fare": "fare for the lab's test.json",
     "test_examples": "test trips",
 }
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """What the console shows about one step."""
+
+    name: str
+    status: str = "pending"
+    started: float = 0.0
+    seconds: float = 0.0
+    summary: str = ""
+    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str = ""
+    #: The start of kfp.local's cache key when the step's outputs came from the cache.
+    cache_key: str = ""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """The outcome of a local pipeline run."""
+
+    ok: bool
+    steps: dict[str, StepRecord]
+    log_path: str
+    pipeline_root: str
+    seconds: float
+    failed_step: str = ""
+    #: The run's directory under ``pipeline_root`` (its outputs and ``taxifare-run.json``).
+    run_dir: str = ""
+    #: The runs page refreshed after the run (``runs/index.html``).
+    index: str = ""
+
+    def figure(self, step: str, key: str, default: Any = None) -> Any:
+        """A key figure a step reported (``None`` when it did not run)."""
+        record = self.steps.get(step)
+        return record.figures.get(key, default) if record else default
 
 
 @dataclasses.dataclass
@@ -253,38 +289,6 @@ def save_record(
     return run
 
 
-def record(
-    result: RunResult,
-    arguments: dict[str, Any],
-    *,
-    before: set[str],
-    started: float,
-    name: str = "",
-    window: tuple[float, float] | None = None,
-) -> tuple[str, str]:
-    """After a run: find its folder (see :func:`new_run_dir`), save its record, refresh the runs page.
-
-    Returns:
-        The run's folder and the runs page.
-    """
-    from pipeline.runs_page import stamp_report
-
-    run_dir = new_run_dir(result.pipeline_root, before, started, name, window)
-    run = save_record(
-        run_dir,
-        arguments=arguments,
-        steps=result.steps,
-        ok=result.ok,
-        failed_step=result.failed_step,
-        started=started,
-        seconds=result.seconds,
-        log_path=result.log_path,
-    )
-    index = write_index(result.pipeline_root)
-    stamp_report(run, index)  # which run the report is, now that the run has ended
-    return run_dir, index
-
-
 def load_run(pipeline_root: str, name: str) -> Run:
     """The run in ``<pipeline_root>/<name>``: its record, or what its outputs tell."""
     path = os.path.join(os.path.abspath(pipeline_root), name)
@@ -387,16 +391,4 @@ def table_row(run: Run, base: dict[str, Any]) -> dict[str, str]:
 
 def index_path(pipeline_root: str) -> str:
     """Where the runs page lives: beside the pipeline root (``runs/index.html`` for ``runs/pipeline``)."""
-    from pipeline.runs_page import INDEX
-
     return os.path.join(os.path.dirname(os.path.abspath(pipeline_root)), INDEX)
-
-
-def write_index(pipeline_root: str) -> str:
-    """Refresh the runs page from every run under ``pipeline_root`` (atomically); return its path."""
-    from pipeline.runs_page import render_index
-
-    path = index_path(pipeline_root)
-    page = render_index(list_runs(pipeline_root), path)
-    atomic.write_text(path, page)
-    return path

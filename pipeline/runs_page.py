@@ -2,7 +2,8 @@
 
 Static HTML drawn with :mod:`base.html` (its line plot, its card-table style sheet): an inline
 SVG plot, a viewport meta tag, and below 700 px each run is a card instead of a table row, so it
-reads on a phone. Links are relative to the page.
+reads on a phone. Links are relative to the page. :func:`record` saves a run's record and
+refreshes the page at the end of ``taxifare run``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from base import atomic
 from base import html as h
-from pipeline.runs import Run, defaults, fmt_params, table_row
-
-INDEX = "index.html"
+from pipeline import runs
+from pipeline.runs import Run, RunResult, defaults, fmt_params, table_row
 
 
 def _svg_plot(runs: Sequence[Run]) -> str:
@@ -128,3 +130,41 @@ def stamp_report(run: Run, index_path: str) -> None:
         return
     for path in (run.report, os.path.join(os.path.dirname(run.report), "report")):
         stamp_run(path, report_header(run, path, index_path))
+
+
+def write_index(pipeline_root: str) -> str:
+    """Refresh the runs page from every run under ``pipeline_root`` (atomically); return its path."""
+    path = runs.index_path(pipeline_root)
+    page = render_index(runs.list_runs(pipeline_root), path)
+    atomic.write_text(path, page)
+    return path
+
+
+def record(
+    result: RunResult,
+    arguments: dict[str, Any],
+    *,
+    before: set[str],
+    started: float,
+    name: str = "",
+    window: tuple[float, float] | None = None,
+) -> tuple[str, str]:
+    """After a run: find its folder (see :func:`new_run_dir`), save its record, refresh the runs page.
+
+    Returns:
+        The run's folder and the runs page.
+    """
+    run_dir = runs.new_run_dir(result.pipeline_root, before, started, name, window)
+    run = runs.save_record(
+        run_dir,
+        arguments=arguments,
+        steps=result.steps,
+        ok=result.ok,
+        failed_step=result.failed_step,
+        started=started,
+        seconds=result.seconds,
+        log_path=result.log_path,
+    )
+    index = write_index(result.pipeline_root)
+    stamp_report(run, index)  # which run the report is, now that the run has ended
+    return run_dir, index

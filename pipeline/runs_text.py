@@ -14,8 +14,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.local_run import RunResult, StepRecord
-from pipeline.runs import METRICS, PLACES, Run, defaults, fmt_money, fmt_params, fmt_seconds
+from pipeline.runs import METRICS, PLACES, Run, RunResult, StepRecord, defaults, fmt_money, fmt_params, fmt_seconds
 
 #: The terminal width the text is made for.
 WIDTH = 80

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from components.common import progress, started, summary
 from components.contracts import SUMMARY_DIR_ENV, append_event, read_events
-from pipeline import local_run, runs_text
+from pipeline import local_run, runs, runs_text
 from pipeline.pipeline import create_pipeline
 
 
@@ -171,15 +171,13 @@ def test_a_cached_model_that_fails_verification_is_not_reused(tmp_path):
     entry.write_text("{}")
     other.write_text("{}")
     steps = {
-        "stage_data": local_run.StepRecord("stage_data", status="cached", cache_key="fff000"),
-        "full_train": local_run.StepRecord("full_train", status="cached", cache_key="abc123"),
-        "verify_export": local_run.StepRecord("verify_export", status="failed", error="InputError: not a SavedModel"),
+        "stage_data": runs.StepRecord("stage_data", status="cached", cache_key="fff000"),
+        "full_train": runs.StepRecord("full_train", status="cached", cache_key="abc123"),
+        "verify_export": runs.StepRecord("verify_export", status="failed", error="InputError: not a SavedModel"),
     }
     console: list[str] = []
     assert local_run.drop_suspect_cache(steps, str(cache), console.append) == ["full_train"]
     assert not entry.exists() and other.exists()
     assert len(console) == 1 and "full_train" in console[0] and "next run redoes it" in console[0]
-    result = local_run.RunResult(
-        ok=False, steps=steps, log_path="log", pipeline_root=str(tmp_path), seconds=1.0, failed_step="verify_export"
-    )
+    result = runs.RunResult(ok=False, steps=steps, log_path="log", pipeline_root=str(tmp_path), seconds=1.0, failed_step="verify_export")
     assert any("--no-cache" in line for line in runs_text.failure_lines(result))

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from _browser import check_page
 
-from pipeline import runs
+from pipeline import runs, runs_page
 from pipeline.cli import main
-from pipeline.local_run import StepRecord
+from pipeline.runs import StepRecord
 
 
 def fake_run_dir(root: Path, stamp: str) -> Path:
@@ -156,7 +156,7 @@ def test_a_cached_step_shows_the_figures_of_the_run_that_made_it(tmp_path, capsy
 
 def test_the_closing_loss_curves_line_names_the_runs_own_logs(tmp_path):
     """A run whose full_train came from the cache points at the logs its record names, not at the newest folder on disk."""
-    from pipeline.local_run import RunResult
+    from pipeline.runs import RunResult
     from pipeline.runs_text import summarize
 
     root = tmp_path / "pipeline"
@@ -180,7 +180,7 @@ def test_figures_from_other_rows_are_not_compared_or_joined(three, capsys):
     assert next(line for line in compared if line.startswith("test rows (id)")).split()[3:] == ["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"]
     rmse_row = next(line for line in compared if line.startswith("RMSE vs the first"))
     assert "-0.35 (-8.8%)" in rmse_row and rmse_row.endswith("other rows")
-    page = Path(runs.write_index(str(three))).read_text()
+    page = Path(runs_page.write_index(str(three))).read_text()
     assert page.count('class="series"') == 2
     assert 'data-test-rows="aaaaaaaa"' in page and 'data-test-rows="bbbbbbbb"' in page and "on test set bbbbbbbb" in page
 
@@ -207,7 +207,7 @@ def test_no_runs_yet(tmp_path, capsys):
 
 @pytest.mark.parametrize("width", [390, 1280])
 def test_the_runs_page_reads_well_in_chromium(browser, three, width):
-    page = runs.write_index(str(three))
+    page = runs_page.write_index(str(three))
     assert page == str(three.parent / "index.html")
     found = browser.measure(Path(page).as_uri(), width, name="runs")
     check_page(found, width)
