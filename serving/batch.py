@@ -21,17 +21,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import queue
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from base import layout, storage
 from base.errors import InputError
 from serving import batch_output as out
-from serving.batch_cli import DEFAULT_BATCH_SIZE, DEFAULT_MAX_ERROR_FRACTION, DEFAULT_SHARD_ROWS, OUTPUT_FORMATS
+from serving.batch_formats import DEFAULT_BATCH_SIZE, DEFAULT_MAX_ERROR_FRACTION, DEFAULT_SHARD_ROWS, OUTPUT_FORMATS
+from serving.batch_output import ShardDone
+from serving.batch_shards import run_shards
 
 #: Rows a job must have seen before the share of bad rows can stop it.
 MIN_ROWS_FOR_ERROR_CHECK = 1000
@@ -111,93 +111,6 @@ def resolve_model(
             f"version {number} is not a complete version of {model_base_path} (complete: {', '.join(map(str, sorted(versions)))})"
         )
     return versions[number], number
-
-
-@dataclasses.dataclass
-class ShardDone:
-    """What one finished shard held (sent from a worker to the job's progress)."""
-
-    shard: int
-    rows: int
-    errors: int
-    bytes: int
-    bad_by_file: dict[str, int]
-    first_error: str
-    codes: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: Seconds the worker spent loading the version (on its first shard; 0 on the others).
-    load_seconds: float = 0.0
-
-
-def _prefetch(items: Iterator[Any], depth: int = 3) -> Iterator[Any]:
-    """``items`` produced by a thread, at most ``depth`` ahead (reading overlaps scoring, memory stays bounded)."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as exc:  # re-raised in the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="batch-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
-def run_shards(settings: BatchSettings, job: out.Job, worker: int, done: set[int], report: Callable[[ShardDone], None]) -> None:
-    """Score the shards ``worker`` owns (every ``settings.workers``-th) that are not in ``done``."""
-    from serving.batch_input import pieces
-    from serving.servable import Servable
-
-    servable = Servable(settings.model_dir, settings.version or 0)
-    checker = out.make_checker(job, servable.features, settings)
-
-    def mine() -> Iterator[tuple[Any, Any]]:
-        for piece in pieces(job.files, settings.shard_rows):
-            if piece.shard % settings.workers == worker and piece.shard not in done:
-                yield piece, checker.check(piece)
-            else:
-                yield piece, None
-
-    writer: out.ShardWriter | None = None
-    load = servable.load_seconds + servable.warmup_seconds
-
-    def finish(writer: out.ShardWriter) -> None:
-        nonlocal load
-        done = writer.finish()
-        done.load_seconds, load = load, 0.0
-        report(done)
-
-    for piece, checked in _prefetch(mine()):
-        if writer is not None and writer.shard != piece.shard:
-            finish(writer)
-            writer = None
-        if checked is None:
-            continue
-        if writer is None:
-            writer = out.ShardWriter(job, piece.shard, checker.header())
-        writer.write(piece, checked, out.score(servable, checked.columns, settings.batch_size))
-    if writer is not None:
-        finish(writer)
 
 
 class Progress:

@@ -6,15 +6,7 @@ import argparse
 import os
 import sys
 
-#: The formats of the rows read and of the predictions written (the job's defaults are here too, so ``--help`` loads no numpy).
-JSONL = "jsonl"
-CSV = "csv"
-INSTANCE_FORMATS = (CSV, JSONL)
-OUTPUT_FORMATS = (JSONL, CSV)
-DEFAULT_BATCH_SIZE = 8192
-DEFAULT_SHARD_ROWS = 100_000
-#: As trainer.validation.MAX_BAD_FRACTION (a test checks they agree).
-DEFAULT_MAX_ERROR_FRACTION = 0.1
+from serving.batch_formats import DEFAULT_BATCH_SIZE, DEFAULT_MAX_ERROR_FRACTION, DEFAULT_SHARD_ROWS, INSTANCE_FORMATS, OUTPUT_FORMATS
 
 #: Flags of a Vertex AI batch prediction job (``--model`` set), with their help.
 VERTEX_FLAGS = {

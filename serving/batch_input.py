@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from base.errors import InputError
-from serving.batch_cli import CSV, JSONL
+from serving.batch_formats import CSV, JSONL
 from serving.payload import Feature, Limits, RequestError, columns_from_instances
 from trainer import schema, validation
 from trainer.lines import LineBlock, line_blocks

@@ -21,7 +21,7 @@ import orjson
 
 from base import atomic, storage
 from base.errors import InputError
-from serving.batch_cli import CSV, INSTANCE_FORMATS, JSONL
+from serving.batch_formats import CSV, INSTANCE_FORMATS, JSONL
 from serving.batch_input import Checked, CsvChecker, JsonlChecker, Piece, error_record, instances_format
 from trainer import validation
 from trainer.schema import Variant
@@ -30,6 +30,21 @@ JOB_FILE = ".taxifare_batch_job.json"
 SUMMARY_FILE = "batch_summary.json"
 TMP_DIR = ".tmp-shards"
 _SHARD_RE = re.compile(r"^(predictions|errors)_(\d{5,})\.(jsonl|csv)$")
+
+
+@dataclasses.dataclass
+class ShardDone:
+    """What one finished shard held (sent from a worker to the job's progress)."""
+
+    shard: int
+    rows: int
+    errors: int
+    bytes: int
+    bad_by_file: dict[str, int]
+    first_error: str
+    codes: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Seconds the worker spent loading the version (on its first shard; 0 on the others).
+    load_seconds: float = 0.0
 
 
 def shard_name(kind: str, shard: int, ext: str) -> str:
@@ -234,8 +249,6 @@ class ShardWriter:
 
     def finish(self) -> Any:
         """Close the files and rename them into place, the predictions file last; returns the shard's counts."""
-        from serving.batch import ShardDone
-
         self.fh.close()
         if self.errors_fh is not None:
             self.errors_fh.close()
@@ -257,8 +270,6 @@ def _count_lines(path: str) -> int:
 
 def resumed_counts(job: Job) -> Any:
     """The counts of the shards complete before this run (read back from their files)."""
-    from serving.batch import ShardDone
-
     found = []
     for shard in sorted(job.done):
         predictions = _count_lines(os.path.join(job.output_dir, shard_name("predictions", shard, job.ext))) - (job.ext == "csv")

@@ -20,7 +20,7 @@ def _worker(settings: Any, job: Any, worker: int, messages: Any) -> None:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from serving.batch import run_shards
+    from serving.batch_shards import run_shards
 
     try:
         run_shards(settings, job, worker, job.done, lambda shard: messages.put(("shard", shard)))

@@ -21,7 +21,7 @@ import pytest
 from _serving_helpers import export_untrained, publish
 
 from pipeline.cli import main as taxifare
-from serving import batch_cli
+from serving import batch_formats
 from serving.client import RestClient
 from serving.payload import Limits
 from serving.server import ModelServer, ServerConfig
@@ -153,7 +153,7 @@ def test_too_many_bad_rows_stop_the_job_with_one_line(base, tmp_path, capsys):
     assert code == 2 and len(err) == 1
     assert err[0].startswith("error: 30 of 100 rows (30.0%) cannot be scored, more than --max-error-fraction 0.1; 30 of them in")
     assert str(source) in err[0] and "outside_nyc" in err[0]
-    assert batch_cli.DEFAULT_MAX_ERROR_FRACTION == validation.MAX_BAD_FRACTION
+    assert batch_formats.DEFAULT_MAX_ERROR_FRACTION == validation.MAX_BAD_FRACTION
 
 
 def test_jsonl_instances_use_the_servers_validation(base, tmp_path, capsys):
