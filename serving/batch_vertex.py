@@ -3,7 +3,7 @@
 The job is built from the official message types (``google.cloud.aiplatform_v1``) and created
 with ``JobServiceClient.create_batch_prediction_job``; ``--wait`` polls
 ``get_batch_prediction_job`` until it ends. Every setting is checked offline first (the rules of
-:mod:`pipeline.cloud.settings`, as ``taxifare submit`` checks its own), before credentials are
+:mod:`base.cloud_checks`, as ``taxifare submit`` checks its own), before credentials are
 looked up or a request is sent.
 
 Vertex AI sends each row to the model's serving container (``taxifare serve``, which takes
@@ -22,6 +22,7 @@ import sys
 import time
 from typing import Any
 
+from base import checks, cloud_checks
 from base.errors import InputError
 from trainer import schema
 
@@ -48,8 +49,6 @@ def job_source(text: str, instances_format: str | None = None, flag: str = "batc
     Raises:
         InputError: CSV, a local path, or not a BigQuery table name.
     """
-    from pipeline.cloud import settings
-
     sources = [s.strip() for s in text.split(",") if s.strip()]
     if not sources:
         raise InputError(f"{flag} is empty: give gs:// JSON-lines files or bq://PROJECT.DATASET.TABLE")
@@ -65,7 +64,7 @@ def job_source(text: str, instances_format: str | None = None, flag: str = "batc
     for uri in sources:
         if not uri.startswith("gs://"):
             raise InputError(f"{flag} {uri}: a Vertex AI job reads gs:// files (or one bq:// table); copy the file to a bucket")
-        settings.check_bucket_name(uri[len("gs://") :].split("/", 1)[0], flag)
+        cloud_checks.check_bucket_name(uri[len("gs://") :].split("/", 1)[0], flag)
     return JobSource("jsonl", sources, "", [])
 
 
@@ -127,12 +126,10 @@ def check(args: argparse.Namespace) -> VertexBatch:
     Raises:
         InputError: one line naming the flag and the fix.
     """
-    from pipeline.cloud import settings
-
-    project = settings.check_project(args.project)
-    region = settings.check_region(args.region)
-    settings.check_api_endpoint(args.api_endpoint)
-    if args.anonymous and not settings.is_loopback(args.api_endpoint):
+    project = cloud_checks.check_project(args.project)
+    region = cloud_checks.check_region(args.region)
+    cloud_checks.check_api_endpoint(args.api_endpoint)
+    if args.anonymous and not cloud_checks.is_loopback(args.api_endpoint):
         raise InputError("--anonymous is only for a local --api-endpoint (a test server)")
     found = _MODEL.fullmatch(args.model or "")
     if not found:
@@ -146,13 +143,12 @@ def check(args: argparse.Namespace) -> VertexBatch:
     source = job_source(args.input, args.instances_format, "--input")
     if not args.output.startswith("gs://"):
         raise InputError(f"--output {args.output}: a Vertex AI job writes under a gs:// prefix, e.g. gs://BUCKET/batch")
-    settings.check_bucket_name(args.output[len("gs://") :].split("/", 1)[0], "--output")
-    settings.check_service_account(args.service_account)
+    cloud_checks.check_bucket_name(args.output[len("gs://") :].split("/", 1)[0], "--output")
+    cloud_checks.check_service_account(args.service_account)
     for flag, value in (("--starting-replica-count", args.starting_replica_count), ("--max-replica-count", args.max_replica_count)):
-        settings.check_at_least_one(value, flag)
+        cloud_checks.check_at_least_one(value, flag)
     if args.starting_replica_count > args.max_replica_count:
         raise InputError(f"--starting-replica-count {args.starting_replica_count} is above --max-replica-count {args.max_replica_count}")
-    from base import checks
 
     machine_type = checks.machine_type("--machine-type", args.machine_type or DEFAULT_MACHINE_TYPE)
     display = args.job_display_name or "taxifare-batch-predict"

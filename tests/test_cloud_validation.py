@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from _vertex_fake import KfpServer, VertexRestServer
 
+from base import cloud_checks
 from pipeline import cli
-from pipeline.cloud import settings
 from pipeline.cloud.template import check_image, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,8 +269,8 @@ def test_no_credentials_at_all_in_a_fresh_process(tmp_path):
 def test_region_list_is_inside_the_sdks():
     from google.cloud.aiplatform import constants
 
-    assert settings.VERTEX_REGIONS <= constants.base.SUPPORTED_REGIONS
-    assert "us-central1" in settings.VERTEX_REGIONS and "global" not in settings.VERTEX_REGIONS
+    assert cloud_checks.VERTEX_REGIONS <= constants.base.SUPPORTED_REGIONS
+    assert "us-central1" in cloud_checks.VERTEX_REGIONS and "global" not in cloud_checks.VERTEX_REGIONS
 
 
 @pytest.mark.parametrize(
@@ -292,10 +292,10 @@ def test_region_list_is_inside_the_sdks():
 )
 def test_bucket_names(value, ok):
     if ok:
-        assert settings.check_bucket_name(value) == value.removeprefix("gs://").rstrip("/")
+        assert cloud_checks.check_bucket_name(value) == value.removeprefix("gs://").rstrip("/")
     else:
-        with pytest.raises(settings.InputError, match="is not a valid bucket name"):
-            settings.check_bucket_name(value)
+        with pytest.raises(cloud_checks.InputError, match="is not a valid bucket name"):
+            cloud_checks.check_bucket_name(value)
 
 
 @pytest.mark.parametrize(
@@ -317,14 +317,14 @@ def test_images_need_a_registry_and_a_version(image, ok):
     if ok:
         assert check_image(image) == image
     else:
-        with pytest.raises(settings.InputError):
+        with pytest.raises(cloud_checks.InputError):
             check_image(image)
 
 
 def test_kubeflow_images_need_a_version_but_no_registry():
     assert check_image("taxifare:0.2.0", registry=False) == "taxifare:0.2.0"
     for image in ("taxifare", "taxifare:latest"):
-        with pytest.raises(settings.InputError, match="not pinned"):
+        with pytest.raises(cloud_checks.InputError, match="not pinned"):
             check_image(image, registry=False)
 
 
@@ -339,7 +339,7 @@ def test_kubeflow_images_need_a_version_but_no_registry():
     ],
 )
 def test_loopback_endpoints(endpoint, local):
-    assert settings.is_loopback(endpoint) is local
+    assert cloud_checks.is_loopback(endpoint) is local
 
 
 def test_template_kinds():

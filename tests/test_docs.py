@@ -3,7 +3,7 @@
 Every ``taxifare ...``, ``make ...`` and ``python -m trainer.task ...`` line of a ```bash block
 is parsed by the command's own parser (each flag must be one its ``--help`` lists, and every
 value must be accepted), and the cloud ids in them pass the project's own validators
-(:mod:`pipeline.cloud.settings`), so a reader can paste any of them.
+(:mod:`base.cloud_checks`), so a reader can paste any of them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cloud import settings
+from base import cloud_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -116,16 +116,16 @@ def _check_cloud_ids(args: argparse.Namespace) -> None:
     """The ids a reader pastes pass the same checks the cloud commands run first."""
     values = vars(args)
     if values.get("project"):
-        settings.check_project(values["project"])
+        cloud_checks.check_project(values["project"])
     if values.get("region"):
-        settings.check_region(values["region"])
+        cloud_checks.check_region(values["region"])
     if values.get("bucket"):
-        settings.check_bucket_name(values["bucket"])
+        cloud_checks.check_bucket_name(values["bucket"])
     if values.get("pipeline_root") and str(values["pipeline_root"]).startswith("gs://"):
-        settings.check_pipeline_root(values["pipeline_root"])
+        cloud_checks.check_pipeline_root(values["pipeline_root"])
     for key in ("service_account", "training_service_account"):
         if values.get(key) and not values.get("kfp_host"):
-            settings.check_service_account(values[key], "--" + key.replace("_", "-"))
+            cloud_checks.check_service_account(values[key], "--" + key.replace("_", "-"))
 
 
 def check_command(argv: list[str]) -> None:
@@ -171,7 +171,7 @@ def test_a_wrong_flag_or_id_is_caught() -> None:
         ["taxifare", "setup", "--project", "P", "--region", "us-central1", "--bucket", "b-taxifare", "--dry-run"],
         ["make", "deploy"],
     ):
-        with pytest.raises((AssertionError, pytest.fail.Exception, settings.InputError)):
+        with pytest.raises((AssertionError, pytest.fail.Exception, cloud_checks.InputError)):
             check_command(bad)
 
 

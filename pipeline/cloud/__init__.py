@@ -1,6 +1,7 @@
 """The cloud side of the CLI: ``taxifare setup``, ``submit`` and ``schedule``, one concern per module.
 
-* :mod:`~pipeline.cloud.settings`: checks of project, region, bucket, pipeline root, accounts, network, labels, times, ids.
+* :mod:`base.cloud_checks` (below every layer, as ``taxifare batch-predict --model`` uses them too): checks of
+  project, region, bucket, pipeline root, accounts, network, labels, times, ids.
 * :mod:`~pipeline.cloud.cron`: the schedules' cron, checked once, converted for Kubeflow.
 * :mod:`~pipeline.cloud.template`: the compiled YAML sent (kind, step images, parameters), compiled for ``--image``.
 * :mod:`~pipeline.cloud.credentials`: which credentials a call uses, looked up last.

@@ -1,7 +1,7 @@
 """What ``taxifare setup``, ``submit`` and ``schedule`` do with their flags.
 
 Every command runs in the same order: read flags and the environment, check every value
-(:mod:`pipeline.cloud.settings`, :mod:`pipeline.cloud.cron`, :mod:`pipeline.cloud.template`),
+(:mod:`base.cloud_checks`, :mod:`pipeline.cloud.cron`, :mod:`pipeline.cloud.template`),
 compile the template when ``--image`` asks for it, look credentials up
 (:mod:`pipeline.cloud.credentials`), and only then talk to a service. A user error is one
 ``error:`` line and exit code 2, with nothing created and nothing sent.
@@ -17,8 +17,8 @@ import sys
 import tempfile
 from typing import Any
 
+from base import cloud_checks as s
 from base.errors import InputError
-from pipeline.cloud import settings as s
 from pipeline.cloud.cron import cron_to_kfp, validate_cron
 from pipeline.cloud.template import (
     DEFAULT_TEMPLATES,

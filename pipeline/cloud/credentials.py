@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from base.cloud_checks import is_loopback
 from base.errors import InputError
-from pipeline.cloud.settings import is_loopback
 
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 _CREDENTIALS_FIX = (

@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from base.cloud_checks import VERTEX_REGIONS, check_bucket_name, check_project, check_region, check_service_account
 from base.errors import InputError
-from pipeline.cloud.settings import VERTEX_REGIONS, check_bucket_name, check_project, check_region, check_service_account
 
 #: The role each run's account gets on the bucket (see the module docstring).
 OBJECT_ROLE = "roles/storage.objectUser"

@@ -285,7 +285,7 @@ def _check_cloud_paths(values: Mapping[str, Any]) -> None:
     Raises:
         InputError: for a local path, or a ``gs://``/``/gcs/`` path with '.', '..' or blank segments.
     """
-    from pipeline.cloud.settings import check_object_path
+    from base.cloud_checks import check_object_path
 
     for name in _PATH_PARAMETERS:
         value = str(values.get(name) or "").strip()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from pipeline.cloud.settings import is_loopback
+from base.cloud_checks import is_loopback
 from pipeline.cloud.template import Template
 
 #: Terminal states of a Vertex pipeline job (``PipelineState`` names).
