@@ -51,7 +51,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import socket
@@ -260,16 +259,7 @@ def wrk(port: int, path: str, body: bytes, clients: int, seconds: float, work: P
     )
     cmd = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "--latency", "-s", str(script)]
     out = subprocess.run([*cmd, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk saw failed requests on {path}:\n{out}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    measured = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
-
-    def percentile(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)([a-z]+)", out, re.M)
-        return float(m.group(1)) * bs.WRK_UNITS[m.group(2)] if m else float("nan")
-
-    return {"p50_ms": percentile("50"), "p99_ms": percentile("99"), "requests": requests, "wall": measured}
+    return bs.parse_wrk(out, f" on {path}")
 
 
 TFS_PREDICT = "/tensorflow.serving.PredictionService/Predict"  # taxifare's gRPC API (TF Serving's)

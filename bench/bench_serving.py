@@ -170,6 +170,24 @@ def start_server(
 WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
+def parse_wrk(out: str, what: str = "") -> dict[str, float]:
+    """wrk's ``--latency`` report: ``requests``, the ``wall`` seconds it measured, ``p50_ms`` and ``p99_ms``.
+
+    Raises:
+        SystemExit: wrk saw failed requests (non-2xx answers or socket errors).
+    """
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw failed requests{what}:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    measured = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)([a-z]+)", out, re.M)
+        return float(m.group(1)) * WRK_UNITS[m.group(2)] if m else float("nan")
+
+    return {"p50_ms": percentile("50"), "p99_ms": percentile("99"), "requests": requests, "wall": measured}
+
+
 def wrk_cell(port: int, body: bytes, batch: int, clients: int, seconds: float, server_pid: int, work: str) -> dict[str, float]:
     """``clients`` keep-alive connections from wrk (one thread) posting ``body`` for ``seconds``.
 
@@ -193,21 +211,11 @@ def wrk_cell(port: int, body: bytes, batch: int, clients: int, seconds: float, s
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     wall = time.perf_counter() - start
     children1, server1 = resource.getrusage(resource.RUSAGE_CHILDREN), server.cpu_times()
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk saw failed requests:\n{out}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    measured = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
-
-    def percentile(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)([a-z]+)", out, re.M)
-        return float(m.group(1)) * WRK_UNITS[m.group(2)] if m else float("nan")
-
+    figures = parse_wrk(out)
     cores = os.cpu_count() or 1
     return {
-        "p50_ms": percentile("50"),
-        "p99_ms": percentile("99"),
-        "requests": requests,
-        "wall": measured if measured > 0 else wall,
+        **figures,
+        "wall": figures["wall"] if figures["wall"] > 0 else wall,
         "client_cpu": ((children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)) / (wall * cores),
         "server_cpu": ((server1.user + server1.system) - (server0.user + server0.system)) / (wall * cores),
     }
